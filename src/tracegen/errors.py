@@ -1,0 +1,95 @@
+"""The tracegen error tree.
+
+Every error tracegen raises on purpose is a ``TracegenError``. Its message is one line that says what is
+wrong and how to fix it; the CLI prints that line and exits with code 1, no traceback. Messages never
+contain secrets (API keys, tokens, Authorization headers).
+
+::
+
+    TracegenError                 base class: catch this to catch everything tracegen raises on purpose
+    ├── ConfigError               a flag, config file, template set or price table is invalid
+    ├── SourceError               a prompt source cannot be read, or a record in it is malformed
+    │   └── BadRecordError        one record is malformed (names file, line/row and field)
+    ├── PlanError                 the plan cannot be built (no eligible rows, prompt too long, ...)
+    ├── RunDirError               the run directory is unusable: plan mismatch, unwritable, disk full
+    ├── TeacherError              the teacher endpoint refuses the whole run
+    │   ├── AuthError             401/403: the API key is missing, wrong or lacks permission
+    │   ├── QuotaError            429 insufficient_quota: the account has no credit left
+    │   └── EndpointError         the endpoint cannot be reached or does not speak the OpenAI API
+    ├── BatchError                a Batch API job cannot be created, polled or collected
+    └── HubError                  pushing to / reading from the Hugging Face Hub failed
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthError",
+    "BadRecordError",
+    "BatchError",
+    "ConfigError",
+    "EndpointError",
+    "HubError",
+    "PlanError",
+    "QuotaError",
+    "RunDirError",
+    "SourceError",
+    "TeacherError",
+    "TracegenError",
+]
+
+
+class TracegenError(Exception):
+    """Base class of every error tracegen raises on purpose."""
+
+
+class ConfigError(TracegenError):
+    """A flag, config file, template set or price table is invalid."""
+
+
+class SourceError(TracegenError):
+    """A prompt source cannot be read."""
+
+
+class BadRecordError(SourceError):
+    """One source record is malformed; the message names file, line (or row) and field."""
+
+    def __init__(self, where: str, field: str, problem: str) -> None:
+        self.where = where
+        self.field = field
+        self.problem = problem
+        super().__init__(
+            f"{where}: field {field!r} {problem} "
+            "(fix the record, or pass --skip-bad-records to log it to rejected.jsonl and go on)"
+        )
+
+
+class PlanError(TracegenError):
+    """The plan cannot be built."""
+
+
+class RunDirError(TracegenError):
+    """The run directory is unusable: plan mismatch, unwritable, or the disk is full."""
+
+
+class TeacherError(TracegenError):
+    """The teacher endpoint refuses the whole run."""
+
+
+class AuthError(TeacherError):
+    """401/403: the API key is missing, wrong, or lacks permission."""
+
+
+class QuotaError(TeacherError):
+    """429 insufficient_quota: the account has no credit left."""
+
+
+class EndpointError(TeacherError):
+    """The endpoint cannot be reached or does not speak the OpenAI API."""
+
+
+class BatchError(TracegenError):
+    """A Batch API job cannot be created, polled or collected."""
+
+
+class HubError(TracegenError):
+    """Pushing to or reading from the Hugging Face Hub failed."""

@@ -1,0 +1,91 @@
+"""The one record type that flows through tracegen.
+
+A :class:`Record` is born in the plan (a FLAN prompt paired with a system message), is answered by the
+teacher (response fields filled in), is judged by filters (``agrees_with_target``) and is exported.
+Dicts exist only at the edges (readers, writers): :meth:`Record.to_dict` / :meth:`Record.from_dict`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+__all__ = ["SUBMIXES", "Record", "content_key"]
+
+#: The FLAN v2 submixes tracegen samples from, in OpenOrca id-prefix spelling.
+SUBMIXES: tuple[str, ...] = ("cot", "niv", "flan", "t0")
+
+
+def content_key(system_prompt: str, question: str) -> str:
+    """Stable hash of what the teacher is asked (system message + question), hex, 32 chars."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(system_prompt.encode("utf-8"))
+    h.update(b"\x00")
+    h.update(question.encode("utf-8"))
+    return h.hexdigest()
+
+
+@dataclass(slots=True)
+class Record:
+    """One (system message, FLAN prompt) pair and, once answered, the teacher's answer."""
+
+    # --- planned ---------------------------------------------------------------------------------------
+    id: str
+    """OpenOrca-style id ``{submix}.{n}``, stable for the same source and seed."""
+    submix: str
+    """cot | niv | flan | t0."""
+    question: str
+    """The FLAN ``inputs`` text, sent as the user message."""
+    system_prompt: str = ""
+    """The system message the teacher sees ("" = none sent: Orca message 1)."""
+    system_message_id: int | None = None
+    """Orca Table 2 id (1-16), or None for a user template."""
+    train_system_prompt: str | None = None
+    """Prompt erasure (Orca 2): the system message the student is trained with, if different."""
+    task_name: str = ""
+    template_type: str = ""
+    target: str = ""
+    """FLAN's reference answer."""
+    key: str = ""
+    """content_key(system_prompt, question); filled in by __post_init__ when empty."""
+    prompt_tokens: int = 0
+    """Prompt tokens as the API bills them (chat overhead included), counted before sending."""
+    source: str = ""
+    """Where the prompt came from: ``file:line`` or ``dataset[row]``."""
+    # --- answered --------------------------------------------------------------------------------------
+    stage: str = ""
+    model: str = ""
+    """Teacher model as requested."""
+    model_returned: str = ""
+    """Teacher model as the API named it in the response."""
+    response: str | None = None
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    finish_reason: str | None = None
+    agrees_with_target: bool | None = None
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            self.key = content_key(self.system_prompt, self.question)
+
+    def messages(self) -> list[dict[str, str]]:
+        """The chat messages sent to the teacher. Orca message 1 (empty) sends no system role."""
+        if self.system_prompt:
+            return [
+                {"role": "system", "content": self.system_prompt},
+                {"role": "user", "content": self.question},
+            ]
+        return [{"role": "user", "content": self.question}]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Record:
+        """Build from a dict, ignoring keys this version does not know (forward compatible files)."""
+        names = _FIELD_NAMES
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+_FIELD_NAMES = frozenset(f.name for f in fields(Record))

