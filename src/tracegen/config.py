@@ -78,8 +78,34 @@ class RunConfig(BaseModel):
     max_attempts: int = Field(8, ge=1, description="Attempts per request before it goes to failed.jsonl.")
     retry_length: bool = Field(False, description="Retry finish_reason=length answers with 2x max_tokens.")
 
+    shard: str | None = Field(None, description="K/N: this run takes the K-th of N deterministic shards (1-based).")
+
     # ---- output ----------------------------------------------------------------------------------------------
     output_dir: Path = Path("tracegen-run")
+    export_formats: list[Literal["openorca", "full", "alpaca", "sharegpt"]] = Field(
+        default_factory=lambda: ["openorca", "full"], description="Dataset configs written by export."
+    )
+    push_to_hub: str | None = Field(None, description="Hub dataset repo to push to when the run is done.")
+    private: bool = Field(True, description="Create the Hub repo private.")
+    filters: dict[str, Any] = Field(default_factory=dict, description="Quality filter settings (filters.py).")
+    dedup: dict[str, Any] = Field(default_factory=dict, description="Dedup settings (dedup.py).")
+
+    @field_validator("shard")
+    @classmethod
+    def _check_shard(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        k, sep, total = v.partition("/")
+        if not (sep and k.isdigit() and total.isdigit() and 1 <= int(k) <= int(total)):
+            raise ValueError(f"{v!r} is not K/N with 1 <= K <= N, e.g. --shard 1/4")
+        return v
+
+    def shard_index(self) -> tuple[int, int] | None:
+        """(k, n) with k 0-based, or None when unsharded."""
+        if self.shard is None:
+            return None
+        k, _, total = self.shard.partition("/")
+        return int(k) - 1, int(total)
 
     @field_validator("mix")
     @classmethod
@@ -144,8 +170,13 @@ def load_config(
     config_file: str | Path | None = None,
     overrides: Mapping[str, Any] | None = None,
     env: Mapping[str, str] | None = None,
+    flag_names: Mapping[str, str] | None = None,
 ) -> RunConfig:
-    """Build a RunConfig: ``overrides`` (CLI flags, None = not given) > file > environment > defaults."""
+    """Build a RunConfig: ``overrides`` (CLI flags, None = not given) > file > environment > defaults.
+
+    ``flag_names`` maps a field to the CLI flag that set it (``budget_usd`` -> ``--budget``) so an error
+    names what the user typed.
+    """
     env = os.environ if env is None else env
     merged: dict[str, Any] = _from_env(env)
     origin = {k: f"environment variable {ENV_PREFIX}{k.upper()}" for k in merged}
@@ -158,7 +189,8 @@ def load_config(
     for k, v in (overrides or {}).items():
         if v is not None:
             merged[k] = v
-            origin[k] = f"flag --{k.replace('_', '-')}"
+            flag = (flag_names or {}).get(k, "--" + k.replace("_", "-"))
+            origin[k] = f"flag {flag}"
     try:
         return RunConfig.model_validate(merged)
     except ValidationError as e:
