@@ -1,0 +1,188 @@
+"""Chat completion requests: validation as the real API does it, and synthetic answers with exact usage.
+
+Shared by the online endpoint and the Batch API. Usage is what OpenAI bills: ``prompt_tokens`` is
+``count_chat_tokens(messages, encoding_for_model(model))`` and ``completion_tokens`` the true token count of
+the answer text in the same encoding.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ..tokens import count_chat_tokens, encoding_for_model, model_info
+from .content import completion_length, draw_for, tape_for
+from .ledger import request_key
+from .options import FakeOptions
+from .wire import ApiError, new_id
+
+__all__ = ["FAKE_MODEL_PREFIX", "Answerer", "ChatRequest", "Computed", "fake_model_name", "parse_chat_body"]
+
+FAKE_MODEL_PREFIX = "tracegen-fake:"
+_ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+_CACHE_MAX = 16384
+
+
+def fake_model_name(model: str) -> str:
+    """The ``model`` field of a fake answer: ``tracegen-fake:<requested model>``."""
+    return model if model.startswith(FAKE_MODEL_PREFIX) else FAKE_MODEL_PREFIX + model
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """A validated chat completion request."""
+
+    body: dict[str, Any]
+    model: str
+    messages: list[dict[str, str]]
+    max_tokens: int  # the request's cap, or FakeOptions.default_max_tokens when it sets none
+    n: int
+    key: str  # request_key(body)
+
+
+def _bad(message: str, param: str | None = None, code: str | None = None) -> ApiError:
+    return ApiError(400, message, param=param, code=code)
+
+
+def _positive_int(body: dict[str, Any], name: str) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _bad(f"Invalid '{name}': expected an integer >= 1, got {value!r}.", name, "invalid_value")
+    return value
+
+
+def _number(body: dict[str, Any], name: str, high: float) -> None:
+    value = body.get(name)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= high:
+        raise _bad(
+            f"Invalid '{name}': expected a number in [0, {high:g}], got {value!r}.", name, "invalid_value"
+        )
+
+
+def parse_chat_body(body: Any, opts: FakeOptions) -> ChatRequest:
+    """Validate a ``/v1/chat/completions`` body; raises ``ApiError`` (400 / 404) like the real API."""
+    if not isinstance(body, dict):
+        raise _bad("The request body must be a JSON object.")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise _bad("You must provide a model parameter.", "model", "missing_required_parameter")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise _bad(
+            "Missing or empty 'messages': provide a non-empty list of messages.",
+            "messages",
+            "missing_required_parameter",
+        )
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in _ROLES:
+            raise _bad(f"Invalid 'messages[{i}]': expected an object with a valid 'role'.", f"messages[{i}]")
+        for name, value in message.items():
+            if not isinstance(value, str):
+                raise _bad(
+                    f"Invalid 'messages[{i}].{name}': the tracegen fake server accepts string values only.",
+                    f"messages[{i}].{name}",
+                )
+    if body.get("stream"):
+        raise _bad("The tracegen fake server does not support stream=true.", "stream")
+    _number(body, "temperature", 2.0)
+    _number(body, "top_p", 1.0)
+    max_tokens = _positive_int(body, "max_completion_tokens") or _positive_int(body, "max_tokens")
+    n = _positive_int(body, "n") or 1
+    if n > 128:
+        raise _bad(f"Invalid 'n': {n} is greater than the maximum of 128.", "n", "invalid_value")
+    if opts.known_models is not None and model not in opts.known_models:
+        raise ApiError(
+            404,
+            f"The model `{model}` does not exist or you do not have access to it.",
+            code="model_not_found",
+            param="model",
+        )
+    return ChatRequest(
+        body=body,
+        model=model,
+        messages=messages,
+        max_tokens=max_tokens or opts.default_max_tokens,
+        n=n,
+        key=request_key(body),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Computed:
+    """The answer to one request: what is billed and what is sent."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    choices: list[dict[str, Any]]
+
+
+class Answerer:
+    """Computes answers; identical requests get identical content (cached by request key)."""
+
+    def __init__(self, opts: FakeOptions) -> None:
+        self.opts = opts
+        self._cache: dict[tuple[str, int], Computed] = {}
+
+    def compute(self, req: ChatRequest) -> Computed:
+        """Usage and choices for ``req``; raises 400 context_length_exceeded past a known model's window."""
+        cached = self._cache.get((req.key, req.n))
+        if cached is not None:
+            return cached
+        encoding = encoding_for_model(req.model)
+        prompt_tokens = count_chat_tokens(req.messages, encoding)
+        info = model_info(req.model)
+        if info is not None and prompt_tokens + req.max_tokens > info.context_window:
+            raise _bad(
+                f"This model's maximum context length is {info.context_window} tokens. However, you "
+                f"requested {prompt_tokens + req.max_tokens} tokens ({prompt_tokens} in the messages, "
+                f"{req.max_tokens} in the completion). "
+                "Please reduce the length of the messages or completion.",
+                "messages",
+                "context_length_exceeded",
+            )
+        tape = tape_for(encoding)
+        opts = self.opts
+        choices: list[dict[str, Any]] = []
+        completion_tokens = 0
+        for index in range(req.n):
+            u, draw = draw_for(opts.seed, req.key, index)
+            wanted = completion_length(opts.mean_completion_tokens, opts.completion_tokens_spread, u)
+            answer = tape.answer(min(wanted, req.max_tokens), complete=wanted <= req.max_tokens, draw=draw)
+            completion_tokens += answer.completion_tokens
+            choices.append(
+                {
+                    "index": index,
+                    "message": {"role": "assistant", "content": answer.content, "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": answer.finish_reason,
+                }
+            )
+        computed = Computed(prompt_tokens, completion_tokens, choices)
+        if len(self._cache) >= _CACHE_MAX:
+            self._cache.pop(next(iter(self._cache)))
+        self._cache[(req.key, req.n)] = computed
+        return computed
+
+    @staticmethod
+    def completion(req: ChatRequest, computed: Computed) -> dict[str, Any]:
+        """The ``chat.completion`` object that carries ``computed``."""
+        return {
+            "id": new_id("chatcmpl-"),
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": fake_model_name(req.model),
+            "choices": computed.choices,
+            "usage": {
+                "prompt_tokens": computed.prompt_tokens,
+                "completion_tokens": computed.completion_tokens,
+                "total_tokens": computed.prompt_tokens + computed.completion_tokens,
+                "prompt_tokens_details": {"cached_tokens": 0},
+                "completion_tokens_details": {"reasoning_tokens": 0},
+            },
+            "system_fingerprint": "fp_tracegen_fake",
+        }
