@@ -43,6 +43,7 @@ __all__ = [
     "CardOptions",
     "card_metadata",
     "render_card",
+    "rows_of",
     "scrub_secrets",
     "size_category",
     "split_card",
@@ -258,7 +259,7 @@ def card_metadata(
     """
     options = CardOptions.from_dict(manifest.get("card"))
     configs = _selected(manifest, only)
-    rows = _rows_of(configs)
+    rows = rows_of(configs)
     tags = list(dict.fromkeys([*BASE_TAGS, *options.extra_tags]))
     meta: dict[str, Any] = {"license": options.license}
     if options.license == "other":
@@ -266,26 +267,28 @@ def card_metadata(
             meta["license_name"] = options.license_name
         if options.license_link:
             meta["license_link"] = options.license_link
+    kept = [dict(k) for k in keep_configs]
+    names = [c["name"] for c in configs]
     default = manifest.get("default_config")
-    has_default = any(c["name"] == default for c in configs)
+    if default not in names:  # the export's default is not pushed: keep a remote default, else our first
+        default = None if any(k.get("default") for k in kept) else (names[0] if names else None)
+    if default is not None:
+        for k in kept:
+            k.pop("default", None)
     meta |= {
         "language": list(options.language),
         "task_categories": list(options.task_categories),
         "size_categories": [size_category(rows)],
         "tags": tags,
         "pretty_name": options.pretty_name or _pretty_name(manifest),
-        "configs": [
-            _config_yaml(c, default=(c["name"] == default) or (not has_default and i == 0))
-            for i, c in enumerate(configs)
-        ]
-        + [dict(k) for k in keep_configs],
+        "configs": [_config_yaml(c, default=c["name"] == default) for c in configs] + kept,
         "dataset_info": [_info_yaml(c) for c in configs] + [dict(k) for k in keep_infos],
     }
     return meta
 
 
-def _rows_of(configs: Sequence[Mapping[str, Any]]) -> int:
-    """Rows in a set of configs: per format, summed over stages; the largest format wins."""
+def rows_of(configs: Sequence[Mapping[str, Any]]) -> int:
+    """Rows in a set of exported configs: per format summed over stages, then the largest format."""
     per_format: dict[str, int] = {}
     for c in configs:
         per_format[c.get("format", c["name"])] = per_format.get(c.get("format", c["name"]), 0) + int(
@@ -636,7 +639,7 @@ def render_card(
     options = CardOptions.from_dict(safe.get("card"))
     meta = card_metadata(safe, only=only, keep_configs=keep_configs, keep_infos=keep_infos)
     configs = _selected(safe, only)
-    rows = _rows_of(configs)
+    rows = rows_of(configs)
     body = [
         f"# {meta['pretty_name']}",
         "",
