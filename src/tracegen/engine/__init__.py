@@ -1,0 +1,60 @@
+"""The generation engine: teacher clients, retry policy, rate limiter, dollar budget, run-dir store, runner.
+
+    result = await generate(records, config, run_dir, on_progress=show)
+
+See :mod:`.runner` for the flow, :mod:`.budget` for the durable budget, :mod:`.limiter` for rate limiting,
+:mod:`.store` for durability and resume, :mod:`.client` for the teacher seam and its neutral errors.
+"""
+
+from ._json import request_key
+from .budget import Budget, Ledger, Reservation
+from .client import (
+    ChatClient,
+    ChatResult,
+    Endpoint,
+    TeacherCallError,
+    TeacherConnectionError,
+    TeacherHTTPError,
+    TeacherTimeout,
+    make_client,
+    resolve_endpoint,
+)
+from .client_aiohttp import AiohttpChatClient
+from .client_sdk import SdkChatClient
+from .events import STOP_REASONS, Progress, RunResult
+from .limiter import Limiter, LimiterState, Permit
+from .retry import call_with_retries, fatal_error, is_retryable, retry_policy
+from .runner import generate
+from .store import DoneSet, ResultWriter, RunDir
+
+__all__ = [
+    "STOP_REASONS",
+    "AiohttpChatClient",
+    "Budget",
+    "ChatClient",
+    "ChatResult",
+    "DoneSet",
+    "Endpoint",
+    "Ledger",
+    "Limiter",
+    "LimiterState",
+    "Permit",
+    "Progress",
+    "Reservation",
+    "ResultWriter",
+    "RunDir",
+    "RunResult",
+    "SdkChatClient",
+    "TeacherCallError",
+    "TeacherConnectionError",
+    "TeacherHTTPError",
+    "TeacherTimeout",
+    "call_with_retries",
+    "fatal_error",
+    "generate",
+    "is_retryable",
+    "make_client",
+    "request_key",
+    "resolve_endpoint",
+    "retry_policy",
+]

@@ -1,0 +1,55 @@
+"""JSON helpers for the hot path: orjson when installed, the standard library otherwise.
+
+``request_key`` never depends on which library is installed: it always hashes the stdlib's canonical
+spelling, so the done set of a run directory is stable across machines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+__all__ = ["canonical_json", "dumps", "loads", "request_key"]
+
+try:  # pragma: no cover - depends on the environment
+    import orjson as _orjson
+
+    def dumps(obj: Any) -> bytes:
+        """Compact JSON as UTF-8 bytes."""
+        return _orjson.dumps(obj)
+
+    def loads(data: bytes | str) -> Any:
+        """Parse JSON from bytes or str."""
+        return _orjson.loads(data)
+
+except ImportError:  # pragma: no cover - depends on the environment
+
+    def dumps(obj: Any) -> bytes:
+        """Compact JSON as UTF-8 bytes."""
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+
+    def loads(data: bytes | str) -> Any:
+        """Parse JSON from bytes or str."""
+        return json.loads(data)
+
+
+_KEY_FIELDS: tuple[str, ...] = ("model", "messages", "temperature", "top_p", "max_tokens")
+_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
+def canonical_json(body: dict[str, Any]) -> bytes:
+    """Sorted keys, no spaces, UTF-8 (no ASCII escapes): the one spelling request keys are computed from."""
+    return _canonical(body).encode()
+
+
+def request_key(body: dict[str, Any]) -> str:
+    """sha256 (hex) of the canonical JSON of {model, messages, temperature, top_p, max_tokens}.
+
+    Missing fields count as null; ``max_completion_tokens`` stands in for a missing ``max_tokens`` (the same
+    definition as ``tracegen.testing.request_key``, so run directories and the fake server's ledger agree).
+    """
+    keyed: dict[str, Any] = {k: body.get(k) for k in _KEY_FIELDS}
+    if keyed["max_tokens"] is None:
+        keyed["max_tokens"] = body.get("max_completion_tokens")
+    return hashlib.sha256(canonical_json(keyed)).hexdigest()
