@@ -12,14 +12,21 @@ from tracegen.records import Record
 
 ORCA_MESSAGES = {
     1: "",
-    6: "You are an AI assistant that helps people find information. Provide a detailed answer so user don’t "
-    "need to search outside to understand the answer.",
-    7: "You are an AI assistant. User will you give you a task. Your goal is to complete the task as faithfully "
-    "as you can. While performing the task think step-by-step and justify your steps.",
-    15: "Given a definition of a task and a sample input, break the definition into small parts.\nEach of those "
-    "parts will have some instruction. Explain their meaning by showing an example that meets the criteria in "
-    "the instruction. Use the following format:\nPart  # : a key part of the definition.\nUsage: Sample "
-    "response that meets the criteria from the key part. Explain why you think it meets the criteria.",
+    6: (
+        "You are an AI assistant that helps people find information. Provide a detailed answer so user "
+        "don’t need to search outside to understand the answer."
+    ),
+    7: (
+        "You are an AI assistant. User will you give you a task. Your goal is to complete the task as "
+        "faithfully as you can. While performing the task think step-by-step and justify your steps."
+    ),
+    15: (
+        "Given a definition of a task and a sample input, break the definition into small parts.\n"
+        "Each of those parts will have some instruction. Explain their meaning by showing an example that "
+        "meets the criteria in the instruction. Use the following format:\nPart  # : a key part of the "
+        "definition.\nUsage: Sample response that meets the criteria from the key part. Explain why you "
+        "think it meets the criteria."
+    ),
 }
 SUBMIX_MESSAGES = {"cot": [6], "niv": [1, 7, 15], "flan": [7], "t0": [1, 7]}
 
@@ -47,7 +54,9 @@ def make_records(
             question=f"Question {i}: what is {i} + {i}? Options: (A) {2 * i} (B) {2 * i + 1} | pipe ünïcode",
             system_prompt=ORCA_MESSAGES[sid],
             system_message_id=sid,
-            train_system_prompt=("You are a helpful assistant." if erase_every and i % erase_every == 0 else None),
+            train_system_prompt=(
+                "You are a helpful assistant." if erase_every and i % erase_every == 0 else None
+            ),
             task_name=f"task_{i % 7}",
             template_type="zs_opt",
             target="(A)",
@@ -82,7 +91,7 @@ def make_run_dir(
     config: dict[str, Any] | None = None,
     stats: dict[str, Any] | None = None,
 ) -> Path:
-    """A run dir with manifest, plan, traces (optionally shuffled) and, with ``clean``, clean.jsonl + stats."""
+    """A run dir: manifest, plan, traces (optionally reordered) and, with ``clean``, clean.jsonl + stats."""
     root.mkdir(parents=True, exist_ok=True)
     cfg = {
         "source": ["/home/someone/data/flan_sample"],
@@ -99,7 +108,12 @@ def make_run_dir(
         "mode": "online",
     }
     cfg.update(config or {})
-    manifest = {"config": cfg, "plan_fingerprint": "abc123", "tracegen_version": "0.1.0", "created": "2026-01-01"}
+    manifest = {
+        "config": cfg,
+        "plan_fingerprint": "abc123",
+        "tracegen_version": "0.1.0",
+        "created": "2026-01-01",
+    }
     (root / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     plan = []
     for r in records:
@@ -112,7 +126,12 @@ def make_run_dir(
     )
     order = traces_order if traces_order is not None else list(range(len(records)))
     write_jsonl(root / "traces.jsonl", (records[i].to_dict() for i in order))
-    base_stats = {"requests": len(records), "cost_usd": 0.0123, "prompt_tokens": 999, "completion_tokens": 555}
+    base_stats = {
+        "requests": len(records),
+        "cost_usd": 0.0123,
+        "prompt_tokens": 999,
+        "completion_tokens": 555,
+    }
     base_stats.update(stats or {})
     (root / "stats.json").write_text(json.dumps(base_stats), encoding="utf-8")
     if clean:

@@ -45,6 +45,7 @@ __all__ = [
     "render_card",
     "rows_of",
     "scrub_secrets",
+    "secret_values",
     "size_category",
     "split_card",
     "validate_card",
@@ -177,16 +178,34 @@ def _scrub_text(text: str, secrets: Sequence[str]) -> str:
     return text
 
 
+def secret_values(data: Any) -> set[str]:
+    """String values stored under credential-named keys anywhere in JSON-like ``data``."""
+    found: set[str] = set()
+
+    def walk(value: Any) -> None:
+        if isinstance(value, Mapping):
+            for k, v in value.items():
+                if _SECRET_KEY.search(str(k)) and isinstance(v, str) and len(v) >= 4 and v != REDACTED:
+                    found.add(v)
+                walk(v)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                walk(v)
+
+    walk(data)
+    return found
+
+
 def scrub_secrets(data: Any, extra_secrets: Iterable[str] = ()) -> Any:
     """A copy of JSON-like ``data`` with secrets removed.
 
-    Drops the value of any key that names a credential (api_key, token, secret, password, authorization...),
-    strips user:password@ and query strings from URLs, and replaces OpenAI/HF-looking keys and the values of
-    secret environment variables (OPENAI_API_KEY, HF_TOKEN, ...) plus ``extra_secrets`` wherever they occur.
+    Drops the value of any key that names a credential (api_key, token, secret, password, authorization...)
+    and removes that value wherever else it occurs; strips user:password@ and query strings from URLs; and
+    replaces OpenAI/HF-looking keys and the values of secret environment variables (OPENAI_API_KEY,
+    HF_TOKEN, ...) plus ``extra_secrets`` wherever they occur.
     """
-    secrets = sorted(
-        {*_env_secrets(), *(s for s in extra_secrets if s and len(s) >= 4)}, key=len, reverse=True
-    )
+    known = {*_env_secrets(), *secret_values(data), *(s for s in extra_secrets if s and len(s) >= 4)}
+    secrets = sorted(known, key=len, reverse=True)
 
     def walk(value: Any) -> Any:
         if isinstance(value, Mapping):

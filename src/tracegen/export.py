@@ -335,7 +335,7 @@ class _ShardWriter:
             self._writer, self._in_shard = None, 0
 
     def close(self) -> list[Path]:
-        """Finish the last shard (an empty one when there were no rows) and name them ``-of-N``."""
+        """Finish the last shard and name the shards ``-of-N``."""
         if self._buffer or not self._shards:
             self._flush()
         if self._writer is not None:
@@ -520,12 +520,10 @@ def export(
                         root, FORMATS[f].features, shard_rows, batch_rows, jsonl
                     )
                 w.add(FORMATS[f].row(r))
-        if not writers:  # nothing answered: still write loadable, empty configs
-            stage_dirs[""] = "stage0"
-            for f in fmts:
-                writers[(f, "")] = _ShardWriter(
-                    tmp / f".{f}.stage0", FORMATS[f].features, shard_rows, batch_rows, jsonl
-                )
+        if not writers:  # datasets cannot load a split with no rows: say so instead of writing one
+            raise RunDirError(
+                f"{run}: no answered records in {source} to export; run `tracegen run` (or check its filters)"
+            )
         configs = _finish_configs(tmp, writers, fmts, list(stage_dirs))
         _write_public_run_files(run, tmp)
         manifest = _manifest(source, fmts, configs, tally, summary, options)
@@ -584,13 +582,16 @@ def _finish_configs(
 
 def _write_public_run_files(run: Path, tmp: Path) -> None:
     """Copy the run's manifest and stats JSON, secrets scrubbed, under ``tracegen/``."""
+    files = {name: _read_json(run / name) for name in PUBLIC_RUN_FILES}
+    found = card_mod.secret_values(list(files.values()))  # a key in one file is scrubbed from all of them
     dest = tmp / "tracegen"
-    for name in PUBLIC_RUN_FILES:
-        data = _read_json(run / name)
+    for name, data in files.items():
         if data is not None:
             dest.mkdir(exist_ok=True)
-            text = json.dumps(card_mod.scrub_secrets(data), indent=2, ensure_ascii=False, sort_keys=True)
-            (dest / name).write_text(text + "\n", encoding="utf-8")
+            clean = card_mod.scrub_secrets(data, extra_secrets=found)
+            (dest / name).write_text(
+                json.dumps(clean, indent=2, ensure_ascii=False, sort_keys=True) + "\n", "utf-8"
+            )
 
 
 def _manifest(
