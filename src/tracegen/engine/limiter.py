@@ -358,7 +358,7 @@ class Limiter:
                 if bucket is not None:
                     bucket.refill(now, self.factor(now))
                     bucket.level = min(bucket.level, 0.0)
-        if permit.sent_at >= self._cut_at:
+        if permit.sent_at > self._cut_at:
             self._cut_factor = max(self._min_factor, self.factor(now) * cut)
             self._cut_at = now
 
