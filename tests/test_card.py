@@ -14,7 +14,10 @@ from huggingface_hub import DatasetCard, DatasetCardData
 from export_helpers import ORCA_MESSAGES, make_records, make_run_dir
 from tracegen.card import (
     BASE_TAGS,
+    BEGIN,
+    END,
     CardOptions,
+    merge_card,
     render_card,
     scrub_secrets,
     size_category,
@@ -129,7 +132,7 @@ def test_license_and_names_are_configurable_and_checked(tmp_path: Path) -> None:
     export(run, card=options)
     meta, body = split_card((run / "dataset" / "README.md").read_text("utf-8"))
     assert meta["license"] == "mit" and meta["pretty_name"] == "My Orca" and "gpt-4o-mini" in meta["tags"]
-    assert body.startswith("\n# My Orca")
+    assert body.startswith(f"\n{BEGIN}\n\n# My Orca") and body.endswith(f"{END}\n")
     with pytest.raises(ConfigError, match="not a Hub license id"):
         export(run, card=CardOptions(license="MIT License"))
     with pytest.raises(ConfigError, match="ISO 639"):
@@ -252,3 +255,43 @@ def test_no_secret_reaches_the_export_dir(tmp_path: Path, monkeypatch: pytest.Mo
             assert b"PLANTED" not in data, path
     manifest = yaml.safe_load((run / "dataset" / "tracegen" / "manifest.json").read_text())
     assert manifest["config"]["base_url"] == "https://llm.example.com/v1"
+
+
+def test_merge_card_keeps_what_people_added_on_the_hub(exported: Path) -> None:
+    manifest = json.loads((exported / "export.json").read_text("utf-8"))
+    ours = render_card(manifest, repo_id="me/orca")
+    meta, body = split_card(ours)
+    edited_meta = dict(
+        meta,
+        license="mit",
+        tags=["my-tag", "orca"],
+        extra_gated_prompt="Be nice.",
+        size_categories=["n>1T"],
+        pretty_name="Hand-named",
+    )
+    remote = (
+        "---\n"
+        + yaml.safe_dump(edited_meta, sort_keys=False)
+        + "---\n\nA note written on the Hub.\n\n"
+        + body.strip("\n").replace("## Citation", "## Citation (edited inside: replaced)")
+        + "\n\nFooter kept.\n"
+    )
+    merged = merge_card(remote, ours, CardOptions())
+    merged_meta, merged_body = split_card(merged)
+    assert (
+        merged_meta["license"] == "mit" and merged_meta["pretty_name"] == "Hand-named"
+    )  # kept: not explicit
+    assert merged_meta["extra_gated_prompt"] == "Be nice."
+    assert merged_meta["tags"][:2] == ["my-tag", "orca"] and "tracegen" in merged_meta["tags"]
+    assert merged_meta["size_categories"] == ["n<1K"]  # ours
+    assert merged_body.lstrip().startswith("A note written on the Hub.") and merged_body.rstrip().endswith(
+        "Footer kept."
+    )
+    assert "(edited inside: replaced)" not in merged_body and merged_body.count(BEGIN) == 1
+    validate_card(merged)
+    explicit = merge_card(
+        remote, render_card(dict(manifest, card={"license": "cc-by-4.0"})), CardOptions(license="cc-by-4.0")
+    )
+    assert split_card(explicit)[0]["license"] == "cc-by-4.0"  # an explicit choice at export wins
+    handwritten = merge_card("---\nlicense: mit\n---\n# My own card\n", ours, CardOptions())
+    assert split_card(handwritten)[1].lstrip().startswith("# My own card\n\n" + BEGIN)

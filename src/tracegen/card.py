@@ -42,6 +42,7 @@ __all__ = [
     "SIZE_CATEGORIES",
     "CardOptions",
     "card_metadata",
+    "merge_card",
     "render_card",
     "rows_of",
     "scrub_secrets",
@@ -678,8 +679,53 @@ def render_card(
         _CITATION,
         "",
     ]
-    front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000)
-    return f"---\n{front}---\n\n" + "\n".join(body)
+    return _dump(meta, BEGIN + "\n\n" + "\n".join(body) + "\n" + END + "\n")
+
+
+BEGIN = "<!-- tracegen:begin — generated from the run; edits between these markers are replaced on push -->"
+END = "<!-- tracegen:end -->"
+_UNION_KEYS = ("language", "task_categories", "tags")
+_OURS_KEYS = ("configs", "dataset_info", "size_categories")
+
+
+def _dump(meta: Mapping[str, Any], body: str) -> str:
+    front = yaml.safe_dump(dict(meta), sort_keys=False, allow_unicode=True, width=1000)
+    return f"---\n{front}---\n\n{body}"
+
+
+def merge_card(remote: str, ours: str, options: CardOptions) -> str:
+    """Update a card already on the Hub with a newly rendered one, keeping what people added there.
+
+    Metadata: ``configs`` / ``dataset_info`` / ``size_categories`` are ours; ``language``, ``task_categories``
+    and ``tags`` are merged; any other key already on the Hub (license, pretty_name, gating, ...) is kept
+    unless the export set it explicitly (a non-default license, a pretty_name). Body: the part between the
+    tracegen markers is replaced and text around it kept; a card without markers is kept and ours appended.
+    """
+    remote_meta, remote_body = split_card(remote)
+    our_meta, our_body = split_card(ours)
+    explicit = {"pretty_name"} if options.pretty_name else set()
+    if options.license != DEFAULT_LICENSE:
+        explicit |= {"license", "license_name", "license_link"}
+    meta: dict[str, Any] = {}
+    for key in [*our_meta, *(k for k in remote_meta if k not in our_meta)]:
+        if key in _UNION_KEYS and isinstance(remote_meta.get(key), list):
+            meta[key] = list(dict.fromkeys([*remote_meta[key], *our_meta.get(key, [])]))
+        elif key in _OURS_KEYS or key in explicit or key not in remote_meta:
+            meta[key] = our_meta.get(key, remote_meta.get(key))
+        else:
+            meta[key] = remote_meta[key]
+    if options.license != DEFAULT_LICENSE and "license_name" not in our_meta:
+        meta.pop("license_name", None)
+        meta.pop("license_link", None)
+    managed = our_body[our_body.index(BEGIN) :].rstrip("\n") + "\n"
+    start, end = remote_body.find(BEGIN), remote_body.find(END)
+    if start >= 0 and end > start:
+        body = remote_body[:start] + managed.rstrip("\n") + remote_body[end + len(END) :]
+    elif remote_body.strip():
+        body = remote_body.rstrip("\n") + "\n\n" + managed
+    else:
+        body = managed
+    return _dump(meta, body.lstrip("\n"))
 
 
 # ---- validation --------------------------------------------------------------------------------------------

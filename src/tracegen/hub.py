@@ -11,10 +11,12 @@ What a push does:
 2. resolves the token (``token=``, else ``HF_TOKEN``, else the ``hf auth login`` token file) and checks it
    with one ``whoami`` call bounded by ``timeout_s``, so a wrong token or an unreachable endpoint fails fast;
 3. creates the dataset repo if needed (``private=True`` by default; an existing repo keeps its visibility);
-4. commits, in one commit: the Parquet shards of the pushed configs, ``README.md`` rendered again with the
-   real repo id, and ``tracegen/*.json`` (manifest and stats, secrets scrubbed at export). Files of the pushed
-   configs that the new export no longer has (fewer shards) are deleted; unchanged files are skipped by
-   huggingface_hub; other configs already in the repo (pushed from another run) stay, and stay in the card.
+4. commits, in one commit: the Parquet shards of the pushed configs, ``tracegen/*.json`` (manifest and
+   stats, secrets scrubbed at export) and ``README.md`` rendered again with the real repo id, merged into the
+   card already there (text outside the tracegen markers and metadata added on the Hub are kept). Files of
+   the pushed configs that the new export no longer has (fewer shards) are deleted; unchanged files are
+   skipped by huggingface_hub; other configs already in the repo (pushed from another run) stay, and stay
+   in the card.
 
 ``config_name`` pushes only that exported config. JSONL copies stay local unless ``include_jsonl=True``.
 Every failure is one :class:`~tracegen.errors.HubError` line that says what to do; the token never appears.
@@ -46,7 +48,7 @@ from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, OfflineMo
 
 from . import card as card_mod
 from ._version import __version__
-from .errors import HubError
+from .errors import ConfigError, HubError
 from .export import find_export_dir, load_manifest
 
 __all__ = ["PushResult", "push", "resolve_token"]
@@ -186,21 +188,47 @@ def _whoami(endpoint: str, token: str, timeout_s: float, errors: _Errors) -> dic
     return data
 
 
-def _remote_card(api: HfApi, repo_id: str, files: Sequence[str]) -> dict[str, Any]:
+def _remote_card(api: HfApi, repo_id: str, files: Sequence[str]) -> tuple[str, dict[str, Any]]:
+    """The README.md on the Hub and its metadata ("" and {} when missing or unreadable)."""
     if "README.md" not in files:
-        return {}
+        return "", {}
     with tempfile.TemporaryDirectory(prefix="tracegen-hub-") as tmp:
         try:
             path = api.hf_hub_download(repo_id, "README.md", repo_type="dataset", cache_dir=tmp)
         except EntryNotFoundError:
-            return {}
+            return "", {}
         content = Path(path).read_text(encoding="utf-8", errors="replace")
     try:
         meta, _ = card_mod.split_card(content)
-    except Exception:  # a hand-edited, broken card on the Hub: ours replaces it
+    except ConfigError:  # a hand-edited, broken card on the Hub: ours replaces it
         logger.warning("the README.md on the Hub has no readable metadata; it will be replaced")
-        return {}
-    return meta
+        return "", {}
+    return content, meta
+
+
+def _card_for_push(
+    manifest: Mapping[str, Any],
+    repo_id: str,
+    ours: set[str],
+    remote: str,
+    remote_meta: Mapping[str, Any],
+    remote_files: Sequence[str],
+) -> str:
+    """Our card for the pushed configs, merged into the card already on the Hub (see card.merge_card)."""
+    keep_configs, keep_infos = _kept_remote(remote_meta, ours, remote_files)
+    content = card_mod.render_card(
+        manifest, repo_id=repo_id, only=ours, keep_configs=keep_configs, keep_infos=keep_infos
+    )
+    card_mod.validate_card(content)
+    if not remote:
+        return content
+    merged = card_mod.merge_card(remote, content, card_mod.CardOptions.from_dict(manifest.get("card")))
+    try:
+        card_mod.validate_card(merged)
+    except ConfigError as e:
+        logger.warning("the card on the Hub cannot be merged (%s); replacing it", e)
+        return content
+    return merged
 
 
 def _kept_remote(
@@ -274,16 +302,12 @@ def push(
                 "private" if info.private else "public",
             )
         remote_files = api.list_repo_files(repo_id, repo_type="dataset")
-        remote_meta = _remote_card(api, repo_id, remote_files)
+        remote_card, remote_meta = _remote_card(api, repo_id, remote_files)
     except Exception as e:
         errors.raise_for(e, f"preparing {repo_id}")
 
     ours = {str(c["name"]) for c in pushed}
-    keep_configs, keep_infos = _kept_remote(remote_meta, ours, remote_files)
-    content = card_mod.render_card(
-        manifest, repo_id=repo_id, only=ours, keep_configs=keep_configs, keep_infos=keep_infos
-    )
-    card_mod.validate_card(content)
+    content = _card_for_push(manifest, repo_id, ours, remote_card, remote_meta, remote_files)
 
     uploads: list[str] = []
     for c in pushed:
