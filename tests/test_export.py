@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from export_helpers import make_records, make_run_dir, write_jsonl
+from tracegen.card import validate_card
 from tracegen.errors import ConfigError, RunDirError
 from tracegen.export import FORMATS, export, features_for, iter_rows, run_summary
 from tracegen.records import Record
@@ -166,6 +167,10 @@ def test_stages_become_their_own_configs(tmp_path: Path) -> None:
     assert gpt4["id"] == [r.id for r in records if r.stage == "gpt4"]
     manifest = json.loads((run / "dataset" / "export.json").read_text("utf-8"))
     assert manifest["default_config"] == "openorca-gpt35"
+    card = (run / "dataset" / "README.md").read_text("utf-8")
+    meta = validate_card(card, root=run / "dataset")
+    assert [c.get("default", False) for c in meta["configs"]] == [True, False, False, False]
+    assert "train on `gpt35` then `gpt4`" in card
 
 
 def test_reexport_replaces_the_previous_export(tmp_path: Path) -> None:

@@ -411,6 +411,8 @@ def _generation_section(manifest: Mapping[str, Any]) -> list[str]:
         )
         rows.append(("source", ", ".join(shown) or "flan-v2 preset"))
     rows += [(k, config[k]) for k in _GEN_KEYS if k in config and config[k] not in (None, {}, [])]
+    if "templates" in config and not config["templates"]:
+        rows.append(("templates", "built-in: Orca Table 2 system messages per submix (Orca §3.1.1)"))
     rows.append(("tracegen version", run.get("tracegen_version") or manifest.get("tracegen_version")))
     if run.get("created"):
         rows.append(("run created", run.get("created")))
@@ -566,10 +568,18 @@ def _configs_section(manifest: Mapping[str, Any], configs: Sequence[Mapping[str,
                 fmt.description if fmt else "",
             )
         )
+    stages = list(dict.fromkeys(c.get("stage") or "" for c in configs))
+    intro = "Each config holds the same rows in the same order (plan order), in a different layout:"
+    if len(stages) > 1:
+        intro = (
+            "One config per format and teacher stage (progressive learning: train on "
+            + " then ".join(f"`{s}`" for s in stages)
+            + "); configs of the same stage hold the same rows in plan order:"
+        )
     return [
         "## Configs",
         "",
-        "Each config holds the same rows in the same order (plan order), in a different layout:",
+        intro,
         "",
         _table(["config", "format", "stage", "rows", "columns"], rows),
         "",

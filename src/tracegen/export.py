@@ -621,7 +621,12 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
     old = out.with_name(f".{out.name}.old-{os.getpid()}")
     if out.exists():
         out.rename(old)
-    tmp.rename(out)
+    try:
+        tmp.rename(out)
+    except OSError:
+        if old.exists():
+            old.rename(out)  # put the previous export back
+        raise
     shutil.rmtree(old, ignore_errors=True)
 
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import fnmatch
 import hashlib
 import hmac
@@ -337,9 +338,7 @@ class FakeHub:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
         await site.start()
-        server = site._server
-        assert server is not None
-        port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        port = self._runner.addresses[0][1]
         self.endpoint = f"http://{self._host}:{port}"
 
     async def _shutdown(self) -> None:
@@ -576,7 +575,7 @@ class FakeHub:
             match = _YAML_BLOCK.search(
                 self._blobs[commit.tree["README.md"].sha256].decode("utf-8", "replace")
             )
-            with _suppress_yaml():
+            with contextlib.suppress(yaml.YAMLError):
                 loaded = yaml.safe_load(match.group(2)) if match else None
                 card = loaded if isinstance(loaded, dict) else {}
         return web.json_response(
@@ -592,7 +591,7 @@ class FakeHub:
                 "disabled": False,
                 "downloads": 0,
                 "likes": 0,
-                "tags": [str(t) for t in card.get("tags", []) if isinstance(card.get("tags"), list)],
+                "tags": [str(t) for t in card["tags"]] if isinstance(card.get("tags"), list) else [],
                 "cardData": card,
                 "siblings": siblings,
                 "usedStorage": sum(e.size for e in commit.tree.values()),
@@ -918,11 +917,3 @@ def _parse_range(header: str, size: int) -> tuple[int, int]:
     if start >= size or start > end:
         raise _HubError(416, f"Range {header!r} not satisfiable for {size} bytes")
     return start, end
-
-
-class _suppress_yaml:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> bool:
-        return exc_type is not None and issubclass(exc_type, yaml.YAMLError)
