@@ -1,4 +1,4 @@
-"""Run the engine in a subprocess (for the kill -9 test): ``python tests/engine_driver.py RUN_DIR BASE_URL N``.
+"""Run the engine in a subprocess for the kill -9 test: ``python tests/engine_driver.py RUN_DIR URL N``.
 
 Plans N synthetic records and answers them against BASE_URL with the budget and concurrency the test uses.
 """
