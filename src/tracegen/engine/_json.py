@@ -38,9 +38,45 @@ _KEY_FIELDS: tuple[str, ...] = ("model", "messages", "temperature", "top_p", "ma
 _canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
 
 
-def canonical_json(body: dict[str, Any]) -> bytes:
-    """Sorted keys, no spaces, UTF-8 (no ASCII escapes): the one spelling request keys are computed from."""
+def _stdlib_canonical(body: dict[str, Any]) -> bytes:
     return _canonical(body).encode()
+
+
+def _plain_floats(body: dict[str, Any]) -> bool:
+    # repr() spells 1e-05 where orjson spells 1e-5: only floats in plain decimal notation are safe
+    for value in body.values():
+        if type(value) is float and value != 0.0 and not 1e-4 <= abs(value) < 1e15:
+            return False
+    return True
+
+
+_SAMPLE: dict[str, Any] = {
+    "model": "m",
+    "messages": [{"role": "user", "content": 'naïve "q" \\ \n\t\x01\x1f\x7f\u2028 😀 /'}],
+    "temperature": 0.7,
+    "top_p": 1.0,
+    "max_tokens": 5,
+    "n": 0.0001,
+}
+
+try:  # pragma: no cover - depends on the environment
+    import orjson as _orjson_mod
+
+    _ORJSON_SORTED = _orjson_mod.OPT_SORT_KEYS
+    _orjson_canonical_ok = _orjson_mod.dumps(_SAMPLE, option=_ORJSON_SORTED) == _stdlib_canonical(_SAMPLE)
+except ImportError:  # pragma: no cover
+    _orjson_canonical_ok = False
+
+
+def canonical_json(body: dict[str, Any]) -> bytes:
+    """Sorted keys, no spaces, UTF-8 (no ASCII escapes): the one spelling request keys are computed from.
+
+    The stdlib's spelling is the definition; orjson is used only when it was checked to spell the same.
+    """
+    if _orjson_canonical_ok and _plain_floats(body):
+        out: bytes = _orjson_mod.dumps(body, option=_ORJSON_SORTED)
+        return out
+    return _stdlib_canonical(body)
 
 
 def request_key(body: dict[str, Any]) -> str:
