@@ -30,7 +30,7 @@ from .chat import Answerer, parse_chat_body
 from .ledger import Counters, Ledger
 from .options import FakeOptions
 from .ratelimit import RateLimiter, format_duration
-from .wire import ApiError, error_response, json_response, new_id
+from .wire import ApiError, dumps, error_response, json_response, new_id
 
 __all__ = ["STATE", "FakeState", "api", "build_app"]
 
@@ -206,7 +206,7 @@ async def _chat(st: FakeState, request: web.Request) -> web.StreamResponse:
         custom_id=request.headers.get("X-Request-Id"),
         kind="online",
     )
-    payload = json.dumps(st.answerer.completion(req, computed), ensure_ascii=False, separators=(",", ":"))
+    body = dumps(st.answerer.completion(req, computed))
     headers["Content-Type"] = _JSON
     headers["x-request-id"] = new_id("req_")
     headers["openai-processing-ms"] = str(int(delay * 1000))
@@ -222,7 +222,6 @@ async def _chat(st: FakeState, request: web.Request) -> web.StreamResponse:
                 st.hanging.discard(task)
     elif delay:
         await asyncio.sleep(delay)
-    body = payload.encode("utf-8")
     if fault == "drop":
         counters.drops += 1
         return await _drop(request, body, headers)

@@ -7,6 +7,7 @@ the answer text in the same encoding.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,12 @@ __all__ = ["FAKE_MODEL_PREFIX", "Answerer", "ChatRequest", "Computed", "fake_mod
 FAKE_MODEL_PREFIX = "tracegen-fake:"
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 _CACHE_MAX = 16384
+
+
+@functools.lru_cache(maxsize=256)
+def _model_meta(model: str) -> tuple[str, int | None]:
+    info = model_info(model)
+    return encoding_for_model(model), None if info is None else info.context_window
 
 
 def fake_model_name(model: str) -> str:
@@ -133,12 +140,11 @@ class Answerer:
         cached = self._cache.get((req.key, req.n))
         if cached is not None:
             return cached
-        encoding = encoding_for_model(req.model)
+        encoding, context_window = _model_meta(req.model)
         prompt_tokens = count_chat_tokens(req.messages, encoding)
-        info = model_info(req.model)
-        if info is not None and prompt_tokens + req.max_tokens > info.context_window:
+        if context_window is not None and prompt_tokens + req.max_tokens > context_window:
             raise _bad(
-                f"This model's maximum context length is {info.context_window} tokens. However, you "
+                f"This model's maximum context length is {context_window} tokens. However, you "
                 f"requested {prompt_tokens + req.max_tokens} tokens ({prompt_tokens} in the messages, "
                 f"{req.max_tokens} in the completion). "
                 "Please reduce the length of the messages or completion.",

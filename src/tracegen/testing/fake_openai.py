@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import os
 import sys
+import typing
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,23 +41,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port to listen on; 0 picks a free one")
+    hints = typing.get_type_hints(FakeOptions)
     for f in dataclasses.fields(FakeOptions):
         flag = "--" + f.name.replace("_", "-")
         help_text = f"{f.metadata.get('help', '')} (default: {f.default})"
-        kind = str(f.type)
+        kind = hints[f.name]
         kwargs: dict[str, Any] = {"dest": f.name, "default": f.default, "help": help_text}
-        if kind == "bool":
+        if kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
-        elif kind == "float":
-            kwargs["type"] = float
-        elif kind == "int":
-            kwargs["type"] = int
-        elif kind == "int | None":
+        elif kind in (float, int):
+            kwargs["type"] = kind
+        elif kind == (int | None):
             kwargs["type"] = _optional_int
-        elif kind.startswith("tuple"):
+        elif kind == (tuple[str, ...] | None):
             kwargs["type"] = _models
-        elif kind.startswith("Literal["):
-            kwargs["choices"] = [part.strip(' "') for part in kind[len("Literal[") : -1].split(",")]
+        elif typing.get_origin(kind) is typing.Literal:
+            kwargs["choices"] = list(typing.get_args(kind))
         parser.add_argument(flag, **kwargs)
     return parser
 

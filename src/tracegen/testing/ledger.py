@@ -18,6 +18,8 @@ from ..tokens import Pricing, model_info, pricing_for
 
 __all__ = ["Counters", "Ledger", "cost_usd", "request_key"]
 
+_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
 
 def request_key(body: dict[str, Any]) -> str:
     """sha256 hex of the canonical JSON of ``{model, messages, temperature, top_p, max_tokens}``.
@@ -35,8 +37,7 @@ def request_key(body: dict[str, Any]) -> str:
         "top_p": body.get("top_p"),
         "max_tokens": max_tokens,
     }
-    text = json.dumps(subset, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return hashlib.sha256(_canonical(subset).encode("utf-8")).hexdigest()
 
 
 def cost_usd(model: str, prompt_tokens: int, completion_tokens: int, *, batch: bool) -> float:

@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import signal
 import subprocess as sp
 import sys
 import threading
@@ -49,15 +50,19 @@ def serve(
     *,
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
-    """Run the fake server until interrupted (blocking); ``on_ready(base_url)`` is called once it listens."""
+    """Serve until Ctrl-C or SIGTERM (blocking); ``on_ready(base_url)`` is called once listening."""
     opts = options or FakeOptions()
 
     async def main() -> None:
         runner, base_url = await _start(opts, host, port)
+        stop = asyncio.Event()
+        if threading.current_thread() is threading.main_thread():
+            with contextlib.suppress(NotImplementedError):  # Windows: Ctrl-C still works
+                asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         if on_ready is not None:
             on_ready(base_url)
         try:
-            await asyncio.Event().wait()
+            await stop.wait()
         finally:
             await runner.cleanup()
 
