@@ -1,0 +1,403 @@
+"""Clean a run directory: ``traces.jsonl`` -> filtered, answer-checked, deduplicated ``clean.jsonl``.
+
+:func:`clean` is idempotent: it always starts from the whole ``traces.jsonl`` (so resumed runs are covered),
+and running it twice gives byte-identical files.
+
+1. Plan order. ``traces.jsonl`` is in completion order; ``plan.jsonl`` gives the order the dataset is
+   published in. Each plan id is hashed to 8 bytes and kept in a sorted numpy array with its position;
+   each trace line is reduced to (plan position, byte offset, length). Records are then read back by offset in
+   plan order, so memory is ~40 bytes per record whatever the answer sizes. Traces whose id is not in the plan
+   (or a run dir without ``plan.jsonl``) follow the planned ones in file order.
+2. A trace line that cannot be parsed (a torn last line after a crash; anything else is logged too) is
+   skipped and counted (``unreadable_lines``). An id answered twice keeps its LAST answer; the earlier ones
+   go to ``rejected.jsonl`` as ``stage="dedup", reason="duplicate_id"``.
+3. Each record gets ``agrees_with_target`` from :mod:`tracegen.answer_check`, then goes through the quality
+   filters (:mod:`tracegen.filters`) and dedup (:mod:`tracegen.dedup`), in plan order.
+4. Outputs, each written to a temp file, fsynced and renamed: ``clean.jsonl`` (kept records,
+   ``Record.to_dict()`` per line, plan order), ``rejected.jsonl`` (the engine's own lines of stages
+   source/plan/generate kept as they were, previous filter/dedup lines replaced by this run's),
+   ``clean_stats.json`` (:meth:`CleanResult.to_dict`) and ``dedup_state.npz`` (keys of the kept records, so a
+   later run or ``merge`` can deduplicate against this one).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from array import array
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import numpy.typing as npt
+import xxhash
+
+from .answer_check import check_answer
+from .dedup import DedupConfig, Deduper, DedupState
+from .errors import RunDirError
+from .filters import FilterConfig, FilterPipeline, build_filters
+from .records import Record
+
+__all__ = ["ENGINE_STAGES", "CleanResult", "clean", "iter_jsonl", "plan_order"]
+
+log = logging.getLogger(__name__)
+
+ENGINE_STAGES = frozenset({"source", "plan", "generate"})
+"""rejected.jsonl stages written by the engine; clean() keeps these lines untouched."""
+CLEAN_STAGES = frozenset({"filter", "dedup"})
+
+TRACES = "traces.jsonl"
+PLAN = "plan.jsonl"
+CLEAN = "clean.jsonl"
+REJECTED = "rejected.jsonl"
+CLEAN_STATS = "clean_stats.json"
+DEDUP_STATE = "dedup_state.npz"
+
+_ID = re.compile(rb'"id"\s*:\s*"((?:[^"\\]|\\.)*)"')
+Progress = Callable[[int, int], None]
+
+
+# ---- result ------------------------------------------------------------------------------------------------
+@dataclass
+class CleanResult:
+    """What clean() did, as counts; :meth:`to_dict` is what goes into stats.json and the dataset card."""
+
+    run_dir: Path
+    traces_lines: int = 0
+    unreadable_lines: int = 0
+    duplicate_ids: int = 0
+    not_in_plan: int = 0
+    records: int = 0
+    kept: int = 0
+    rejected_by_filter: dict[str, int] = field(default_factory=dict)
+    removed_by_dedup: dict[str, int] = field(default_factory=dict)
+    agreement_kept: dict[str, int] = field(default_factory=dict)
+    agreement_all: dict[str, int] = field(default_factory=dict)
+    rows_per_submix: dict[str, int] = field(default_factory=dict)
+    rows_per_system_message: dict[str, int] = field(default_factory=dict)
+    rows_per_model: dict[str, int] = field(default_factory=dict)
+    kept_prompt_tokens: int = 0
+    kept_completion_tokens: int = 0
+    kept_cost_usd: float = 0.0
+    filter_config: dict[str, Any] = field(default_factory=dict)
+    dedup_config: dict[str, Any] = field(default_factory=dict)
+    answer_check: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able counts (no paths: the card must not leak local directories)."""
+        return {
+            "traces_lines": self.traces_lines,
+            "unreadable_lines": self.unreadable_lines,
+            "duplicate_ids": self.duplicate_ids,
+            "not_in_plan": self.not_in_plan,
+            "records": self.records,
+            "kept": self.kept,
+            "rejected_by_filter": dict(sorted(self.rejected_by_filter.items())),
+            "removed_by_dedup": dict(sorted(self.removed_by_dedup.items())),
+            "answer_check": {
+                "enabled": self.answer_check,
+                "kept": self.agreement_kept,
+                "all": self.agreement_all,
+            },
+            "rows_per_submix": dict(sorted(self.rows_per_submix.items())),
+            "rows_per_system_message": dict(sorted(self.rows_per_system_message.items(), key=_msg_order)),
+            "rows_per_model": dict(sorted(self.rows_per_model.items())),
+            "kept_prompt_tokens": self.kept_prompt_tokens,
+            "kept_completion_tokens": self.kept_completion_tokens,
+            "kept_cost_usd": round(self.kept_cost_usd, 6),
+            "filters": self.filter_config,
+            "dedup": self.dedup_config,
+        }
+
+
+def _msg_order(item: tuple[str, int]) -> tuple[int, str]:
+    key = item[0]
+    return (int(key), "") if key.isdigit() else (1 << 30, key)
+
+
+def _agreement(counter: Counter[bool | None]) -> dict[str, int]:
+    return {"true": counter[True], "false": counter[False], "null": counter[None]}
+
+
+# ---- reading -----------------------------------------------------------------------------------------------
+def _id_hash(raw: bytes) -> int:
+    return int(xxhash.xxh3_64_intdigest(raw))
+
+
+def _line_id(line: bytes) -> bytes | None:
+    """The record id as JSON-escaped bytes, found without parsing the whole line (falls back to json)."""
+    m = _ID.search(line)
+    if m is not None:
+        return m.group(1)
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return None
+    if isinstance(data, dict) and isinstance(data.get("id"), str):
+        return json.dumps(data["id"])[1:-1].encode("utf-8")
+    return None
+
+
+def _scan(path: Path) -> Iterator[tuple[int, int, bytes | None]]:
+    """(offset, length, id or None if unreadable) for every non-blank line of a JSONL file."""
+    offset = 0
+    with open(path, "rb") as f:
+        for line in f:
+            n = len(line)
+            if line.strip():
+                ok = line.endswith(b"\n") or _parses(line)
+                yield offset, n, (_line_id(line) if ok else None)
+            offset += n
+
+
+def _parses(line: bytes) -> bool:
+    try:
+        json.loads(line)
+    except ValueError:
+        return False
+    return True
+
+
+def iter_jsonl(path: Path, *, tolerate_torn_tail: bool = True) -> Iterator[dict[str, Any]]:
+    """Dicts from a JSONL file; a torn last line (no newline, not valid JSON) is skipped and logged."""
+    with open(path, "rb") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+            except ValueError as e:
+                if tolerate_torn_tail and not line.endswith(b"\n"):
+                    log.warning("%s:%d: skipping a torn last line", path, lineno)
+                    continue
+                raise RunDirError(f"{path}:{lineno}: not valid JSON ({e}); fix or remove the line") from e
+            if isinstance(data, dict):
+                yield data
+
+
+@dataclass
+class _PlanIndex:
+    hashes: npt.NDArray[np.uint64]  # sorted id hashes
+    positions: npt.NDArray[np.int64]  # plan position of each
+    size: int
+
+    def lookup(self, ids: npt.NDArray[np.uint64]) -> npt.NDArray[np.int64]:
+        """Plan position per id hash, -1 when the id is not planned."""
+        if self.hashes.size == 0:
+            return np.full(ids.shape, -1, dtype=np.int64)
+        idx = np.searchsorted(self.hashes, ids)
+        idx[idx == self.hashes.size] = 0
+        found = self.hashes[idx] == ids
+        return np.where(found, self.positions[idx], -1).astype(np.int64)
+
+
+def plan_order(plan_path: Path) -> _PlanIndex:
+    """Index of ``plan.jsonl``: id hash -> position (first occurrence), 16 bytes per planned record."""
+    if not plan_path.is_file():
+        return _PlanIndex(np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64), 0)
+    hashes = array("Q")
+    for _, _, rid in _scan(plan_path):
+        if rid is not None:
+            hashes.append(_id_hash(rid))
+    arr = np.frombuffer(hashes, dtype=np.uint64).copy() if hashes else np.zeros(0, dtype=np.uint64)
+    uniq, first = np.unique(arr, return_index=True)
+    return _PlanIndex(uniq, first.astype(np.int64), len(arr))
+
+
+# ---- writing -----------------------------------------------------------------------------------------------
+class _AtomicWriter:
+    """Write a file under a temp name, fsync, rename over the target on commit()."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.tmp = path.with_name(path.name + ".tmp")
+        try:
+            self.file: IO[bytes] = open(self.tmp, "wb")  # noqa: SIM115 - closed in commit/abort
+        except OSError as e:
+            raise RunDirError(f"{path}: cannot write ({e.strerror}); check permissions and free space") from e
+
+    def write(self, data: bytes) -> None:
+        try:
+            self.file.write(data)
+        except OSError as e:
+            self.abort()
+            raise RunDirError(f"{self.path}: write failed ({e.strerror}); check free space") from e
+
+    def commit(self) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        if not self.file.closed:
+            self.file.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def _dumps(data: dict[str, Any]) -> bytes:
+    return (json.dumps(data, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _rejected_line(record: Record, stage: str, reason: str, detail: str) -> bytes:
+    return _dumps(
+        {"id": record.id, "stage": stage, "reason": reason, "detail": detail, "record": record.to_dict()}
+    )
+
+
+# ---- the clean step ----------------------------------------------------------------------------------------
+def clean(
+    run_dir: str | Path,
+    filter_config: FilterConfig | None = None,
+    dedup_config: DedupConfig | None = None,
+    *,
+    against: Sequence[str | Path] = (),
+    answer_check: bool = True,
+    progress: Progress | None = None,
+) -> CleanResult:
+    """Filter, answer-check and deduplicate ``run_dir/traces.jsonl`` into ``run_dir/clean.jsonl``.
+
+    ``against``: dedup state files (``dedup_state.npz`` of other run dirs) whose records count as already
+    kept, so this run drops what they already hold. ``progress(done, total)`` is called every 1000 records.
+    """
+    run_dir = Path(run_dir)
+    traces = run_dir / TRACES
+    if not traces.is_file():
+        raise RunDirError(f"{run_dir}: no {TRACES}; run `tracegen run` first (or check the directory)")
+    filter_config = filter_config or FilterConfig()
+    dedup_config = dedup_config or DedupConfig()
+    pipeline = FilterPipeline(build_filters(filter_config))
+    state = DedupState.empty(dedup_config)
+    for path in against:
+        state.update(DedupState.load(path, dedup_config))
+    deduper = Deduper(dedup_config, state)
+    result = CleanResult(
+        run_dir=run_dir,
+        filter_config=filter_config.public_dict(),
+        dedup_config=dedup_config.public_dict(),
+        answer_check=answer_check,
+    )
+
+    # 1. Where each trace line goes in plan order.
+    plan = plan_order(run_dir / PLAN)
+    offsets = array("q")  # 8 bytes per trace line, not a Python int object each
+    lengths = array("q")
+    id_hashes = array("Q")
+    for offset, length, rid in _scan(traces):
+        result.traces_lines += 1
+        if rid is None:
+            result.unreadable_lines += 1
+            log.warning("%s: skipping an unreadable line at byte %d", traces, offset)
+            continue
+        offsets.append(offset)
+        lengths.append(length)
+        id_hashes.append(_id_hash(rid))
+    hashes = np.frombuffer(id_hashes, dtype=np.uint64).copy() if id_hashes else np.zeros(0, dtype=np.uint64)
+    del id_hashes
+    pos = plan.lookup(hashes)
+    missing = pos < 0
+    result.not_in_plan = int(missing.sum())
+    pos[missing] = plan.size + np.flatnonzero(missing)
+    # The last answer of an id wins: among equal ids keep the highest file index.
+    file_index = np.arange(hashes.size, dtype=np.int64)
+    by_id = np.lexsort((-file_index, hashes))
+    superseded = np.zeros(hashes.size, dtype=bool)
+    if hashes.size > 1:
+        same = hashes[by_id][1:] == hashes[by_id][:-1]
+        superseded[by_id[1:][same]] = True
+    result.duplicate_ids = int(superseded.sum())
+    order = np.lexsort((file_index, pos))  # plan order; equal positions (duplicate ids) in file order
+    del hashes, pos, by_id
+    result.records = int(order.size - result.duplicate_ids)
+
+    # 2. Read records back in plan order, annotate, filter, dedup, write.
+    rejected = _AtomicWriter(run_dir / REJECTED)
+    kept_out = _AtomicWriter(run_dir / CLEAN)
+    try:
+        _copy_engine_rejections(run_dir / REJECTED, rejected)
+
+        def on_reject(record: Record, stage: str, reason: str, detail: str) -> None:
+            rejected.write(_rejected_line(record, stage, reason, detail))
+
+        agree_all: Counter[bool | None] = Counter()
+        agree_kept: Counter[bool | None] = Counter()
+        submix: Counter[str] = Counter()
+        message: Counter[str] = Counter()
+        model: Counter[str] = Counter()
+        total = int(order.size)
+
+        def records() -> Iterator[Record]:
+            with open(traces, "rb") as f:
+                for done, i in enumerate(order.tolist(), 1):
+                    f.seek(offsets[i])
+                    line = f.read(lengths[i])
+                    record = Record.from_dict(json.loads(line))
+                    if answer_check:
+                        record.agrees_with_target = check_answer(
+                            record.question, record.target, record.response
+                        )
+                    if progress is not None and done % 1000 == 0:
+                        progress(done, total)
+                    if superseded[i]:
+                        on_reject(record, "dedup", "duplicate_id", "id answered again later in traces.jsonl")
+                        continue
+                    agree_all[record.agrees_with_target] += 1
+                    yield record
+
+        for record in deduper.run(pipeline.run(records(), on_reject), on_reject):
+            kept_out.write(_dumps(record.to_dict()))
+            result.kept += 1
+            agree_kept[record.agrees_with_target] += 1
+            submix[record.submix] += 1
+            message[str(record.system_message_id) if record.system_message_id is not None else "none"] += 1
+            model[record.model_returned or record.model or "unknown"] += 1
+            result.kept_prompt_tokens += record.prompt_tokens
+            result.kept_completion_tokens += record.completion_tokens
+            result.kept_cost_usd += record.cost_usd
+        if progress is not None:
+            progress(total, total)
+        kept_out.commit()
+        rejected.commit()
+    except BaseException:
+        kept_out.abort()
+        rejected.abort()
+        raise
+
+    result.rejected_by_filter = dict(pipeline.counts)
+    removed = dict(deduper.counts)
+    if result.duplicate_ids:
+        removed["duplicate_id"] = result.duplicate_ids
+    result.removed_by_dedup = removed
+    result.agreement_all = _agreement(agree_all)
+    result.agreement_kept = _agreement(agree_kept)
+    result.rows_per_submix = dict(submix)
+    result.rows_per_system_message = dict(message)
+    result.rows_per_model = dict(model)
+    deduper.state.save(run_dir / DEDUP_STATE)
+    stats = _AtomicWriter(run_dir / CLEAN_STATS)
+    stats.write((json.dumps(result.to_dict(), indent=2) + "\n").encode("utf-8"))
+    stats.commit()
+    return result
+
+
+def _copy_engine_rejections(path: Path, out: _AtomicWriter) -> None:
+    """Keep the engine's rejected.jsonl lines (source/plan/generate) verbatim; drop old filter/dedup."""
+    if not path.is_file():
+        return
+    with open(path, "rb") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                stage = json.loads(line).get("stage")
+            except (ValueError, AttributeError):
+                log.warning("%s:%d: dropping an unreadable rejected.jsonl line", path, lineno)
+                continue
+            if stage in CLEAN_STAGES:
+                continue
+            out.write(line if line.endswith(b"\n") else line + b"\n")
