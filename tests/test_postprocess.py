@@ -174,7 +174,7 @@ def test_against_other_run_state(tmp_path: Path) -> None:
 
 def test_missing_traces_is_a_run_dir_error(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
-    with pytest.raises(RunDirError, match="no traces.jsonl"):
+    with pytest.raises(RunDirError, match=r"no traces\.jsonl"):
         clean(tmp_path / "empty")
 
 
@@ -193,5 +193,5 @@ def test_plan_order_index_and_iter_jsonl(tmp_path: Path) -> None:
     assert [r["id"] for r in rows] == ["flan.5", "flan.3", "flan.5", "flan.9"]
     bad = tmp_path / "bad.jsonl"
     bad.write_bytes(b'{"id": 1}\nnot json\n{"id": 2}\n')
-    with pytest.raises(RunDirError, match="bad.jsonl:2"):
+    with pytest.raises(RunDirError, match=r"bad\.jsonl:2"):
         list(iter_jsonl(bad))
