@@ -162,12 +162,8 @@ class Plan:
 
 # ---- helpers ---------------------------------------------------------------------------------------------
 def _hash64(*parts: str) -> int:
-    h = hashlib.blake2b(digest_size=8)
-    for i, part in enumerate(parts):
-        if i:
-            h.update(b"\x00")
-        h.update(part.encode("utf-8"))
-    return int.from_bytes(h.digest(), "big")
+    data = "\x00".join(parts).encode("utf-8", "surrogatepass")
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
 
 
 def _dedup_key(choice: Choice, row: SourceRow, by_question: bool) -> int:

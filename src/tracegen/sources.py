@@ -77,6 +77,7 @@ _HUB_ID = re.compile(r"^(?:hf://datasets/)?([A-Za-z0-9][\w.-]*/[\w.-]+)(?::([\w.
 _PROBE_TIMEOUT_S = 10.0
 _BATCH_ROWS = 1024
 _CHUNK_CHARS = 1 << 16
+_decode_json = json.JSONDecoder().decode
 
 _TASK_SOURCE_TO_SUBMIX = {
     "cot": "cot",
@@ -202,8 +203,34 @@ def _template_from_path(path_hint: str) -> str | None:
     return f"{m.group(1)}_{m.group(2)}" if m else None
 
 
+_FAST_SOURCE = {"CoT": "cot", "NIv2": "niv", "Flan2021": "flan", "P3": "t0", "T0": "t0", "Dialog": "dialog"}
+_CANONICAL_TEMPLATES = frozenset(_TEMPLATE_TYPES.values())
+
+
 def _normalize(raw: Mapping[str, Any], where: str, path_hint: str) -> SourceRow | None:
     """A SourceRow, or None for a Dialog row. Raises _Bad."""
+    # fast path: the published spellings, all fields present and well formed (same result as below)
+    get = raw.get
+    source = get("task_source") or get("_task_source")
+    submix = _FAST_SOURCE.get(source) if type(source) is str else None
+    if submix == "dialog":
+        return None
+    if submix is not None:
+        question, target = get("inputs"), get("targets")
+        task_name = get("task_name") or get("_task_name")
+        template = get("template_type") or get("_template_type")
+        if (
+            type(question) is str
+            and type(target) is str
+            and type(task_name) is str
+            and template in _CANONICAL_TEMPLATES
+            and question.strip()
+        ):
+            return SourceRow(question, target, submix, task_name, template, where)
+    return _normalize_slow(raw, where, path_hint)
+
+
+def _normalize_slow(raw: Mapping[str, Any], where: str, path_hint: str) -> SourceRow | None:
     task_source = _text(raw, ("task_source", "_task_source"), required=False)
     task = _text(raw, ("task",), required=False)
     if task_source is not None:
@@ -297,7 +324,7 @@ def _read_jsonl(path: Path, label: str) -> Iterator[RawItem]:
                 continue
             where = f"{label}:{lineno}"
             try:
-                value = json.loads(line)
+                value = _decode_json(line.decode("utf-8"))
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 text = line.decode("utf-8", errors="replace").rstrip("\r\n")
                 yield where, _Bad("malformed_json", "line", f"is not valid JSON ({_short(e)})", text[:2000])

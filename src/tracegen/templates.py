@@ -311,9 +311,16 @@ class Choice:
     """For stats: the Orca id as a string ("7") or ``template:<name>``."""
 
 
+@functools.lru_cache(maxsize=64)
+def _draw_prefix(seed: int, submix: str) -> Any:
+    return hashlib.blake2b(f"{seed}\x1f{submix}\x1f".encode(), digest_size=8)
+
+
 def _draw(seed: int, submix: str, index: int, k: int) -> int:
-    digest = hashlib.blake2b(f"{seed}\x1f{submix}\x1f{index}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % k
+    """Uniform in [0, k): a hash of (seed, submix, index); modulo bias < k / 2**64."""
+    h = _draw_prefix(seed, submix).copy()
+    h.update(str(index).encode())
+    return int.from_bytes(h.digest(), "big") % k
 
 
 class SystemMessageChooser:
