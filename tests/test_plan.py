@@ -270,6 +270,23 @@ def test_run_dir_files(tmp_path: Path, sample_plan: tuple[Plan, list[Record]]) -
     assert not [p for p in run.iterdir() if p.name.startswith(".")]  # no temp files left
 
 
+def test_shards_partition_the_plan(tmp_path: Path, sample_plan: tuple[Plan, list[Record]]) -> None:
+    plan, records = sample_plan
+    shards = []
+    for k in range(3):
+        stats = write_plan(plan, tmp_path / str(k), shard=(k, 3))
+        ids = [r.id for r in iter_plan(tmp_path / str(k))]
+        assert ids == [r.id for r in records[k::3]]
+        assert stats.shard == f"{k + 1}/3" and stats.planned_total == len(ids)
+        assert stats.prompt_tokens == sum(r.prompt_tokens for r in records[k::3])
+        assert sum(stats.planned_per_system_message.values()) == len(ids)
+        assert json.loads((tmp_path / str(k) / "plan_stats.json").read_text())["shard"] == f"{k + 1}/3"
+        shards.append(stats)
+    assert sum(s.planned_total for s in shards) == plan.stats.planned_total and plan.stats.shard is None
+    with pytest.raises(ConfigError, match="K/N"):
+        write_plan(plan, tmp_path / "bad", shard=(3, 3))
+
+
 def test_iter_plan_errors(tmp_path: Path) -> None:
     with pytest.raises(RunDirError, match="plan the run first"):
         list(iter_plan(tmp_path))
@@ -306,6 +323,7 @@ def test_plan_parameters(tmp_path: Path) -> None:
     tpl.write_text(yaml.safe_dump({"templates": [{"name": "a", "submix": "cot", "system_prompt": "y"}]}))
     assert plan_parameters(config(n=10, templates=str(tpl), model="gpt-4"))["templates_sha256"] != before
     assert plan_parameters(RunConfig())["source"] == ["flan-v2"]
+    assert plan_parameters(config(shard="2/4"))["shard"] == "2/4"
     assert plan_parameters(config(mix={"t0": 1.0, "cot": 2.0}))["mix"] == {"cot": 2.0, "t0": 1.0}
 
 

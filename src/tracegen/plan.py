@@ -107,6 +107,8 @@ class PlanStats:
     """NIv2 tasks that had more eligible rows than niv_max_per_task."""
     prompt_tokens: int = 0
     prompt_tokens_per_submix: dict[str, int] = field(default_factory=dict)
+    shard: str | None = None
+    """``K/N`` when this is one shard of the plan (see :func:`write_plan`)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -134,16 +136,20 @@ class Plan:
     def __len__(self) -> int:
         return self.stats.planned_total
 
-    def lines(self) -> Iterator[str]:
-        """``Record.to_dict()`` JSON text of each planned Record, in plan order (no trailing newline)."""
+    def rows(self) -> Iterator[tuple[int, str, str]]:
+        """(plan position, system-message label, ``Record.to_dict()`` JSON text), in plan order."""
         if not self._finalizer.alive:
             raise PlanError("this plan was closed; build it again")
         con = sqlite3.connect(self._db_path)
         try:
-            for (text,) in con.execute("SELECT record FROM plan ORDER BY pos"):
-                yield text
+            yield from con.execute("SELECT pos, label, record FROM plan ORDER BY pos")
         finally:
             con.close()
+
+    def lines(self) -> Iterator[str]:
+        """``Record.to_dict()`` JSON text of each planned Record, in plan order (no trailing newline)."""
+        for _pos, _label, text in self.rows():
+            yield text
 
     def __iter__(self) -> Iterator[Record]:
         for text in self.lines():
@@ -431,10 +437,10 @@ def _pass2(
     try:
         con.execute("PRAGMA journal_mode=OFF")
         con.execute("PRAGMA synchronous=OFF")
-        con.execute("CREATE TABLE plan (pos INTEGER PRIMARY KEY, record TEXT NOT NULL)")
+        con.execute("CREATE TABLE plan (pos INTEGER PRIMARY KEY, label TEXT NOT NULL, record TEXT NOT NULL)")
         per_message: dict[str, int] = {}
         tokens_per_submix = dict.fromkeys(SUBMIXES, 0)
-        batch: list[tuple[int, str]] = []
+        batch: list[tuple[int, str, str]] = []
         found, candidate = 0, 0
         rows = setup.source.iter_rows(None, SourceStats())
         with contextlib.closing(rows):
@@ -458,14 +464,14 @@ def _pass2(
                     )
                 per_message[item.choice.label] = per_message.get(item.choice.label, 0) + 1
                 tokens_per_submix[record.submix] += record.prompt_tokens
-                batch.append((pos, json.dumps(record.to_dict(), ensure_ascii=False)))
+                batch.append((pos, item.choice.label, json.dumps(record.to_dict(), ensure_ascii=False)))
                 if len(batch) >= _SPILL_BATCH:
-                    con.executemany("INSERT INTO plan VALUES (?, ?)", batch)
+                    con.executemany("INSERT INTO plan VALUES (?, ?, ?)", batch)
                     batch.clear()
                 found += 1
                 if found == stats.planned_total:
                     break
-        con.executemany("INSERT INTO plan VALUES (?, ?)", batch)
+        con.executemany("INSERT INTO plan VALUES (?, ?, ?)", batch)
         con.commit()
     finally:
         con.close()
@@ -525,17 +531,31 @@ def _write_atomically(targets: list[Path], write: Callable[[list[IO[str]]], None
     _fsync_dir(targets[0].parent)
 
 
-def write_plan(plan: Plan, run_dir: str | Path) -> PlanStats:
-    """Write ``plan.jsonl``, ``requests.jsonl`` (Batch API lines) and ``plan_stats.json`` atomically."""
+def write_plan(plan: Plan, run_dir: str | Path, *, shard: tuple[int, int] | None = None) -> PlanStats:
+    """Write ``plan.jsonl``, ``requests.jsonl`` (Batch API lines) and ``plan_stats.json`` atomically.
+
+    ``shard=(k, n)`` (k 0-based) writes only plan positions ``p`` with ``p % n == k``: every shard is an
+    evenly spread slice of the plan, so shards that all stop early together still form about a prefix of
+    it. The returned stats then count this shard (planned*, prompt_tokens*, ``shard``); source-level
+    numbers (eligible, quota, shortfall, dropped) stay those of the whole plan.
+    """
+    if shard is not None and not (0 <= shard[0] < shard[1]):
+        raise ConfigError(f"shard {shard[0] + 1}/{shard[1]} is not K/N with 1 <= K <= N")
     run = Path(run_dir)
     try:
         run.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise RunDirError(f"{run}: cannot create the run directory ({e.strerror})") from None
+    stats = PlanStats.from_dict(plan.stats.to_dict())
+    planned = dict.fromkeys(SUBMIXES, 0)
+    tokens = dict.fromkeys(SUBMIXES, 0)
+    per_message: dict[str, int] = {}
 
     def write_lines(files: list[IO[str]]) -> None:
         plan_file, requests_file = files
-        for text in plan.lines():
+        for pos, label, text in plan.rows():
+            if shard is not None and pos % shard[1] != shard[0]:
+                continue
             plan_file.write(text + "\n")
             record = Record.from_dict(json.loads(text))
             line = {
@@ -545,15 +565,25 @@ def write_plan(plan: Plan, run_dir: str | Path) -> PlanStats:
                 "body": request_body(record, plan.config),
             }
             requests_file.write(json.dumps(line, ensure_ascii=False) + "\n")
+            planned[record.submix] += 1
+            tokens[record.submix] += record.prompt_tokens
+            per_message[label] = per_message.get(label, 0) + 1
 
     _write_atomically([run / "plan.jsonl", run / "requests.jsonl"], write_lines)
+    if shard is not None:
+        stats.shard = f"{shard[0] + 1}/{shard[1]}"
+        stats.planned = planned
+        stats.planned_total = sum(planned.values())
+        stats.planned_per_system_message = {k: per_message[k] for k in sorted(per_message, key=_label_order)}
+        stats.prompt_tokens_per_submix = tokens
+        stats.prompt_tokens = sum(tokens.values())
 
     def write_stats(files: list[IO[str]]) -> None:
-        json.dump(plan.stats.to_dict(), files[0], indent=2, ensure_ascii=False)
+        json.dump(stats.to_dict(), files[0], indent=2, ensure_ascii=False)
         files[0].write("\n")
 
     _write_atomically([run / "plan_stats.json"], write_stats)
-    return plan.stats
+    return stats
 
 
 def iter_plan(run_dir: str | Path) -> Iterator[Record]:
@@ -602,4 +632,5 @@ def plan_parameters(config: RunConfig, *, dedup_questions: bool = False) -> dict
         "context_window": info.context_window if info else None,
         "max_tokens": config.max_tokens,
         "on_too_long": config.on_too_long,
+        "shard": config.shard,
     }
