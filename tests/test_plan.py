@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from flan_helpers import SAMPLE, frow, grid, write_jsonl
+from flan_helpers import REPO, SAMPLE, frow, grid, write_jsonl
 from tracegen.config import RunConfig
 from tracegen.errors import BadRecordError, ConfigError, PlanError, RunDirError, SourceError
 from tracegen.plan import Plan, PlanStats, build_plan, iter_plan, plan_parameters, write_plan
@@ -466,3 +466,41 @@ def test_peak_rss_is_flat_from_20k_to_200k_rows(tmp_path: Path) -> None:
     growth_mib = (peaks_kib[200_000] - peaks_kib[20_000]) / 1024
     # 180K more rows held in memory would add ~140 MB; the planner adds a few MB of numpy arrays.
     assert growth_mib < 40, f"peak RSS grew {growth_mib:.1f} MiB ({peaks_kib})"
+
+
+# ---- examples --------------------------------------------------------------------------------------------
+def test_api_example_runs_offline(capsys: pytest.CaptureFixture[str]) -> None:
+    import runpy
+
+    runpy.run_path(str(REPO / "examples" / "api_example.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "planned per submix" in out and '"budget_buys_requests"' in out
+
+
+def test_bundled_sample_is_what_the_generator_writes(tmp_path: Path) -> None:
+    import importlib.util
+
+    import pyarrow.parquet as pq
+
+    spec = importlib.util.spec_from_file_location(
+        "make_flan_sample", REPO / "examples" / "make_flan_sample.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.OUT = tmp_path
+    module.main()
+    for path in sorted(SAMPLE.glob("*.jsonl")):
+        assert (tmp_path / path.name).read_bytes() == path.read_bytes(), path.name
+    for path in sorted(SAMPLE.glob("*.parquet")):
+        assert pq.read_table(tmp_path / path.name).equals(pq.read_table(path)), path.name
+    assert sum(p.stat().st_size for p in SAMPLE.iterdir()) < 2 * 2**20
+
+
+def test_example_config_loads_and_plans() -> None:
+    from tracegen.config import load_config
+
+    cfg = load_config(REPO / "examples" / "config.yaml")
+    assert cfg.source == ["examples/flan_sample"] and cfg.n == 400
+    with build_plan(cfg.model_copy(update={"source": [str(SAMPLE)]})) as plan:
+        assert plan.stats.planned_total == 400

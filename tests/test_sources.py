@@ -327,3 +327,59 @@ def test_empty_source_list_is_the_flan_v2_preset() -> None:
 def test_path_like_spec_is_never_a_hub_id(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="does not exist"):
         Source(["data/flan.parquet"])
+
+
+class _FakeHub:
+    """Stands in for the Hub: dataset_info succeeds, load_dataset streams given rows (or fails midway)."""
+
+    def __init__(
+        self, monkeypatch: pytest.MonkeyPatch, rows: list[dict[str, Any]], fail_after: int | None = None
+    ):
+        import datasets
+        from huggingface_hub import HfApi
+
+        self.calls: list[dict[str, Any]] = []
+        monkeypatch.setattr(HfApi, "dataset_info", lambda api, repo_id, **k: None)
+
+        def load_dataset(repo_id: str, **kw: Any) -> Any:
+            self.calls.append({"repo_id": repo_id, **kw})
+
+            def stream() -> Any:
+                for i, r in enumerate(rows):
+                    if fail_after is not None and i == fail_after:
+                        raise ConnectionError("connection reset by peer")
+                    yield r
+
+            return stream()
+
+        monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+
+
+def test_hub_rows_are_streamed_with_provenance(monkeypatch: pytest.MonkeyPatch) -> None:
+    hub = _FakeHub(monkeypatch, [frow("Q1", "t0"), frow("Q2", "dialog"), frow("Q3", "t0")])
+    stats = SourceStats()
+    rows = list(Source(["someone/flan:validation"]).iter_rows(stats=stats))
+    assert [(r.question, r.where) for r in rows] == [("Q1", "someone/flan[0]"), ("Q3", "someone/flan[2]")]
+    assert stats.dialog_skipped == 1
+    assert hub.calls == [{"repo_id": "someone/flan", "split": "validation", "streaming": True}]
+
+
+def test_open_orca_flan_preset_streams_zero_shot_folders(monkeypatch: pytest.MonkeyPatch) -> None:
+    seqio = {
+        "inputs": "Q",
+        "targets": "A",
+        "_task_source": "NIv2",
+        "_task_name": "task1_x",
+    }  # no template column
+    hub = _FakeHub(monkeypatch, [seqio])
+    rows = list(Source(["open-orca-flan"]).iter_rows())
+    folders = [c["data_files"].split("/")[0] for c in hub.calls]
+    assert folders == [f"{s}_{t}_data" for s in ("cot", "niv2", "flan", "t0") for t in ("zsopt", "zsnoopt")]
+    assert [r.template_type for r in rows] == ["zs_opt", "zs_noopt"] * 4  # from each folder's name
+    assert rows[0].where == "Open-Orca/FLAN/cot_zsopt_data[0]"
+
+
+def test_hub_stream_failing_midway_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    _FakeHub(monkeypatch, [frow("Q1"), frow("Q2")], fail_after=1)
+    with pytest.raises(SourceError, match=r"reading stopped at row 1 .*connection reset"):
+        list(Source(["someone/flan"]).iter_rows())

@@ -9,7 +9,11 @@ A source spec (``--source``, ``RunConfig.source``) is one of
 * a Hub dataset id (``owner/name``, optionally ``owner/name:split``; default split ``train``), streamed with
   ``datasets.load_dataset(..., streaming=True)``;
 * the preset ``flan-v2`` (also what an empty source list means): the published ``*_submix_original``
-  submixes ``conceptofmind/{cot,niv2,flan2021,t0}_submix_original``; the Dialog submix is not read.
+  submixes ``conceptofmind/{cot,niv2,flan2021,t0}_submix_original``; the Dialog submix is not read;
+* the preset ``open-orca-flan``: the zero-shot folders of ``Open-Orca/FLAN`` (``cot_zsopt_data``, …,
+  ``t0_zsnoopt_data``), each streamed on its own so its folder name gives the template type.
+
+Hub sources are streamed twice by the planner (two passes); for big runs a local copy is faster.
 
 A spec that has a data-file extension is a path, never a Hub id. Nothing is loaded whole: JSON lines are read
 line by line, JSON arrays are decoded incrementally, Parquet by record batches, saved datasets in batches
@@ -69,6 +73,12 @@ FLAN_V2_PRESET: tuple[str, ...] = (
     "conceptofmind/niv2_submix_original",
     "conceptofmind/flan2021_submix_original",
     "conceptofmind/t0_submix_original",
+)
+#: Open-Orca/FLAN (the whole collection as parquet): only its zero-shot folders, Dialog left out.
+OPEN_ORCA_FLAN_FOLDERS: tuple[str, ...] = tuple(
+    f"{submix}_{template}_data"
+    for submix in ("cot", "niv2", "flan", "t0")
+    for template in ("zsopt", "zsnoopt")
 )
 PRESETS: dict[str, tuple[str, ...]] = {"flan-v2": FLAN_V2_PRESET}
 
@@ -459,11 +469,14 @@ def _probe_hub(repo_id: str) -> None:
         raise _hub_unreachable(repo_id, f"{type(e).__name__}: {_short(e)}") from None
 
 
-def _read_hub(repo_id: str, split: str) -> Iterator[RawItem]:
+def _read_hub(repo_id: str, label: str, split: str, data_files: str | None) -> Iterator[RawItem]:
     import datasets
 
     try:
-        ds = datasets.load_dataset(repo_id, split=split, streaming=True)
+        if data_files is None:
+            ds = datasets.load_dataset(repo_id, split=split, streaming=True)
+        else:
+            ds = datasets.load_dataset(repo_id, data_files=data_files, split=split, streaming=True)
         iterator = iter(ds)
     except Exception as e:  # datasets raises many types here; all mean "cannot read"
         raise _hub_unreachable(repo_id, f"{type(e).__name__}: {_short(e)}") from None
@@ -478,7 +491,7 @@ def _read_hub(repo_id: str, split: str) -> Iterator[RawItem]:
                 f"Hub dataset {repo_id!r}: reading stopped at row {row} ({type(e).__name__}: {_short(e)}); "
                 "rerun, or download it and pass a local --source"
             ) from None
-        yield f"{repo_id}[{row}]", dict(raw)
+        yield f"{label}[{row}]", dict(raw)
         row += 1
 
 
@@ -491,6 +504,8 @@ class _Part:
     label: str
     """How provenance names it."""
     split: str = "train"
+    data_files: str | None = None
+    """Hub only: a pattern of files in the repo (its folder name is the template-type hint)."""
 
 
 def _is_saved_dataset(path: Path) -> bool:
@@ -514,6 +529,11 @@ def _resolve(spec: str) -> list[_Part]:
     spec = spec.strip()
     if spec in PRESETS:
         return [_Part("hub", repo_id, repo_id) for repo_id in PRESETS[spec]]
+    if spec == "open-orca-flan":
+        return [
+            _Part("hub", "Open-Orca/FLAN", f"Open-Orca/FLAN/{folder}", data_files=f"{folder}/*.parquet")
+            for folder in OPEN_ORCA_FLAN_FOLDERS
+        ]
     path = Path(spec).expanduser()
     if path.is_dir():
         if _is_saved_dataset(path):
@@ -601,7 +621,7 @@ class Source:
         if part.target not in self._probed:
             _probe_hub(part.target)
             self._probed.add(part.target)
-        return _read_hub(part.target, part.split)
+        return _read_hub(part.target, part.label, part.split, part.data_files)
 
     def iter_rows(
         self, on_reject: RejectCallback | None = None, stats: SourceStats | None = None
@@ -609,7 +629,7 @@ class Source:
         """Every usable row in source order; Dialog rows skipped; bad rows raise or go to ``on_reject``."""
         stats = stats if stats is not None else SourceStats()
         for part in self.parts:
-            hint = part.target if part.kind != "hub" else ""
+            hint = part.target if part.kind != "hub" else (part.data_files or "")
             for where, raw in self._raw(part):
                 stats.rows_read += 1
                 try:
