@@ -415,6 +415,17 @@ async def test_token_limit_counts_prompt_plus_max_tokens(session: aiohttp.Client
     assert "retry-after" not in headers  # waiting would not help
 
 
+async def test_per_second_mode_through_http(session: aiohttp.ClientSession) -> None:
+    with fake(requests_per_minute=60, ratelimit_mode="per_second") as srv:  # one request per second
+        url = srv.base_url + "/chat/completions"
+        first = await post(session, url, body())
+        status, headers, data = await post(session, url, body())
+    assert first[0] == 200 and first[1]["x-ratelimit-limit-requests"] == "60"
+    assert first[1]["x-ratelimit-remaining-requests"] == "0"
+    assert status == 429 and data["error"]["code"] == "rate_limit_exceeded"
+    assert headers["retry-after"] == "1" and 0 < int(headers["retry-after-ms"]) <= 1000
+
+
 def test_rolling_window_limiter() -> None:
     lim = RateLimiter(3, None, "rolling", now=0.0)
     assert all(lim.acquire(10, t).admitted for t in (0.0, 1.0, 2.0))
@@ -474,6 +485,8 @@ async def test_admin_endpoints_and_reset(session: aiohttp.ClientSession) -> None
         assert srv.ledger() == [] and srv.counters()["requests"] == 0
         srv.update(insufficient_quota=True)
         status, _, _ = await post(session, srv.base_url + "/chat/completions", body())
+        with pytest.raises(ConfigError, match="drop_rate"):
+            srv.update(drop_rate=2.0)
     assert status == 429
 
 

@@ -26,7 +26,7 @@ from typing import Any
 from aiohttp import web
 
 from .batches import BatchStore, add_batch_routes
-from .chat import Answerer, parse_chat_body
+from .chat import Answerer, ChatRequest, Computed, parse_chat_body
 from .ledger import Counters, Ledger
 from .options import FakeOptions
 from .ratelimit import RateLimiter, format_duration
@@ -46,6 +46,7 @@ class FakeState:
         self.counters = Counters()
         self.batches = BatchStore(self)
         self.hanging: set[asyncio.Task[Any]] = set()
+        self.busy = 0  # requests past the max_in_flight check and not yet answered
 
     def apply(self, opts: FakeOptions) -> None:
         """Switch to ``opts`` (rate-limit windows and random draws start afresh)."""
@@ -123,12 +124,24 @@ async def _chat(st: FakeState, request: web.Request) -> web.StreamResponse:
             type="insufficient_quota",
             code="insufficient_quota",
         )
-    if opts.max_in_flight is not None and counters.in_flight > opts.max_in_flight:
+    if opts.max_in_flight is not None and st.busy >= opts.max_in_flight:
         counters.overloaded_503 += 1
         raise ApiError(
             503, "The engine is currently overloaded, please try again later.", type="server_error"
         )
+    st.busy += 1
+    try:
+        return await _admitted(st, request, req, computed)
+    finally:
+        st.busy -= 1
 
+
+async def _admitted(
+    st: FakeState, request: web.Request, req: ChatRequest, computed: Computed
+) -> web.StreamResponse:
+    """Rate limits, faults, billing, latency and delivery of a valid request."""
+    opts = st.opts
+    counters = st.counters
     headers: dict[str, str] = {}
     limiter = st.limiter
     if limiter.enabled:
@@ -225,7 +238,7 @@ async def _chat(st: FakeState, request: web.Request) -> web.StreamResponse:
     if fault == "drop":
         counters.drops += 1
         return await _drop(request, body, headers)
-    entry["delivered"] = _alive(request)
+    entry.delivered = _alive(request)
     return web.Response(body=body, status=200, headers=headers)
 
 

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from .chat import Computed, parse_chat_body
+from .ledger import LedgerEntry
 from .wire import ApiError, dumps, json_response, new_id
 
 if TYPE_CHECKING:
@@ -319,7 +320,7 @@ class BatchStore:
         pace_s = 0.8 * delay / len(lines)
         outputs: list[dict[str, Any]] = []
         error_lines: list[dict[str, Any]] = []
-        entries: list[dict[str, Any]] = []
+        entries: list[LedgerEntry] = []
         done = 0
         for i, line in enumerate(lines):
             if i >= stop_at or job.cancel_requested:
@@ -360,7 +361,7 @@ class BatchStore:
         if error_lines:
             job.error_file_id = self._write(f"{job.id}_error.jsonl", error_lines).id
         for entry in entries:
-            entry["delivered"] = True
+            entry.delivered = True
         job.set_status(final)
 
     def _write(self, filename: str, rows: list[dict[str, Any]]) -> StoredFile:
@@ -372,7 +373,7 @@ class BatchStore:
         line: dict[str, Any],
         outputs: list[dict[str, Any]],
         error_lines: list[dict[str, Any]],
-        entries: list[dict[str, Any]],
+        entries: list[LedgerEntry],
     ) -> None:
         st = self.state
         custom_id: str = line["custom_id"]

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..tokens import Pricing, model_info, pricing_for
 
-__all__ = ["Counters", "Ledger", "cost_usd", "request_key"]
+__all__ = ["Counters", "Ledger", "LedgerEntry", "cost_usd", "request_key"]
 
 _canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
 
@@ -51,11 +51,37 @@ def _pricing(model: str, batch: bool) -> Pricing | None:
     return None if model_info(model) is None else pricing_for(model, batch=batch)
 
 
+@dataclass(slots=True)
+class LedgerEntry:
+    """One billed answer (slots: a rehearsal of a million requests keeps a million of these)."""
+
+    request_key: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    delivered: bool
+    custom_id: str | None
+    kind: str  # "online" | "batch"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "request_key": self.request_key,
+            "model": self.model,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost_usd": self.cost_usd,
+            "delivered": self.delivered,
+            "custom_id": self.custom_id,
+            "kind": self.kind,
+        }
+
+
 class Ledger:
     """Billed answers, in billing order."""
 
     def __init__(self) -> None:
-        self.entries: list[dict[str, Any]] = []
+        self.entries: list[LedgerEntry] = []
 
     def bill(
         self,
@@ -66,23 +92,15 @@ class Ledger:
         completion_tokens: int,
         custom_id: str | None,
         kind: str,
-    ) -> dict[str, Any]:
+    ) -> LedgerEntry:
         """Append one entry (``delivered`` False until the answer reaches the client) and return it."""
-        entry: dict[str, Any] = {
-            "request_key": key,
-            "model": model,
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "cost_usd": cost_usd(model, prompt_tokens, completion_tokens, batch=kind == "batch"),
-            "delivered": False,
-            "custom_id": custom_id,
-            "kind": kind,
-        }
+        cost = cost_usd(model, prompt_tokens, completion_tokens, batch=kind == "batch")
+        entry = LedgerEntry(key, model, prompt_tokens, completion_tokens, cost, False, custom_id, kind)
         self.entries.append(entry)
         return entry
 
     def snapshot(self) -> list[dict[str, Any]]:
-        return [dict(e) for e in self.entries]
+        return [e.to_dict() for e in self.entries]
 
 
 @dataclass
@@ -124,8 +142,8 @@ class Counters:
             "batches_created": self.batches_created,
             "batch_lines": self.batch_lines,
             "billed": len(billed),
-            "delivered": sum(1 for e in billed if e["delivered"]),
-            "prompt_tokens": sum(e["prompt_tokens"] for e in billed),
-            "completion_tokens": sum(e["completion_tokens"] for e in billed),
-            "cost_usd": sum(e["cost_usd"] for e in billed),
+            "delivered": sum(1 for e in billed if e.delivered),
+            "prompt_tokens": sum(e.prompt_tokens for e in billed),
+            "completion_tokens": sum(e.completion_tokens for e in billed),
+            "cost_usd": sum(e.cost_usd for e in billed),
         }

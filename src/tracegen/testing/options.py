@@ -39,7 +39,7 @@ class FakeOptions:
         0.0, "extra latency in seconds per other request already in flight when a request arrives"
     )
     max_in_flight: int | None = _opt(
-        None, "answer 503 (overloaded) when this many requests are already in flight"
+        None, "answer 503 (overloaded) while this many valid requests are being served"
     )
     # --- rate limits ----------------------------------------------------------------------------------
     requests_per_minute: int | None = _opt(None, "RPM limit enforced with 429s (none = unlimited)")

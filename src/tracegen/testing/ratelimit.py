@@ -1,7 +1,7 @@
 """Server-side RPM / TPM enforcement for the fake server, with OpenAI's ``x-ratelimit-*`` headers.
 
-A request costs 1 request and ``prompt_tokens + max_tokens`` tokens (OpenAI counts the request's maximum, not
-what the answer used; nothing is refunded). A request refused with 429 costs nothing. Two modes:
+A request costs 1 request and ``prompt_tokens + n * max_tokens`` tokens (OpenAI counts the request's maximum,
+not what the answer used; nothing is refunded). A request refused with 429 costs nothing. Two modes:
 
 ``rolling``
     At most ``limit`` requests / tokens admitted within any 60-second window (a sliding log of admissions).
