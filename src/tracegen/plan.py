@@ -11,8 +11,9 @@
    changed in between is an error), counts the prompt tokens of the chosen rows and spills them to a
    temporary SQLite file keyed by plan position; it stops as soon as every chosen row is found.
 
-The :class:`Plan` then yields Records in plan order from that file. Memory is about 20 bytes per eligible
-source row (numpy arrays) plus a read buffer; the plan itself lives on disk.
+The :class:`Plan` then yields Records in plan order from that file. Memory: 12 bytes per eligible source
+row while reading, about 50 at the peak of sampling (numpy arrays), plus a read buffer; the plan itself
+lives on disk.
 
 Decisions (documented for users):
 
