@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tracemalloc
@@ -146,6 +147,22 @@ def test_same_seed_byte_identical_other_seed_different(tmp_path: Path) -> None:
         "plan_stats.json",
         "requests.jsonl",
     ]
+
+
+def test_byte_identical_across_processes_and_hash_seeds(tmp_path: Path) -> None:
+    script = (
+        "import sys\n"
+        "from tracegen.config import RunConfig\n"
+        "from tracegen.plan import build_plan, write_plan\n"
+        "with build_plan(RunConfig(source=[sys.argv[1]], n=300, seed=4)) as p:\n"
+        "    write_plan(p, sys.argv[2])\n"
+    )
+    for hash_seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        subprocess.run(
+            [sys.executable, "-c", script, str(SAMPLE), str(tmp_path / hash_seed)], env=env, check=True
+        )
+    assert files_of(tmp_path / "1") == files_of(tmp_path / "2")
 
 
 def test_every_prefix_of_the_plan_follows_the_mix(sample_plan: tuple[Plan, list[Record]]) -> None:
