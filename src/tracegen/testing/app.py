@@ -19,6 +19,7 @@ import asyncio
 import functools
 import hmac
 import json
+import math
 import random
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -163,8 +164,8 @@ async def _admitted(
                 )
             wait_s = decision.retry_after_s
             limit = opts.requests_per_minute if decision.limited_by == "requests" else opts.tokens_per_minute
-            headers["retry-after"] = str(max(1, int(-(-wait_s // 1))))
-            headers["retry-after-ms"] = str(max(1, int(-(-wait_s * 1000 // 1))))
+            headers["retry-after"] = str(max(1, math.ceil(wait_s)))
+            headers["retry-after-ms"] = str(max(1, math.ceil(wait_s * 1000)))
             raise ApiError(
                 429,
                 f"Rate limit reached for {req.model} on {decision.limited_by} per min: Limit {limit}. "
