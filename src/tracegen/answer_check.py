@@ -40,8 +40,10 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Literal
 
 from .records import Record
@@ -85,6 +87,7 @@ def _clean(text: str) -> str:
     return _MARKDOWN.sub("", text)
 
 
+@lru_cache(maxsize=1 << 16)
 def _norm(text: str) -> str:
     """Comparable form of a short answer: lower case, outer punctuation and quotes gone, spaces collapsed."""
     text = _clean(text).lower()
@@ -417,10 +420,12 @@ def resolve_target(question: str, target: str) -> Target | None:
 
 
 # ---- numbers -----------------------------------------------------------------------------------------------
-_NUMBER = re.compile(
-    r"(?<![\w.,/])(?P<sign>-(?=\$?\d))?\$?(?P<num>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)"
-    r"(?:\s*/\s*(?P<den>\d+)(?!\d|\.\d))?(?![\w]*\d)"
-)
+# Numbers are found from their first digit (a pattern that starts with \d lets ``re`` skip non-digits fast);
+# sign, "$" and word boundaries are checked by hand around the match.
+_DIGITS = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?")
+_FRACTION_TAIL = re.compile(r"\s*/\s*(\d+)(?!\d|\.\d)")
+_GLUED_DIGIT = re.compile(r"\w*\d")
+_WORDISH = re.compile(r"[A-Za-z]+(?:-[A-Za-z]+)?")
 _NUMBER_ONLY = re.compile(r"-?\$?\s?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?(?:\s*/\s*\d+)?\s*%?")
 _UNITS = [
     "zero",
@@ -450,9 +455,6 @@ _NUMBER_WORDS.update({t: 20 + 10 * i for i, t in enumerate(_TENS)})
 _NUMBER_WORDS.update(
     {f"{t}-{u}": 20 + 10 * i + j for i, t in enumerate(_TENS) for j, u in enumerate(_UNITS[1:10], start=1)}
 )
-_NUMBER_WORD_RE = re.compile(
-    r"(?<![\w-])(" + "|".join(sorted(_NUMBER_WORDS, key=len, reverse=True)) + r")(?![\w-])", re.IGNORECASE
-)
 _UNIT_TAIL = re.compile(r"^(?P<num>[-$\d.,/\s]+?)\s*(?:%|[a-z][a-z .]*)?$")
 
 
@@ -464,26 +466,61 @@ def _parse_number(text: str) -> float | None:
     m = _UNIT_TAIL.match(t)
     if not m or not re.search(r"\d", m.group("num")):
         return None
-    nums = list(_NUMBER.finditer(m.group("num")))
+    nums = _scan_numbers(m.group("num"))
     if len(nums) != 1:
         return None
     rest = t[m.end("num") :].strip()
     if rest and len(rest.split()) > 2:
         return None
-    return _number_value(nums[0])
+    return nums[0][1]
 
 
-def _number_value(m: re.Match[str]) -> float | None:
-    try:
-        value = float(m.group("num").replace(",", ""))
-        if m.group("den"):
-            den = float(m.group("den"))
+def _boundary_before(text: str, pos: int) -> bool:
+    """True when nothing glues a number to what precedes ``pos`` (a letter, digit, "_", ".", ",", "/")."""
+    if pos == 0:
+        return True
+    c = text[pos - 1]
+    return not (c.isalnum() or c in "_.,/")
+
+
+def _scan_numbers(text: str, start: int = 0, end: int | None = None) -> list[tuple[int, float]]:
+    """(offset, value) of the numbers in ``text[start:end]``: "-3", "$1,234.50", "3/4", "25" of "25%"."""
+    out: list[tuple[int, float]] = []
+    for m in _DIGITS.finditer(text, start, len(text) if end is None else end):
+        p, e = m.span()
+        if p and text[p - 1] == "$":
+            p -= 1
+        sign = False
+        if p and text[p - 1] == "-" and _boundary_before(text, p - 1):
+            sign = True
+            p -= 1
+        if not sign and not _boundary_before(text, p):
+            continue
+        try:
+            value = float(m.group().replace(",", ""))
+        except ValueError:
+            continue
+        frac = _FRACTION_TAIL.match(text, e)
+        if frac is not None:
+            den = float(frac.group(1))
             if den == 0:
-                return None
+                continue
             value /= den
-    except ValueError:
-        return None
-    return -value if m.group("sign") else value
+            e = frac.end()
+        if _GLUED_DIGIT.match(text, e):  # "2x3", "4th5": not a number on its own
+            continue
+        out.append((p, -value if sign else value))
+    return out
+
+
+def _number_words(text: str, start: int = 0, end: int | None = None) -> list[tuple[int, float]]:
+    """(offset, value) of "twelve", "seventy-two" ... in ``text[start:end]``."""
+    out: list[tuple[int, float]] = []
+    for m in _WORDISH.finditer(text, start, len(text) if end is None else end):
+        value = _NUMBER_WORDS.get(m.group().lower())
+        if value is not None:
+            out.append((m.start(), float(value)))
+    return out
 
 
 def _same_number(got: float, want: float, want_text: str) -> bool:
@@ -619,11 +656,13 @@ class _Candidates:
     )
 
 
+@lru_cache(maxsize=1 << 14)
 def _phrase_pattern(surface: str) -> re.Pattern[str]:
     body = r"[\s_-]+".join(re.escape(tok) for tok in re.split(r"[\s_]+", surface) if tok)
     return re.compile(r"(?<![\w])" + body + r"(?![\w])", re.IGNORECASE)
 
 
+@lru_cache(maxsize=256)
 def _label_patterns(label: str) -> list[tuple[re.Pattern[str], Literal["text", "label", "bare"]]]:
     lab = re.escape(label)
     pats: list[tuple[re.Pattern[str], Literal["text", "label", "bare"]]] = [
@@ -674,12 +713,23 @@ def _find_mentions(text: str, cands: _Candidates) -> list[_Mention]:
     return kept
 
 
+@lru_cache(maxsize=16)
+def _sentence_marks(text: str) -> tuple[list[int], list[int]]:
+    """Start and end offsets of every sentence end ([.!?] before space/end, or a newline), once per text."""
+    starts: list[int] = []
+    ends: list[int] = []
+    for m in _SENTENCE_END.finditer(text):
+        starts.append(m.start())
+        ends.append(m.end())
+    return starts, ends
+
+
 def _sentence_bounds(text: str, pos: int) -> tuple[int, int]:
-    start = 0
-    for m in _SENTENCE_END.finditer(text, 0, pos):
-        start = m.end()
-    end_m = _SENTENCE_END.search(text, pos)
-    return start, (end_m.start() if end_m else len(text))
+    """(start, end) of the sentence holding ``pos`` (bisect over the cached sentence ends)."""
+    starts, ends = _sentence_marks(text)
+    i = bisect_right(ends, pos)
+    j = bisect_left(starts, pos)
+    return (ends[i - 1] if i else 0), (starts[j] if j < len(starts) else len(text))
 
 
 def _negated(text: str, m: _Mention) -> bool:
@@ -784,15 +834,11 @@ def _final_choice(text: str, cands: _Candidates) -> tuple[int, str] | None:
     return None
 
 
-def _numbers_in(text: str) -> list[tuple[int, float]]:
-    out: list[tuple[int, float]] = []
-    for m in _NUMBER.finditer(text):
-        v = _number_value(m)
-        if v is not None:
-            out.append((m.start(), v))
-    for m in _NUMBER_WORD_RE.finditer(text):
-        out.append((m.start(), float(_NUMBER_WORDS[m.group(1).lower()])))
-    out.sort()
+def _numbers_in(text: str, words: bool = False) -> list[tuple[int, float]]:
+    """Numbers in digits; with ``words`` also spelled-out ones (slower: only short texts and windows)."""
+    out = _scan_numbers(text)
+    if words:
+        out = sorted(out + _number_words(text))
     return out
 
 
@@ -807,7 +853,11 @@ def _window_number(
         nxt = _SENTENCE_END.search(text, end + 1)
         end = nxt.start() if nxt else len(text)
     end = min(end, start + 200)
-    inside = [(p, v) for p, v in numbers if start <= p < end]
+    lo = bisect_left(numbers, (start, -math.inf))
+    hi = bisect_left(numbers, (end, -math.inf))
+    inside = numbers[lo:hi]
+    if not inside:
+        inside = _number_words(text, start, end)  # "The answer is twelve."
     if not inside:
         return None
     # Quantities given in the question ("so 3 spiders have 24 legs") are rarely the answer.
@@ -824,8 +874,6 @@ def _window_number(
 def _final_number(text: str, question: str = "") -> tuple[float, str] | None:
     numbers = _numbers_in(text)
     given = frozenset(v for _, v in _numbers_in(_clean(question)))
-    if not numbers:
-        return None
     best: tuple[int, float] | None = None
     for cue in _STRONG_CUES.finditer(text):
         v = _window_number(text, cue.end(), numbers, given)
@@ -842,7 +890,7 @@ def _final_number(text: str, question: str = "") -> tuple[float, str] | None:
     lead = _LEAD_PREFIX.match(text)
     begin = lead.end() if lead else len(text) - len(text.lstrip())
     first_line = text[begin:].split("\n", 1)[0]
-    if numbers[0][0] <= begin + 1 and len(first_line.split()) <= 3:
+    if numbers and numbers[0][0] <= begin + 1 and len(first_line.split()) <= 3:
         return numbers[0][1], "beginning"
     return None
 
@@ -894,7 +942,7 @@ def explain(question: str, target: str, response: str | None) -> Verdict:
         if found is not None:
             value, rule = found
             return Verdict(_same_number(value, tgt.value, tgt.answer), tgt, f"{value:g}", rule)
-        values = [v for _, v in _numbers_in(text)]
+        values = [v for _, v in _numbers_in(text, words=len(text) < 500)]
         if any(_same_number(v, tgt.value, tgt.answer) for v in values):
             return Verdict(True, tgt, tgt.answer, "contains")
         if values:
