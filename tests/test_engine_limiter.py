@@ -82,7 +82,9 @@ async def test_cancelled_waiter_gives_nothing_away() -> None:
 
 async def test_tpm_reserves_and_refunds_without_server_counts() -> None:
     clock = Clock()
-    lim = Limiter(tokens_per_minute=6000, concurrency=10, clock=clock, headroom=1.0)  # 100 tokens/s
+    lim = Limiter(
+        tokens_per_minute=6000, concurrency=10, clock=clock, headroom=1.0, burst_s=1.0
+    )  # 100 tokens/s
     p = await lim.acquire(100)  # the whole second's share
     w = asyncio.ensure_future(lim.acquire(50))
     await settle()
@@ -94,7 +96,7 @@ async def test_tpm_reserves_and_refunds_without_server_counts() -> None:
 
 async def test_no_refund_once_the_server_reports_its_token_count() -> None:
     clock = Clock()
-    lim = Limiter(tokens_per_minute=6000, concurrency=10, clock=clock, headroom=1.0)
+    lim = Limiter(tokens_per_minute=6000, concurrency=10, clock=clock, headroom=1.0, burst_s=1.0)
     p = await lim.acquire(100)
     lim.observe(
         p,

@@ -6,17 +6,17 @@
   and refund nothing, so refunding locally would overshoot their limit and earn 429s; once the server shows
   its own count, the limiter counts the same way. Each bucket refills continuously at ``headroom x limit /
   60`` per second (headroom 0.98 absorbs clock skew and network jitter) and holds at most ``burst_s`` seconds'
-  worth (default 1 s: providers enforce per-minute limits in sub-minute slices, so a minute-sized burst would
-  be answered with 429s). A request larger than the bucket passes when the bucket is full and leaves it in
+  worth (default 0.5 s: providers enforce per-minute limits in sub-minute slices -- OpenAI per second -- so a
+  minute-sized burst would be answered with 429s, and half the server's one-second slice leaves margin). A request larger than the bucket passes when the bucket is full and leaves it in
   debt, so the mean rate holds.
 - Awaiting, not polling. Waiters queue FIFO; the head computes when it can go (pause end, bucket refill) and
   one ``loop.call_later`` timer wakes it; releases, refunds and new limits wake it early. Nothing loops on
   ``sleep``. A waiter that needs a concurrency slot waits for a release, with no timer at all.
 - Server headers. ``x-ratelimit-limit-{requests,tokens}`` teach the limits when the command line gave none
   (and lower them when the server's are lower). ``x-ratelimit-remaining-*`` correct the bucket downward:
-  the server's remaining count at the time it saw the request, minus what we sent after it, plus what
-  refilled meanwhile, caps our own level (another client on the same key, or a different count).
-- Overload (AIMD). A 429 (not insufficient_quota) pauses *everybody* until its retry-after (>= 1 s), empties
+  the server's remaining count at the time it saw the request, minus what we sent after it (refill
+  meanwhile ignored: conservative), caps our own level (another client on the same key, a different count).
+- Overload (AIMD). A 429 (not insufficient_quota) pauses *everybody* until its retry-after (1 s if none), empties
   the buckets and multiplies the rate by ``decrease`` (0.7). 503 and a rising latency (EWMA > max(4x its
   floor, floor + 2 s)) cut too, without the pause (latency more gently: x0.9, at most every 5 s). Only
   signals about requests sent *after* the last cut cut again, so one burst of 429s is one cut. The rate then
@@ -128,7 +128,7 @@ class Limiter:
         tokens_per_minute: float | None = None,
         concurrency: int = 256,
         clock: Callable[[], float] = time.monotonic,
-        burst_s: float = 1.0,
+        burst_s: float = 0.5,
         headroom: float = 0.98,
         decrease: float = 0.7,
         recover_per_s: float = 0.05,
@@ -342,7 +342,8 @@ class Limiter:
         if headers:
             self._learn(permit, headers, now)
         if status == 429:
-            self._overload(permit, now, pause_s=max(1.0, retry_after_s or 0.0), cut=self._decrease)
+            pause_s = 1.0 if retry_after_s is None else retry_after_s
+            self._overload(permit, now, pause_s=pause_s, cut=self._decrease)
         elif status == 503:
             self._overload(permit, now, pause_s=retry_after_s or 0.0, cut=self._decrease)
         elif latency_s is not None and status is not None and status < 300:
@@ -392,7 +393,6 @@ class Limiter:
         if changed:
             self._set_rates(now)
         f = self.factor(now)
-        half_latency = max(0.0, now - permit.sent_at) / 2
         for bucket, key, sent_after in (
             (self._req, "x-ratelimit-remaining-requests", self._seq - permit.seq),
             (self._tok, "x-ratelimit-remaining-tokens", self._tok_seq - permit.tok_seq),
@@ -408,7 +408,7 @@ class Limiter:
                 remaining = float(raw)
             except ValueError:
                 continue
-            estimate = remaining - sent_after + bucket.rate_per_s * f * half_latency
+            estimate = remaining - sent_after  # refill since the server counted is ignored: conservative
             bucket.refill(now, f)
             if estimate < bucket.level:
                 bucket.level = estimate
