@@ -87,6 +87,10 @@ def test_options_are_validated_and_hide_the_key() -> None:
         FakeOptions(requests_per_minute=0)
     with pytest.raises(ConfigError, match="unknown option"):
         FakeOptions.from_dict({"latency_ms": 5})
+    with pytest.raises(ConfigError, match="whole number"):
+        FakeOptions(requests_per_minute=0.5)  # type: ignore[arg-type]
+    coerced = FakeOptions(requests_per_minute=600.0, tokens_per_minute=9e4)  # type: ignore[arg-type]
+    assert coerced.requests_per_minute == 600 and isinstance(coerced.tokens_per_minute, int)
     opts = FakeOptions(api_key="sk-very-secret")
     assert "sk-very-secret" not in repr(opts)
     assert "sk-very-secret" not in json.dumps(opts.to_dict())

@@ -20,7 +20,7 @@ from ..errors import TracegenError
 from .options import API_KEY_ENV, FakeOptions
 from .server import READY_PREFIX, serve
 
-__all__ = ["build_parser", "main", "options_from_args"]
+__all__ = ["build_parser", "main", "options_from_args", "serve"]
 
 
 def _optional_int(text: str) -> int | None:

@@ -81,6 +81,12 @@ class FakeOptions:
     batch_expire_fraction: float = _opt(0.5, "share of lines processed before a batch expires")
 
     def __post_init__(self) -> None:
+        for name in _INT_FIELDS:  # 600.0 from a float-typed flag is 600; 0.5 requests is an error
+            value = getattr(self, name)
+            if isinstance(value, float):
+                if not value.is_integer():
+                    raise ConfigError(f"fake server: {name} must be a whole number, got {value!r}")
+                object.__setattr__(self, name, int(value))
         for name in ("error_rate_500", "error_rate_503", "timeout_rate", "drop_rate", "batch_fail_rate"):
             _check_rate(name, getattr(self, name))
         _check_rate("batch_expire_fraction", self.batch_expire_fraction)
@@ -143,6 +149,16 @@ class FakeOptions:
         if values.get("known_models") is not None:
             values["known_models"] = tuple(values["known_models"])
         return cls(**values)
+
+
+_INT_FIELDS = (
+    "max_in_flight",
+    "requests_per_minute",
+    "tokens_per_minute",
+    "mean_completion_tokens",
+    "default_max_tokens",
+    "seed",
+)
 
 
 def _check_rate(name: str, value: float) -> None:
