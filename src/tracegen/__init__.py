@@ -1,5 +1,122 @@
-"""tracegen: Orca-style explanation-trace datasets."""
+"""tracegen: Orca-style explanation-trace datasets from FLAN v2, inside a hard dollar budget.
+
+    import tracegen
+    summary = tracegen.run(source=["flan/*.jsonl"], model="gpt-4o", budget_usd=500)
+    estimate = tracegen.dry_run(source=["flan/*.jsonl"], model="gpt-4o", budget_usd=500)
+
+The pieces compose on their own: ``build_plan`` → ``generate`` → ``clean`` → ``export`` → ``push``.
+"""
+
+from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
+from .config import RunConfig, load_config
+from .errors import (
+    AuthError,
+    BadRecordError,
+    BatchError,
+    ConfigError,
+    EndpointError,
+    HubError,
+    PlanError,
+    QuotaError,
+    RunDirError,
+    SourceError,
+    TeacherError,
+    TracegenError,
+)
+from .records import Record
 
-__all__ = ["__version__"]
+if TYPE_CHECKING:  # the heavy modules (datasets, openai) load on first use, keeping `import tracegen` fast
+    from .answer_check import check_answer
+    from .api import dry_run, run
+    from .dedup import DedupConfig
+    from .engine import Progress, RunResult, generate
+    from .estimate import Estimate, estimate
+    from .export import export, run_summary
+    from .filters import FilterConfig
+    from .hub import push
+    from .merge import merge
+    from .plan import Plan, PlanStats, build_plan, iter_plan, write_plan
+    from .postprocess import clean
+    from .sources import Source
+
+_LAZY: dict[str, str] = {
+    "check_answer": ".answer_check",
+    "dry_run": ".api",
+    "run": ".api",
+    "DedupConfig": ".dedup",
+    "Progress": ".engine",
+    "RunResult": ".engine",
+    "generate": ".engine",
+    "Estimate": ".estimate",
+    "estimate": ".estimate",
+    "export": ".export",
+    "run_summary": ".export",
+    "FilterConfig": ".filters",
+    "push": ".hub",
+    "merge": ".merge",
+    "Plan": ".plan",
+    "PlanStats": ".plan",
+    "build_plan": ".plan",
+    "iter_plan": ".plan",
+    "write_plan": ".plan",
+    "clean": ".postprocess",
+    "Source": ".sources",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tracegen' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+__all__ = [
+    "AuthError",
+    "BadRecordError",
+    "BatchError",
+    "ConfigError",
+    "DedupConfig",
+    "EndpointError",
+    "Estimate",
+    "FilterConfig",
+    "HubError",
+    "Plan",
+    "PlanError",
+    "PlanStats",
+    "Progress",
+    "QuotaError",
+    "Record",
+    "RunConfig",
+    "RunDirError",
+    "RunResult",
+    "Source",
+    "SourceError",
+    "TeacherError",
+    "TracegenError",
+    "__version__",
+    "build_plan",
+    "check_answer",
+    "clean",
+    "dry_run",
+    "estimate",
+    "export",
+    "generate",
+    "iter_plan",
+    "load_config",
+    "merge",
+    "push",
+    "run",
+    "run_summary",
+    "write_plan",
+]

@@ -26,7 +26,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-batch_app = typer.Typer(help="Inspect and cancel OpenAI Batch API jobs of a run directory.", no_args_is_help=True)
+batch_app = typer.Typer(
+    help="Inspect and cancel OpenAI Batch API jobs of a run directory.", no_args_is_help=True
+)
 app.add_typer(batch_app, name="batch")
 
 console = Console(stderr=True)
@@ -68,16 +70,24 @@ def _config(config_file: Path | None, **flags: Any) -> Any:
 def run(
     source: Annotated[
         list[str] | None,
-        typer.Option("--source", "-s", help="FLAN v2 file, glob, directory, saved dataset or Hub id (repeatable)."),
+        typer.Option(
+            "--source", "-s", help="FLAN v2 file, glob, directory, saved dataset or Hub id (repeatable)."
+        ),
     ] = None,
-    config_file: Annotated[Path | None, typer.Option("--config", "-c", help="Run config file (YAML/JSON).")] = None,
+    config_file: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Run config file (YAML/JSON).")
+    ] = None,
     output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", help="Run directory.")] = None,
     n: Annotated[int | None, typer.Option("--n", help="Requests to plan (default 1,000,000).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for sampling and system messages.")] = None,
     mix: Annotated[str | None, typer.Option(help="orca | uniform (share tables: config file).")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Teacher model.")] = None,
-    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint (default OPENAI_BASE_URL).")] = None,
-    budget: Annotated[float | None, typer.Option("--budget", help="Hard cap on USD billed for this run dir.")] = None,
+    base_url: Annotated[
+        str | None, typer.Option(help="OpenAI-compatible endpoint (default OPENAI_BASE_URL).")
+    ] = None,
+    budget: Annotated[
+        float | None, typer.Option("--budget", help="Hard cap on USD billed for this run dir.")
+    ] = None,
     max_tokens: Annotated[int | None, typer.Option(help="Completion cap per answer, tokens.")] = None,
     temperature: Annotated[float | None, typer.Option(help="Sampling temperature (Orca: 0.7).")] = None,
     top_p: Annotated[float | None, typer.Option(help="Nucleus sampling (Orca: 0.95).")] = None,
@@ -87,34 +97,53 @@ def run(
     max_requests: Annotated[int | None, typer.Option(help="Stop after this many requests sent.")] = None,
     max_total_tokens: Annotated[int | None, typer.Option(help="Stop after this many tokens billed.")] = None,
     timeout: Annotated[float | None, typer.Option("--timeout", help="Per-request timeout, seconds.")] = None,
-    max_attempts: Annotated[int | None, typer.Option(help="Attempts per request before failed.jsonl.")] = None,
-    input_price: Annotated[float | None, typer.Option(help="USD per 1M input tokens (overrides table).")] = None,
-    output_price: Annotated[float | None, typer.Option(help="USD per 1M output tokens (overrides table).")] = None,
+    max_attempts: Annotated[
+        int | None, typer.Option(help="Attempts per request before failed.jsonl.")
+    ] = None,
+    input_price: Annotated[
+        float | None, typer.Option(help="USD per 1M input tokens (overrides table).")
+    ] = None,
+    output_price: Annotated[
+        float | None, typer.Option(help="USD per 1M output tokens (overrides table).")
+    ] = None,
     expected_output_tokens: Annotated[
         int | None, typer.Option(help="Assumed mean answer length for the expected cost, tokens.")
     ] = None,
-    templates: Annotated[str | None, typer.Option(help="Template set file (Orca 2 style, YAML/JSON).")] = None,
-    spelling: Annotated[str | None, typer.Option("--spelling", help="verbatim | ascii system messages.")] = None,
+    templates: Annotated[
+        str | None, typer.Option(help="Template set file (Orca 2 style, YAML/JSON).")
+    ] = None,
+    spelling: Annotated[
+        str | None, typer.Option("--spelling", help="verbatim | ascii system messages.")
+    ] = None,
     mc_detector: Annotated[str | None, typer.Option(help="auto | options | template.")] = None,
     skip_bad_records: Annotated[
         bool | None, typer.Option("--skip-bad-records", help="Log bad source records and go on.")
     ] = None,
-    on_too_long: Annotated[str | None, typer.Option(help="reject | fail, for prompts over the context.")] = None,
+    on_too_long: Annotated[
+        str | None, typer.Option(help="reject | fail, for prompts over the context.")
+    ] = None,
     mode: Annotated[str | None, typer.Option(help="online | batch (Batch API, half price).")] = None,
     transport: Annotated[str | None, typer.Option(help="aiohttp (fast) | sdk (AsyncOpenAI).")] = None,
     retry_length: Annotated[
         bool | None, typer.Option("--retry-length", help="Retry truncated answers with 2x max tokens.")
     ] = None,
     shard: Annotated[str | None, typer.Option(help="K/N: run the K-th of N deterministic shards.")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan and estimate the cost; send nothing.")] = False,
-    extend: Annotated[bool, typer.Option("--extend", help="Allow a larger --n on an existing run dir.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Plan and estimate the cost; send nothing.")
+    ] = False,
+    extend: Annotated[
+        bool, typer.Option("--extend", help="Allow a larger --n on an existing run dir.")
+    ] = False,
     rehearse: Annotated[
-        bool, typer.Option("--rehearse", help="Answer with the built-in fake server: no key, no network, no cost.")
+        bool,
+        typer.Option("--rehearse", help="Answer with the built-in fake server: no key, no network, no cost."),
     ] = False,
     export_format: Annotated[
         list[str] | None, typer.Option("--format", help="Export formats: openorca, full, alpaca, sharegpt.")
     ] = None,
-    push_to_hub: Annotated[str | None, typer.Option(help="Push the dataset to this Hub repo when done.")] = None,
+    push_to_hub: Annotated[
+        str | None, typer.Option(help="Push the dataset to this Hub repo when done.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Plan, ask the teacher within --budget, clean, export (and push). Rerun to resume."""
@@ -161,8 +190,13 @@ def run(
             _print(progress_view.estimate_table(est), est, as_json)
             return
         with progress_view.live(console, plain=not sys.stderr.isatty()) as on_progress:
-            summary = pipeline.run(config, extend=extend, rehearse=rehearse, on_progress=on_progress,
-                                   on_stage=lambda msg: console.print(f"[dim]{msg}[/]"))
+            summary = pipeline.run(
+                config,
+                extend=extend,
+                rehearse=rehearse,
+                on_progress=on_progress,
+                on_stage=lambda msg: console.print(f"[dim]{msg}[/]"),
+            )
         _print(progress_view.summary_table(summary), summary, as_json)
 
     _guard(go)
@@ -170,7 +204,9 @@ def run(
 
 @app.command()
 def estimate(
-    source: Annotated[list[str] | None, typer.Option("--source", "-s", help="FLAN v2 source (repeatable).")] = None,
+    source: Annotated[
+        list[str] | None, typer.Option("--source", "-s", help="FLAN v2 source (repeatable).")
+    ] = None,
     config_file: Annotated[Path | None, typer.Option("--config", "-c", help="Run config file.")] = None,
     n: Annotated[int | None, typer.Option("--n", help="Requests to plan.")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Teacher model.")] = None,
@@ -184,8 +220,16 @@ def estimate(
     from . import pipeline
 
     def go() -> None:
-        config = _config(config_file, source=source or None, n=n, model=model, budget_usd=budget,
-                         max_tokens=max_tokens, seed=seed, output_dir=output_dir)
+        config = _config(
+            config_file,
+            source=source or None,
+            n=n,
+            model=model,
+            budget_usd=budget,
+            max_tokens=max_tokens,
+            seed=seed,
+            output_dir=output_dir,
+        )
         est = pipeline.estimate_run(config)
         _print(progress_view.estimate_table(est), est, as_json)
 
@@ -199,7 +243,9 @@ def export_cmd(
     export_format: Annotated[
         list[str] | None, typer.Option("--format", help="openorca (default), full, alpaca, sharegpt.")
     ] = None,
-    output: Annotated[Path | None, typer.Option("--output", help="Export dir (default RUN_DIR/dataset).")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", help="Export dir (default RUN_DIR/dataset).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """Filter, deduplicate and export a run directory again, calling no API."""
@@ -261,32 +307,19 @@ def merge(
 
 
 # ---- the fake server ------------------------------------------------------------------------------------------
-@app.command("fake-server")
-def fake_server(
-    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8765,
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    latency: Annotated[float, typer.Option(help="Mean latency, seconds.")] = 0.0,
-    jitter: Annotated[float, typer.Option(help="Latency jitter, seconds.")] = 0.0,
-    rpm: Annotated[float | None, typer.Option("--rpm", help="Requests per minute it enforces.")] = None,
-    tpm: Annotated[float | None, typer.Option("--tpm", help="Tokens per minute it enforces.")] = None,
-    error_rate: Annotated[float, typer.Option(help="Share of requests answered 500.")] = 0.0,
-) -> None:
-    """Serve an OpenAI-compatible fake teacher for offline rehearsals (answers are synthetic)."""
-    from .testing import FakeOptions
-    from .testing.fake_openai import serve
+@app.command(
+    "fake-server",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
+)
+def fake_server(ctx: typer.Context) -> None:
+    """Serve an OpenAI-compatible fake teacher for offline rehearsals (synthetic answers; --help lists options).
 
-    opts = FakeOptions(
-        latency_mean_s=latency,
-        latency_jitter_s=jitter,
-        requests_per_minute=rpm,
-        tokens_per_minute=tpm,
-        error_rate_500=error_rate,
-    )
-    console.print(
-        f"fake OpenAI server on http://{host}:{port}/v1 — run with "
-        f"OPENAI_BASE_URL=http://{host}:{port}/v1 OPENAI_API_KEY=sk-fake; answers are synthetic"
-    )
-    serve(opts, host, port)
+    Point a run at it with OPENAI_BASE_URL=http://127.0.0.1:PORT/v1 and any OPENAI_API_KEY.
+    """
+    from .testing.fake_openai import main as fake_main
+
+    raise typer.Exit(fake_main(list(ctx.args)))
 
 
 # ---- batch -----------------------------------------------------------------------------------------------------
@@ -306,7 +339,9 @@ def batch_status(
 
 
 @batch_app.command("cancel")
-def batch_cancel(run_dir: Annotated[Path, typer.Argument(help="Run directory of a --mode batch run.")]) -> None:
+def batch_cancel(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory of a --mode batch run.")],
+) -> None:
     """Cancel every batch of the run still in flight (partial results stay collectable)."""
     from . import pipeline
 

@@ -25,6 +25,11 @@ __all__ = ["ENV_PREFIX", "RunConfig", "load_config"]
 ENV_PREFIX = "TRACEGEN_"
 
 MixName = Literal["orca", "uniform"]
+ExportFormat = Literal["openorca", "full", "alpaca", "sharegpt"]
+
+
+def _default_formats() -> list[ExportFormat]:
+    return ["openorca", "full"]
 
 
 class RunConfig(BaseModel):
@@ -49,6 +54,9 @@ class RunConfig(BaseModel):
         "auto", description="How Flan2021 multiple-choice rows are detected (see templates.py)."
     )
     skip_bad_records: bool = False
+    plan_dedup_questions: bool = Field(
+        False, description="Also drop repeated questions (case/space-folded) before sending, not only pairs."
+    )
     on_too_long: Literal["reject", "fail"] = "reject"
 
     # ---- teacher -----------------------------------------------------------------------------------------
@@ -63,6 +71,7 @@ class RunConfig(BaseModel):
         350, ge=1, description="Assumed mean answer length for the expected-cost estimate, tokens."
     )
     mode: Literal["online", "batch"] = "online"
+    batch_poll_interval_s: float = Field(30.0, gt=0, description="Batch mode: seconds between status polls.")
     transport: Literal["aiohttp", "sdk"] = Field(
         "aiohttp", description="aiohttp: lean OpenAI-protocol client (fast); sdk: AsyncOpenAI."
     )
@@ -78,12 +87,14 @@ class RunConfig(BaseModel):
     max_attempts: int = Field(8, ge=1, description="Attempts per request before it goes to failed.jsonl.")
     retry_length: bool = Field(False, description="Retry finish_reason=length answers with 2x max_tokens.")
 
-    shard: str | None = Field(None, description="K/N: this run takes the K-th of N deterministic shards (1-based).")
+    shard: str | None = Field(
+        None, description="K/N: this run takes the K-th of N deterministic shards (1-based)."
+    )
 
     # ---- output ----------------------------------------------------------------------------------------------
     output_dir: Path = Path("tracegen-run")
-    export_formats: list[Literal["openorca", "full", "alpaca", "sharegpt"]] = Field(
-        default_factory=lambda: ["openorca", "full"], description="Dataset configs written by export."
+    export_formats: list[ExportFormat] = Field(
+        default_factory=_default_formats,
     )
     push_to_hub: str | None = Field(None, description="Hub dataset repo to push to when the run is done.")
     private: bool = Field(True, description="Create the Hub repo private.")

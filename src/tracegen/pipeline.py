@@ -24,7 +24,17 @@ from .errors import RunDirError
 from .records import Record
 from .sources import Rejection
 
-__all__ = ["arun", "batch_cancel", "batch_status", "estimate_run", "finish", "merge", "prepare", "push", "run"]
+__all__ = [
+    "arun",
+    "batch_cancel",
+    "batch_status",
+    "estimate_run",
+    "finish",
+    "merge",
+    "prepare",
+    "push",
+    "run",
+]
 
 StageCallback = Callable[[str], None]
 PLAN_STAGES = ("source", "plan")
@@ -59,14 +69,21 @@ def _rewrite_rejections(run_dir: Path, stages: tuple[str, ...], new: list[dict[s
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
-        raise RunDirError(f"{path}: cannot write ({e.strerror}); check free disk space and permissions") from None
+        raise RunDirError(
+            f"{path}: cannot write ({e.strerror}); check free disk space and permissions"
+        ) from None
 
 
 def prepare(config: RunConfig, *, extend: bool = False, on_stage: StageCallback = _noop) -> RunDir:
     """Open the run directory (refusing a changed plan) and write the plan once; reuse it on reruns."""
     from .plan import build_plan, plan_parameters, write_plan
 
-    rd = RunDir.open(config.output_dir, plan_parameters(config), config.public_dict(), extend=extend)
+    rd = RunDir.open(
+        config.output_dir,
+        plan_parameters(config, dedup_questions=config.plan_dedup_questions),
+        config.public_dict(),
+        extend=extend,
+    )
     plan_done = (rd.path / "plan.jsonl").exists() and (rd.path / "plan_stats.json").exists()
     if plan_done and not extend:
         on_stage(f"reusing the plan in {rd.path / 'plan.jsonl'}")
@@ -77,7 +94,9 @@ def prepare(config: RunConfig, *, extend: bool = False, on_stage: StageCallback 
     def on_reject(r: Rejection) -> None:
         rejected.append(r.to_dict())
 
-    with build_plan(config, on_reject=on_reject, spill_dir=rd.path) as plan:
+    with build_plan(
+        config, on_reject=on_reject, spill_dir=rd.path, dedup_questions=config.plan_dedup_questions
+    ) as plan:
         stats = write_plan(plan, rd.path, shard=config.shard_index())
     _rewrite_rejections(rd.path, PLAN_STAGES, rejected)
     on_stage(f"planned {stats.planned_total:,} requests into {rd.path / 'plan.jsonl'}")
@@ -256,14 +275,16 @@ def batch_status(run_dir: Path) -> list[dict[str, Any]]:
     """Every Batch API job of a run directory with its status and request counts."""
     from .batch import status
 
-    return status(run_dir)
+    rows: list[dict[str, Any]] = status(run_dir)
+    return rows
 
 
 def batch_cancel(run_dir: Path) -> list[dict[str, Any]]:
     """Cancel every batch of the run still in flight."""
     from .batch import cancel
 
-    return cancel(run_dir)
+    rows: list[dict[str, Any]] = cancel(run_dir)
+    return rows
 
 
 def records_of(run_dir: str | Path) -> Iterator[Record]:

@@ -7,7 +7,7 @@ into a live display on a terminal, or one plain log line every few seconds when 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -57,11 +57,14 @@ def progress_panel(p: Any) -> Group:
     t = Table.grid(padding=(0, 2))
     t.add_column(style="bold")
     t.add_column()
-    t.add_row("requests", f"{done:,} / {total:,}   ok {_get(p, 'succeeded', 0):,}  failed {_get(p, 'failed', 0):,}")
+    t.add_row(
+        "requests", f"{done:,} / {total:,}   ok {_get(p, 'succeeded', 0):,}  failed {_get(p, 'failed', 0):,}"
+    )
     spent = _money(_get(p, "cost_usd"))
     t.add_row(
         "dollars",
-        f"{spent} spent" + (f" of {_money(budget)}" if budget else "")
+        f"{spent} spent"
+        + (f" of {_money(budget)}" if budget else "")
         + f"   committed {_money(_get(p, 'committed_usd'))}   projected {_money(_get(p, 'projected_total_usd'))}",
     )
     rpm, tpm = _get(p, "limit_rpm"), _get(p, "limit_tpm")
@@ -76,7 +79,11 @@ def progress_panel(p: Any) -> Group:
     t.add_row("trouble", f"429s {_get(p, 'n_429', 0)}   retries {_get(p, 'n_retries', 0)}")
     t.add_row("ETA", _dur(_get(p, "eta_s")))
     bar = ProgressBar(total=total, completed=done, width=60)
-    budget_bar = ProgressBar(total=float(budget), completed=float(_get(p, "cost_usd", 0) or 0), width=60) if budget else Text("")
+    budget_bar = (
+        ProgressBar(total=float(budget), completed=float(_get(p, "cost_usd", 0) or 0), width=60)
+        if budget
+        else Text("")
+    )
     return Group(bar, budget_bar, t)
 
 
@@ -143,10 +150,15 @@ def summary_table(summary: Mapping[str, Any]) -> Group:
     return Group(*parts)
 
 
-def batch_table(rows: list[Mapping[str, Any]]) -> Table:
+def batch_table(rows: Sequence[Mapping[str, Any]]) -> Table:
     t = Table(title="batches")
     for col in ("batch_id", "status", "total", "completed", "failed", "input_file_id"):
         t.add_column(col)
     for r in rows:
-        t.add_row(*(str(r.get(c, "")) for c in ("batch_id", "status", "total", "completed", "failed", "input_file_id")))
+        t.add_row(
+            *(
+                str(r.get(c, ""))
+                for c in ("batch_id", "status", "total", "completed", "failed", "input_file_id")
+            )
+        )
     return t
