@@ -149,6 +149,17 @@ def test_torn_last_line_duplicate_ids_and_unplanned(tmp_path: Path) -> None:
     assert len(dup) == 1 and dup[0]["id"] == "flan.1" and dup[0]["record"]["response"] != again.response
 
 
+def test_corrupt_middle_line_is_skipped_and_counted(tmp_path: Path) -> None:
+    plan = [planned(i) for i in range(3)]
+    run = make_run_dir(tmp_path / "run", plan, [answered(r) for r in plan], shuffle_seed=None)
+    lines = (run / "traces.jsonl").read_bytes().splitlines(keepends=True)
+    lines[1] = lines[1][:40] + b"\n"  # cut short but newline-terminated
+    (run / "traces.jsonl").write_bytes(b"".join(lines))
+    result = clean(run)
+    assert [r["id"] for r in read_jsonl(run / "clean.jsonl")] == ["flan.0", "flan.2"]
+    assert result.unreadable_lines == 1 and result.records == 2 and result.kept == 2
+
+
 def test_without_plan_file_order_is_used(tmp_path: Path) -> None:
     plan = [planned(i) for i in range(6)]
     run = make_run_dir(tmp_path / "run", plan, [answered(r) for r in plan], shuffle_seed=3)

@@ -103,6 +103,8 @@ class FilterConfig(BaseModel):
     def public_dict(self) -> dict[str, object]:
         """JSON-able settings for stats and the dataset card."""
         data = self.model_dump(mode="json")
+        if self.refusal_file is not None:  # a file name, not a local path, goes into stats and the card
+            data["refusal_file"] = self.refusal_file.name
         return data
 
 

@@ -313,7 +313,6 @@ def clean(
     result.duplicate_ids = int(superseded.sum())
     order = np.lexsort((file_index, pos))  # plan order; equal positions (duplicate ids) in file order
     del hashes, pos, by_id
-    result.records = int(order.size - result.duplicate_ids)
 
     # 2. Read records back in plan order, annotate, filter, dedup, write.
     rejected = _AtomicWriter(run_dir / REJECTED)
@@ -336,7 +335,12 @@ def clean(
                 for done, i in enumerate(order.tolist(), 1):
                     f.seek(offsets[i])
                     line = f.read(lengths[i])
-                    record = Record.from_dict(json.loads(line))
+                    try:
+                        record = Record.from_dict(json.loads(line))
+                    except (ValueError, TypeError) as e:
+                        result.unreadable_lines += 1
+                        log.warning("%s: skipping an unreadable line at byte %d (%s)", traces, offsets[i], e)
+                        continue
                     if answer_check:
                         record.agrees_with_target = check_answer(
                             record.question, record.target, record.response
@@ -373,6 +377,7 @@ def clean(
     if result.duplicate_ids:
         removed["duplicate_id"] = result.duplicate_ids
     result.removed_by_dedup = removed
+    result.records = sum(agree_all.values())
     result.agreement_all = _agreement(agree_all)
     result.agreement_kept = _agreement(agree_kept)
     result.rows_per_submix = dict(submix)
