@@ -311,3 +311,40 @@ async def test_kill_9_then_resume_loses_nothing_and_pays_at_most_the_in_flight_t
     sessions = {e["session"] for e in entries}
     assert len(sessions) == 2
     assert sum(1 for e in entries if e["event"] == "close") == 1  # the killed session never closed
+
+
+async def test_caps_stop_dispatch_with_their_reason(tmp_path: Path) -> None:
+    with FakeServer() as srv:
+        cfg = RunConfig(base_url=srv.base_url, max_requests=7, concurrency=4)
+        capped = await generate(records(50), cfg, tmp_path / "a")
+        assert (capped.stop_reason, capped.sent, capped.succeeded) == ("max_requests", 7, 7)
+        cfg2 = RunConfig(base_url=srv.base_url, max_total_tokens=3000, max_tokens=200, concurrency=4)
+        tok = await generate(records(50), cfg2, tmp_path / "b")
+    assert tok.stop_reason == "max_tokens"
+    assert 0 < tok.succeeded < 50
+    assert tok.stats["prompt_tokens"] + tok.stats["completion_tokens"] <= 3000
+
+
+async def test_async_iterable_plan_is_streamed(tmp_path: Path) -> None:
+    async def plan() -> Any:
+        for rec in records(25):
+            await asyncio.sleep(0)
+            yield rec
+
+    with FakeServer() as srv:
+        result = await generate(plan(), RunConfig(base_url=srv.base_url), tmp_path, total=25)
+    assert result.succeeded == 25 and result.planned == 25
+
+
+async def test_grace_period_cancels_hanging_requests_and_charges_them(tmp_path: Path) -> None:
+    stop = asyncio.Event()
+    with FakeServer(FakeOptions(timeout_rate=1.0, hang_s=5.0)) as srv:
+        cfg = RunConfig(base_url=srv.base_url, concurrency=8, timeout_s=30, budget_usd=1.0)
+        asyncio.get_running_loop().call_later(0.5, stop.set)
+        result = await generate(records(40), cfg, tmp_path, stop=stop, grace_s=0.3)
+        billed = sum(e["cost_usd"] for e in srv.ledger())
+    assert result.stop_reason == "interrupted"
+    assert result.succeeded == 0 and result.stats["unfinished"] > 0  # cancelled, not waited for
+    assert result.stats["reserved_usd_unknown"] > 0  # maybe billed: charged at their reservation
+    assert result.total_spent_usd >= billed
+    assert json.loads((tmp_path / "stats.json").read_text())["stop_reason"] == "interrupted"
