@@ -213,4 +213,5 @@ def load_config(
             raise ConfigError(
                 f"{where}: unknown key {field!r}; known keys: {', '.join(RunConfig.model_fields)}"
             ) from None
-        raise ConfigError(f"{where}: {field}: {err['msg']}") from None
+        what = where if where.startswith("flag") and field == top else f"{where}: {field}"
+        raise ConfigError(f"{what}: {err['msg']}") from None

@@ -1,0 +1,113 @@
+"""The CLI end to end, offline: dry run, a rehearsal run against the fake server, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tracegen.cli import app
+
+SAMPLE = str(Path(__file__).resolve().parents[1] / "examples" / "flan_sample")
+runner = CliRunner()
+
+
+def _run(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args), catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+def test_dry_run_writes_plan_and_requests(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    code, text = _run(
+        "run", "-s", SAMPLE, "--n", "60", "--budget", "1", "--dry-run", "-o", str(out), "--json"
+    )
+    assert code == 0, text
+    est = json.loads(text[text.index("{") :])
+    assert est["requests"] == 60
+    assert est["cost_usd"]["online_worst_usd"] >= est["cost_usd"]["online_expected_usd"] > 0
+    lines = (out / "requests.jsonl").read_text().splitlines()
+    assert len(lines) == 60
+    first = json.loads(lines[0])
+    assert first["url"] == "/v1/chat/completions" and first["custom_id"] == first["custom_id"].strip()
+    assert not (out / "traces.jsonl").exists()  # nothing was sent
+
+
+def test_rehearsal_run_then_rerun_pays_nothing_twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "run"
+    secret = "sk-this-must-never-leak-0123456789"
+    monkeypatch.setenv("OPENAI_API_KEY", secret)
+    args = ("run", "-s", SAMPLE, "--n", "40", "--budget", "1", "--rehearse", "-o", str(out), "--json")
+    code, text = _run(*args)
+    assert code == 0, text
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["stop_reason"] == "completed"
+    assert stats["succeeded"] == 40
+    traces = [json.loads(x) for x in (out / "traces.jsonl").read_text().splitlines()]
+    assert len(traces) == 40
+    assert all(t["model_returned"].startswith("tracegen-fake:") for t in traces)
+    assert (out / "dataset" / "README.md").exists()
+
+    code, text = _run(*args)
+    assert code == 0, text
+    stats2 = json.loads((out / "stats.json").read_text())
+    assert stats2["sent"] == 0 and stats2["skipped_done"] == 40
+    assert len((out / "traces.jsonl").read_text().splitlines()) == 40
+
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+
+
+def test_changed_plan_is_refused(tmp_path: Path) -> None:
+    out = str(tmp_path / "run")
+    assert _run("run", "-s", SAMPLE, "--n", "10", "--dry-run", "-o", out)[0] == 0
+    code, text = _run("run", "-s", SAMPLE, "--n", "10", "--seed", "7", "--dry-run", "-o", out)
+    assert code == 1
+    assert "seed" in text and "--output-dir" in text
+    assert "Traceback" not in text
+
+
+def test_no_key_is_one_clear_line(tmp_path: Path) -> None:
+    code, text = _run("run", "-s", SAMPLE, "--n", "5", "-o", str(tmp_path / "run"))
+    assert code == 1
+    assert "OPENAI_API_KEY" in text and "Traceback" not in text
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("--budget", "-1"), "--budget"),
+        (("--shard", "3/2"), "--shard"),
+        (("-s", "/definitely/not/here.jsonl"), "not/here.jsonl"),
+        (("--model", "my-local-llama"), "--input-price"),
+    ],
+)
+def test_bad_input_names_the_flag(tmp_path: Path, args: tuple[str, ...], needle: str) -> None:
+    base = ("run", "--n", "5", "--dry-run", "-o", str(tmp_path / "run"))
+    if "-s" not in args:
+        base = (*base, "-s", SAMPLE)
+    code, text = _run(*base, *args)
+    assert code == 1, text
+    assert needle in text and "Traceback" not in text
+
+
+def test_bad_config_file_key_is_named(tmp_path: Path) -> None:
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("budget_usd: 5\nbudjet: 3\n")
+    code, text = _run("run", "-c", str(cfg), "-s", SAMPLE, "--dry-run", "-o", str(tmp_path / "r"))
+    assert code == 1
+    assert "budjet" in text and str(cfg) in text
+
+
+def test_stats_and_export_commands(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert _run("run", "-s", SAMPLE, "--n", "30", "--rehearse", "-o", str(out))[0] == 0
+    code, text = _run("stats", str(out), "--json")
+    assert code == 0, text
+    assert json.loads(text[text.index("{") :])["stats"]["succeeded"] == 30
+    code, text = _run("export", str(out), "--format", "alpaca", "--format", "sharegpt")
+    assert code == 0, text
+    assert (out / "dataset" / "alpaca").is_dir() and (out / "dataset" / "sharegpt").is_dir()
