@@ -96,7 +96,7 @@ def _load_ranks(name: str) -> dict[bytes, int]:
     return ranks
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def get_encoding(name: str) -> Encoder:
     """An offline tiktoken encoding (``cl100k_base`` or ``o200k_base``)."""
     if name not in _EXPECTED_SHA256:
