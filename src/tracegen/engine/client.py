@@ -51,7 +51,7 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 NO_KEY_MESSAGE = (
     "no API key: set OPENAI_API_KEY, or pass --base-url for a local/compatible server, "
-    "or rehearse offline with `tracegen fake-server`"
+    "or rehearse offline with `tracegen run --rehearse` (built-in fake server, no key)"
 )
 
 
