@@ -144,9 +144,19 @@ async def arun(
             result = await run_batches(iter_plan(rd.path), cfg, rd, on_stage=on_stage, stop=stop, env=env)
         else:
             on_stage(f"asking {cfg.model} ({total:,} planned requests)")
-            result = await generate(
-                iter_plan(rd.path), cfg, rd, client=client, on_progress=on_progress, stop=stop, total=total
-            )
+            try:
+                result = await generate(
+                    iter_plan(rd.path),
+                    cfg,
+                    rd,
+                    client=client,
+                    on_progress=on_progress,
+                    stop=stop,
+                    total=total,
+                )
+            finally:
+                if client is not None:
+                    await client.aclose()
     summary: dict[str, Any] = {"stop_reason": result.stop_reason, "run": result.stats}
     if result.succeeded + result.skipped_done > 0:
         summary.update(finish(rd.path, config=config, on_stage=on_stage))

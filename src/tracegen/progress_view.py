@@ -78,13 +78,16 @@ def progress_panel(p: Any) -> Group:
     )
     t.add_row("trouble", f"429s {_get(p, 'n_429', 0)}   retries {_get(p, 'n_retries', 0)}")
     t.add_row("ETA", _dur(_get(p, "eta_s")))
-    bar = ProgressBar(total=total, completed=done, width=60)
-    budget_bar = (
-        ProgressBar(total=float(budget), completed=float(_get(p, "cost_usd", 0) or 0), width=60)
-        if budget
-        else Text("")
-    )
-    return Group(bar, budget_bar, t)
+    bars = Table.grid(padding=(0, 2))
+    bars.add_column(style="bold")
+    bars.add_column()
+    bars.add_row("progress", ProgressBar(total=total, completed=done, width=50))
+    if budget:
+        spent_usd = float(_get(p, "cost_usd", 0) or 0)
+        bars.add_row(
+            "budget", ProgressBar(total=float(budget), completed=min(spent_usd, float(budget)), width=50)
+        )
+    return Group(bars, t)
 
 
 @contextmanager
