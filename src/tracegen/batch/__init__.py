@@ -1,0 +1,23 @@
+"""OpenAI Batch API mode: half the price, the same guarantees as online mode.
+
+    result = await run_batches(iter_plan(run_dir), config, run_dir, on_stage=print)
+    rows = status(run_dir)      # every batch: status and request counts
+    rows = cancel(run_dir)      # cancel every batch still in flight
+
+Modules: :mod:`.runner` (the flow and the budget), :mod:`.journal` (batches.jsonl, durability and resume),
+:mod:`.parts` (splitting within the API's limits), :mod:`.api` (Files/Batches calls through the SDK),
+:mod:`.collect` (output and error files), :mod:`.entry` (these entry points).
+"""
+
+from .entry import acancel, astatus, cancel, run_batches, status
+from .parts import MAX_BYTES_PER_FILE, MAX_REQUESTS_PER_FILE
+
+__all__ = [
+    "MAX_BYTES_PER_FILE",
+    "MAX_REQUESTS_PER_FILE",
+    "acancel",
+    "astatus",
+    "cancel",
+    "run_batches",
+    "status",
+]

@@ -1,0 +1,169 @@
+"""Batch input parts: one request per planned record, packed into files within the API's limits.
+
+A part's requests are kept in ``batches/part-NNNNN.jsonl`` as ``{"custom_id", "attempt", "request_key",
+"record"}`` lines; the bytes uploaded to the Files API are a pure function of those lines and the teacher
+settings (which the run manifest pins), so a resume re-creates them byte for byte (checked by sha256).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from ..config import RunConfig
+from ..engine import request_key
+from ..engine.runner import PROMPT_MARGIN, PROMPT_MARGIN_TOKENS
+from ..errors import RunDirError
+from ..plan import request_body
+from ..records import Record
+from ..tokens import Pricing, count_chat_tokens
+
+__all__ = [
+    "BATCH_ENDPOINT",
+    "MAX_BYTES_PER_FILE",
+    "MAX_REQUESTS_PER_FILE",
+    "Item",
+    "Part",
+    "read_part",
+    "upload_line",
+    "write_part",
+]
+
+#: The Batch API's limits on one input file.
+MAX_REQUESTS_PER_FILE = 50_000
+MAX_BYTES_PER_FILE = 200 * 1024 * 1024
+BATCH_ENDPOINT: Final = "/v1/chat/completions"
+
+
+def upload_line(custom_id: str, body: dict[str, Any]) -> bytes:
+    """One Batch API input line (newline included)."""
+    line = {"custom_id": custom_id, "method": "POST", "url": BATCH_ENDPOINT, "body": body}
+    return json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+
+
+@dataclass(slots=True)
+class Item:
+    """One request of a part: the record, its cache key, its worst-case cost and its upload line."""
+
+    rec: Record
+    key: str
+    attempt: int
+    line: bytes
+    res_usd: float
+    res_tokens: int
+    custom_id: str
+    chain: list[dict[str, Any]] = field(default_factory=list)
+    """Errors of earlier attempts (this session), for failed.jsonl."""
+
+    @property
+    def digest(self) -> bytes:
+        return bytes.fromhex(self.key[:32])
+
+    @classmethod
+    def make(
+        cls,
+        rec: Record,
+        config: RunConfig,
+        pricing: Pricing,
+        encoding: str,
+        *,
+        attempt: int = 1,
+        custom_id: str | None = None,
+    ) -> Item:
+        """Body, key and worst-case reservation exactly as the online runner computes them."""
+        body = request_body(rec, config)
+        key = request_key(body)
+        prompt_tokens = rec.prompt_tokens or count_chat_tokens(body["messages"], encoding)
+        worst_prompt = math.ceil(prompt_tokens * PROMPT_MARGIN) + PROMPT_MARGIN_TOKENS
+        cid = custom_id or rec.id
+        return cls(
+            rec=rec,
+            key=key,
+            attempt=attempt,
+            line=upload_line(cid, body),
+            res_usd=pricing.cost_usd(worst_prompt, config.max_tokens),
+            res_tokens=worst_prompt + config.max_tokens,
+            custom_id=cid,
+        )
+
+
+@dataclass
+class Part:
+    """A group of items to be uploaded as one batch input file."""
+
+    number: int
+    items: list[Item]
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(it.line for it in self.items)
+
+
+def write_part(path: Path, items: Iterable[Item]) -> None:
+    """The part's requests, atomically (temp file, fsync, rename, directory fsync)."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            for it in items:
+                row = {"custom_id": it.custom_id, "attempt": it.attempt, "request_key": it.key}
+                row["record"] = it.rec.to_dict()
+                f.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")).encode() + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            with contextlib.suppress(OSError):
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise RunDirError(
+            f"{path}: cannot write ({e.strerror}); free disk space, then rerun the same command"
+        ) from None
+
+
+def read_part(path: Path, config: RunConfig, pricing: Pricing, encoding: str) -> list[Item]:
+    """Items of a part file, rebuilt with the same custom ids, attempts and upload lines."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise RunDirError(
+            f"{path}: cannot read the requests of a batch part ({e.strerror}); the batch journal names "
+            "this file: restore it, or use a new --output-dir"
+        ) from None
+    items: list[Item] = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            rec = Record.from_dict(row["record"])
+            item = Item.make(
+                rec, config, pricing, encoding, attempt=int(row["attempt"]), custom_id=str(row["custom_id"])
+            )
+        except (ValueError, KeyError, TypeError) as e:
+            raise RunDirError(
+                f"{path}:{lineno}: not a batch part line ({e}); use a new --output-dir"
+            ) from None
+        if item.key != row.get("request_key"):
+            raise RunDirError(
+                f"{path}:{lineno}: the request differs from the one submitted (teacher settings changed?); "
+                "rerun with the settings of this run directory, or use a new --output-dir"
+            )
+        items.append(item)
+    return items
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

@@ -1,0 +1,937 @@
+"""The Batch API step: the same guarantees as online mode, at Batch API prices.
+
+    plan ─► parts (≤ limits, reserved at batch prices) ─► upload ─► create ─► poll ─► collect ─► resubmit
+
+- **Done set.** A record whose request key is in traces.jsonl (or rejected at generate) is never sent again,
+  whichever mode answered it; a key already in a part of this run directory is never put in another part
+  until that part is collected. Collecting the same output twice writes nothing twice.
+- **Durability.** Every step is in ``batches.jsonl`` (see :mod:`.journal`) the moment it exists. On resume,
+  created batches are polled again; a part with no batch id is found by listing batches (metadata
+  ``tracegen_run`` + ``tracegen_part``) or its uploaded file is reused, so no batch is orphaned or doubled.
+- **Budget.** Each request's worst case (prompt + max_tokens at *batch* prices) is reserved through the
+  engine's :class:`~tracegen.engine.Budget` (durable, leased ledger) before its part is created; a part takes
+  only the requests that fit. Collection settles the part with the usage billed in the output file; what was
+  not answered is released. A part still in flight when the session ends stays counted as spent in the
+  ledger's ``close`` line; the next session takes its reservation over (``adopt``) and settles it for real. A
+  crashed session (no ``close``) keeps its whole lease: the parts it held are then covered by it, never
+  counted twice and never left out.
+- **Collect.** Answers go to traces.jsonl (``content_filter`` to rejected.jsonl) with the same fields as the
+  online runner; failed lines are resubmitted while retryable (429/5xx, expired, token limit) up to
+  ``config.max_attempts`` submissions, then go to failed.jsonl. Cancelled lines are left for a later run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, fields
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .._version import __version__
+from ..config import RunConfig
+from ..engine import Budget, Ledger, Progress, Reservation, ResultWriter, RunDir, RunResult
+from ..engine.budget import prior_spend_usd, utc_now_iso
+from ..engine.store import FAILED, REJECTED, TRACES, DoneSet, engine_line
+from ..errors import RunDirError, TracegenError
+from ..records import Record
+from ..tokens import Pricing, count_chat_tokens, count_text_tokens, encoding_for_model, pricing_for
+from .api import BatchApi, BatchCallError, BatchInfo
+from .collect import Outcome, batch_failure, parse_file
+from .journal import Journal, PartState
+from .parts import MAX_BYTES_PER_FILE, MAX_REQUESTS_PER_FILE, Item, Part, read_part, sha256_hex, write_part
+
+__all__ = ["BatchRunner", "Checkpoint", "batch_row"]
+
+log = logging.getLogger("tracegen.batch")
+
+#: ``checkpoint(step, part)`` is called right after each durable step: "intent", "uploaded", "created",
+#: "collected" (tests raise or exit there to simulate a crash).
+Checkpoint = Callable[[str, int], None]
+StageCallback = Callable[[str], None]
+DEFAULT_POLL_INTERVAL_S = 30.0
+#: Batches listed on resume go back this far before the run's first journal line (clock skew), seconds.
+LIST_SLACK_S = 3600
+_REC_FIELDS = tuple(f.name for f in fields(Record))
+
+
+@dataclass
+class _PartRun:
+    """An outstanding part, as this session tracks it."""
+
+    state: PartState
+    items: list[Item] | None
+    res: Reservation | None
+    """The reservation this session holds for it; None when an earlier crashed session's lease covers it."""
+    info: BatchInfo | None = None
+
+
+def batch_row(state: PartState, info: BatchInfo | None) -> dict[str, Any]:
+    """One row of ``tracegen batch status``."""
+    final = state.final
+    if info is not None:
+        status, total, completed, failed = info.status, info.total, info.completed, info.failed
+        input_file_id: str | None = info.input_file_id
+    elif state.done is not None:
+        status = str(final.get("status", state.done))
+        total = int(final.get("total", state.requests))
+        completed = int(final.get("completed", 0))
+        failed = int(final.get("failed", 0))
+        input_file_id = state.file_id
+    else:
+        status = "not_created" if state.file_id else "not_uploaded"
+        total, completed, failed, input_file_id = state.requests, 0, 0, state.file_id
+    return {
+        "part": state.part,
+        "batch_id": state.batch_id,
+        "status": status,
+        "total": total,
+        "completed": completed,
+        "failed": failed,
+        "input_file_id": input_file_id,
+        "requests": state.requests,
+        "collected": state.done == "collected",
+    }
+
+
+def _epoch(iso: str | None) -> int:
+    if not iso:
+        return 0
+    try:
+        return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        return 0
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise RunDirError(
+            f"{path}: cannot write ({e.strerror}); free disk space, then rerun the same command"
+        ) from None
+
+
+class BatchRunner:
+    """One batch-mode session over a run directory; :meth:`run` does it all. See the module docstring."""
+
+    def __init__(
+        self,
+        records: Iterable[Record],
+        config: RunConfig,
+        run_dir: RunDir,
+        api: BatchApi,
+        *,
+        on_stage: StageCallback | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+        on_batches: Callable[[list[dict[str, Any]]], None] | None = None,
+        stop: asyncio.Event | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
+        max_requests_per_file: int = MAX_REQUESTS_PER_FILE,
+        max_bytes_per_file: int = MAX_BYTES_PER_FILE,
+        checkpoint: Checkpoint | None = None,
+        total: int | None = None,
+    ) -> None:
+        if not 1 <= max_requests_per_file <= MAX_REQUESTS_PER_FILE:
+            raise ValueError(f"max_requests_per_file must be in 1..{MAX_REQUESTS_PER_FILE}")
+        if not 1 <= max_bytes_per_file <= MAX_BYTES_PER_FILE:
+            raise ValueError(f"max_bytes_per_file must be in 1..{MAX_BYTES_PER_FILE}")
+        self.config = config
+        self.rd = run_dir
+        self.api = api
+        self.on_stage = on_stage
+        self.on_progress = on_progress
+        self.on_batches = on_batches
+        self.stop_event = stop
+        self.sleep = sleep
+        self.poll_interval_s = poll_interval_s
+        self.max_requests_per_file = max_requests_per_file
+        self.max_bytes_per_file = max_bytes_per_file
+        self.checkpoint = checkpoint
+        self.total = total
+        self.encoding = encoding_for_model(config.model)
+        try:
+            self.pricing = pricing_for(
+                config.model, batch=True, input_price=config.input_price, output_price=config.output_price
+            )
+        except TracegenError:
+            if config.budget_usd is not None:
+                raise
+            log.warning("no price known for %s: costs are recorded as 0", config.model)
+            self.pricing = Pricing(0.0, 0.0)
+        self.plan_iter: Iterator[Record] | None = iter(records)
+        self.lookahead: Item | None = None
+        self.retry_queue: deque[Item] = deque()
+        self.seen: set[bytes] = set()
+        self.parts: dict[int, _PartRun] = {}
+        self.leftover: list[Record] = []
+        """Records that ran out of batch attempts with a retryable error (for finish_online)."""
+        self.stopping = False
+        self.cancel_seen = False
+        self.stop_reason: str | None = None
+        self.fatal: BaseException | None = None
+        self.last_summary = ""
+        # counters
+        self.read = 0
+        self.skipped_done = 0
+        self.skipped_in_batches = 0
+        self.attempts = 0
+        self.resubmitted = 0
+        self.succeeded = 0
+        self.failed = 0
+        self.rejected = 0
+        self.unfinished = 0
+        self.duplicates = 0
+        self.n_length = 0
+        self.n_expired = 0
+        self.n_line_errors = 0
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.cost_usd = 0.0
+        self.batches_created = 0
+        self.parts_collected = 0
+        self.started_at = utc_now_iso()
+        self.t0 = time.monotonic()
+        # run-directory state (read now, so errors surface before anything is sent)
+        self.done: DoneSet = run_dir.load_done()
+        self.journal = Journal(run_dir.path)
+        self.budget = self._open_budget()
+        self.writer = ResultWriter(run_dir)
+
+    # ---- budget -----------------------------------------------------------------------------------------
+    def _open_budget(self) -> Budget:
+        """A new budget session; parts in flight are adopted or counted as covered (module docstring)."""
+        cfg = self.config
+        entries = Ledger(self.rd.ledger_path).read()
+        closed = {str(e.get("session")) for e in entries if e.get("event") == "close"}
+        prior = prior_spend_usd(entries)
+        outstanding = [p for p in self.journal.parts.values() if p.outstanding]
+        for p in outstanding:  # a closed holder counted the part's reservation as spent: take it back
+            prior -= p.reserve_usd * sum(1 for h in p.holders if h in closed)
+        prior = max(prior, self.done.cost_usd, 0.0)
+        budget = Budget(
+            budget_usd=cfg.budget_usd,
+            max_requests=cfg.max_requests,
+            max_total_tokens=cfg.max_total_tokens,
+            ledger=Ledger(self.rd.ledger_path),
+            prior_spent_usd=prior,
+        )
+        for p in sorted(outstanding, key=lambda p: p.part):
+            res: Reservation | None = None
+            if p.holders[-1] in closed:
+                res = budget.try_reserve(p.reserve_usd, 0, new_request=False)
+                if res is None:  # the budget was lowered since: keep it counted as spent
+                    budget.prior_spent_usd += p.reserve_usd
+                else:
+                    self.journal.append({"event": "adopt", "part": p.part, "session": budget.session})
+            self.parts[p.part] = _PartRun(p, None, res)
+        return budget
+
+    # ---- small helpers ---------------------------------------------------------------------------------
+    def _stage(self, message: str) -> None:
+        log.info("%s", message)
+        if self.on_stage is not None:
+            try:
+                self.on_stage(message)
+            except Exception:  # a display bug must not kill the run
+                log.exception("on_stage callback failed")
+
+    def _checkpoint(self, step: str, part: int) -> None:
+        if self.checkpoint is not None:
+            self.checkpoint(step, part)
+
+    @property
+    def run_id(self) -> str:
+        return self.journal.ensure_run()
+
+    def _metadata(self, part: int) -> dict[str, str]:
+        return {"tracegen_run": self.run_id, "tracegen_part": str(part)}
+
+    @property
+    def _since(self) -> int:
+        return max(0, _epoch(self.journal.run_time) - LIST_SLACK_S)
+
+    def _in_flight(self) -> list[_PartRun]:
+        return [r for r in self.parts.values() if r.state.outstanding and r.state.batch_id is not None]
+
+    def _items(self, run: _PartRun) -> list[Item]:
+        if run.items is None:
+            run.items = read_part(
+                self.journal.part_path(run.state.part), self.config, self.pricing, self.encoding
+            )
+        return run.items
+
+    # ---- the plan ----------------------------------------------------------------------------------------
+    async def _peek(self) -> Item | None:
+        if self.retry_queue:
+            return self.retry_queue[0]
+        if self.lookahead is not None:
+            return self.lookahead
+        while self.plan_iter is not None:
+            rec = next(self.plan_iter, None)
+            if rec is None:
+                self.plan_iter = None
+                break
+            self.read += 1
+            if self.read % 1024 == 0:
+                await asyncio.sleep(0)  # a long run of done records must not starve the loop
+            item = Item.make(rec, self.config, self.pricing, self.encoding)
+            digest = item.digest
+            if digest in self.done.keys:
+                self.skipped_done += 1
+                continue
+            if digest in self.seen:
+                self.skipped_in_batches += 1
+                continue
+            self.seen.add(digest)
+            self.lookahead = item
+            return item
+        return None
+
+    def _take(self) -> None:
+        if self.retry_queue:
+            self.retry_queue.popleft()
+        else:
+            self.lookahead = None
+
+    def _replace_head(self, item: Item) -> None:
+        if self.retry_queue:
+            self.retry_queue[0] = item
+        else:
+            self.lookahead = item
+
+    # ---- submitting ----------------------------------------------------------------------------------
+    async def _build(self) -> tuple[Part, Reservation] | None:
+        """The next part: requests that fit the file limits and the budget now (None: nothing fits)."""
+        items: list[Item] = []
+        ids: set[str] = set()
+        size = 0
+        usd = 0.0
+        tokens = 0
+        while len(items) < self.max_requests_per_file:
+            item = await self._peek()
+            if item is None:
+                break
+            if item.custom_id in ids:  # two records with one id: make the custom_id unique in this file
+                n = 1
+                while f"{item.rec.id}~{n}" in ids:
+                    n += 1
+                item = Item.make(
+                    item.rec,
+                    self.config,
+                    self.pricing,
+                    self.encoding,
+                    attempt=item.attempt,
+                    custom_id=f"{item.rec.id}~{n}",
+                )
+                self._replace_head(item)
+            if len(item.line) > self.max_bytes_per_file:
+                self._take()
+                await self._fail(
+                    item,
+                    {
+                        "type": "TooLarge",
+                        "status": None,
+                        "code": "request_too_large",
+                        "message": f"the request is {len(item.line)} bytes, more than a batch input file may "
+                        f"hold ({self.max_bytes_per_file}); lower --max-tokens or use --mode online",
+                    },
+                    retryable=False,
+                )
+                continue
+            if size + len(item.line) > self.max_bytes_per_file:
+                break
+            res = self.budget.try_reserve(item.res_usd, item.res_tokens, new_request=item.attempt == 1)
+            if res is None:
+                break
+            self._take()
+            items.append(item)
+            ids.add(item.custom_id)
+            size += len(item.line)
+            usd += res.usd
+            tokens += res.tokens
+        if not items:
+            return None
+        return Part(self.journal.next_part(), items), Reservation(usd, tokens)
+
+    async def _submit_ready(self) -> None:
+        while not (self.stopping or self.cancel_seen):
+            built = await self._build()
+            if built is None:
+                return
+            part, res = built
+            await self._submit(part, res)
+
+    async def _submit(self, part: Part, res: Reservation) -> None:
+        n = part.number
+        data = part.data
+        filename = f"tracegen-{self.run_id[:12]}-part-{n:05d}.jsonl"
+        try:
+            write_part(self.journal.part_path(n), part.items)
+            self.journal.append(
+                {
+                    "event": "part",
+                    "part": n,
+                    "session": self.budget.session,
+                    "requests": len(part.items),
+                    "bytes": len(data),
+                    "sha256": sha256_hex(data),
+                    "reserve_usd": res.usd,
+                    "reserve_tokens": res.tokens,
+                    "filename": filename,
+                    "time": utc_now_iso(),
+                }
+            )
+        except BaseException:
+            self.budget.release(res)  # no part exists: nothing can be billed for it
+            raise
+        run = _PartRun(self.journal.parts[n], part.items, res)
+        self.parts[n] = run
+        self.attempts += len(part.items)
+        self.resubmitted += sum(1 for it in part.items if it.attempt > 1)
+        self._checkpoint("intent", n)
+        await self._upload_and_create(run, data)
+
+    async def _upload_and_create(self, run: _PartRun, data: bytes) -> None:
+        p = run.state
+        n = p.part
+        if p.file_id is None:
+            try:
+                file_id = await self.api.upload(p.filename, data)
+            except BatchCallError as e:
+                if e.rejected:
+                    await self._abandon(run, f"upload refused: {e.cause}", e.cause.describe())
+                    return
+                raise
+            self.journal.append({"event": "uploaded", "part": n, "file_id": file_id})
+            self._checkpoint("uploaded", n)
+        assert p.file_id is not None
+        try:
+            info = await self.api.create(p.file_id, self._metadata(n), self._since)
+        except BatchCallError as e:
+            if e.rejected:
+                await self._abandon(run, f"batch creation refused: {e.cause}", e.cause.describe())
+                with contextlib.suppress(TracegenError):
+                    await self.api.delete_file(p.file_id)
+                return
+            raise
+        self.journal.append({"event": "created", "part": n, "batch_id": info.id})
+        self.batches_created += 1
+        run.info = info
+        self._checkpoint("created", n)
+        self._stage(
+            f"batch part {n}: {p.requests:,} requests in {info.id} "
+            f"(worst case ${p.reserve_usd:,.4f} at batch prices reserved)"
+        )
+
+    async def _abandon(self, run: _PartRun, reason: str, error: dict[str, Any]) -> None:
+        """The endpoint refused the part for sure: nothing billed, its requests fail (not retried)."""
+        p = run.state
+        items = self._items(run)
+        self.journal.append({"event": "abandoned", "part": p.part, "reason": reason})
+        if run.res is not None:
+            self.budget.release(run.res)
+            run.res = None
+        self._stage(f"batch part {p.part} abandoned: {reason}")
+        for it in items:
+            if it.digest not in self.done.keys:
+                await self._fail(it, error, retryable=False)
+
+    # ---- resume ----------------------------------------------------------------------------------------
+    async def _resume(self) -> None:
+        """Claim the keys of outstanding parts; give every part with no batch id its one batch."""
+        for n in sorted(self.parts):
+            run = self.parts[n]
+            for it in self._items(run):
+                self.seen.add(it.digest)
+        pending = [r for r in self.parts.values() if r.state.batch_id is None]
+        if self.parts:
+            self._stage(
+                f"resuming: {len(self.parts)} batch part(s) of an earlier session "
+                f"({len(pending)} without a batch yet)"
+            )
+        if not pending:
+            return
+        listed = await self.api.list_batches(since=self._since)
+        for run in sorted(pending, key=lambda r: r.state.part):
+            await self._resolve(run, listed)
+
+    async def _resolve(self, run: _PartRun, listed: list[BatchInfo]) -> None:
+        p = run.state
+        n = p.part
+        meta = self._metadata(n)
+        found = sorted(
+            (
+                b
+                for b in listed
+                if all(b.metadata.get(k) == v for k, v in meta.items())
+                or (p.file_id is not None and b.input_file_id == p.file_id)
+            ),
+            key=lambda b: (b.created_at, b.id),
+        )
+        if found:
+            first = found[0]
+            self.journal.append({"event": "created", "part": n, "batch_id": first.id, "recovered": True})
+            run.info = first
+            self._stage(f"batch part {n}: found its batch {first.id} (created before the interruption)")
+            for extra in found[1:]:  # cannot happen through tracegen; never pay twice if it did
+                log.warning("batch %s duplicates part %d (%s): cancelling it", extra.id, n, first.id)
+                if not extra.terminal:
+                    await self.api.cancel(extra.id)
+            return
+        data = b"".join(it.line for it in self._items(run))
+        if sha256_hex(data) != p.sha256:
+            raise RunDirError(
+                f"{self.journal.part_path(n)}: the requests of batch part {n} differ from those recorded in "
+                f"{self.journal.path.name} (teacher settings changed?); rerun with this run directory's settings"
+            )
+        if p.file_id is not None and not await self.api.file_exists(p.file_id):
+            self.journal.append({"event": "uploaded", "part": n, "file_id": None})
+        if p.file_id is None:
+            ids = await self.api.find_files(p.filename, len(data))
+            if ids:
+                self.journal.append({"event": "uploaded", "part": n, "file_id": ids[0], "recovered": True})
+                for extra_id in ids[1:]:
+                    await self.api.delete_file(extra_id)  # a second upload of the same part: clean it up
+        self._stage(f"batch part {n}: creating the batch an interruption left out")
+        await self._upload_and_create(run, data)
+
+    # ---- polling -----------------------------------------------------------------------------------------
+    async def _poll(self) -> list[_PartRun]:
+        runs = self._in_flight()
+        sem = asyncio.Semaphore(8)
+
+        async def one(run: _PartRun) -> None:
+            assert run.state.batch_id is not None
+            async with sem:
+                run.info = await self.api.retrieve(run.state.batch_id)
+
+        await asyncio.gather(*(one(r) for r in runs))
+        for r in runs:
+            assert r.info is not None
+            if r.info.status in ("cancelling", "cancelled") and not self.cancel_seen:
+                self.cancel_seen = True
+                self._stage(
+                    "a batch of this run was cancelled: collecting what was answered, submitting nothing new"
+                )
+        self._report()
+        return [r for r in runs if r.info is not None and r.info.terminal]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Status rows of every part this session knows (``tracegen batch status`` shape)."""
+        return [
+            batch_row(self.journal.parts[n], self.parts[n].info if n in self.parts else None)
+            for n in sorted(self.journal.parts)
+        ]
+
+    def _report(self) -> None:
+        rows = [batch_row(r.state, r.info) for r in self._in_flight()]
+        summary = ", ".join(f"part {r['part']} {r['status']} {r['completed']}/{r['total']}" for r in rows)
+        if summary and summary != self.last_summary:
+            self.last_summary = summary
+            self._stage(f"batches: {summary}")
+        if self.on_batches is not None:
+            try:
+                self.on_batches(self.rows())
+            except Exception:
+                log.exception("on_batches callback failed")
+        self._emit()
+
+    async def _wait(self) -> None:
+        """Sleep one poll interval, or less if the run is asked to stop."""
+        if self.stop_event is None:
+            await self.sleep(self.poll_interval_s)
+            return
+        nap = asyncio.ensure_future(self.sleep(self.poll_interval_s))
+        stop = asyncio.ensure_future(self.stop_event.wait())
+        try:
+            await asyncio.wait({nap, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in (nap, stop):
+                t.cancel()
+        if self.stop_event.is_set():
+            self._begin_stop()
+
+    def _begin_stop(self) -> None:
+        if not self.stopping:
+            self.stopping = True
+            self.stop_reason = self.stop_reason or "interrupted"
+            self._stage("stopping: batches in flight keep running; rerun the same command to collect them")
+
+    # ---- collecting ----------------------------------------------------------------------------------
+    async def _fetch(self, file_id: str, path: Path) -> bytes:
+        """A result file, from the local copy when an earlier collection already downloaded it."""
+        if path.exists():
+            return path.read_bytes()
+        data = await self.api.download(file_id)
+        _write_atomic(path, data)
+        return data
+
+    async def _collect(self, run: _PartRun) -> None:
+        p, info = run.state, run.info
+        assert info is not None
+        n = p.part
+        outcomes: dict[str, Outcome] = {}
+        base = self.journal.part_path(n)
+        for file_id, suffix in (
+            (info.error_file_id, ".errors.jsonl"),
+            (info.output_file_id, ".output.jsonl"),
+        ):
+            if file_id:
+                data = await self._fetch(file_id, base.with_name(base.stem + suffix))
+                for cid, oc in parse_file(data):
+                    if cid not in outcomes or oc.kind == "answer":
+                        outcomes[cid] = oc
+        whole = batch_failure(info.errors, info.status) if info.status == "failed" else None
+        billed_usd = 0.0
+        billed_tokens = 0
+        counts = {"answered": 0, "rejected": 0, "given_up": 0, "resubmit": 0, "cancelled": 0}
+        writes: list[asyncio.Future[None]] = []
+        requeue: list[Item] = []
+        for it in self._items(run):
+            oc = outcomes.get(it.custom_id) or self._missing(info.status, whole)
+            if oc.kind == "answer":
+                pt, ct, cost = self._usage(it, oc)
+                billed_usd += cost
+                billed_tokens += pt + ct
+                if it.digest in self.done.keys:
+                    self.duplicates += 1  # collected before (a crash mid-collection): never written twice
+                    continue
+                writes.append(self._record(it, oc, pt, ct, cost))
+                counts["rejected" if oc.finish_reason == "content_filter" else "answered"] += 1
+            elif oc.kind == "cancelled":
+                self.unfinished += 1
+                counts["cancelled"] += 1
+            else:
+                self.n_expired += oc.kind == "expired"
+                self.n_line_errors += oc.kind == "error"
+                if it.digest in self.done.keys:
+                    continue
+                if (
+                    oc.retryable
+                    and it.attempt < self.config.max_attempts
+                    and not (self.stopping or self.cancel_seen)
+                ):
+                    retry = Item.make(
+                        it.rec, self.config, self.pricing, self.encoding, attempt=it.attempt + 1
+                    )
+                    retry.chain = [*it.chain, oc.error]
+                    requeue.append(retry)
+                    counts["resubmit"] += 1
+                else:
+                    it.chain.append(oc.error)
+                    writes.append(self._fail_future(it, oc.error, retryable=oc.retryable))
+                    counts["given_up"] += 1
+        if writes:
+            await asyncio.gather(*writes)
+        self.journal.append(
+            {
+                "event": "collected",
+                "part": n,
+                "batch_id": info.id,
+                "status": info.status,
+                "total": info.total,
+                "completed": info.completed,
+                "failed": info.failed,
+                "cost_usd": billed_usd,
+                "tokens": billed_tokens,
+                **counts,
+                "time": utc_now_iso(),
+            }
+        )
+        if (
+            run.res is not None
+        ):  # the journal says "collected" first: a crash here keeps the reservation counted
+            self.budget.settle(run.res, billed_usd, billed_tokens)
+            run.res = None
+        run.items = None
+        self.parts_collected += 1
+        self.retry_queue.extend(requeue)
+        self._stage(
+            f"batch part {n} {info.status}: {counts['answered']} answered, {counts['rejected']} rejected, "
+            f"{counts['given_up']} failed, {counts['resubmit']} to resubmit, {counts['cancelled']} cancelled "
+            f"(${billed_usd:,.4f})"
+        )
+        self._checkpoint("collected", n)
+
+    @staticmethod
+    def _missing(status: str, whole: Outcome | None) -> Outcome:
+        """The outcome of a request with no line in the output or error file."""
+        if whole is not None:
+            return whole
+        if status == "cancelled":
+            return Outcome("cancelled")
+        error = {"type": "BatchLineError", "status": None, "code": "missing", "message": ""}
+        if status == "expired":
+            error.update(
+                type="BatchExpired", code="batch_expired", message="not executed before the batch expired"
+            )
+            return Outcome("expired", error=error, retryable=True)
+        error["message"] = f"the batch ended '{status}' with no result line for this request"
+        return Outcome("error", error=error, retryable=True)
+
+    def _usage(self, it: Item, oc: Outcome) -> tuple[int, int, float]:
+        pt = oc.prompt_tokens
+        if pt is None:
+            pt = it.rec.prompt_tokens or count_chat_tokens(it.rec.messages(), self.encoding)
+        ct = oc.completion_tokens
+        if ct is None:
+            ct = count_text_tokens(oc.content or "", self.encoding)
+        return pt, ct, self.pricing.cost_usd(pt, ct)
+
+    def _record(self, it: Item, oc: Outcome, pt: int, ct: int, cost: float) -> asyncio.Future[None]:
+        rec = it.rec
+        rec.response = oc.content
+        rec.model = self.config.model
+        rec.model_returned = oc.model_returned
+        rec.prompt_tokens = pt
+        rec.completion_tokens = ct
+        rec.cost_usd = cost
+        rec.finish_reason = oc.finish_reason
+        self.prompt_tokens += pt
+        self.completion_tokens += ct
+        self.cost_usd += cost
+        self.done.add(it.key)
+        fields_ = {name: getattr(rec, name) for name in _REC_FIELDS}
+        if oc.finish_reason == "content_filter":
+            self.rejected += 1
+            line = engine_line(
+                it.key,
+                cost,
+                {
+                    "id": rec.id,
+                    "stage": "generate",
+                    "reason": "content_filter",
+                    "detail": "the teacher answered finish_reason=content_filter",
+                    "record": fields_,
+                },
+            )
+            return self.writer.write(REJECTED, line)
+        self.succeeded += 1
+        if oc.finish_reason == "length":
+            self.n_length += 1
+        return self.writer.write(TRACES, engine_line(it.key, cost, fields_))
+
+    def _fail_future(self, it: Item, error: dict[str, Any], *, retryable: bool) -> asyncio.Future[None]:
+        self.failed += 1
+        if retryable:
+            self.leftover.append(Record.from_dict(it.rec.to_dict()))
+        line = engine_line(
+            it.key,
+            0.0,
+            {"id": it.rec.id, "key": it.rec.key, "attempts": it.attempt, "error": error, "chain": it.chain},
+        )
+        return self.writer.write(FAILED, line)
+
+    async def _fail(self, it: Item, error: dict[str, Any], *, retryable: bool) -> None:
+        it.chain.append(error)
+        await self._fail_future(it, error, retryable=retryable)
+
+    # ---- the run -------------------------------------------------------------------------------------------
+    async def _loop(self) -> None:
+        while True:
+            if self.stop_event is not None and self.stop_event.is_set():
+                self._begin_stop()
+            if not (self.stopping or self.cancel_seen):
+                await self._submit_ready()
+            if self.stopping:
+                return
+            if not self._in_flight():
+                if self.cancel_seen:
+                    self.stop_reason = "interrupted"
+                elif await self._peek() is None:
+                    self.stop_reason = "completed"
+                else:
+                    self.stop_reason = self.budget.exhausted or "budget"
+                return
+            finished = await self._poll()
+            for run in finished:
+                await self._collect(run)
+            if not finished:
+                await self._wait()
+
+    async def run(self) -> RunResult:
+        """Resume, submit, poll and collect until done, stopped or out of budget; then write stats.json."""
+        cancelled = False
+        try:
+            await self.writer.start()
+            self.journal.ensure_run()
+            await self._resume()
+            await self._loop()
+        except asyncio.CancelledError:
+            cancelled = True
+            self.stop_reason = "interrupted"
+        except RunDirError as e:
+            self.fatal = e
+            self.stop_reason = "run_dir"
+        except TracegenError as e:
+            self.fatal = e
+            self.stop_reason = _reason_of(e)
+        except BaseException as e:  # a bug or a test's simulated crash: still shut down cleanly
+            self.fatal = e
+            self.stop_reason = "interrupted"
+        stats = await self._finish()
+        if self.fatal is not None:
+            raise self.fatal
+        if cancelled:
+            raise asyncio.CancelledError
+        return self.result(stats)
+
+    async def _finish(self) -> dict[str, Any]:
+        errors: list[TracegenError] = []
+        await self.writer.close()
+        if self.writer.error is not None and self.fatal is None:
+            self.fatal = self.writer.error
+            self.stop_reason = "run_dir"
+        try:
+            self.budget.close()  # parts still in flight stay counted (the next session adopts them)
+        except RunDirError as e:
+            errors.append(e)
+        if self.writer.error is None:
+            try:
+                self.rd.compact_failed(self.done)
+            except RunDirError as e:
+                errors.append(e)
+        self.journal.close()
+        stats = self.stats()
+        try:
+            self.rd.write_stats(stats)
+        except RunDirError as e:
+            errors.append(e)
+        self._emit()
+        if errors and self.fatal is None:
+            self.fatal = errors[0]
+        return stats
+
+    # ---- reporting ---------------------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """stats.json: the online runner's keys plus a ``batch`` section."""
+        budget = self.budget
+        in_flight = self._in_flight()
+        statuses: dict[str, int] = {}
+        for r in self.parts.values():
+            s = (
+                r.info.status
+                if r.info is not None
+                else ("not_created" if r.state.outstanding else "collected")
+            )
+            statuses[s] = statuses.get(s, 0) + 1
+        return {
+            "mode": "batch",
+            "planned": self.total if self.total is not None else self.read,
+            "read": self.read,
+            "sent": budget.requests,
+            "attempts": self.attempts,
+            "succeeded": self.succeeded,
+            "failed": self.failed,
+            "rejected": self.rejected,
+            "skipped_done": self.skipped_done,
+            "unfinished": self.unfinished,
+            "length": self.n_length,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost_usd": round(budget.spent_usd, 9),
+            "answers_cost_usd": round(self.cost_usd, 9),
+            "reserved_usd_unknown": round(budget.unknown_usd, 9),
+            "reserved_usd_in_flight": round(budget.reserved_usd, 9),
+            "total_spent_usd": round(budget.total_spent_usd, 9),
+            "budget_usd": self.config.budget_usd,
+            "stop_reason": self.stop_reason or "interrupted",
+            "started_at": self.started_at,
+            "finished_at": utc_now_iso(),
+            "elapsed_s": round(time.monotonic() - self.t0, 3),
+            "tracegen_version": __version__,
+            "n_429": 0,
+            "n_5xx": 0,
+            "n_retries": self.resubmitted,
+            "n_timeouts": 0,
+            "n_connection_errors": 0,
+            "limits": {"requests_per_minute": None, "tokens_per_minute": None},
+            "traces_total": self.done.n_traces + self.succeeded,
+            "batch": {
+                "parts_in_flight": len(in_flight),
+                "requests_in_flight": sum(r.state.requests for r in in_flight),
+                "batches_created": self.batches_created,
+                "parts_collected": self.parts_collected,
+                "resubmitted": self.resubmitted,
+                "expired_lines": self.n_expired,
+                "error_lines": self.n_line_errors,
+                "skipped_in_batches": self.skipped_in_batches,
+                "duplicates_skipped": self.duplicates,
+                "statuses": statuses,
+                "poll_interval_s": self.poll_interval_s,
+            },
+            "config": self.config.public_dict(),
+        }
+
+    def snapshot(self) -> Progress:
+        """A :class:`Progress` for the CLI's live display (rates are not meaningful for batches: 0)."""
+        done = self.succeeded + self.failed + self.rejected + self.skipped_done
+        budget = self.budget
+        return Progress(
+            done=done,
+            total=self.total,
+            succeeded=self.succeeded,
+            failed=self.failed,
+            rejected=self.rejected,
+            skipped_done=self.skipped_done,
+            cost_usd=budget.total_spent_usd,
+            committed_usd=budget.committed_usd,
+            budget_usd=self.config.budget_usd,
+            projected_total_usd=None,
+            requests_per_s=0.0,
+            tokens_per_min=0.0,
+            limit_rpm=None,
+            limit_tpm=None,
+            n_429=0,
+            n_retries=self.resubmitted,
+            in_flight=sum(r.state.requests for r in self._in_flight()),
+            eta_s=None,
+            elapsed_s=time.monotonic() - self.t0,
+        )
+
+    def _emit(self) -> None:
+        if self.on_progress is not None:
+            try:
+                self.on_progress(self.snapshot())
+            except Exception:
+                log.exception("on_progress callback failed")
+
+    def result(self, stats: Mapping[str, Any]) -> RunResult:
+        return RunResult(
+            stop_reason=str(stats["stop_reason"]),
+            run_dir=self.rd.path,
+            planned=int(stats["planned"]),
+            sent=int(stats["sent"]),
+            succeeded=self.succeeded,
+            failed=self.failed,
+            rejected=self.rejected,
+            skipped_done=self.skipped_done,
+            cost_usd=self.budget.spent_usd,
+            total_spent_usd=self.budget.total_spent_usd,
+            stats=dict(stats),
+        )
+
+
+def _reason_of(e: TracegenError) -> str:
+    from ..errors import AuthError, QuotaError
+
+    if isinstance(e, AuthError):
+        return "auth"
+    if isinstance(e, QuotaError):
+        return "quota"
+    return "endpoint"
