@@ -7,11 +7,11 @@ Each step is appended and fsynced *the moment it exists*, so a crash never orpha
      "reserve_usd": x, "reserve_tokens": t, "filename": F, "time": ISO}      intent, before the upload
     {"event": "uploaded", "part": N, "file_id": ID}                          right after the upload
     {"event": "created", "part": N, "batch_id": ID}                          right after batches.create
-    {"event": "adopt", "part": N, "session": S}      a later session took over the part's reservation
     {"event": "collected", "part": N, "status": ..., "cost_usd": c, ...}     results merged (terminal)
     {"event": "abandoned", "part": N, "reason": ...}                         never became a batch (terminal)
 
-The part's requests live in ``batches/part-NNNNN.jsonl`` (written before the intent line). A part that is
+``session`` names the part's own session in ledger.jsonl, which holds its worst-case cost until it is
+collected. The part's requests live in ``batches/part-NNNNN.jsonl`` (written before the intent line). A part that is
 neither collected nor abandoned is *outstanding*: on resume it is polled (batch id known) or resolved by
 listing batches and files (crash between the steps). A torn last line (kill -9 mid-write) is dropped.
 """
@@ -47,8 +47,6 @@ class PartState:
     reserve_tokens: int
     filename: str
     time: str
-    holders: list[str] = field(default_factory=list)
-    """Sessions that held the part's reservation, in order (creator first)."""
     file_id: str | None = None
     batch_id: str | None = None
     done: str | None = None
@@ -139,7 +137,6 @@ class Journal:
                 reserve_tokens=int(e["reserve_tokens"]),
                 filename=str(e["filename"]),
                 time=str(e.get("time", "")),
-                holders=[str(e["session"])],
             )
             return
         p = self.parts.get(n)
@@ -149,8 +146,6 @@ class Journal:
             p.file_id = str(e["file_id"]) if e.get("file_id") else None
         elif event == "created":
             p.batch_id = str(e["batch_id"])
-        elif event == "adopt":
-            p.holders.append(str(e["session"]))
         elif event in ("collected", "abandoned"):
             p.done = event
             p.final = dict(e)

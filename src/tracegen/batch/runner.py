@@ -9,12 +9,12 @@
   created batches are polled again; a part with no batch id is found by listing batches (metadata
   ``tracegen_run`` + ``tracegen_part``) or its uploaded file is reused, so no batch is orphaned or doubled.
 - **Budget.** Each request's worst case (prompt + max_tokens at *batch* prices) is reserved through the
-  engine's :class:`~tracegen.engine.Budget` (durable, leased ledger) before its part is created; a part takes
-  only the requests that fit. Collection settles the part with the usage billed in the output file; what was
-  not answered is released. A part still in flight when the session ends stays counted as spent in the
-  ledger's ``close`` line; the next session takes its reservation over (``adopt``) and settles it for real. A
-  crashed session (no ``close``) keeps its whole lease: the parts it held are then covered by it, never
-  counted twice and never left out.
+  engine's :class:`~tracegen.engine.Budget` before its part is created; a part takes only the requests that
+  fit. The reservation is made durable in ledger.jsonl as a session of its own, one per part (``open`` +
+  ``lease`` of the part's worst case, written before the upload), so every reader of the ledger -- online
+  mode included -- counts a batch in flight at its worst case, across crashes and sessions. Collection
+  closes that session with the cost billed in the output file (unanswered requests are thereby released),
+  after the journal says "collected"; a resume repairs a crash between the two. Nothing is counted twice.
 - **Collect.** Answers go to traces.jsonl (``content_filter`` to rejected.jsonl) with the same fields as the
   online runner; failed lines are resubmitted while retryable (429/5xx, expired, token limit) up to
   ``config.max_attempts`` submissions, then go to failed.jsonl. Cancelled lines are left for a later run.
@@ -27,6 +27,7 @@ import contextlib
 import logging
 import os
 import time
+import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
@@ -51,8 +52,9 @@ __all__ = ["BatchRunner", "Checkpoint", "batch_row"]
 
 log = logging.getLogger("tracegen.batch")
 
-#: ``checkpoint(step, part)`` is called right after each durable step: "intent", "uploaded", "created",
-#: "collected" (tests raise or exit there to simulate a crash).
+#: ``checkpoint(step, part)`` is called right after each durable step: "intent" (journal), "leased" (ledger),
+#: "uploaded", "created", "journaled" (collected, ledger not yet closed), "collected" (tests raise or exit
+#: there to simulate a crash).
 Checkpoint = Callable[[str, int], None]
 StageCallback = Callable[[str], None]
 DEFAULT_POLL_INTERVAL_S = 30.0
@@ -68,7 +70,7 @@ class _PartRun:
     state: PartState
     items: list[Item] | None
     res: Reservation | None
-    """The reservation this session holds for it; None when an earlier crashed session's lease covers it."""
+    """The in-memory reservation (parts of this session); None when the prior spend already counts it."""
     info: BatchInfo | None = None
 
 
@@ -203,6 +205,8 @@ class BatchRunner:
         self.completion_tokens = 0
         self.cost_usd = 0.0
         self.batches_created = 0
+        self.collected_usd = 0.0
+        """Billed for the parts collected this session."""
         self.parts_collected = 0
         self.started_at = utc_now_iso()
         self.t0 = time.monotonic()
@@ -214,32 +218,71 @@ class BatchRunner:
 
     # ---- budget -----------------------------------------------------------------------------------------
     def _open_budget(self) -> Budget:
-        """A new budget session; parts in flight are adopted or counted as covered (module docstring)."""
+        """The in-memory budget; ledger.jsonl (read here, repaired after a crash) gives the prior spend."""
         cfg = self.config
-        entries = Ledger(self.rd.ledger_path).read()
+        self.ledger = Ledger(self.rd.ledger_path)
+        entries = self.ledger.read()
+        leased = {str(e.get("session")) for e in entries if e.get("event") == "lease"}
         closed = {str(e.get("session")) for e in entries if e.get("event") == "close"}
-        prior = prior_spend_usd(entries)
-        outstanding = [p for p in self.journal.parts.values() if p.outstanding]
-        for p in outstanding:  # a closed holder counted the part's reservation as spent: take it back
-            prior -= p.reserve_usd * sum(1 for h in p.holders if h in closed)
-        prior = max(prior, self.done.cost_usd, 0.0)
+        for p in self.journal.parts.values():  # a crash between the journal's "collected" and the close
+            if p.done is not None and p.session in leased and p.session not in closed:
+                self._close_part_session(p, float(p.final.get("cost_usd", 0.0)))
+                entries = self.ledger.read()
         budget = Budget(
             budget_usd=cfg.budget_usd,
             max_requests=cfg.max_requests,
             max_total_tokens=cfg.max_total_tokens,
-            ledger=Ledger(self.rd.ledger_path),
-            prior_spent_usd=prior,
+            ledger=None,  # durable accounting is per part (module docstring)
+            prior_spent_usd=max(prior_spend_usd(entries), self.done.cost_usd),
         )
-        for p in sorted(outstanding, key=lambda p: p.part):
-            res: Reservation | None = None
-            if p.holders[-1] in closed:
-                res = budget.try_reserve(p.reserve_usd, 0, new_request=False)
-                if res is None:  # the budget was lowered since: keep it counted as spent
-                    budget.prior_spent_usd += p.reserve_usd
-                else:
-                    self.journal.append({"event": "adopt", "part": p.part, "session": budget.session})
+        for p in sorted(self.journal.parts.values(), key=lambda p: p.part):
+            if p.done is not None:
+                continue
+            if p.session in leased:
+                self.parts[p.part] = _PartRun(p, None, None)  # counted at its worst case by the ledger
+                continue
+            # a crash between the intent line and the ledger's lease: nothing was uploaded yet
+            res = budget.try_reserve(p.reserve_usd, p.reserve_tokens, new_request=False)
+            if res is None:
+                self.journal.append({"event": "abandoned", "part": p.part, "reason": "budget"})
+                continue
+            self._lease_part_session(p)
             self.parts[p.part] = _PartRun(p, None, res)
         return budget
+
+    def _lease_part_session(self, p: PartState) -> None:
+        self.ledger.append(
+            {
+                "event": "open",
+                "session": p.session,
+                "time": utc_now_iso(),
+                "budget_usd": self.config.budget_usd,
+                "batch_part": p.part,
+            }
+        )
+        self.ledger.append(
+            {"event": "lease", "session": p.session, "usd": p.reserve_usd, "leased_usd": p.reserve_usd}
+        )
+
+    def _close_part_session(self, p: PartState, spent_usd: float) -> None:
+        self.ledger.append(
+            {
+                "event": "close",
+                "session": p.session,
+                "time": utc_now_iso(),
+                "spent_usd": spent_usd,
+                "unknown_usd": 0.0,
+            }
+        )
+
+    def _settle(self, run: _PartRun, usd: float, tokens: int) -> None:
+        """The part is over (collected: ``usd`` billed; abandoned: 0): close its ledger session."""
+        self._close_part_session(run.state, usd)
+        if run.res is not None:
+            self.budget.settle(run.res, usd, tokens)
+            run.res = None
+        else:  # the prior spend counted it at its worst case
+            self.budget.prior_spent_usd += usd - run.state.reserve_usd
 
     # ---- small helpers ---------------------------------------------------------------------------------
     def _stage(self, message: str) -> None:
@@ -386,7 +429,7 @@ class BatchRunner:
                 {
                     "event": "part",
                     "part": n,
-                    "session": self.budget.session,
+                    "session": uuid.uuid4().hex,
                     "requests": len(part.items),
                     "bytes": len(data),
                     "sha256": sha256_hex(data),
@@ -401,9 +444,11 @@ class BatchRunner:
             raise
         run = _PartRun(self.journal.parts[n], part.items, res)
         self.parts[n] = run
+        self._checkpoint("intent", n)
+        self._lease_part_session(run.state)  # durable before anything is uploaded
         self.attempts += len(part.items)
         self.resubmitted += sum(1 for it in part.items if it.attempt > 1)
-        self._checkpoint("intent", n)
+        self._checkpoint("leased", n)
         await self._upload_and_create(run, data)
 
     async def _upload_and_create(self, run: _PartRun, data: bytes) -> None:
@@ -443,9 +488,7 @@ class BatchRunner:
         p = run.state
         items = self._items(run)
         self.journal.append({"event": "abandoned", "part": p.part, "reason": reason})
-        if run.res is not None:
-            self.budget.release(run.res)
-            run.res = None
+        self._settle(run, 0.0, 0)
         self._stage(f"batch part {p.part} abandoned: {reason}")
         for it in items:
             if it.digest not in self.done.keys:
@@ -653,11 +696,9 @@ class BatchRunner:
                 "time": utc_now_iso(),
             }
         )
-        if (
-            run.res is not None
-        ):  # the journal says "collected" first: a crash here keeps the reservation counted
-            self.budget.settle(run.res, billed_usd, billed_tokens)
-            run.res = None
+        self._checkpoint("journaled", n)
+        self.collected_usd += billed_usd
+        self._settle(run, billed_usd, billed_tokens)  # after the journal's line: a resume repairs a crash
         run.items = None
         self.parts_collected += 1
         self.retry_queue.extend(requeue)
@@ -797,10 +838,7 @@ class BatchRunner:
         if self.writer.error is not None and self.fatal is None:
             self.fatal = self.writer.error
             self.stop_reason = "run_dir"
-        try:
-            self.budget.close()  # parts still in flight stay counted (the next session adopts them)
-        except RunDirError as e:
-            errors.append(e)
+        self.ledger.close()  # parts in flight stay counted at their worst case, by their own sessions
         if self.writer.error is None:
             try:
                 self.rd.compact_failed(self.done)
@@ -844,11 +882,11 @@ class BatchRunner:
             "length": self.n_length,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
-            "cost_usd": round(budget.spent_usd, 9),
+            "cost_usd": round(self.collected_usd, 9),
             "answers_cost_usd": round(self.cost_usd, 9),
-            "reserved_usd_unknown": round(budget.unknown_usd, 9),
-            "reserved_usd_in_flight": round(budget.reserved_usd, 9),
-            "total_spent_usd": round(budget.total_spent_usd, 9),
+            "reserved_usd_unknown": 0.0,
+            "reserved_usd_in_flight": round(sum(r.state.reserve_usd for r in in_flight), 9),
+            "total_spent_usd": round(budget.committed_usd, 9),
             "budget_usd": self.config.budget_usd,
             "stop_reason": self.stop_reason or "interrupted",
             "started_at": self.started_at,
@@ -921,8 +959,8 @@ class BatchRunner:
             failed=self.failed,
             rejected=self.rejected,
             skipped_done=self.skipped_done,
-            cost_usd=self.budget.spent_usd,
-            total_spent_usd=self.budget.total_spent_usd,
+            cost_usd=self.collected_usd,
+            total_spent_usd=self.budget.committed_usd,
             stats=dict(stats),
         )
 
