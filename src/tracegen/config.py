@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 
-__all__ = ["ENV_PREFIX", "RunConfig", "load_config"]
+__all__ = ["ENV_PREFIX", "EndpointConfig", "RunConfig", "StageConfig", "load_config"]
 
 ENV_PREFIX = "TRACEGEN_"
 
@@ -30,6 +31,104 @@ ExportFormat = Literal["openorca", "full", "alpaca", "sharegpt"]
 
 def _default_formats() -> list[ExportFormat]:
     return ["openorca", "full"]
+
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class StageConfig(BaseModel):
+    """One teacher of a progressive plan (Orca §4: ChatGPT over FLAN-5M, then GPT-4 over a 1M subset).
+
+    A stage answers the whole plan, or a seeded random subset of the same (system message, question) pairs
+    (``count`` or ``fraction``), kept in plan order. Unset generation parameters and limits are the run's;
+    prices are the stage model's (table or ``input_price``/``output_price`` here), never the run model's.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="Stage name: run_dir/stages/<name>/, export configs <format>-<name>.")
+    model: str = Field(description="Teacher model of this stage.")
+    count: int | None = Field(None, ge=1, description="Answer this many plan records (seeded subset).")
+    fraction: float | None = Field(None, gt=0, le=1, description="Answer this share of the plan.")
+    seed: int | None = Field(None, description="Subset seed; default the run's seed.")
+    base_url: str | None = Field(None, description="Endpoint of this stage; default the run's.")
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_tokens: int | None = Field(None, ge=1)
+    input_price: float | None = Field(None, ge=0, description="USD per 1M input tokens (this model).")
+    output_price: float | None = Field(None, ge=0, description="USD per 1M output tokens (this model).")
+    expected_output_tokens: int | None = Field(None, ge=1)
+    requests_per_minute: float | None = Field(None, gt=0)
+    tokens_per_minute: float | None = Field(None, gt=0)
+    concurrency: int | None = Field(None, ge=1)
+    budget_usd: float | None = Field(
+        None, gt=0, description="This stage's budget share; the run's budget_usd (if any) caps the total."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError(f"{v!r} is not a stage name: letters, digits, '.', '_', '-' (e.g. gpt4)")
+        return v
+
+    @model_validator(mode="after")
+    def _one_subset(self) -> StageConfig:
+        if self.count is not None and self.fraction is not None:
+            raise ValueError(f"stage {self.name!r}: give count or fraction, not both")
+        return self
+
+
+class EndpointConfig(BaseModel):
+    """One OpenAI-compatible (or Azure OpenAI) endpoint of a pool. The key is read from ``api_key_env``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, description="Label in logs and stats; default host:port.")
+    base_url: str = Field(description="e.g. https://api.openai.com/v1, or https://NAME.openai.azure.com")
+    api_key_env: str | None = Field(
+        "OPENAI_API_KEY", description="NAME of the environment variable holding the key (null: no key)."
+    )
+    model: str | None = Field(
+        None, description="Model this endpoint serves (stages pick endpoints by model); null = any."
+    )
+    azure_deployment: str | None = Field(
+        None, description="Azure OpenAI deployment name: URL .../openai/deployments/<name>/chat/completions."
+    )
+    api_version: str = Field("2024-10-21", description="Azure OpenAI api-version (with azure_deployment).")
+    requests_per_minute: float | None = Field(None, gt=0)
+    tokens_per_minute: float | None = Field(None, gt=0)
+    concurrency: int | None = Field(None, ge=1, description="In flight at most here; default the run's.")
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _check_env_name(cls, v: str | None) -> str | None:
+        if v is not None and not _ENV_NAME.match(v):
+            raise ValueError(
+                "must be the NAME of an environment variable (e.g. AZURE_EAST_KEY), never the key itself"
+            )
+        return v
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, v: str | None) -> str | None:
+        if v is not None and not _NAME.match(v):
+            raise ValueError(f"{v!r} is not an endpoint name: letters, digits, '.', '_', '-'")
+        return v
+
+    def label(self) -> str:
+        """The endpoint's name, else host:port of its URL (never a key)."""
+        if self.name:
+            return self.name
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self.base_url)
+        return f"{parts.hostname or 'endpoint'}{f':{parts.port}' if parts.port else ''}"
+
+    def serves(self, model: str) -> bool:
+        """Whether requests for ``model`` may go here."""
+        return self.model is None or self.model == model
 
 
 class RunConfig(BaseModel):
@@ -91,6 +190,16 @@ class RunConfig(BaseModel):
         None, description="K/N: this run takes the K-th of N deterministic shards (1-based)."
     )
 
+    # ---- progressive teachers and endpoint pools (see stages.py, engine/pool.py) ---------------------------
+    stages: list[StageConfig] = Field(
+        default_factory=list,
+        description="Progressive teachers in order; each answers the plan or a seeded subset of it.",
+    )
+    endpoints: list[EndpointConfig] = Field(
+        default_factory=list,
+        description="Several endpoints served as one pool (each with its own limits); empty = base_url.",
+    )
+
     # ---- output ----------------------------------------------------------------------------------------------
     output_dir: Path = Path("tracegen-run")
     export_formats: list[ExportFormat] = Field(
@@ -110,6 +219,36 @@ class RunConfig(BaseModel):
         if not (sep and k.isdigit() and total.isdigit() and 1 <= int(k) <= int(total)):
             raise ValueError(f"{v!r} is not K/N with 1 <= K <= N, e.g. --shard 1/4")
         return v
+
+    @model_validator(mode="after")
+    def _check_stages_and_endpoints(self) -> RunConfig:
+        names = [s.name for s in self.stages]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"stage names must be unique; repeated: {', '.join(dup)}")
+        if self.endpoints:
+            labels = [e.label() for e in self.endpoints]
+            dup = sorted({n for n in labels if labels.count(n) > 1})
+            if dup:
+                raise ValueError(
+                    f"endpoint names must be unique (give each a name:); repeated: {', '.join(dup)}"
+                )
+            if self.base_url is not None or any(s.base_url for s in self.stages):
+                raise ValueError("give either base_url or endpoints, not both")
+            limited = [s.name for s in self.stages if s.requests_per_minute or s.tokens_per_minute]
+            if self.requests_per_minute or self.tokens_per_minute or limited:
+                raise ValueError(
+                    "with endpoints, rate limits are per endpoint: move requests_per_minute / "
+                    "tokens_per_minute onto the endpoints"
+                )
+            if self.mode == "batch":
+                raise ValueError("endpoints are for online mode; the Batch API runs on one account")
+            if self.transport == "sdk" and any(e.azure_deployment for e in self.endpoints):
+                raise ValueError("Azure endpoints need transport: aiohttp")
+            for model in [self.model] if not self.stages else [s.model for s in self.stages]:
+                if not any(e.serves(model) for e in self.endpoints):
+                    raise ValueError(f"no endpoint serves model {model!r}: add one with model: {model}")
+        return self
 
     def shard_index(self) -> tuple[int, int] | None:
         """(k, n) with k 0-based, or None when unsharded."""
@@ -134,6 +273,11 @@ class RunConfig(BaseModel):
         data = self.model_dump(mode="json")
         if self.base_url:
             data["base_url"] = _redact_url(self.base_url)
+        for i, e in enumerate(self.endpoints):
+            data["endpoints"][i]["base_url"] = _redact_url(e.base_url)
+        for i, st in enumerate(self.stages):
+            if st.base_url:
+                data["stages"][i]["base_url"] = _redact_url(st.base_url)
         return data
 
 
@@ -146,6 +290,9 @@ def _redact_url(url: str) -> str:
     if parts.port:
         netloc += f":{parts.port}"
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+_NESTED: dict[str, type[BaseModel]] = {"stages": StageConfig, "endpoints": EndpointConfig}
 
 
 def _read_file(path: Path) -> dict[str, Any]:
@@ -164,6 +311,9 @@ def _read_file(path: Path) -> dict[str, Any]:
     return data
 
 
+_JSON_ENV = frozenset({"stages", "endpoints"})
+
+
 def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
     data: dict[str, Any] = {}
     fields = RunConfig.model_fields
@@ -171,7 +321,13 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
         key = ENV_PREFIX + name.upper()
         if key in env:
             raw = env[key]
-            data[name] = raw.split(",") if name == "source" else raw
+            if name in _JSON_ENV:
+                try:
+                    data[name] = json.loads(raw)
+                except json.JSONDecodeError as e:
+                    raise ConfigError(f"environment variable {key}: not valid JSON ({e.msg})") from None
+            else:
+                data[name] = raw.split(",") if name == "source" else raw
     if "base_url" not in data and env.get("OPENAI_BASE_URL"):
         data["base_url"] = env["OPENAI_BASE_URL"]
     return data
@@ -202,6 +358,8 @@ def load_config(
             merged[k] = v
             flag = (flag_names or {}).get(k, "--" + k.replace("_", "-"))
             origin[k] = f"flag {flag}"
+    if merged.get("endpoints") and origin.get("base_url", "").startswith("environment"):
+        del merged["base_url"]  # an ambient OPENAI_BASE_URL does not compete with a configured pool
     try:
         return RunConfig.model_validate(merged)
     except ValidationError as e:
@@ -210,8 +368,13 @@ def load_config(
         top = str(err["loc"][0]) if err["loc"] else ""
         where = origin.get(top, "config")
         if err["type"] == "extra_forbidden":
+            known = _NESTED.get(top, RunConfig) if len(err["loc"]) > 2 else RunConfig
             raise ConfigError(
-                f"{where}: unknown key {field!r}; known keys: {', '.join(RunConfig.model_fields)}"
+                f"{where}: unknown key {field!r}; known keys: {', '.join(known.model_fields)}"
             ) from None
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if not err["loc"]:  # a rule across fields (stages / endpoints)
+            where = f"config file {config_file}" if config_file is not None else "config"
+            raise ConfigError(f"{where}: {msg}") from None
         what = where if where.startswith("flag") and field == top else f"{where}: {field}"
-        raise ConfigError(f"{what}: {err['msg']}") from None
+        raise ConfigError(f"{what}: {msg}") from None

@@ -259,6 +259,29 @@ class Limiter:
         self._tok_seq += tokens
         return Permit(tokens, self._seq, self._tok_seq, now)
 
+    def wait_s(self, tokens: int) -> float:
+        """Seconds until :meth:`try_acquire` could grant ``tokens`` (inf: a slot must be released first).
+
+        Used by an endpoint pool to send each request where capacity is soonest.
+        """
+        if self._waiters:
+            return _INF
+        return self._wait_s(tokens, self._clock())
+
+    def try_acquire(self, tokens: int) -> Permit | None:
+        """Grant now if capacity allows (and nobody is queued), else None; never waits."""
+        if self._waiters:
+            return None
+        now = self._clock()
+        if self._wait_s(tokens, now) > 0.0:
+            return None
+        return self._grant(tokens, now)
+
+    @property
+    def max_request_tokens(self) -> float | None:
+        """The largest request (prompt + max_tokens) this limiter can ever pass to the server: its TPM."""
+        return self.tokens_per_minute
+
     async def acquire(self, tokens: int) -> Permit:
         """Wait for a slot and ``tokens`` of TPM capacity (prompt + max_tokens); returns the permit."""
         if not self._waiters:

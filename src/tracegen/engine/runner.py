@@ -27,14 +27,14 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Sized
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping, Sized
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from .._version import __version__
 from ..config import RunConfig
-from ..errors import AuthError, EndpointError, RunDirError, TracegenError
+from ..errors import AuthError, EndpointError, QuotaError, RunDirError, TracegenError
 from ..records import Record
 from ..tokens import Pricing, count_chat_tokens, count_text_tokens, encoding_for_model, pricing_for
 from ._json import canonical_json
@@ -50,6 +50,7 @@ from .client import (
 )
 from .events import Progress, RunResult
 from .limiter import Limiter, Permit
+from .pool import EndpointPool, make_pool
 from .retry import call_with_retries, fatal_error, retry_policy
 from .store import FAILED, REJECTED, TRACES, DoneSet, ResultWriter, RunDir, engine_line
 
@@ -123,8 +124,10 @@ class _Engine:
         clock: Callable[[], float],
         total: int | None,
         grace_s: float,
+        pool: EndpointPool | None = None,
     ) -> None:
         self.config = config
+        self.pool = pool
         self.run_dir = run_dir
         self.client = client
         self.own_client = own_client
@@ -151,7 +154,8 @@ class _Engine:
             max_total_tokens=config.max_total_tokens,
             trace_cost_usd=self.done.cost_usd,
         )
-        self.limiter = Limiter(
+        # with endpoints, the pool is the limiter: it grants each request on the endpoint free soonest
+        self.limiter: Limiter | EndpointPool = pool or Limiter(
             requests_per_minute=config.requests_per_minute,
             tokens_per_minute=config.tokens_per_minute,
             concurrency=config.concurrency,
@@ -259,7 +263,7 @@ class _Engine:
         if item.digest in self.done.keys:
             self.skipped_done += 1
             return True
-        tpm = self.limiter.tokens_per_minute
+        tpm = self.limiter.max_request_tokens
         if tpm is not None and item.limit_tokens > tpm:
             await self._fail(
                 item,
@@ -329,7 +333,10 @@ class _Engine:
         self.sending.add(task)
         t0 = self.clock()
         try:
-            result = await self.client.complete(body, item.rec.id, payload=payload)
+            if self.pool is not None:
+                result = await self.pool.complete(permit, body, item.rec.id, payload=payload)
+            else:
+                result = await self.client.complete(body, item.rec.id, payload=payload)
         except TeacherHTTPError as e:
             status = e.status
             if status == 429:
@@ -391,6 +398,10 @@ class _Engine:
                     result, pt, ct, cost = await self._retry_length(item, result, pt, ct, cost)
             await self._record(item, result, pt, ct, cost)
         except TeacherCallError as e:
+            if self.pool is not None and self.pool.all_dead:  # the last endpoint left the pool
+                dead = self.pool.dead_error()
+                self._stop_fatal(dead, _FATAL_REASON.get(type(dead), "endpoint"))
+                return
             fatal = fatal_error(e, model=self.config.model)
             if fatal is not None:
                 self._stop_fatal(fatal, "auth" if isinstance(fatal, AuthError) else "quota")
@@ -600,6 +611,7 @@ class _Engine:
                 "tokens_per_minute": self.limiter.tokens_per_minute,
             },
             "traces_total": self.done.n_traces + self.succeeded,
+            **({"endpoints": self.pool.stats()} if self.pool is not None else {}),
             "config": self.config.public_dict(),
         }
 
@@ -672,6 +684,8 @@ class _Engine:
         if self.own_client:
             with contextlib.suppress(Exception):
                 await self.client.aclose()
+            if self.pool is not None:
+                await self.pool.aclose()
         if errors and self.fatal is None:
             self.fatal = errors[0]
 
@@ -688,6 +702,8 @@ async def generate(
     clock: Callable[[], float] = time.monotonic,
     total: int | None = None,
     grace_s: float = 30.0,
+    pool: EndpointPool | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> RunResult:
     """Answer ``records`` with the teacher into ``run_dir``, within the config's budget and limits.
 
@@ -697,12 +713,19 @@ async def generate(
     stops gracefully. ``sleep``/``clock`` are injectable for tests; ``total`` (planned records) feeds the
     ETA and projected cost. Raises AuthError / QuotaError / EndpointError / RunDirError after a clean
     shutdown (files flushed, stats.json written).
+
+    With ``config.endpoints`` (and no ``client``), requests go to an :class:`~.pool.EndpointPool` of the
+    endpoints serving ``config.model`` (keys from ``env``, default os.environ); ``pool`` passes one in.
     """
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir.open(run_dir, None, config.public_dict())
     if total is None and isinstance(records, Sized):
         total = len(records)
-    own = client is None
-    engine_client = client if client is not None else make_client(config)
+    own = client is None and pool is None  # what the engine opens, it closes
+    if own and config.endpoints:
+        pool = make_pool(config, env, clock=clock)
+    engine_client = (
+        client if client is not None else _NoClient() if pool is not None else make_client(config, env)
+    )
     engine = _Engine(
         config,
         rd,
@@ -714,5 +737,21 @@ async def generate(
         clock=clock,
         total=total,
         grace_s=grace_s,
+        pool=pool,
     )
     return await engine.run(records)
+
+
+_FATAL_REASON: dict[type[TracegenError], str] = {AuthError: "auth", QuotaError: "quota"}
+
+
+class _NoClient:
+    """The engine's client when an endpoint pool sends everything."""
+
+    async def complete(
+        self, body: dict[str, Any], request_id: str, *, payload: bytes | None = None
+    ) -> ChatResult:
+        raise AssertionError("with an endpoint pool, requests go through EndpointPool.complete")
+
+    async def aclose(self) -> None:
+        return None
