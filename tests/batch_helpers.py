@@ -56,7 +56,13 @@ def open_run(run_dir: Path, cfg: RunConfig, n: int) -> RunDir:
 
 
 def main() -> None:
-    run_dir, base_url, n, step, part = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+    run_dir, base_url, n, step, part = (
+        Path(sys.argv[1]),
+        sys.argv[2],
+        int(sys.argv[3]),
+        sys.argv[4],
+        int(sys.argv[5]),
+    )
     cfg = config(base_url, run_dir)
 
     def die(at: str, number: int) -> None:
@@ -65,7 +71,12 @@ def main() -> None:
 
     asyncio.run(
         run_batches(
-            records(n), cfg, open_run(run_dir, cfg, n), poll_interval_s=0.02, max_requests_per_file=PER_FILE, checkpoint=die
+            records(n),
+            cfg,
+            open_run(run_dir, cfg, n),
+            poll_interval_s=0.02,
+            max_requests_per_file=PER_FILE,
+            checkpoint=die,
         )
     )
 

@@ -3,13 +3,14 @@
     result = await run_batches(iter_plan(run_dir), config, run_dir, on_stage=print)
     rows = status(run_dir)      # every batch: status and request counts
     rows = cancel(run_dir)      # cancel every batch still in flight
+    outstanding_parts(run_dir)  # parts not collected yet (an online run now could pay twice)
 
 Modules: :mod:`.runner` (the flow and the budget), :mod:`.journal` (batches.jsonl, durability and resume),
 :mod:`.parts` (splitting within the API's limits), :mod:`.api` (Files/Batches calls through the SDK),
 :mod:`.collect` (output and error files), :mod:`.entry` (these entry points).
 """
 
-from .entry import acancel, astatus, cancel, run_batches, status
+from .entry import acancel, astatus, cancel, outstanding_parts, run_batches, status
 from .parts import MAX_BYTES_PER_FILE, MAX_REQUESTS_PER_FILE
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "acancel",
     "astatus",
     "cancel",
+    "outstanding_parts",
     "run_batches",
     "status",
 ]

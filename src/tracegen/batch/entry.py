@@ -21,7 +21,7 @@ from .journal import JOURNAL_NAME, PARTS_DIR, Journal
 from .parts import MAX_BYTES_PER_FILE, MAX_REQUESTS_PER_FILE
 from .runner import DEFAULT_POLL_INTERVAL_S, BatchRunner, Checkpoint, StageCallback, batch_row
 
-__all__ = ["acancel", "astatus", "cancel", "run_batches", "status"]
+__all__ = ["acancel", "astatus", "cancel", "outstanding_parts", "run_batches", "status"]
 
 #: Attempts per Files/Batches API call (transient errors); the engine's backoff between them.
 API_ATTEMPTS = 6
@@ -244,6 +244,18 @@ async def acancel(
         return await api.cancel(info.id) if info.status in CANCELLABLE else info
 
     return await _rows(Path(run_dir), stop_it, env, config, client)
+
+
+def outstanding_parts(run_dir: Path | str) -> int:
+    """Batch parts of ``run_dir`` not yet collected (0 for a directory never run in batch mode).
+
+    While this is not 0, an online run of the same directory would send requests that a batch may still
+    answer (paid twice): finish the batch run first (rerun ``--mode batch``) or cancel it.
+    """
+    path = Path(run_dir)
+    if not (path / JOURNAL_NAME).exists():
+        return 0
+    return sum(1 for p in Journal(path, readonly=True).parts.values() if p.outstanding)
 
 
 def status(run_dir: Path | str, *, env: Mapping[str, str] | None = None) -> list[dict[str, Any]]:

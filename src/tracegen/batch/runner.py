@@ -413,6 +413,9 @@ class BatchRunner:
 
     async def _submit_ready(self) -> None:
         while not (self.stopping or self.cancel_seen):
+            if self.stop_event is not None and self.stop_event.is_set():
+                self._begin_stop()
+                return
             built = await self._build()
             if built is None:
                 return
@@ -838,6 +841,9 @@ class BatchRunner:
         if self.writer.error is not None and self.fatal is None:
             self.fatal = self.writer.error
             self.stop_reason = "run_dir"
+        close_plan = getattr(self.plan_iter, "close", None)
+        if callable(close_plan):  # a generator over plan.jsonl holds the file open
+            close_plan()
         self.ledger.close()  # parts in flight stay counted at their worst case, by their own sessions
         if self.writer.error is None:
             try:
