@@ -23,7 +23,7 @@ from tracegen.batch.collect import parse_line
 from tracegen.batch.entry import _run_lock
 from tracegen.config import RunConfig
 from tracegen.engine import RunDir, RunResult, generate, request_key
-from tracegen.errors import RunDirError
+from tracegen.errors import BatchError, RunDirError
 from tracegen.plan import request_body
 from tracegen.records import Record
 from tracegen.testing import FakeOptions, FakeServer
@@ -246,7 +246,7 @@ async def test_split_within_request_and_byte_limits(srv: FakeServer, tmp_path: P
     # a request larger than a file may hold fails alone, with a message that says what to do
     failed = lines(rd.path / "failed.jsonl")
     assert [f["id"] for f in failed] == ["cot.99"] and failed[0]["error"]["code"] == "request_too_large"
-    assert "--max-tokens" in failed[0]["error"]["message"]
+    assert "--mode online" in failed[0]["error"]["message"]
 
 
 async def test_budget_is_reserved_at_batch_prices_and_never_exceeded(srv: FakeServer, tmp_path: Path) -> None:
@@ -545,6 +545,62 @@ async def test_lost_answers_to_upload_and_create_are_resolved_by_listing(
     counters = srv.counters()
     assert counters["files_uploaded"] == 2 and counters["batches_created"] == 2  # the first ones were found
     assert_never_paid_twice(srv)
+
+
+class FlakyPolls(httpx2.AsyncHTTPTransport):
+    """Answers the first ``n`` polls of a batch with 503."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        if request.method == "GET" and request.url.path.startswith("/v1/batches/") and self.n > 0:
+            self.n -= 1
+            return httpx2.Response(503, json={"error": {"message": "overloaded", "type": "server_error"}})
+        return await super().handle_async_request(request)
+
+
+async def test_polling_survives_a_flaky_endpoint_with_injected_sleep(srv: FakeServer, tmp_path: Path) -> None:
+    recs, cfg, rd = setup(srv, tmp_path, 3)
+    naps: list[float] = []
+
+    async def nap(seconds: float) -> None:
+        naps.append(seconds)
+        await asyncio.sleep(0.001)
+
+    client = openai.AsyncOpenAI(
+        api_key="k",
+        base_url=srv.base_url,
+        max_retries=0,
+        http_client=httpx2.AsyncClient(transport=FlakyPolls(8)),
+    )
+    result = await go(recs, cfg, rd, client=client, sleep=nap, poll_interval_s=7.0)
+    await client.close()
+    assert result.stop_reason == "completed" and result.succeeded == 3
+    assert 7.0 in naps  # the poll interval, through the injected sleep
+    assert sum(1 for s in naps if s != 7.0) >= 7  # backoffs between the 503s (6 per failed round, then 2)
+    assert srv.counters()["batches_created"] == 1
+
+
+async def test_polling_gives_up_after_repeated_failures(srv: FakeServer, tmp_path: Path) -> None:
+    recs, cfg, rd = setup(srv, tmp_path, 3)
+
+    async def nap(_: float) -> None:
+        await asyncio.sleep(0)
+
+    client = openai.AsyncOpenAI(
+        api_key="k",
+        base_url=srv.base_url,
+        max_retries=0,
+        http_client=httpx2.AsyncClient(transport=FlakyPolls(10**6)),
+    )
+    with pytest.raises(BatchError, match="rerun the same command"):
+        await go(recs, cfg, rd, client=client, sleep=nap)
+    await client.close()
+    stats = json.loads((rd.path / "stats.json").read_text())
+    assert stats["stop_reason"] == "endpoint" and stats["batch"]["parts_in_flight"] == 1
+    assert batch.outstanding_parts(rd.path) == 1  # a rerun polls it again
 
 
 # ---- status, cancel, lock --------------------------------------------------------------------------------

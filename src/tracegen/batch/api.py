@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx2
 import openai
@@ -157,7 +158,7 @@ class BatchApi:
         except openai.APIConnectionError as e:
             if _never_connected(e):
                 raise TeacherConnectionError(
-                    f"cannot connect to {self.endpoint.base_url}: {redact(str(e.__cause__ or e))}", sent=False
+                    f"cannot connect: {redact(str(e.__cause__ or e))}", sent=False
                 ) from None
             raise TeacherConnectionError(f"connection lost: {redact(str(e))}", sent=None) from None
         except openai.APIResponseValidationError as e:
@@ -325,13 +326,20 @@ def _matching(
     return sorted(found, key=lambda b: (b.created_at, b.id))
 
 
+def _public_url(url: str) -> str:
+    """``url`` without user:password@ or a query string (some gateways put keys there)."""
+    parts = urlsplit(url)
+    netloc = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
 def as_tracegen_error(what: str, e: TeacherCallError, base_url: str) -> TracegenError:
     """The error to raise after a control-plane call failed for good."""
     fatal = fatal_error(e)
     if fatal is not None:
         return fatal
     return BatchCallError(
-        f"cannot {what} at {base_url}: {e}; check the endpoint (--base-url) and rerun the same command: "
+        f"cannot {what} at {_public_url(base_url)}: {e}; check the endpoint (--base-url) and rerun the same command: "
         "batches already created are polled again, never created twice",
         e,
     )

@@ -60,6 +60,8 @@ StageCallback = Callable[[str], None]
 DEFAULT_POLL_INTERVAL_S = 30.0
 #: Batches listed on resume go back this far before the run's first journal line (clock skew), seconds.
 LIST_SLACK_S = 3600
+#: Consecutive polling rounds that may fail (after the API call's own retries) before the run stops.
+MAX_POLL_FAILURES = 5
 _REC_FIELDS = tuple(f.name for f in fields(Record))
 
 
@@ -187,6 +189,7 @@ class BatchRunner:
         self.stop_reason: str | None = None
         self.fatal: BaseException | None = None
         self.last_summary = ""
+        self.poll_failures = 0
         # counters
         self.read = 0
         self.skipped_done = 0
@@ -373,7 +376,7 @@ class BatchRunner:
                 n = 1
                 while f"{item.rec.id}~{n}" in ids:
                     n += 1
-                item = Item.make(
+                renamed = Item.make(
                     item.rec,
                     self.config,
                     self.pricing,
@@ -381,6 +384,8 @@ class BatchRunner:
                     attempt=item.attempt,
                     custom_id=f"{item.rec.id}~{n}",
                 )
+                renamed.chain = item.chain
+                item = renamed
                 self._replace_head(item)
             if len(item.line) > self.max_bytes_per_file:
                 self._take()
@@ -391,7 +396,7 @@ class BatchRunner:
                         "status": None,
                         "code": "request_too_large",
                         "message": f"the request is {len(item.line)} bytes, more than a batch input file may "
-                        f"hold ({self.max_bytes_per_file}); lower --max-tokens or use --mode online",
+                        f"hold ({self.max_bytes_per_file}); answer it with --mode online",
                     },
                     retryable=False,
                 )
@@ -561,12 +566,24 @@ class BatchRunner:
         runs = self._in_flight()
         sem = asyncio.Semaphore(8)
 
+        failures: list[BatchCallError] = []
+
         async def one(run: _PartRun) -> None:
             assert run.state.batch_id is not None
             async with sem:
-                run.info = await self.api.retrieve(run.state.batch_id)
+                try:
+                    run.info = await self.api.retrieve(run.state.batch_id)
+                except BatchCallError as e:  # a network blip must not end a day-long run: poll again later
+                    failures.append(e)
 
         await asyncio.gather(*(one(r) for r in runs))
+        if failures:
+            self.poll_failures += 1
+            if self.poll_failures >= MAX_POLL_FAILURES:
+                raise failures[0]
+            log.warning("polling failed (%s); trying again in %g s", failures[0], self.poll_interval_s)
+        else:
+            self.poll_failures = 0
         for r in runs:
             assert r.info is not None
             if r.info.status in ("cancelling", "cancelled") and not self.cancel_seen:
@@ -884,7 +901,7 @@ class BatchRunner:
             "failed": self.failed,
             "rejected": self.rejected,
             "skipped_done": self.skipped_done,
-            "unfinished": self.unfinished,
+            "unfinished": self.unfinished + len(self.retry_queue),
             "length": self.n_length,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
