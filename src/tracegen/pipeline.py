@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import RunConfig
-from .engine import Progress, RunDir, generate, make_client
+from .engine import Progress, RunDir, RunResult, generate
 from .errors import RunDirError
 from .records import Record
 from .sources import Rejection
@@ -103,16 +103,74 @@ def prepare(config: RunConfig, *, extend: bool = False, on_stage: StageCallback 
     return rd
 
 
+def _check_layout(rd: RunDir, config: RunConfig) -> None:
+    """A staged run directory stays staged, an unstaged one unstaged."""
+    from .stages import is_staged
+
+    if config.stages and (rd.path / "traces.jsonl").exists():
+        raise RunDirError(
+            f"{rd.path}: holds answers of a run without stages; give the staged run a new --output-dir"
+        )
+    if not config.stages and is_staged(rd.path):
+        raise RunDirError(
+            f"{rd.path}: holds a staged run (stages/); rerun it with the same config (its stages:), "
+            "or use a new --output-dir"
+        )
+
+
 def estimate_run(config: RunConfig, *, on_stage: StageCallback = _noop) -> dict[str, Any]:
-    """The dry run: plan (written to the run dir, with requests.jsonl), then estimate cost. Sends nothing."""
+    """The dry run: plan (written to the run dir, with requests.jsonl), then estimate cost. Sends nothing.
+
+    With stages, every stage's subset is planned (``stages/<name>/plan.jsonl`` and ``requests.jsonl``) and
+    estimated at its model's prices; the top-level numbers are the totals.
+    """
     from .estimate import estimate
     from .plan import iter_plan
 
     rd = prepare(config, on_stage=on_stage)
+    _check_layout(rd, config)
+    if config.stages:
+        return _estimate_stages(config, rd, on_stage)
     est = estimate(iter_plan(rd.path), config).to_dict()
     est["run_dir"] = str(rd.path)
     est["requests_jsonl"] = str(rd.path / "requests.jsonl")
     return est
+
+
+def _estimate_stages(config: RunConfig, rd: RunDir, on_stage: StageCallback) -> dict[str, Any]:
+    from .estimate import estimate
+    from .plan import iter_plan
+    from .stages import prepare_stage
+
+    per: list[dict[str, Any]] = []
+    for stage in config.stages:
+        srd, scfg = prepare_stage(rd, config, stage)
+        on_stage(f"stage {stage.name}: planned {_count_lines(srd.path / 'plan.jsonl'):,} requests")
+        est = estimate(iter_plan(srd.path), scfg).to_dict()
+        est.update(stage=stage.name, run_dir=str(srd.path), requests_jsonl=str(srd.path / "requests.jsonl"))
+        per.append(est)
+    cost: dict[str, float] = {}
+    for est in per:
+        for k, v in est["cost_usd"].items():
+            cost[k] = cost.get(k, 0.0) + v
+    total: dict[str, Any] = {
+        "stages": per,
+        "requests": sum(e["requests"] for e in per),
+        "prompt_tokens": sum(e["prompt_tokens"] for e in per),
+        "budget_usd": config.budget_usd,
+        "run_dir": str(rd.path),
+        "cost_usd": cost,
+    }
+    for est in per:
+        total[f"stage_{est['stage']}"] = {
+            "model": est["model"],
+            "requests": est["requests"],
+            "prompt_tokens": est["prompt_tokens"],
+            "max_tokens": est["max_tokens"],
+            **est["cost_usd"],
+            "budget_usd": est["budget_usd"],
+        }
+    return total
 
 
 def _count_lines(path: Path) -> int:
@@ -130,35 +188,112 @@ async def arun(
     stop: asyncio.Event | None = None,
 ) -> dict[str, Any]:
     """The main job, async. Returns the run summary (``stats.json`` plus clean/export results)."""
-    from .plan import iter_plan
-
     rd = prepare(config, extend=extend, on_stage=on_stage)
-    total = _count_lines(rd.path / "plan.jsonl")
+    _check_layout(rd, config)
     stop = stop or asyncio.Event()
+    if config.stages:
+        return await _arun_stages(
+            config,
+            rd,
+            extend=extend,
+            rehearse=rehearse,
+            on_progress=on_progress,
+            on_stage=on_stage,
+            stop=stop,
+        )
     with _rehearsal(config, rehearse) as (cfg, env), _graceful_interrupt(stop, on_stage):
-        client = make_client(cfg, env) if env is not None else None
-        if cfg.mode == "batch":
-            from .batch import run_batches
-
-            on_stage("Batch API mode: uploading and polling batches")
-            result = await run_batches(iter_plan(rd.path), cfg, rd, on_stage=on_stage, stop=stop, env=env)
-        else:
-            on_stage(f"asking {cfg.model} ({total:,} planned requests)")
-            try:
-                result = await generate(
-                    iter_plan(rd.path),
-                    cfg,
-                    rd,
-                    client=client,
-                    on_progress=on_progress,
-                    stop=stop,
-                    total=total,
-                )
-            finally:
-                if client is not None:
-                    await client.aclose()
+        result = await _answer(cfg, rd, env, on_progress=on_progress, on_stage=on_stage, stop=stop)
     summary: dict[str, Any] = {"stop_reason": result.stop_reason, "run": result.stats}
     if result.succeeded + result.skipped_done > 0:
+        summary.update(finish(rd.path, config=config, on_stage=on_stage))
+    if config.push_to_hub:
+        on_stage(f"pushing to the Hub: {config.push_to_hub}")
+        summary["push"] = push(rd.path, config.push_to_hub, private=config.private)
+    return summary
+
+
+async def _answer(
+    cfg: RunConfig,
+    rd: RunDir,
+    env: dict[str, str] | None,
+    *,
+    on_progress: Callable[[Progress], None] | None,
+    on_stage: StageCallback,
+    stop: asyncio.Event,
+    label: str = "",
+) -> RunResult:
+    """Generate the plan of ``rd`` online (one endpoint or a pool) or through the Batch API."""
+    from .plan import iter_plan
+
+    total = _count_lines(rd.path / "plan.jsonl")
+    if cfg.mode == "batch":
+        from .batch import run_batches
+
+        on_stage(f"{label}Batch API mode: uploading and polling batches")
+        result: RunResult = await run_batches(
+            iter_plan(rd.path), cfg, rd, on_stage=on_stage, stop=stop, env=env
+        )
+        return result
+    where = f" over {len(cfg.endpoints)} endpoints" if cfg.endpoints else ""
+    on_stage(f"{label}asking {cfg.model}{where} ({total:,} planned requests)")
+    return await generate(
+        iter_plan(rd.path), cfg, rd, on_progress=on_progress, stop=stop, total=total, env=env
+    )
+
+
+async def _arun_stages(
+    config: RunConfig,
+    rd: RunDir,
+    *,
+    extend: bool,
+    rehearse: bool,
+    on_progress: Callable[[Progress], None] | None,
+    on_stage: StageCallback,
+    stop: asyncio.Event,
+) -> dict[str, Any]:
+    """Each stage in order, in its own sub run directory (see :mod:`tracegen.stages`)."""
+    from .stages import prepare_stage, stage_budget_usd, stage_config, stage_names, stages_stats
+
+    answered = 0
+    sent = tokens = 0
+    with _rehearsal(config, rehearse) as (cfg, env), _graceful_interrupt(stop, on_stage):
+        for stage, live in zip(config.stages, cfg.stages, strict=True):
+            label = f"stage {stage.name}: "
+            srd, _ = prepare_stage(rd, config, stage, extend=extend)  # checked against the real settings
+            scfg = stage_config(cfg, live, rd.path)  # sent where the rehearsal (if any) points
+            caps: dict[str, Any] = {"budget_usd": stage_budget_usd(cfg, stage, rd.path)}
+            if cfg.max_requests is not None:  # caps of one session count over all stages
+                caps["max_requests"] = cfg.max_requests - sent
+            if cfg.max_total_tokens is not None:
+                caps["max_total_tokens"] = cfg.max_total_tokens - tokens
+            if any(v is not None and v <= 0 for v in caps.values()):
+                on_stage(f"{label}skipped: nothing left of the run's budget / caps")
+                continue
+            result = await _answer(
+                scfg.model_copy(update=caps),
+                srd,
+                env,
+                on_progress=on_progress,
+                on_stage=on_stage,
+                stop=stop,
+                label=label,
+            )
+            answered += result.succeeded + result.skipped_done
+            sent += int(result.stats.get("sent", 0))
+            tokens += int(result.stats.get("prompt_tokens", 0)) + int(
+                result.stats.get("completion_tokens", 0)
+            )
+            if result.stop_reason not in ("completed", "budget") or stop.is_set():
+                break  # interrupted, or a run-wide cap reached: later stages wait for the rerun
+    names = stage_names(rd.path, config)
+    stats = stages_stats(rd.path, names, config)
+    rd.write_stats(stats)
+    summary: dict[str, Any] = {
+        "stop_reason": stats["stop_reason"],
+        "run": {k: v for k, v in stats.items() if not isinstance(v, (dict, list))},
+        **{k: v for k, v in stats.items() if k.startswith("stage_")},
+    }
+    if answered > 0:
         summary.update(finish(rd.path, config=config, on_stage=on_stage))
     if config.push_to_hub:
         on_stage(f"pushing to the Hub: {config.push_to_hub}")
@@ -188,13 +323,26 @@ def _rehearsal(config: RunConfig, rehearse: bool) -> Iterator[tuple[RunConfig, d
         return
     from .testing import FakeOptions, FakeServer
 
-    opts = FakeOptions(
-        requests_per_minute=int(config.requests_per_minute) if config.requests_per_minute else None,
-        tokens_per_minute=int(config.tokens_per_minute) if config.tokens_per_minute else None,
-    )
-    with FakeServer(opts) as srv:
-        cfg = config.model_copy(update={"base_url": srv.base_url})
-        yield cfg, {"OPENAI_API_KEY": "sk-tracegen-rehearsal", "OPENAI_BASE_URL": srv.base_url}
+    def options(rpm: float | None, tpm: float | None) -> FakeOptions:
+        return FakeOptions(
+            requests_per_minute=int(rpm) if rpm else None, tokens_per_minute=int(tpm) if tpm else None
+        )
+
+    key = "sk-tracegen-rehearsal"
+    if config.endpoints:  # one fake server per endpoint, with that endpoint's limits
+        with contextlib.ExitStack() as servers:
+            endpoints, env = [], {}
+            for e in config.endpoints:
+                srv = servers.enter_context(FakeServer(options(e.requests_per_minute, e.tokens_per_minute)))
+                endpoints.append(e.model_copy(update={"base_url": srv.base_url, "azure_deployment": None}))
+                if e.api_key_env:
+                    env[e.api_key_env] = key
+            yield config.model_copy(update={"endpoints": endpoints}), env
+        return
+    with FakeServer(options(config.requests_per_minute, config.tokens_per_minute)) as srv:
+        stages = [s.model_copy(update={"base_url": None}) for s in config.stages]
+        cfg = config.model_copy(update={"base_url": srv.base_url, "stages": stages})
+        yield cfg, {"OPENAI_API_KEY": key, "OPENAI_BASE_URL": srv.base_url}
 
 
 @contextlib.contextmanager
@@ -235,16 +383,35 @@ def finish(
     output_dir: str | Path | None = None,
     on_stage: StageCallback = _noop,
 ) -> dict[str, Any]:
-    """Clean (filters + dedup) and export a run directory. Calls no API; safe to rerun."""
+    """Clean (filters + dedup) and export a run directory. Calls no API; safe to rerun.
+
+    A staged run directory: each stage is cleaned on its own (dedup within a stage: the stages answer the
+    same pairs on purpose), their clean.jsonl are combined in stage order and exported as one dataset with
+    one config per stage.
+    """
     from .dedup import DedupConfig
     from .export import export
     from .filters import FilterConfig
     from .postprocess import clean
+    from .stages import combine_stages, is_staged, stage_names, stage_path
 
     run = Path(run_dir)
+    cfg = config or _config_of(run)
+    if is_staged(run):
+        names = stage_names(run, cfg)
+        answered = [n for n in names if (stage_path(run, n) / "traces.jsonl").exists()]
+        if not answered:
+            raise RunDirError(f"{run}: no stage has answers yet (stages/*/traces.jsonl); run it first")
+        for name in answered:
+            on_stage(f"cleaning stage {name}: quality filters, answer check, dedup")
+            clean(stage_path(run, name), FilterConfig(**cfg.filters), DedupConfig(**cfg.dedup))
+        cleaned_stages = combine_stages(run, names, cfg)
+        fmts = tuple(formats or cfg.export_formats)
+        on_stage(f"exporting {', '.join(fmts)}, one config per stage")
+        exported = export(run, output_dir, formats=fmts)
+        return {"clean": cleaned_stages, "export": exported.to_dict()}
     if not (run / "traces.jsonl").exists():
         raise RunDirError(f"{run}: no traces.jsonl: not a run directory, or nothing was answered yet")
-    cfg = config or _config_of(run)
     on_stage("cleaning: quality filters, answer check, dedup")
     cleaned = clean(run, FilterConfig(**cfg.filters), DedupConfig(**cfg.dedup))
     fmts = tuple(formats or cfg.export_formats)
@@ -272,12 +439,55 @@ def push(
 
 
 def merge(run_dirs: list[Path], output: Path) -> dict[str, Any]:
-    """Combine run directories with global dedup into ``output`` (then export it)."""
-    from .merge import merge as merge_runs
+    """Combine run directories with global dedup into ``output`` (then export it).
 
+    Staged run directories (shards of one staged run) are merged stage by stage into
+    ``output/stages/<name>``, with global dedup within each stage, and exported as one dataset.
+    """
+    from .merge import merge as merge_runs
+    from .stages import is_staged
+
+    staged = [is_staged(d) for d in run_dirs]
+    if any(staged):
+        return _merge_stages(run_dirs, output, all(staged))
     result = merge_runs(run_dirs, output)
     summary: dict[str, Any] = {"merge": result.to_dict()}
     summary.update(finish(output))
+    return summary
+
+
+def _merge_stages(run_dirs: list[Path], output: Path, all_staged: bool) -> dict[str, Any]:
+    from .merge import merge as merge_runs
+    from .stages import stage_names, stage_path
+
+    if not all_staged:
+        raise RunDirError(
+            "cannot merge staged run directories (with stages/) with unstaged ones; merge each kind"
+        )
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise RunDirError(f"{output}: exists and is not empty; choose a new --output")
+    configs = [_config_of(d) for d in run_dirs]
+    names: list[str] = []
+    for d, cfg in zip(run_dirs, configs, strict=True):
+        names += [n for n in stage_names(d, cfg) if n not in names]
+    merged: dict[str, Any] = {}
+    for name in names:
+        inputs = [stage_path(d, name) for d in run_dirs if (stage_path(d, name) / "traces.jsonl").is_file()]
+        if inputs:
+            merged[name] = merge_runs(inputs, stage_path(output, name), clean_output=False).to_dict()
+    if not merged:
+        raise RunDirError("no stage of these run directories has answers (stages/*/traces.jsonl)")
+    first = json.loads((run_dirs[0] / "manifest.json").read_text(encoding="utf-8"))
+    manifest = {
+        "merged": True,
+        "merged_from": [d.name for d in run_dirs],
+        "config": first.get("config", {}),
+        "plan_params": first.get("plan_params", {}),
+        "tracegen_version": first.get("tracegen_version"),
+    }
+    (output / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    summary: dict[str, Any] = {"merge": merged}
+    summary.update(finish(output, config=configs[0]))
     return summary
 
 
