@@ -5,9 +5,10 @@
     rows = cancel(run_dir)      # cancel every batch still in flight
     outstanding_parts(run_dir)  # parts not collected yet (an online run now could pay twice)
 
-Modules: :mod:`.runner` (the flow and the budget), :mod:`.journal` (batches.jsonl, durability and resume),
-:mod:`.parts` (splitting within the API's limits), :mod:`.api` (Files/Batches calls through the SDK),
-:mod:`.collect` (output and error files), :mod:`.entry` (these entry points).
+Modules: :mod:`.runner` (the flow), :mod:`.accounting` (dollars in ledger.jsonl, one session per part),
+:mod:`.journal` (batches.jsonl: durability and resume), :mod:`.parts` (splitting within the API's limits),
+:mod:`.api` (Files/Batches calls through the SDK), :mod:`.collect` (output and error files), :mod:`.rows`
+(status rows), :mod:`.entry` (these entry points).
 """
 
 from .entry import acancel, astatus, cancel, outstanding_parts, run_batches, status

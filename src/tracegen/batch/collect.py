@@ -16,7 +16,7 @@ from typing import Any
 from ..engine import TeacherHTTPError, is_retryable
 from ..engine.client import error_fields
 
-__all__ = ["Outcome", "batch_failure", "parse_file"]
+__all__ = ["Outcome", "batch_failure", "missing_outcome", "parse_file"]
 
 #: Batch-level failure codes that clear up by themselves (resubmit later).
 RETRYABLE_BATCH_CODES = frozenset({"token_limit_exceeded", "rate_limit_exceeded", "server_error"})
@@ -122,3 +122,19 @@ def batch_failure(errors: tuple[dict[str, Any], ...], status: str) -> Outcome:
         error={"type": "BatchFailed", "status": None, "code": code, "message": message},
         retryable=code in RETRYABLE_BATCH_CODES,
     )
+
+
+def missing_outcome(status: str, whole: Outcome | None) -> Outcome:
+    """The outcome of a request with no line in the output or error file."""
+    if whole is not None:
+        return whole
+    if status == "cancelled":
+        return Outcome("cancelled")
+    error = {"type": "BatchLineError", "status": None, "code": "missing", "message": ""}
+    if status == "expired":
+        error.update(
+            type="BatchExpired", code="batch_expired", message="not executed before the batch expired"
+        )
+        return Outcome("expired", error=error, retryable=True)
+    error["message"] = f"the batch ended '{status}' with no result line for this request"
+    return Outcome("error", error=error, retryable=True)

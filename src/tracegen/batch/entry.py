@@ -19,7 +19,8 @@ from ..records import Record
 from .api import CANCELLABLE, BatchApi, BatchInfo, open_client
 from .journal import JOURNAL_NAME, PARTS_DIR, Journal
 from .parts import MAX_BYTES_PER_FILE, MAX_REQUESTS_PER_FILE
-from .runner import DEFAULT_POLL_INTERVAL_S, BatchRunner, Checkpoint, StageCallback, batch_row
+from .rows import batch_row
+from .runner import DEFAULT_POLL_INTERVAL_S, BatchRunner, Checkpoint, StageCallback
 
 __all__ = ["acancel", "astatus", "cancel", "outstanding_parts", "run_batches", "status"]
 

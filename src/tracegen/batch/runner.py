@@ -14,7 +14,7 @@
   ``lease`` of the part's worst case, written before the upload), so every reader of the ledger -- online
   mode included -- counts a batch in flight at its worst case, across crashes and sessions. Collection
   closes that session with the cost billed in the output file (unanswered requests are thereby released),
-  after the journal says "collected"; a resume repairs a crash between the two. Nothing is counted twice.
+  after the journal says "collected"; a resume repairs a crash between the two (:mod:`.accounting`).
 - **Collect.** Answers go to traces.jsonl (``content_filter`` to rejected.jsonl) with the same fields as the
   online runner; failed lines are resubmitted while retryable (429/5xx, expired, token limit) up to
   ``config.max_attempts`` submissions, then go to failed.jsonl. Cancelled lines are left for a later run.
@@ -35,20 +35,22 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .._version import __version__
 from ..config import RunConfig
-from ..engine import Budget, Ledger, Progress, Reservation, ResultWriter, RunDir, RunResult
-from ..engine.budget import prior_spend_usd, utc_now_iso
+from ..engine import Progress, Reservation, ResultWriter, RunDir, RunResult
+from ..engine.budget import utc_now_iso
 from ..engine.store import FAILED, REJECTED, TRACES, DoneSet, engine_line
 from ..errors import RunDirError, TracegenError
 from ..records import Record
 from ..tokens import Pricing, count_chat_tokens, count_text_tokens, encoding_for_model, pricing_for
+from .accounting import open_budget
 from .api import BatchApi, BatchCallError, BatchInfo
-from .collect import Outcome, batch_failure, parse_file
+from .collect import Outcome, batch_failure, missing_outcome, parse_file
 from .journal import Journal, PartState
 from .parts import MAX_BYTES_PER_FILE, MAX_REQUESTS_PER_FILE, Item, Part, read_part, sha256_hex, write_part
+from .report import progress, run_result, run_stats
+from .rows import batch_row
 
-__all__ = ["BatchRunner", "Checkpoint", "batch_row"]
+__all__ = ["DEFAULT_POLL_INTERVAL_S", "BatchRunner", "Checkpoint"]
 
 log = logging.getLogger("tracegen.batch")
 
@@ -74,34 +76,6 @@ class _PartRun:
     res: Reservation | None
     """The in-memory reservation (parts of this session); None when the prior spend already counts it."""
     info: BatchInfo | None = None
-
-
-def batch_row(state: PartState, info: BatchInfo | None) -> dict[str, Any]:
-    """One row of ``tracegen batch status``."""
-    final = state.final
-    if info is not None:
-        status, total, completed, failed = info.status, info.total, info.completed, info.failed
-        input_file_id: str | None = info.input_file_id
-    elif state.done is not None:
-        status = str(final.get("status", state.done))
-        total = int(final.get("total", state.requests))
-        completed = int(final.get("completed", 0))
-        failed = int(final.get("failed", 0))
-        input_file_id = state.file_id
-    else:
-        status = "not_created" if state.file_id else "not_uploaded"
-        total, completed, failed, input_file_id = state.requests, 0, 0, state.file_id
-    return {
-        "part": state.part,
-        "batch_id": state.batch_id,
-        "status": status,
-        "total": total,
-        "completed": completed,
-        "failed": failed,
-        "input_file_id": input_file_id,
-        "requests": state.requests,
-        "collected": state.done == "collected",
-    }
 
 
 def _epoch(iso: str | None) -> int:
@@ -216,76 +190,18 @@ class BatchRunner:
         # run-directory state (read now, so errors surface before anything is sent)
         self.done: DoneSet = run_dir.load_done()
         self.journal = Journal(run_dir.path)
-        self.budget = self._open_budget()
+        self.budget, self.accounts, outstanding = open_budget(
+            run_dir.ledger_path, self.journal, config, self.done.cost_usd
+        )
+        for n, res in outstanding.items():
+            self.parts[n] = _PartRun(self.journal.parts[n], None, res)
         self.writer = ResultWriter(run_dir)
 
     # ---- budget -----------------------------------------------------------------------------------------
-    def _open_budget(self) -> Budget:
-        """The in-memory budget; ledger.jsonl (read here, repaired after a crash) gives the prior spend."""
-        cfg = self.config
-        self.ledger = Ledger(self.rd.ledger_path)
-        entries = self.ledger.read()
-        leased = {str(e.get("session")) for e in entries if e.get("event") == "lease"}
-        closed = {str(e.get("session")) for e in entries if e.get("event") == "close"}
-        for p in self.journal.parts.values():  # a crash between the journal's "collected" and the close
-            if p.done is not None and p.session in leased and p.session not in closed:
-                self._close_part_session(p, float(p.final.get("cost_usd", 0.0)))
-                entries = self.ledger.read()
-        budget = Budget(
-            budget_usd=cfg.budget_usd,
-            max_requests=cfg.max_requests,
-            max_total_tokens=cfg.max_total_tokens,
-            ledger=None,  # durable accounting is per part (module docstring)
-            prior_spent_usd=max(prior_spend_usd(entries), self.done.cost_usd),
-        )
-        for p in sorted(self.journal.parts.values(), key=lambda p: p.part):
-            if p.done is not None:
-                continue
-            if p.session in leased:
-                self.parts[p.part] = _PartRun(p, None, None)  # counted at its worst case by the ledger
-                continue
-            # a crash between the intent line and the ledger's lease: nothing was uploaded yet
-            res = budget.try_reserve(p.reserve_usd, p.reserve_tokens, new_request=False)
-            if res is None:
-                self.journal.append({"event": "abandoned", "part": p.part, "reason": "budget"})
-                continue
-            self._lease_part_session(p)
-            self.parts[p.part] = _PartRun(p, None, res)
-        return budget
-
-    def _lease_part_session(self, p: PartState) -> None:
-        self.ledger.append(
-            {
-                "event": "open",
-                "session": p.session,
-                "time": utc_now_iso(),
-                "budget_usd": self.config.budget_usd,
-                "batch_part": p.part,
-            }
-        )
-        self.ledger.append(
-            {"event": "lease", "session": p.session, "usd": p.reserve_usd, "leased_usd": p.reserve_usd}
-        )
-
-    def _close_part_session(self, p: PartState, spent_usd: float) -> None:
-        self.ledger.append(
-            {
-                "event": "close",
-                "session": p.session,
-                "time": utc_now_iso(),
-                "spent_usd": spent_usd,
-                "unknown_usd": 0.0,
-            }
-        )
-
     def _settle(self, run: _PartRun, usd: float, tokens: int) -> None:
         """The part is over (collected: ``usd`` billed; abandoned: 0): close its ledger session."""
-        self._close_part_session(run.state, usd)
-        if run.res is not None:
-            self.budget.settle(run.res, usd, tokens)
-            run.res = None
-        else:  # the prior spend counted it at its worst case
-            self.budget.prior_spent_usd += usd - run.state.reserve_usd
+        self.accounts.settle(self.budget, run.state, run.res, usd, tokens)
+        run.res = None
 
     # ---- small helpers ---------------------------------------------------------------------------------
     def _stage(self, message: str) -> None:
@@ -311,7 +227,7 @@ class BatchRunner:
     def _since(self) -> int:
         return max(0, _epoch(self.journal.run_time) - LIST_SLACK_S)
 
-    def _in_flight(self) -> list[_PartRun]:
+    def in_flight(self) -> list[_PartRun]:
         return [r for r in self.parts.values() if r.state.outstanding and r.state.batch_id is not None]
 
     def _items(self, run: _PartRun) -> list[Item]:
@@ -453,7 +369,7 @@ class BatchRunner:
         run = _PartRun(self.journal.parts[n], part.items, res)
         self.parts[n] = run
         self._checkpoint("intent", n)
-        self._lease_part_session(run.state)  # durable before anything is uploaded
+        self.accounts.lease(run.state)  # durable before anything is uploaded
         self.attempts += len(part.items)
         self.resubmitted += sum(1 for it in part.items if it.attempt > 1)
         self._checkpoint("leased", n)
@@ -563,7 +479,7 @@ class BatchRunner:
 
     # ---- polling -----------------------------------------------------------------------------------------
     async def _poll(self) -> list[_PartRun]:
-        runs = self._in_flight()
+        runs = self.in_flight()
         sem = asyncio.Semaphore(8)
 
         failures: list[BatchCallError] = []
@@ -602,7 +518,7 @@ class BatchRunner:
         ]
 
     def _report(self) -> None:
-        rows = [batch_row(r.state, r.info) for r in self._in_flight()]
+        rows = [batch_row(r.state, r.info) for r in self.in_flight()]
         summary = ", ".join(f"part {r['part']} {r['status']} {r['completed']}/{r['total']}" for r in rows)
         if summary and summary != self.last_summary:
             self.last_summary = summary
@@ -666,7 +582,7 @@ class BatchRunner:
         writes: list[asyncio.Future[None]] = []
         requeue: list[Item] = []
         for it in self._items(run):
-            oc = outcomes.get(it.custom_id) or self._missing(info.status, whole)
+            oc = outcomes.get(it.custom_id) or missing_outcome(info.status, whole)
             if oc.kind == "answer":
                 pt, ct, cost = self._usage(it, oc)
                 billed_usd += cost
@@ -728,22 +644,6 @@ class BatchRunner:
             f"(${billed_usd:,.4f})"
         )
         self._checkpoint("collected", n)
-
-    @staticmethod
-    def _missing(status: str, whole: Outcome | None) -> Outcome:
-        """The outcome of a request with no line in the output or error file."""
-        if whole is not None:
-            return whole
-        if status == "cancelled":
-            return Outcome("cancelled")
-        error = {"type": "BatchLineError", "status": None, "code": "missing", "message": ""}
-        if status == "expired":
-            error.update(
-                type="BatchExpired", code="batch_expired", message="not executed before the batch expired"
-            )
-            return Outcome("expired", error=error, retryable=True)
-        error["message"] = f"the batch ended '{status}' with no result line for this request"
-        return Outcome("error", error=error, retryable=True)
 
     def _usage(self, it: Item, oc: Outcome) -> tuple[int, int, float]:
         pt = oc.prompt_tokens
@@ -811,7 +711,7 @@ class BatchRunner:
                 await self._submit_ready()
             if self.stopping:
                 return
-            if not self._in_flight():
+            if not self.in_flight():
                 if self.cancel_seen:
                     self.stop_reason = "interrupted"
                 elif await self._peek() is None:
@@ -861,7 +761,7 @@ class BatchRunner:
         close_plan = getattr(self.plan_iter, "close", None)
         if callable(close_plan):  # a generator over plan.jsonl holds the file open
             close_plan()
-        self.ledger.close()  # parts in flight stay counted at their worst case, by their own sessions
+        self.accounts.ledger.close()  # parts in flight stay counted at their worst case, by their own sessions
         if self.writer.error is None:
             try:
                 self.rd.compact_failed(self.done)
@@ -881,89 +781,11 @@ class BatchRunner:
     # ---- reporting ---------------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         """stats.json: the online runner's keys plus a ``batch`` section."""
-        budget = self.budget
-        in_flight = self._in_flight()
-        statuses: dict[str, int] = {}
-        for r in self.parts.values():
-            s = (
-                r.info.status
-                if r.info is not None
-                else ("not_created" if r.state.outstanding else "collected")
-            )
-            statuses[s] = statuses.get(s, 0) + 1
-        return {
-            "mode": "batch",
-            "planned": self.total if self.total is not None else self.read,
-            "read": self.read,
-            "sent": budget.requests,
-            "attempts": self.attempts,
-            "succeeded": self.succeeded,
-            "failed": self.failed,
-            "rejected": self.rejected,
-            "skipped_done": self.skipped_done,
-            "unfinished": self.unfinished + len(self.retry_queue),
-            "length": self.n_length,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "cost_usd": round(self.collected_usd, 9),
-            "answers_cost_usd": round(self.cost_usd, 9),
-            "reserved_usd_unknown": 0.0,
-            "reserved_usd_in_flight": round(sum(r.state.reserve_usd for r in in_flight), 9),
-            "total_spent_usd": round(budget.committed_usd, 9),
-            "budget_usd": self.config.budget_usd,
-            "stop_reason": self.stop_reason or "interrupted",
-            "started_at": self.started_at,
-            "finished_at": utc_now_iso(),
-            "elapsed_s": round(time.monotonic() - self.t0, 3),
-            "tracegen_version": __version__,
-            "n_429": 0,
-            "n_5xx": 0,
-            "n_retries": self.resubmitted,
-            "n_timeouts": 0,
-            "n_connection_errors": 0,
-            "limits": {"requests_per_minute": None, "tokens_per_minute": None},
-            "traces_total": self.done.n_traces + self.succeeded,
-            "batch": {
-                "parts_in_flight": len(in_flight),
-                "requests_in_flight": sum(r.state.requests for r in in_flight),
-                "batches_created": self.batches_created,
-                "parts_collected": self.parts_collected,
-                "resubmitted": self.resubmitted,
-                "expired_lines": self.n_expired,
-                "error_lines": self.n_line_errors,
-                "skipped_in_batches": self.skipped_in_batches,
-                "duplicates_skipped": self.duplicates,
-                "statuses": statuses,
-                "poll_interval_s": self.poll_interval_s,
-            },
-            "config": self.config.public_dict(),
-        }
+        return run_stats(self)
 
     def snapshot(self) -> Progress:
-        """A :class:`Progress` for the CLI's live display (rates are not meaningful for batches: 0)."""
-        done = self.succeeded + self.failed + self.rejected + self.skipped_done
-        budget = self.budget
-        return Progress(
-            done=done,
-            total=self.total,
-            succeeded=self.succeeded,
-            failed=self.failed,
-            rejected=self.rejected,
-            skipped_done=self.skipped_done,
-            cost_usd=budget.total_spent_usd,
-            committed_usd=budget.committed_usd,
-            budget_usd=self.config.budget_usd,
-            projected_total_usd=None,
-            requests_per_s=0.0,
-            tokens_per_min=0.0,
-            limit_rpm=None,
-            limit_tpm=None,
-            n_429=0,
-            n_retries=self.resubmitted,
-            in_flight=sum(r.state.requests for r in self._in_flight()),
-            eta_s=None,
-            elapsed_s=time.monotonic() - self.t0,
-        )
+        """A :class:`Progress` for the CLI's live display."""
+        return progress(self)
 
     def _emit(self) -> None:
         if self.on_progress is not None:
@@ -973,19 +795,7 @@ class BatchRunner:
                 log.exception("on_progress callback failed")
 
     def result(self, stats: Mapping[str, Any]) -> RunResult:
-        return RunResult(
-            stop_reason=str(stats["stop_reason"]),
-            run_dir=self.rd.path,
-            planned=int(stats["planned"]),
-            sent=int(stats["sent"]),
-            succeeded=self.succeeded,
-            failed=self.failed,
-            rejected=self.rejected,
-            skipped_done=self.skipped_done,
-            cost_usd=self.collected_usd,
-            total_spent_usd=self.budget.committed_usd,
-            stats=dict(stats),
-        )
+        return run_result(self, stats)
 
 
 def _reason_of(e: TracegenError) -> str:

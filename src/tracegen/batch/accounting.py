@@ -1,0 +1,105 @@
+"""Dollars of batch parts in ledger.jsonl: one ledger session per part, so any reader counts them right.
+
+A part's worst case is leased in a session of its own (``open`` + ``lease``) after the journal's intent
+line and before the upload; collecting the part closes that session with what the output file says was
+billed (an abandoned part closes at 0). Readers of the ledger -- a later batch session, online mode's
+``Budget.open`` -- therefore count a batch in flight at its worst case and a collected one at its cost,
+across any number of crashes, with nothing counted twice. :func:`open_budget` repairs the two crash windows
+(journal ahead of the ledger) and returns the in-memory :class:`~tracegen.engine.Budget` the session
+reserves through (no ledger of its own: its reservations become durable as part sessions).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import RunConfig
+from ..engine import Budget, Ledger, Reservation
+from ..engine.budget import prior_spend_usd, utc_now_iso
+from .journal import Journal, PartState
+
+__all__ = ["PartLedger", "open_budget"]
+
+
+@dataclass
+class PartLedger:
+    """Writes the ledger sessions of batch parts."""
+
+    ledger: Ledger
+    budget_usd: float | None
+
+    def lease(self, p: PartState) -> None:
+        """The part's worst case is committed (before its upload)."""
+        self.ledger.append(
+            {
+                "event": "open",
+                "session": p.session,
+                "time": utc_now_iso(),
+                "budget_usd": self.budget_usd,
+                "batch_part": p.part,
+            }
+        )
+        self.ledger.append(
+            {"event": "lease", "session": p.session, "usd": p.reserve_usd, "leased_usd": p.reserve_usd}
+        )
+
+    def close(self, p: PartState, spent_usd: float) -> None:
+        """The part is over: ``spent_usd`` billed (0 when abandoned)."""
+        self.ledger.append(
+            {
+                "event": "close",
+                "session": p.session,
+                "time": utc_now_iso(),
+                "spent_usd": spent_usd,
+                "unknown_usd": 0.0,
+            }
+        )
+
+    def settle(self, budget: Budget, p: PartState, res: Reservation | None, usd: float, tokens: int) -> None:
+        """Close the part's session and settle it in memory (``res`` None: the prior spend counted it)."""
+        self.close(p, usd)
+        if res is not None:
+            budget.settle(res, usd, tokens)
+        else:
+            budget.prior_spent_usd += usd - p.reserve_usd
+
+
+def open_budget(
+    ledger_path: Path, journal: Journal, config: RunConfig, trace_cost_usd: float
+) -> tuple[Budget, PartLedger, dict[int, Reservation | None]]:
+    """The session's budget, the part ledger, and every outstanding part with its in-memory reservation.
+
+    A part whose session is leased is counted by the prior spend (reservation None). A part with an
+    intent line but no lease (crash between the two; nothing was uploaded) is reserved and leased now, or
+    abandoned when it no longer fits.
+    """
+    parts = PartLedger(Ledger(ledger_path), config.budget_usd)
+    entries = parts.ledger.read()
+    leased = {str(e.get("session")) for e in entries if e.get("event") == "lease"}
+    closed = {str(e.get("session")) for e in entries if e.get("event") == "close"}
+    for p in journal.parts.values():  # a crash between the journal's "collected" and the ledger's close
+        if p.done is not None and p.session in leased and p.session not in closed:
+            parts.close(p, float(p.final.get("cost_usd", 0.0)))
+            entries = parts.ledger.read()
+    budget = Budget(
+        budget_usd=config.budget_usd,
+        max_requests=config.max_requests,
+        max_total_tokens=config.max_total_tokens,
+        ledger=None,  # durable accounting is per part (module docstring)
+        prior_spent_usd=max(prior_spend_usd(entries), trace_cost_usd),
+    )
+    outstanding: dict[int, Reservation | None] = {}
+    for p in sorted(journal.parts.values(), key=lambda p: p.part):
+        if p.done is not None:
+            continue
+        if p.session in leased:
+            outstanding[p.part] = None
+            continue
+        res = budget.try_reserve(p.reserve_usd, p.reserve_tokens, new_request=False)
+        if res is None:
+            journal.append({"event": "abandoned", "part": p.part, "reason": "budget"})
+            continue
+        parts.lease(p)
+        outstanding[p.part] = res
+    return budget, parts, outstanding
