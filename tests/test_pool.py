@@ -279,3 +279,21 @@ async def test_azure_endpoint_uses_deployment_url_and_api_key_header(tmp_path: P
         "azure-secret",
         None,
     )
+
+
+def test_endpoints_example_rehearses_over_one_fake_server_each(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from tracegen.cli import app
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    out = tmp_path / "run"
+    args = ["run", "-c", "examples/endpoints.yaml", "--rehearse", "--n", "30", "-o", str(out)]
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    stats = json.loads((out / "stats.json").read_text())
+    assert [e["name"] for e in stats["endpoints"]] == ["openai", "azure-east", "local"]
+    assert sum(e["succeeded"] for e in stats["endpoints"]) == stats["succeeded"] == 30
+    assert stats["config"]["endpoints"][1]["api_key_env"] == "AZURE_EAST_KEY"

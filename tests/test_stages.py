@@ -9,13 +9,14 @@ from typing import Any
 import pytest
 
 from tracegen import pipeline
-from tracegen.config import RunConfig, StageConfig, load_config
+from tracegen.config import EndpointConfig, RunConfig, StageConfig, load_config
 from tracegen.errors import ConfigError, RunDirError
 from tracegen.export import iter_rows, load_manifest
 from tracegen.stages import select_mask, stage_path
 from tracegen.testing import FakeServer
 
-SAMPLE = str(Path(__file__).resolve().parents[1] / "examples" / "flan_sample")
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = str(REPO / "examples" / "flan_sample")
 
 
 def lines(path: Path) -> list[dict[str, Any]]:
@@ -30,15 +31,9 @@ def staged(out: Path, base_url: str | None = None, **fields: Any) -> RunConfig:
             {"name": "gpt4", "model": "gpt-4", "count": 12, "max_tokens": 300},
         ],
     )
-    return RunConfig(
-        source=[SAMPLE],
-        n=40,
-        output_dir=out,
-        base_url=base_url,
-        max_tokens=200,
-        stages=[StageConfig(**s) for s in stages],
-        **fields,
-    )
+    values: dict[str, Any] = {"source": [SAMPLE], "n": 40, "output_dir": out, "base_url": base_url}
+    values.update(max_tokens=200, stages=[StageConfig(**s) for s in stages])
+    return RunConfig(**{**values, **fields})
 
 
 def paid_keys(ledger: list[dict[str, Any]]) -> list[str]:
@@ -212,3 +207,45 @@ def test_staged_and_unstaged_run_dirs_do_not_mix(tmp_path: Path) -> None:
     pipeline.estimate_run(staged(out))
     with pytest.raises(RunDirError, match="staged run"):
         pipeline.estimate_run(RunConfig(source=[SAMPLE], n=40, output_dir=out, max_tokens=200))
+
+
+def test_stages_pick_their_endpoints_by_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KEY_35", "sk-35-SECRET")
+    monkeypatch.setenv("KEY_4", "sk-4-SECRET")
+    out = tmp_path / "run"
+    with FakeServer() as cheap, FakeServer() as dear:
+        endpoints = [
+            EndpointConfig(
+                name="cheap", base_url=cheap.base_url, api_key_env="KEY_35", model="gpt-3.5-turbo"
+            ),
+            EndpointConfig(name="dear", base_url=dear.base_url, api_key_env="KEY_4", model="gpt-4"),
+        ]
+        summary = pipeline.run(staged(out, endpoints=endpoints))
+        models = {"cheap": {e["model"] for e in cheap.ledger()}, "dear": {e["model"] for e in dear.ledger()}}
+    assert summary["stop_reason"] == "completed"
+    assert models == {"cheap": {"gpt-3.5-turbo"}, "dear": {"gpt-4"}}
+    stats = json.loads((stage_path(out, "gpt4") / "stats.json").read_text())
+    assert [e["name"] for e in stats["endpoints"]] == ["dear"] and stats["endpoints"][0]["succeeded"] == 12
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert b"SECRET" not in path.read_bytes(), path
+
+
+def test_progressive_example_plans_and_estimates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+    config = load_config(REPO / "examples" / "progressive.yaml", {"output_dir": tmp_path / "run"}, env={})
+    assert [s.name for s in config.stages] == ["gpt35", "gpt4"]
+    est = pipeline.estimate_run(config)
+    assert est["stages"][0]["requests"] == 100 and 0 < est["stages"][1]["requests"] < 100
+    assert est["stage_gpt4"]["budget_usd"] == 4.0 and est["budget_usd"] == 5.0
+
+
+def test_extend_grows_every_stage_plan(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    pipeline.estimate_run(staged(out))
+    with pytest.raises(RunDirError, match="--extend"):
+        pipeline.estimate_run(staged(out, n=60))
+    est = pipeline.estimate_run(staged(out, n=60), extend=True)
+    assert [e["requests"] for e in est["stages"]] == [60, 12]  # the stage plans follow the parent's
+    parent = [r["key"] for r in lines(out / "plan.jsonl")]
+    assert [r["key"] for r in lines(stage_path(out, "gpt35") / "plan.jsonl")] == parent

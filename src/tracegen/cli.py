@@ -186,7 +186,7 @@ def run(
             push_to_hub=push_to_hub,
         )
         if dry_run:
-            est = pipeline.estimate_run(config)
+            est = pipeline.estimate_run(config, extend=extend)
             _print(progress_view.estimate_table(est), est, as_json)
             return
         with progress_view.live(console, plain=not sys.stderr.isatty()) as on_progress:

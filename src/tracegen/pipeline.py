@@ -118,7 +118,9 @@ def _check_layout(rd: RunDir, config: RunConfig) -> None:
         )
 
 
-def estimate_run(config: RunConfig, *, on_stage: StageCallback = _noop) -> dict[str, Any]:
+def estimate_run(
+    config: RunConfig, *, extend: bool = False, on_stage: StageCallback = _noop
+) -> dict[str, Any]:
     """The dry run: plan (written to the run dir, with requests.jsonl), then estimate cost. Sends nothing.
 
     With stages, every stage's subset is planned (``stages/<name>/plan.jsonl`` and ``requests.jsonl``) and
@@ -127,24 +129,24 @@ def estimate_run(config: RunConfig, *, on_stage: StageCallback = _noop) -> dict[
     from .estimate import estimate
     from .plan import iter_plan
 
-    rd = prepare(config, on_stage=on_stage)
+    rd = prepare(config, extend=extend, on_stage=on_stage)
     _check_layout(rd, config)
     if config.stages:
-        return _estimate_stages(config, rd, on_stage)
+        return _estimate_stages(config, rd, on_stage, extend)
     est = estimate(iter_plan(rd.path), config).to_dict()
     est["run_dir"] = str(rd.path)
     est["requests_jsonl"] = str(rd.path / "requests.jsonl")
     return est
 
 
-def _estimate_stages(config: RunConfig, rd: RunDir, on_stage: StageCallback) -> dict[str, Any]:
+def _estimate_stages(config: RunConfig, rd: RunDir, on_stage: StageCallback, extend: bool) -> dict[str, Any]:
     from .estimate import estimate
     from .plan import iter_plan
     from .stages import prepare_stage
 
     per: list[dict[str, Any]] = []
     for stage in config.stages:
-        srd, scfg = prepare_stage(rd, config, stage)
+        srd, scfg = prepare_stage(rd, config, stage, extend=extend)
         on_stage(f"stage {stage.name}: planned {_count_lines(srd.path / 'plan.jsonl'):,} requests")
         est = estimate(iter_plan(srd.path), scfg).to_dict()
         est.update(stage=stage.name, run_dir=str(srd.path), requests_jsonl=str(srd.path / "requests.jsonl"))
@@ -486,8 +488,10 @@ def _merge_stages(run_dirs: list[Path], output: Path, all_staged: bool) -> dict[
         "tracegen_version": first.get("tracegen_version"),
     }
     (output / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    budgets = [c.budget_usd for c in configs]
+    budget = sum(b for b in budgets if b is not None) if all(b is not None for b in budgets) else None
     summary: dict[str, Any] = {"merge": merged}
-    summary.update(finish(output, config=configs[0]))
+    summary.update(finish(output, config=configs[0].model_copy(update={"budget_usd": budget})))
     return summary
 
 
