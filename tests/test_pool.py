@@ -297,3 +297,11 @@ def test_endpoints_example_rehearses_over_one_fake_server_each(
     assert [e["name"] for e in stats["endpoints"]] == ["openai", "azure-east", "local"]
     assert sum(e["succeeded"] for e in stats["endpoints"]) == stats["succeeded"] == 30
     assert stats["config"]["endpoints"][1]["api_key_env"] == "AZURE_EAST_KEY"
+
+
+def test_endpoints_from_the_environment_are_json() -> None:
+    env = {"TRACEGEN_ENDPOINTS": '[{"name": "e1", "base_url": "http://x/v1", "api_key_env": "K1"}]'}
+    cfg = load_config(None, env=env)
+    assert cfg.endpoints[0].api_key_env == "K1"
+    with pytest.raises(ConfigError, match="TRACEGEN_ENDPOINTS: not valid JSON"):
+        load_config(None, env={"TRACEGEN_ENDPOINTS": "http://x/v1"})
