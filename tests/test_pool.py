@@ -55,7 +55,7 @@ async def test_requests_flow_to_the_healthy_endpoint_nothing_lost_or_paid_twice(
     locked = FakeServer(FakeOptions(api_key="sk-the-right-one"))
     with healthy as a, broken as b, locked as c:
         cfg = pool_config(
-            {"name": "a", "base_url": a.base_url, "api_key_env": "KEY_A"},
+            {"name": "a", "base_url": a.base_url, "api_key_env": "KEY_A", "concurrency": 2},
             {"name": "b", "base_url": b.base_url, "api_key_env": "KEY_B"},
             {"name": "c", "base_url": c.base_url, "api_key_env": "KEY_C"},
             budget_usd=1.0,
@@ -74,7 +74,7 @@ async def test_requests_flow_to_the_healthy_endpoint_nothing_lost_or_paid_twice(
     assert result.total_spent_usd == pytest.approx(sum(e["cost_usd"] for e in ledgers["a"]))
     assert result.total_spent_usd <= 1.0
     assert counters["c"]["requests"] <= 8  # 401: out of the pool (only what was in flight), not a storm
-    assert 5 <= counters["b"]["requests"] < 80  # eased off after failures in a row
+    assert 5 <= counters["b"]["requests"] < 80  # used while a was full, eased off after failures in a row
     by_name = {e["name"]: e for e in result.stats["endpoints"]}
     assert by_name["c"]["state"] == "dead" and "401" in by_name["c"]["dead_reason"]
     assert by_name["b"]["circuit_trips"] >= 1 and by_name["b"]["state"] in ("open", "half_open")
@@ -132,6 +132,26 @@ async def test_missing_key_variable_is_named(tmp_path: Path) -> None:
     cfg = pool_config({"base_url": "http://127.0.0.1:9/v1", "api_key_env": "NOT_SET_ANYWHERE"})
     with pytest.raises(AuthError, match="NOT_SET_ANYWHERE is not set"):
         make_pool(cfg, env={})
+
+
+async def test_refused_connections_are_eased_off_and_retried_elsewhere(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens here: connection refused
+    with FakeServer() as a:
+        cfg = pool_config(
+            {"name": "down", "base_url": f"http://127.0.0.1:{port}/v1", "api_key_env": None},
+            {"name": "up", "base_url": a.base_url, "api_key_env": None, "concurrency": 2},
+            concurrency=8,
+        )
+        result = await generate(records(40), cfg, tmp_path, sleep=no_sleep, env={})
+        paid = delivered(a.ledger())
+    assert result.succeeded == 40 and len(paid) == len(set(paid)) == 40
+    down = next(e for e in result.stats["endpoints"] if e["name"] == "down")
+    assert down["n_connection_errors"] >= 5 and down["circuit_trips"] >= 1 and down["succeeded"] == 0
+    assert result.stats["n_connection_errors"] == down["n_connection_errors"]
 
 
 # ---- circuit breaker with a fake clock ----------------------------------------------------------------------

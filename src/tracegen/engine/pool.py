@@ -6,8 +6,8 @@ bottleneck, so every endpoint should be kept busy. The engine sees one limiter a
 
 - Dispatch. Each endpoint (:class:`Member`) has its own :class:`~tracegen.engine.limiter.Limiter` (its
   RPM/TPM/concurrency, learning from its own ``x-ratelimit-*`` headers and 429s). :meth:`EndpointPool.acquire`
-  grants a request to the endpoint whose limiter can admit it soonest (ties: the least loaded), so requests
-  go where capacity is. Waiters queue FIFO at the pool; one timer wakes the head (no polling).
+  grants a request to the endpoint whose limiter can admit it soonest (ties: fewer failures in a row, then
+  the least loaded), so requests go where capacity is. Waiters queue FIFO at the pool; one timer wakes the head (no polling).
 - Easing off (circuit breaker). ``failures_to_open`` failures in a row on one endpoint (5xx, 429, timeouts,
   connection errors) open its circuit: it gets nothing for ``cooldown_s`` (doubling on each failed trial, up
   to ``max_cooldown_s``); then one trial request goes there (half-open); a success closes the circuit.
@@ -206,9 +206,11 @@ class EndpointPool:
             if m.limiter.max_request_tokens is None or tokens <= (m.limiter.max_request_tokens or 0)
         ]
         best: Member | None = None
-        best_key = (_INF, _INF)
+        best_key: tuple[float, float, float] = (_INF, _INF, _INF)
         for m in fitting or candidates:
-            key = (m.limiter.wait_s(tokens), m.limiter.in_flight / max(1, m.limiter.concurrency))
+            # soonest first; among equals, the one failing less, then the less loaded
+            load = m.limiter.in_flight / max(1, m.limiter.concurrency)
+            key = (m.limiter.wait_s(tokens), float(m.failures_in_row), load)
             if key < best_key:
                 best, best_key = m, key
         wait = best_key[0]
