@@ -111,3 +111,24 @@ def test_stats_and_export_commands(tmp_path: Path) -> None:
     code, text = _run("export", str(out), "--format", "alpaca", "--format", "sharegpt")
     assert code == 0, text
     assert (out / "dataset" / "alpaca").is_dir() and (out / "dataset" / "sharegpt").is_dir()
+
+
+def test_rehearsal_answers_never_mix_with_real_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = str(tmp_path / "run")
+    assert _run("run", "-s", SAMPLE, "--n", "10", "--rehearse", "-o", out)[0] == 0
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-real-looking")
+    code, text = _run("run", "-s", SAMPLE, "--n", "10", "-o", out)
+    assert code == 1
+    assert "base_url" in text and "--output-dir" in text
+
+
+def test_batch_mode_rehearsal_and_status(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    code, text = _run("run", "-s", SAMPLE, "--n", "30", "--mode", "batch", "--rehearse", "-o", str(out))
+    assert code == 0, text
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["succeeded"] == 30 and stats["stop_reason"] == "completed"
+    code, text = _run("batch", "status", str(out), "--json")
+    assert code == 0, text
+    rows = json.loads(text[text.index("[") :])
+    assert rows and all(r["status"] == "completed" for r in rows)

@@ -44,6 +44,8 @@ FLAGS = {
     "timeout_s": "--timeout",
     "system_message_spelling": "--spelling",
     "output_dir": "--output-dir",
+    "batch_poll_interval_s": "--poll-interval",
+    "batch_finish_online": "--finish-online",
 }
 
 
@@ -124,6 +126,13 @@ def run(
     ] = None,
     mode: Annotated[str | None, typer.Option(help="online | batch (Batch API, half price).")] = None,
     transport: Annotated[str | None, typer.Option(help="aiohttp (fast) | sdk (AsyncOpenAI).")] = None,
+    poll_interval: Annotated[
+        float | None, typer.Option("--poll-interval", help="Batch mode: seconds between status polls.")
+    ] = None,
+    finish_online: Annotated[
+        bool | None,
+        typer.Option("--finish-online", help="Batch mode: answer online what ran out of batch attempts."),
+    ] = None,
     retry_length: Annotated[
         bool | None, typer.Option("--retry-length", help="Retry truncated answers with 2x max tokens.")
     ] = None,
@@ -180,6 +189,8 @@ def run(
             on_too_long=on_too_long,
             mode=mode,
             transport=transport,
+            batch_poll_interval_s=poll_interval,
+            batch_finish_online=finish_online,
             retry_length=retry_length,
             shard=shard,
             export_formats=export_format or None,

@@ -171,6 +171,9 @@ class RunConfig(BaseModel):
     )
     mode: Literal["online", "batch"] = "online"
     batch_poll_interval_s: float = Field(30.0, gt=0, description="Batch mode: seconds between status polls.")
+    batch_finish_online: bool = Field(
+        False, description="Batch mode: answer online what ran out of batch attempts (expired, 429/5xx)."
+    )
     transport: Literal["aiohttp", "sdk"] = Field(
         "aiohttp", description="aiohttp: lean OpenAI-protocol client (fast); sdk: AsyncOpenAI."
     )

@@ -74,14 +74,26 @@ def _rewrite_rejections(run_dir: Path, stages: tuple[str, ...], new: list[dict[s
         ) from None
 
 
-def prepare(config: RunConfig, *, extend: bool = False, on_stage: StageCallback = _noop) -> RunDir:
-    """Open the run directory (refusing a changed plan) and write the plan once; reuse it on reruns."""
+REHEARSAL_BASE_URL = "tracegen-rehearsal (built-in fake server)"
+
+
+def prepare(
+    config: RunConfig, *, extend: bool = False, rehearse: bool = False, on_stage: StageCallback = _noop
+) -> RunDir:
+    """Open the run directory (refusing a changed plan) and write the plan once; reuse it on reruns.
+
+    A rehearsal pins its own teacher identity, so synthetic answers never mix with real ones in one
+    run directory.
+    """
     from .plan import build_plan, plan_parameters, write_plan
 
+    public = config.public_dict()
+    if rehearse:
+        public["base_url"] = REHEARSAL_BASE_URL
     rd = RunDir.open(
         config.output_dir,
         plan_parameters(config, dedup_questions=config.plan_dedup_questions),
-        config.public_dict(),
+        public,
         extend=extend,
     )
     plan_done = (rd.path / "plan.jsonl").exists() and (rd.path / "plan_stats.json").exists()
@@ -190,7 +202,7 @@ async def arun(
     stop: asyncio.Event | None = None,
 ) -> dict[str, Any]:
     """The main job, async. Returns the run summary (``stats.json`` plus clean/export results)."""
-    rd = prepare(config, extend=extend, on_stage=on_stage)
+    rd = prepare(config, extend=extend, rehearse=rehearse, on_stage=on_stage)
     _check_layout(rd, config)
     stop = stop or asyncio.Event()
     if config.stages:
@@ -233,14 +245,39 @@ async def _answer(
 
         on_stage(f"{label}Batch API mode: uploading and polling batches")
         result: RunResult = await run_batches(
-            iter_plan(rd.path), cfg, rd, on_stage=on_stage, stop=stop, env=env
+            iter_plan(rd.path),
+            cfg,
+            rd,
+            on_stage=on_stage,
+            on_progress=on_progress,
+            stop=stop,
+            env=env,
+            total=total,
+            # the fake server finishes a batch in about a second: poll it often when rehearsing
+            poll_interval_s=min(cfg.batch_poll_interval_s, 1.0) if env is not None else None,
         )
         return result
+    _refuse_online_over_open_batches(rd)
     where = f" over {len(cfg.endpoints)} endpoints" if cfg.endpoints else ""
     on_stage(f"{label}asking {cfg.model}{where} ({total:,} planned requests)")
     return await generate(
         iter_plan(rd.path), cfg, rd, on_progress=on_progress, stop=stop, total=total, env=env
     )
+
+
+def _refuse_online_over_open_batches(rd: RunDir) -> None:
+    """Online mode cannot know which requests a batch still in flight will answer: it would pay twice."""
+    if not (rd.path / "batches.jsonl").exists():
+        return
+    from .batch import outstanding_parts
+
+    parts = outstanding_parts(rd.path)
+    if parts:
+        raise RunDirError(
+            f"{rd.path}: {parts} Batch API part(s) are still in flight or uncollected; answering online now "
+            "could pay twice for them: rerun with --mode batch to collect them first "
+            "(or `tracegen batch cancel` it, then --mode batch to harvest the partial results)"
+        )
 
 
 async def _arun_stages(
