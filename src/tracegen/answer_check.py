@@ -41,7 +41,7 @@ import math
 import re
 import unicodedata
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Literal
@@ -60,6 +60,7 @@ __all__ = [
 ]
 
 TargetKind = Literal["option", "number", "label", "phrase"]
+Kind = Literal["text", "label", "bare"]
 
 MAX_PHRASE_WORDS = 5
 """A target of more words that is not an option is not a short answer (None)."""
@@ -531,22 +532,100 @@ def _same_number(got: float, want: float, want_text: str) -> bool:
 
 
 # ---- statements in the response ----------------------------------------------------------------------------
-_STRONG_CUES = re.compile(
-    r"(?:\b(?:final|correct|right|best|short|my|the)\s+)?\banswers?\b(?:\s+(?:to|for)\s+(?:this|the|your)\s+"
-    r"(?:question|problem|task))?\s*(?:(?:is|would\s+be|should\s+be|will\s+be|must\s+be|would\s+have\s+to\s+be|"
-    r"here\s+is|becomes)\b\s*:?|:|=|-(?=\s))"
-    r"|\b(?:option|choice)\s*(?:is|would\s+be|should\s+be|:)"
-    r"|\bI\s+(?:would\s+|will\s+|'d\s+)?(?:choose|pick|select|go\s+with)\b"
-    r"|\b(?:label|category|classification|sentiment|verdict|output|rating|prediction|relationship|relation)\b"
-    r"[^.\n]{0,40}?\b(?:is|would\s+be|should\s+be|:)"
-    r"|####",
-    re.IGNORECASE,
+# Cue and mention patterns run on a lower-cased copy of the text and each starts with a literal, so ``re``
+# can jump to candidate positions; word boundaries before a match are checked by hand (a leading ``\b`` or
+# lookbehind would make ``re`` try every position: ~20x slower on a 2 KB answer).
+_Before = Literal["word", "space", "sentence", "none"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    pattern: re.Pattern[str]
+    before: _Before = "word"
+    word_after: bool = False
+
+
+def _rule(pattern: str, before: _Before = "word", word_after: bool = False) -> _Rule:
+    return _Rule(re.compile(pattern), before, word_after)
+
+
+def _is_word(c: str) -> bool:
+    return c.isalnum() or c == "_"
+
+
+def _hits(rule: _Rule, text: str) -> Iterator[tuple[int, int]]:
+    for m in rule.pattern.finditer(text):
+        start, end = m.span()
+        if start > 0:
+            prev = text[start - 1]
+            if rule.before == "word" and _is_word(prev):
+                continue
+            if rule.before == "space" and not prev.isspace():
+                continue
+            if rule.before == "sentence":
+                k = start - 1
+                while k >= 0 and text[k] in " \t":
+                    k -= 1
+                if k >= 0 and text[k] not in ".!?\n,;":
+                    continue
+        if rule.word_after and end < len(text) and _is_word(text[end]):
+            continue
+        yield start, end
+
+
+def _find_cues(low: str, rules: tuple[_Rule, ...]) -> list[tuple[int, int]]:
+    """(start, end) of every cue in the lower-cased text, in order."""
+    return sorted(hit for rule in rules for hit in _hits(rule, low))
+
+
+_VERDICT_WORDS = [
+    "label",
+    "category",
+    "classification",
+    "sentiment",
+    "verdict",
+    "output",
+    "rating",
+    "prediction",
+    "relationship",
+    "relation",
+]
+_STRONG_CUES: tuple[_Rule, ...] = (
+    _rule(
+        r"answers?\b(?:\s+(?:to|for)\s+(?:this|the|your)\s+(?:question|problem|task))?\s*(?:(?:is|would\s+be|"
+        r"should\s+be|will\s+be|must\s+be|would\s+have\s+to\s+be|here\s+is|becomes)\b\s*:?|:|=|-(?=\s))"
+    ),
+    _rule(r"option\s*(?:is|would\s+be|should\s+be|:)"),
+    _rule(r"choice\s*(?:is|would\s+be|should\s+be|:)"),
+    _rule(r"i\s+(?:would\s+|will\s+|'d\s+)?(?:choose|pick|select|go\s+with)\b"),
+    *(_rule(rf"{w}\b[^.\n]{{0,40}}?\b(?:is|would\s+be|should\s+be|:)") for w in _VERDICT_WORDS),
+    _rule(r"####", before="none"),
 )
-_CONCLUSION_CUES = re.compile(
-    r"(?:^|(?<=[.!?\n,;])|(?<=[.!?,;]\s)|(?<=\n\s))\s*(?:so|hence|thus)\b\s*,?"
-    r"|\b(?:therefore|consequently|in\s+conclusion|in\s+summary|to\s+summarize|overall|conclusion)\b\s*[:,]?",
-    re.IGNORECASE,
+_CONCLUSION_CUES: tuple[_Rule, ...] = (
+    *(_rule(rf"{w}\b\s*,?", before="sentence") for w in ("so", "hence", "thus")),
+    *(
+        _rule(rf"{w}\b\s*[:,]?")
+        for w in (
+            "therefore",
+            "consequently",
+            r"in\s+conclusion",
+            r"in\s+summary",
+            r"to\s+summarize",
+            "overall",
+            "conclusion",
+        )
+    ),
 )
+
+
+def _lower(text: str) -> str:
+    """Lower case with the same length as ``text`` (so offsets match); a few characters lower to two."""
+    low = text.lower()
+    if len(low) == len(text):
+        return low
+    return "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
+
+
 _ASSERT_BEFORE = re.compile(
     r"\b(?:is|was|are|be|as|seems|appears|being)\s+(?:(?:overall|generally|mostly|clearly|definitely|largely|"
     r"very|quite|rather|more|predominantly|primarily|likely|probably|most\s+likely|best\s+described\s+as|"
@@ -630,7 +709,7 @@ class _Mention:
     start: int
     end: int
     key: int
-    kind: Literal["text", "label", "bare"]
+    kind: Kind
     weak: bool
 
 
@@ -651,56 +730,57 @@ class _Candidates:
     texts: list[str]
     labels: list[str | None]
     weak: list[bool] = field(default_factory=list)
-    patterns: list[list[tuple[re.Pattern[str], Literal["text", "label", "bare"]]]] = field(
-        default_factory=list
-    )
+    rules: list[list[tuple[_Rule, Kind, bool]]] = field(default_factory=list)
 
 
 @lru_cache(maxsize=1 << 14)
-def _phrase_pattern(surface: str) -> re.Pattern[str]:
-    body = r"[\s_-]+".join(re.escape(tok) for tok in re.split(r"[\s_]+", surface) if tok)
-    return re.compile(r"(?<![\w])" + body + r"(?![\w])", re.IGNORECASE)
+def _phrase_rule(surface: str) -> _Rule:
+    body = r"[\s_-]+".join(re.escape(tok) for tok in re.split(r"[\s_]+", surface.lower()) if tok)
+    return _rule(body, before="word", word_after=True)
 
 
 @lru_cache(maxsize=256)
-def _label_patterns(label: str) -> list[tuple[re.Pattern[str], Literal["text", "label", "bare"]]]:
-    lab = re.escape(label)
-    pats: list[tuple[re.Pattern[str], Literal["text", "label", "bare"]]] = [
-        (re.compile(rf"[(\[]{lab}[)\]]", re.IGNORECASE), "label"),
-        (re.compile(rf"(?:^|(?<=\s)){lab}\)(?!\w)", re.IGNORECASE), "label"),
-        (
-            re.compile(rf"\b(?:option|choice|answer)\s*:?\s*[(\[]?{lab}(?![\w'])[)\]]?", re.IGNORECASE),
-            "label",
-        ),
+def _label_rules(label: str) -> list[tuple[_Rule, Kind, bool]]:
+    """(rule, kind, runs on the original-case text?) for an option label such as "B", "b", "2", "iii"."""
+    lab = re.escape(label.lower())
+    rules: list[tuple[_Rule, Kind, bool]] = [
+        (_rule(rf"\({lab}\)", before="none"), "label", False),
+        (_rule(rf"\[{lab}\]", before="none"), "label", False),
+        (_rule(rf"{lab}\)", before="space", word_after=True), "label", False),
     ]
+    for word in ("option", "choice", "answer"):
+        rules.append((_rule(rf"{word}\s*:?\s*[(\[]?{lab}(?![\w'])[)\]]?"), "label", False))
+    orig = re.escape(label)
     if label.isdigit() or (len(label) == 1 and label.isupper()) or label in _ROMAN_UPPER[1:]:
-        pats.append((re.compile(rf"(?<![\w'$.-]){lab}(?![\w']|\.\d)"), "bare"))
+        rules.append((_rule(rf"{orig}(?![\w']|\.\d)", before="none"), "bare", True))
     elif len(label) == 1:  # lower-case letter: "a" is an article, accept "a." / "a," / "a:" only
-        pats.append((re.compile(rf"(?<![\w'$.-]){lab}(?=[.,:;)](?:\s|$)|$)"), "bare"))
-    return pats
+        rules.append((_rule(rf"{orig}(?=[.,:;)](?:\s|$)|$)", before="none"), "bare", True))
+    return rules
 
 
 def _build_candidates(target: Target) -> _Candidates:
     labels: list[str | None] = list(target.labels) if target.labels else [None] * len(target.choices)
     cands = _Candidates(list(target.choices), labels)
     for text, label in zip(cands.texts, cands.labels, strict=True):
-        pats: list[tuple[re.Pattern[str], Literal["text", "label", "bare"]]] = []
+        rules: list[tuple[_Rule, Kind, bool]] = []
         for surface in _surfaces(text):
             if surface:
-                pats.append((_phrase_pattern(surface), "text"))
+                rules.append((_phrase_rule(surface), "text", False))
         if label is not None:
-            pats.extend(_label_patterns(label))
-        cands.patterns.append(pats)
+            rules.extend(_label_rules(label))
+        cands.rules.append(rules)
         cands.weak.append(_is_weak(text))
     return cands
 
 
-def _find_mentions(text: str, cands: _Candidates) -> list[_Mention]:
+def _find_mentions(text: str, low: str, cands: _Candidates) -> list[_Mention]:
     found: list[_Mention] = []
-    for key, pats in enumerate(cands.patterns):
-        for pattern, kind in pats:
-            for hit in pattern.finditer(text):
-                found.append(_Mention(hit.start(), hit.end(), key, kind, cands.weak[key] or kind == "bare"))
+    for key, rules in enumerate(cands.rules):
+        for rule, kind, orig in rules:
+            for start, end in _hits(rule, text if orig else low):
+                if kind == "bare" and start and (_is_word(text[start - 1]) or text[start - 1] in "'$.-"):
+                    continue
+                found.append(_Mention(start, end, key, kind, cands.weak[key] or kind == "bare"))
     # Overlaps: the longer mention wins ("it is not possible to tell" over "no"... and "(B)" over "B").
     found.sort(key=lambda x: (x.start, -(x.end - x.start)))
     kept: list[_Mention] = []
@@ -767,15 +847,16 @@ def _first_in_window(text: str, start: int, mentions: list[_Mention]) -> _Mentio
 
 
 def _final_choice(text: str, cands: _Candidates) -> tuple[int, str] | None:
-    mentions = _find_mentions(text, cands)
+    low = _lower(text)
+    mentions = _find_mentions(text, low, cands)
     if not mentions:
         return None
     # 1. explicit statements: the last one wins.
     best: tuple[int, int] | None = None
-    for cue in _STRONG_CUES.finditer(text):
-        hit = _first_in_window(text, cue.end(), mentions)
-        if hit is not None and (best is None or cue.start() >= best[0]):
-            best = (cue.start(), hit.key)
+    for cue_start, cue_end in _find_cues(low, _STRONG_CUES):
+        hit = _first_in_window(text, cue_end, mentions)
+        if hit is not None and (best is None or cue_start >= best[0]):
+            best = (cue_start, hit.key)
     for m in mentions:
         if (
             m.kind != "bare"
@@ -787,12 +868,12 @@ def _final_choice(text: str, cands: _Candidates) -> tuple[int, str] | None:
     if best is not None:
         return best[1], "statement"
     # 2. conclusions.
-    for cue in _CONCLUSION_CUES.finditer(text):
-        hit = _first_in_window(text, cue.end(), mentions)
-        if hit is not None and (hit.kind != "bare" or hit.start - cue.end() < 4):
-            if hit.weak and not _standalone(text, hit) and hit.start - cue.end() > 4:
+    for cue_start, cue_end in _find_cues(low, _CONCLUSION_CUES):
+        hit = _first_in_window(text, cue_end, mentions)
+        if hit is not None and (hit.kind != "bare" or hit.start - cue_end < 4):
+            if hit.weak and not _standalone(text, hit) and hit.start - cue_end > 4:
                 continue
-            best = (cue.start(), hit.key)
+            best = (cue_start, hit.key)
     if best is not None:
         return best[1], "conclusion"
     # 3. the beginning of the response.
@@ -875,16 +956,17 @@ def _final_number(text: str, question: str = "") -> tuple[float, str] | None:
     numbers = _numbers_in(text)
     given = frozenset(v for _, v in _numbers_in(_clean(question)))
     best: tuple[int, float] | None = None
-    for cue in _STRONG_CUES.finditer(text):
-        v = _window_number(text, cue.end(), numbers, given)
+    low = _lower(text)
+    for cue_start, cue_end in _find_cues(low, _STRONG_CUES):
+        v = _window_number(text, cue_end, numbers, given)
         if v is not None:
-            best = (cue.start(), v)
+            best = (cue_start, v)
     if best is not None:
         return best[1], "statement"
-    for cue in _CONCLUSION_CUES.finditer(text):
-        v = _window_number(text, cue.end(), numbers, given)
+    for cue_start, cue_end in _find_cues(low, _CONCLUSION_CUES):
+        v = _window_number(text, cue_end, numbers, given)
         if v is not None:
-            best = (cue.start(), v)
+            best = (cue_start, v)
     if best is not None:
         return best[1], "conclusion"
     lead = _LEAD_PREFIX.match(text)
@@ -903,9 +985,9 @@ def _check_phrase(text: str, target: Target) -> Verdict:
     want = _norm_words(target.answer)
     want_set = set(want.split())
     statement: str | None = None
-    for cue in _STRONG_CUES.finditer(text):
-        _, end = _sentence_bounds(text, cue.end())
-        window = text[cue.end() : max(end, cue.end())]
+    for _, cue_end in _find_cues(_lower(text), _STRONG_CUES):
+        _, end = _sentence_bounds(text, cue_end)
+        window = text[cue_end : max(end, cue_end)]
         if _content_words(window):
             statement = window
     if statement is not None:

@@ -29,7 +29,7 @@ import re
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import IO, Any
 
@@ -240,14 +240,27 @@ class _AtomicWriter:
         self.tmp.unlink(missing_ok=True)
 
 
+_FIELDS = tuple(f.name for f in fields(Record))
+
+
+def _record_dict(record: Record) -> dict[str, Any]:
+    """``Record.to_dict()`` without ``dataclasses.asdict``'s deep copies (every field is a flat value)."""
+    return {name: getattr(record, name) for name in _FIELDS}
+
+
 def _dumps(data: dict[str, Any]) -> bytes:
     return (json.dumps(data, ensure_ascii=False) + "\n").encode("utf-8")
 
 
 def _rejected_line(record: Record, stage: str, reason: str, detail: str) -> bytes:
-    return _dumps(
-        {"id": record.id, "stage": stage, "reason": reason, "detail": detail, "record": record.to_dict()}
-    )
+    data = {
+        "id": record.id,
+        "stage": stage,
+        "reason": reason,
+        "detail": detail,
+        "record": _record_dict(record),
+    }
+    return _dumps(data)
 
 
 # ---- the clean step ----------------------------------------------------------------------------------------
@@ -354,7 +367,7 @@ def clean(
                     yield record
 
         for record in deduper.run(pipeline.run(records(), on_reject), on_reject):
-            kept_out.write(_dumps(record.to_dict()))
+            kept_out.write(_dumps(_record_dict(record)))
             result.kept += 1
             agree_kept[record.agrees_with_target] += 1
             submix[record.submix] += 1
