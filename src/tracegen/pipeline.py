@@ -489,7 +489,7 @@ def merge(run_dirs: list[Path], output: Path) -> dict[str, Any]:
     staged = [is_staged(d) for d in run_dirs]
     if any(staged):
         return _merge_stages(run_dirs, output, all(staged))
-    result = merge_runs(run_dirs, output)
+    result = merge_runs(run_dirs, output, clean_output=False)  # finish() cleans once
     summary: dict[str, Any] = {"merge": result.to_dict()}
     summary.update(finish(output))
     return summary
