@@ -132,3 +132,59 @@ def test_batch_mode_rehearsal_and_status(tmp_path: Path) -> None:
     assert code == 0, text
     rows = json.loads(text[text.index("[") :])
     assert rows and all(r["status"] == "completed" for r in rows)
+
+
+def test_run_push_to_hub_then_push_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub.constants as hf_constants
+
+    from tracegen.testing.fake_hub import FakeHub
+
+    with FakeHub(token="hf_cli_test_token_123") as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        monkeypatch.setenv("HF_TOKEN", "hf_cli_test_token_123")
+        monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+        monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(hf_constants, "HF_TOKEN_PATH", str(tmp_path / "hf-token"))
+        out = tmp_path / "run"
+        code, text = _run(
+            "run", "-s", SAMPLE, "--n", "20", "--rehearse", "-o", str(out), "--push-to-hub", "tester/orca-cli"
+        )
+        assert code == 0, text
+        assert "tester/orca-cli" in hub.repo_ids() and hub.is_private("tester/orca-cli")
+        files = hub.files("tester/orca-cli")
+        assert "README.md" in files and any(f.endswith(".parquet") for f in files)
+        commits = len(hub.commits("tester/orca-cli"))
+        code, text = _run("push", str(out), "tester/orca-cli")
+        assert code == 0, text
+        assert len(hub.commits("tester/orca-cli")) == commits  # identical push: nothing new
+        for f in files:
+            assert b"hf_cli_test_token_123" not in hub.files("tester/orca-cli")[f]
+
+
+def test_push_without_token_is_one_line(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert _run("run", "-s", SAMPLE, "--n", "10", "--rehearse", "-o", str(out))[0] == 0
+    code, text = _run("push", str(out), "me/x")
+    assert code == 1 and "Traceback" not in text
+    assert (out / "dataset" / "README.md").exists()
+
+
+def test_bad_record_stops_or_is_skipped(tmp_path: Path) -> None:
+    src = tmp_path / "cot_submix.jsonl"
+    good = {
+        "inputs": "What is 2+2?",
+        "targets": "4",
+        "task_source": "CoT",
+        "task_name": "cot_x",
+        "template_type": "zs_opt",
+    }
+    src.write_text(json.dumps(good) + "\n" + '{"inputs": 5, "targets": "x"}\n' + "{not json\n")
+    code, text = _run("run", "-s", str(src), "--n", "5", "--dry-run", "-o", str(tmp_path / "a"))
+    assert code == 1
+    assert f"{src}:2" in text and "--skip-bad-records" in text
+    out = tmp_path / "b"
+    code, text = _run("run", "-s", str(src), "--n", "5", "--dry-run", "--skip-bad-records", "-o", str(out))
+    assert code == 0, text
+    rejected = [json.loads(x) for x in (out / "rejected.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in rejected] == ["source", "source"]
+    assert len((out / "plan.jsonl").read_text().splitlines()) == 1

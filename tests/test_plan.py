@@ -521,3 +521,17 @@ def test_example_config_loads_and_plans() -> None:
     assert cfg.source == ["examples/flan_sample"] and cfg.n == 400
     with build_plan(cfg.model_copy(update={"source": [str(SAMPLE)]})) as plan:
         assert plan.stats.planned_total == 400
+
+
+def test_submix_absent_from_source_is_left_out_and_shares_renormalised(tmp_path: Path) -> None:
+    from tracegen.config import RunConfig
+    from tracegen.plan import build_plan
+
+    cot_only = Path(__file__).resolve().parents[1] / "examples" / "flan_sample" / "cot_submix.jsonl"
+    config = RunConfig(source=[str(cot_only)], n=50, output_dir=tmp_path)
+    with build_plan(config) as plan:
+        stats = plan.stats
+        records = list(plan)
+    assert stats.absent == ["niv", "flan", "t0"]
+    assert stats.quota == {"cot": 50, "niv": 0, "flan": 0, "t0": 0}
+    assert stats.planned_total == 50 and {r.submix for r in records} == {"cot"}

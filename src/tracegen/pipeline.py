@@ -148,7 +148,24 @@ def estimate_run(
     est = estimate(iter_plan(rd.path), config).to_dict()
     est["run_dir"] = str(rd.path)
     est["requests_jsonl"] = str(rd.path / "requests.jsonl")
+    est.update(_plan_report(rd.path))
     return est
+
+
+def _plan_report(run_dir: Path) -> dict[str, Any]:
+    """What the plan took and left out: quotas, shortfalls, absent submixes, drops (from plan_stats.json)."""
+    try:
+        stats = json.loads((run_dir / "plan_stats.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    report: dict[str, Any] = {
+        "quota_per_submix": stats.get("quota", {}),
+        "shortfall_per_submix": {k: v for k, v in stats.get("shortfall", {}).items() if v},
+        "dropped_before_sending": {k: v for k, v in stats.get("dropped", {}).items() if v},
+    }
+    if stats.get("absent"):
+        report["absent_submixes"] = ", ".join(stats["absent"]) + " (no eligible rows; shares renormalised)"
+    return report
 
 
 def _estimate_stages(config: RunConfig, rd: RunDir, on_stage: StageCallback, extend: bool) -> dict[str, Any]:

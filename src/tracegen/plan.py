@@ -100,6 +100,8 @@ class PlanStats:
     planned: dict[str, int] = field(default_factory=dict)
     shortfall: dict[str, int] = field(default_factory=dict)
     """quota - planned, per submix (not redistributed)."""
+    absent: list[str] = field(default_factory=list)
+    """Submixes with a share but no eligible row in the source: left out, the other shares renormalised."""
     planned_total: int = 0
     planned_per_system_message: dict[str, int] = field(default_factory=dict)
     """Orca id ("7") or ``template:<name>`` -> planned rows."""
@@ -401,6 +403,14 @@ def _choose(
     stats.tasks = {s: len(submix_tids[s]) for s in SUBMIXES}
     stats.eligible = {s: int(sum(counts[t] for t in submix_tids[s])) for s in SUBMIXES}
     stats.niv_tasks_capped = sum(1 for t in submix_tids["niv"] if counts[t] > config.niv_max_per_task)
+    # A submix the source does not hold at all is left out of the mix and the others' shares renormalised,
+    # so a CoT-only (or NIv2-only, ...) source still plans --n rows; a submix that is present but short
+    # keeps its quota and reports the shortfall.
+    stats.absent = [s for s in SUBMIXES if shares.get(s, 0) > 0 and stats.eligible[s] == 0]
+    if stats.absent and len(stats.absent) < sum(1 for s in SUBMIXES if shares.get(s, 0) > 0):
+        present_total = sum(shares[s] for s in SUBMIXES if s not in stats.absent)
+        shares = {s: (0 if s in stats.absent else shares.get(s, 0) / present_total) for s in SUBMIXES}
+        stats.mix = {s: float(shares[s]) for s in SUBMIXES}
     stats.quota = quotas(config.n, shares)
 
     chosen: dict[str, np.ndarray[Any, np.dtype[np.int64]]] = {}
