@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._fileio import open_append, truncate_durably
 from ..engine.budget import utc_now_iso
 from ..errors import RunDirError
 
@@ -57,19 +58,6 @@ class PartState:
     @property
     def outstanding(self) -> bool:
         return self.done is None
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class Journal:
@@ -112,10 +100,7 @@ class Journal:
 
     def _truncate(self, size: int) -> None:
         try:
-            with open(self.path, "r+b") as f:
-                f.truncate(size)
-                f.flush()
-                os.fsync(f.fileno())
+            truncate_durably(self.path, size)
         except OSError as e:
             raise RunDirError(f"{self.path}: cannot repair a torn last line ({e.strerror})") from None
 
@@ -157,10 +142,7 @@ class Journal:
         line = json.dumps(entry, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
         try:
             if self._fd is None:
-                created = not self.path.exists()
-                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-                if created:
-                    _fsync_dir(self.path.parent)
+                self._fd = open_append(self.path)
             view = memoryview(line)
             while view:
                 view = view[os.write(self._fd, view) :]

@@ -39,6 +39,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .._fileio import open_append, truncate_durably
 from ..errors import RunDirError
 from ._json import dumps, loads
 
@@ -94,10 +95,7 @@ class Ledger:
         """Write one line and fsync it before returning."""
         try:
             if self._fd is None:
-                created = not self.path.exists()
-                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-                if created:
-                    _fsync_dir(self.path.parent)
+                self._fd = open_append(self.path)
             line = dumps(entry) + b"\n"
             written = os.write(self._fd, line)
             if written != len(line):
@@ -117,25 +115,9 @@ class Ledger:
 
 def _truncate(path: Path, size: int) -> None:
     try:
-        with open(path, "r+b") as f:
-            f.truncate(size)
-            f.flush()
-            os.fsync(f.fileno())
+        truncate_durably(path, size)
     except OSError as e:
         raise RunDirError(f"{path}: cannot repair a torn last line ({e.strerror})") from None
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def prior_spend_usd(entries: list[dict[str, Any]]) -> float:

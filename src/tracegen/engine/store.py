@@ -21,7 +21,6 @@ parameter or teacher setting, naming the field and the way out.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import hashlib
 import os
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._fileio import atomic_write_bytes, fsync_dir, truncate_durably
 from .._version import __version__
 from ..errors import RunDirError
 from ._json import dumps, loads
@@ -46,19 +46,6 @@ _COST_PREFIX = b'","cost_usd":'
 
 # Indirection so tests can simulate a full disk.
 _os_write = os.write
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _strerror(e: OSError) -> str:
@@ -142,10 +129,7 @@ def _repair_tail(path: Path) -> None:
             if nl >= 0:
                 keep = pos + nl + 1
                 break
-    with open(path, "r+b") as f:
-        f.truncate(keep)
-        f.flush()
-        os.fsync(f.fileno())
+    truncate_durably(path, keep)
 
 
 class RunDir:
@@ -328,22 +312,9 @@ def _fingerprint(plan: Mapping[str, Any]) -> str:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                n = _os_write(fd, view)
-                view = view[n:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        atomic_write_bytes(path, data, write=_os_write)
     except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         raise RunDirError(f"{path}: cannot write ({_strerror(e)}); {_fix_hint(e)}") from None
 
 
@@ -405,7 +376,7 @@ class ResultWriter:
             raise RunDirError(
                 f"cannot write to {self.run_dir.path}: {_strerror(e)}; {_fix_hint(e)}"
             ) from None
-        _fsync_dir(self.run_dir.path)
+        fsync_dir(self.run_dir.path)
         self._wake = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name="tracegen-writer")
 
