@@ -38,19 +38,19 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import shutil
 import sqlite3
 import tempfile
 import weakref
 from array import array
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
+from ._fileio import write_files_atomically
 from .config import RunConfig
 from .errors import ConfigError, PlanError, RunDirError, SourceError
 from .mix import interleave, is_bigbench, is_zero_shot, mix_shares, quotas, select_submix
@@ -508,40 +508,6 @@ def request_body(record: Record, config: RunConfig) -> dict[str, Any]:
     }
 
 
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):  # not every platform/filesystem can fsync a directory
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _write_atomically(targets: list[Path], write: Callable[[list[IO[str]]], None]) -> None:
-    """Write ``targets`` through temp files, fsync, then rename each into place."""
-    temps = [t.with_name(f".{t.name}.tmp-{os.getpid()}") for t in targets]
-    try:
-        with contextlib.ExitStack() as stack:
-            files: list[IO[str]] = [
-                stack.enter_context(open(t, "w", encoding="utf-8", newline="\n")) for t in temps
-            ]
-            write(files)
-            for f in files:
-                f.flush()
-                os.fsync(f.fileno())
-        for tmp, target in zip(temps, targets, strict=True):
-            os.replace(tmp, target)
-    except OSError as e:
-        for tmp in temps:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-        raise RunDirError(
-            f"{targets[0].parent}: cannot write {', '.join(t.name for t in targets)} ({e.strerror}); "
-            "check free disk space and permissions"
-        ) from None
-    _fsync_dir(targets[0].parent)
-
-
 def write_plan(plan: Plan, run_dir: str | Path, *, shard: tuple[int, int] | None = None) -> PlanStats:
     """Write ``plan.jsonl``, ``requests.jsonl`` (Batch API lines) and ``plan_stats.json`` atomically.
 
@@ -580,7 +546,7 @@ def write_plan(plan: Plan, run_dir: str | Path, *, shard: tuple[int, int] | None
             tokens[record.submix] += record.prompt_tokens
             per_message[label] = per_message.get(label, 0) + 1
 
-    _write_atomically([run / "plan.jsonl", run / "requests.jsonl"], write_lines)
+    write_files_atomically([run / "plan.jsonl", run / "requests.jsonl"], write_lines)
     if shard is not None:
         stats.shard = f"{shard[0] + 1}/{shard[1]}"
         stats.planned = planned
@@ -593,7 +559,7 @@ def write_plan(plan: Plan, run_dir: str | Path, *, shard: tuple[int, int] | None
         json.dump(stats.to_dict(), files[0], indent=2, ensure_ascii=False)
         files[0].write("\n")
 
-    _write_atomically([run / "plan_stats.json"], write_stats)
+    write_files_atomically([run / "plan_stats.json"], write_stats)
     return stats
 
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -40,6 +39,7 @@ from typing import IO, Any
 import numpy as np
 import numpy.typing as npt
 
+from ._fileio import write_files_atomically
 from .config import RunConfig, StageConfig
 from .engine import RunDir
 from .engine.budget import Ledger, prior_spend_usd
@@ -282,7 +282,7 @@ def _write_stage_plan(
             label = str(rec.system_message_id) if rec.system_message_id is not None else "template"
             per_message[label] = per_message.get(label, 0) + 1
 
-    _write_atomically([path / "plan.jsonl", path / "requests.jsonl"], write)
+    write_files_atomically([path / "plan.jsonl", path / "requests.jsonl"], write)
     base = _read_json(parent / "plan_stats.json")
     stats: dict[str, Any] = dict(base) if isinstance(base, dict) else {}
     stats.update(
@@ -308,35 +308,11 @@ def _write_stage_plan(
         json.dump(stats, files[0], indent=2, ensure_ascii=False)
         files[0].write("\n")
 
-    _write_atomically([path / "plan_stats.json"], write_stats)
+    write_files_atomically([path / "plan_stats.json"], write_stats)
 
 
 def _label_order(item: tuple[str, int]) -> tuple[int, int, str]:
     return (0, int(item[0]), "") if item[0].isdigit() else (1, 0, item[0])
-
-
-def _write_atomically(targets: list[Path], write: Any) -> None:
-    temps = [t.with_name(f".{t.name}.tmp-{os.getpid()}") for t in targets]
-    files: list[IO[str]] = []
-    try:
-        files = [open(t, "w", encoding="utf-8", newline="\n") for t in temps]  # noqa: SIM115
-        write(files)
-        for f in files:
-            f.flush()
-            os.fsync(f.fileno())
-            f.close()
-        for tmp, target in zip(temps, targets, strict=True):
-            os.replace(tmp, target)
-    except OSError as e:
-        raise RunDirError(
-            f"{targets[0].parent}: cannot write {', '.join(t.name for t in targets)} ({e.strerror}); "
-            "check free disk space and permissions"
-        ) from None
-    finally:
-        for f in files:
-            f.close()
-        for tmp in temps:
-            tmp.unlink(missing_ok=True)
 
 
 # ---- budgets -----------------------------------------------------------------------------------------------
@@ -431,7 +407,7 @@ def combine_stages(run_dir: str | Path, names: list[str], config: RunConfig | No
                 for line in f:
                     files[0].write(line if line.endswith("\n") else line + "\n")
 
-    _write_atomically([run / "clean.jsonl"], write)
+    write_files_atomically([run / "clean.jsonl"], write)
     for name in names:
         cs = _read_json(stage_path(run, name) / "clean_stats.json")
         if isinstance(cs, dict):
@@ -448,5 +424,5 @@ def combine_stages(run_dir: str | Path, names: list[str], config: RunConfig | No
             json.dump(payload, files[0], indent=2, ensure_ascii=False)
             files[0].write("\n")
 
-        _write_atomically([target], write_json)
+        write_files_atomically([target], write_json)
     return clean_stats
