@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 import uuid
 from collections import deque
@@ -35,6 +34,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .._fileio import atomic_write_bytes
 from ..config import RunConfig
 from ..engine import Progress, Reservation, ResultWriter, RunDir, RunResult
 from ..engine.budget import utc_now_iso
@@ -88,16 +88,9 @@ def _epoch(iso: str | None) -> int:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        atomic_write_bytes(path, data)
     except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         raise RunDirError(
             f"{path}: cannot write ({e.strerror}); free disk space, then rerun the same command"
         ) from None
