@@ -53,7 +53,7 @@ def truncate_durably(path: Path, size: int) -> None:
 
 
 def atomic_write_bytes(
-    path: Path, data: bytes, *, write: Callable[[int, memoryview], int] = os.write
+    path: Path, data: bytes | memoryview, *, write: Callable[[int, memoryview], int] = os.write
 ) -> None:
     """Replace ``path`` with ``data``: temp file ``<name>.tmp``, fsync, rename, directory fsync.
 

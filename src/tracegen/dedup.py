@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -63,6 +62,7 @@ import numpy.typing as npt
 import xxhash
 from pydantic import BaseModel, ConfigDict, Field
 
+from ._fileio import atomic_write_bytes
 from .errors import ConfigError, RunDirError
 from .records import Record
 
@@ -445,19 +445,14 @@ class DedupState:
         return {k: len(s) for k, s in self.sets.items()}
 
     def save(self, path: str | Path) -> None:
-        """Write an ``.npz`` atomically (temp file + rename)."""
+        """Write an ``.npz`` atomically (temp file, fsync, rename)."""
         path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
         arrays: dict[str, npt.NDArray[Any]] = {k: s.to_array() for k, s in self.sets.items()}
         buf = io.BytesIO()
         arrays["meta"] = np.frombuffer(json.dumps(self.meta).encode("utf-8"), dtype=np.uint8)
         np.savez(buf, **arrays)  # type: ignore[arg-type]
         try:
-            with open(tmp, "wb") as f:
-                f.write(buf.getbuffer())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            atomic_write_bytes(path, buf.getbuffer())
         except OSError as e:
             raise RunDirError(
                 f"{path}: cannot write dedup state ({e.strerror}); check space and permissions"

@@ -41,6 +41,7 @@ import numpy as np
 import numpy.typing as npt
 import xxhash
 
+from ._fileio import atomic_write_bytes
 from ._version import __version__
 from .dedup import DedupConfig
 from .errors import RunDirError
@@ -232,12 +233,7 @@ def _combine(values: list[Any]) -> Any:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
 def _check_inputs(run_dirs: Sequence[Path], output: Path, overwrite: bool) -> list[Path]:

@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from ._fileio import atomic_write_bytes
 from .config import RunConfig
 from .engine import Progress, RunDir, RunResult, generate
 from .errors import RunDirError
@@ -47,7 +47,7 @@ def _noop(_: str) -> None:
 def _rewrite_rejections(run_dir: Path, stages: tuple[str, ...], new: list[dict[str, Any]]) -> None:
     """Replace the rejected.jsonl lines of ``stages`` with ``new``, keeping other stages' lines (atomic)."""
     path = run_dir / "rejected.jsonl"
-    kept: list[str] = []
+    lines: list[str] = []
     if path.exists():
         with open(path, encoding="utf-8") as f:
             for line in f:
@@ -58,16 +58,10 @@ def _rewrite_rejections(run_dir: Path, stages: tuple[str, ...], new: list[dict[s
                 except json.JSONDecodeError:
                     continue  # a torn last line from a crash
                 if stage not in stages:
-                    kept.append(line if line.endswith("\n") else line + "\n")
-    tmp = path.with_suffix(".jsonl.tmp")
+                    lines.append(line if line.endswith("\n") else line + "\n")
+    lines.extend(json.dumps(entry, ensure_ascii=False) + "\n" for entry in new)
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.writelines(kept)
-            for entry in new:
-                f.write(json.dumps(entry, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        atomic_write_bytes(path, "".join(lines).encode("utf-8"))
     except OSError as e:
         raise RunDirError(
             f"{path}: cannot write ({e.strerror}); check free disk space and permissions"
