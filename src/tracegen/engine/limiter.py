@@ -29,12 +29,12 @@ The clock is injectable (``clock``); timers run on the event loop, and :meth:`wa
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+
+from ._waitqueue import WaitQueue
 
 __all__ = ["Limiter", "LimiterState", "Permit", "parse_reset_s"]
 
@@ -118,7 +118,7 @@ def parse_reset_s(raw: str) -> float | None:
     return total if not num else None
 
 
-class Limiter:
+class Limiter(WaitQueue):
     """RPM/TPM buckets + concurrency cap + AIMD; :meth:`acquire` awaits capacity. See the module docs."""
 
     def __init__(
@@ -134,6 +134,7 @@ class Limiter:
         recover_per_s: float = 0.05,
         min_factor: float = 0.05,
     ) -> None:
+        super().__init__()
         self._clock = clock
         self._burst_s = burst_s
         self._headroom = headroom
@@ -160,9 +161,6 @@ class Limiter:
         self._lat_ewma: float | None = None
         self._lat_floor = _INF
         self._lat_n = 0
-        self._waiters: deque[tuple[asyncio.Future[Permit], int]] = deque()
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = _INF
 
     # ---- limits --------------------------------------------------------------------------------------
     @staticmethod
@@ -288,15 +286,7 @@ class Limiter:
             now = self._clock()
             if self._wait_s(tokens, now) <= 0.0:
                 return self._grant(tokens, now)
-        fut: asyncio.Future[Permit] = asyncio.get_running_loop().create_future()
-        self._waiters.append((fut, tokens))
-        self.wake()
-        try:
-            return await fut
-        except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
-                self.release(fut.result(), used_tokens=0)
-            raise
+        return await self._wait_in_line(tokens)
 
     def wake(self) -> None:
         """Grant whatever the head of the queue can have now; arm one timer for the rest."""
@@ -317,21 +307,6 @@ class Limiter:
             if wait != _INF:
                 self._arm(wait)
             return
-
-    def _arm(self, wait_s: float) -> None:
-        loop = asyncio.get_running_loop()
-        at = loop.time() + wait_s
-        if self._timer is not None:
-            if self._timer_at <= at + 1e-4:
-                return
-            self._timer.cancel()
-        self._timer_at = at
-        self._timer = loop.call_at(at, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = _INF
-        self.wake()
 
     # ---- answers -------------------------------------------------------------------------------------
     def release(self, permit: Permit, used_tokens: int | None) -> None:

@@ -22,16 +22,15 @@ The retry policy and the budget stay the engine's, single: the pool never retrie
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from ..errors import AuthError, ConfigError, EndpointError, QuotaError, TracegenError
+from ._waitqueue import WaitQueue
 from .client import (
     ChatClient,
     ChatResult,
@@ -122,7 +121,7 @@ class PoolPermit(Permit):
         self.trial = trial
 
 
-class EndpointPool:
+class EndpointPool(WaitQueue):
     """Endpoints as one limiter + client for the engine; see the module docstring."""
 
     def __init__(
@@ -137,6 +136,7 @@ class EndpointPool:
     ) -> None:
         if not members:
             raise ConfigError("an endpoint pool needs at least one endpoint")
+        super().__init__()
         self.members = members
         self.concurrency = (
             concurrency if concurrency is not None else sum(m.limiter.concurrency for m in members)
@@ -146,9 +146,6 @@ class EndpointPool:
         self.max_cooldown_s = max_cooldown_s
         self._clock = clock
         self._in_flight = 0
-        self._waiters: deque[tuple[asyncio.Future[Permit], int]] = deque()
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = _INF
 
     # ---- the limiter side (what the engine's dispatch calls) -------------------------------------------
     def _alive(self) -> list[Member]:
@@ -243,15 +240,7 @@ class EndpointPool:
             permit = self._try_grant(tokens)
             if permit is not None:
                 return permit
-        fut: asyncio.Future[Permit] = asyncio.get_running_loop().create_future()
-        self._waiters.append((fut, tokens))
-        self.wake()
-        try:
-            return await fut
-        except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
-                self.release(fut.result(), used_tokens=0)
-            raise
+        return await self._wait_in_line(tokens)
 
     def wake(self) -> None:
         """Grant what the head of the queue can have now; arm one timer for the rest."""
@@ -266,21 +255,6 @@ class EndpointPool:
                 return
             waiters.popleft()
             fut.set_result(permit)
-
-    def _arm(self, wait_s: float) -> None:
-        loop = asyncio.get_running_loop()
-        at = loop.time() + wait_s
-        if self._timer is not None:
-            if self._timer_at <= at + 1e-4:
-                return
-            self._timer.cancel()
-        self._timer_at = at
-        self._timer = loop.call_at(at, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = _INF
-        self.wake()
 
     def observe(
         self,
