@@ -29,7 +29,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from .._fileio import atomic_write_bytes
 from ..config import RunConfig
 from ..engine import Progress, Reservation, ResultWriter, RunDir, RunResult
 from ..engine.budget import utc_now_iso
-from ..engine.store import FAILED, REJECTED, TRACES, DoneSet, engine_line
+from ..engine.store import FAILED, REJECTED, DoneSet, answer_line, failed_line
 from ..errors import RunDirError, TracegenError
 from ..records import Record
 from ..tokens import Pricing, count_chat_tokens, count_text_tokens, encoding_for_model, pricing_for
@@ -64,7 +64,6 @@ DEFAULT_POLL_INTERVAL_S = 30.0
 LIST_SLACK_S = 3600
 #: Consecutive polling rounds that may fail (after the API call's own retries) before the run stops.
 MAX_POLL_FAILURES = 5
-_REC_FIELDS = tuple(f.name for f in fields(Record))
 
 
 @dataclass
@@ -648,48 +647,34 @@ class BatchRunner:
         return pt, ct, self.pricing.cost_usd(pt, ct)
 
     def _record(self, it: Item, oc: Outcome, pt: int, ct: int, cost: float) -> asyncio.Future[None]:
-        rec = it.rec
-        rec.response = oc.content
-        rec.model = self.config.model
-        rec.model_returned = oc.model_returned
-        rec.prompt_tokens = pt
-        rec.completion_tokens = ct
-        rec.cost_usd = cost
-        rec.finish_reason = oc.finish_reason
+        which, line = answer_line(
+            it.rec,
+            it.key,
+            response=oc.content,
+            model=self.config.model,
+            model_returned=oc.model_returned,
+            finish_reason=oc.finish_reason,
+            prompt_tokens=pt,
+            completion_tokens=ct,
+            cost_usd=cost,
+        )
         self.prompt_tokens += pt
         self.completion_tokens += ct
         self.cost_usd += cost
         self.done.add(it.key)
-        fields_ = {name: getattr(rec, name) for name in _REC_FIELDS}
-        if oc.finish_reason == "content_filter":
+        if which == REJECTED:
             self.rejected += 1
-            line = engine_line(
-                it.key,
-                cost,
-                {
-                    "id": rec.id,
-                    "stage": "generate",
-                    "reason": "content_filter",
-                    "detail": "the teacher answered finish_reason=content_filter",
-                    "record": fields_,
-                },
-            )
-            return self.writer.write(REJECTED, line)
-        self.succeeded += 1
-        if oc.finish_reason == "length":
-            self.n_length += 1
-        return self.writer.write(TRACES, engine_line(it.key, cost, fields_))
+        else:
+            self.succeeded += 1
+            if oc.finish_reason == "length":
+                self.n_length += 1
+        return self.writer.write(which, line)
 
     def _fail_future(self, it: Item, error: dict[str, Any], *, retryable: bool) -> asyncio.Future[None]:
         self.failed += 1
         if retryable:
             self.leftover.append(Record.from_dict(it.rec.to_dict()))
-        line = engine_line(
-            it.key,
-            0.0,
-            {"id": it.rec.id, "key": it.rec.key, "attempts": it.attempt, "error": error, "chain": it.chain},
-        )
-        return self.writer.write(FAILED, line)
+        return self.writer.write(FAILED, failed_line(it.key, it.rec, it.attempt, error, it.chain))
 
     async def _fail(self, it: Item, error: dict[str, Any], *, retryable: bool) -> None:
         it.chain.append(error)

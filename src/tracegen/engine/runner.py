@@ -28,7 +28,6 @@ import math
 import time
 from collections import deque
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping, Sized
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +51,7 @@ from .events import Progress, RunResult
 from .limiter import Limiter, Permit
 from .pool import EndpointPool, make_pool
 from .retry import call_with_retries, fatal_error, retry_policy
-from .store import FAILED, REJECTED, TRACES, DoneSet, ResultWriter, RunDir, engine_line
+from .store import FAILED, REJECTED, DoneSet, ResultWriter, RunDir, answer_line, failed_line
 
 __all__ = ["generate"]
 
@@ -63,8 +62,6 @@ RATE_WINDOW_S = 10.0
 #: Safety margin on our own prompt-token count when reserving dollars (the API may count a few more).
 PROMPT_MARGIN = 1.02
 PROMPT_MARGIN_TOKENS = 8
-
-_REC_FIELDS = tuple(f.name for f in fields(Record))
 
 
 class _NoRoom(Exception):
@@ -459,34 +456,24 @@ class _Engine:
         return longer, lpt, lct, cost + lcost
 
     async def _record(self, item: _Item, result: ChatResult, pt: int, ct: int, cost: float) -> None:
-        rec = item.rec
-        rec.response = result.content
-        rec.model = self.config.model
-        rec.model_returned = result.model_returned
-        rec.prompt_tokens = pt
-        rec.completion_tokens = ct
-        rec.cost_usd = cost
-        rec.finish_reason = result.finish_reason
+        which, line = answer_line(
+            item.rec,
+            item.key,
+            response=result.content,
+            model=self.config.model,
+            model_returned=result.model_returned,
+            finish_reason=result.finish_reason,
+            prompt_tokens=pt,
+            completion_tokens=ct,
+            cost_usd=cost,
+        )
         self.prompt_tokens += pt
         self.completion_tokens += ct
         self.cost_usd += cost
-        fields_ = {name: getattr(rec, name) for name in _REC_FIELDS}
-        if result.finish_reason == "content_filter":
-            line = engine_line(
-                item.key,
-                cost,
-                {
-                    "id": rec.id,
-                    "stage": "generate",
-                    "reason": "content_filter",
-                    "detail": "the teacher answered finish_reason=content_filter",
-                    "record": fields_,
-                },
-            )
-            await self._durable(REJECTED, line)
+        await self._durable(which, line)
+        if which == REJECTED:
             self.rejected += 1
         else:
-            await self._durable(TRACES, engine_line(item.key, cost, fields_))
             self.succeeded += 1
 
     async def _durable(self, which: int, line: bytes) -> None:
@@ -500,17 +487,7 @@ class _Engine:
 
     async def _fail(self, item: _Item, chain: list[TeacherCallError], error: dict[str, Any]) -> None:
         self.failed_keys.add(item.digest)
-        line = engine_line(
-            item.key,
-            0.0,
-            {
-                "id": item.rec.id,
-                "key": item.rec.key,
-                "attempts": len(chain),
-                "error": error,
-                "chain": [c.describe() for c in chain],
-            },
-        )
+        line = failed_line(item.key, item.rec, len(chain), error, [c.describe() for c in chain])
         await self._durable(FAILED, line)
         self.failed += 1
 

@@ -25,17 +25,18 @@ import errno
 import hashlib
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from .._fileio import atomic_write_bytes, fsync_dir, truncate_durably
 from .._version import __version__
 from ..errors import RunDirError
+from ..records import Record
 from ._json import dumps, loads
 from .budget import utc_now_iso
 
-__all__ = ["TEACHER_FIELDS", "DoneSet", "ResultWriter", "RunDir"]
+__all__ = ["TEACHER_FIELDS", "DoneSet", "ResultWriter", "RunDir", "answer_line", "failed_line"]
 
 #: Config fields that decide what the teacher answers: changing them mixes two datasets in one directory.
 TEACHER_FIELDS: tuple[str, ...] = ("model", "base_url", "temperature", "top_p", "max_tokens")
@@ -43,6 +44,11 @@ TEACHER_FIELDS: tuple[str, ...] = ("model", "base_url", "temperature", "top_p", 
 _PREFIX = b'{"request_key":"'
 _COST_AT = len(_PREFIX) + 64
 _COST_PREFIX = b'","cost_usd":'
+
+#: Which file a ResultWriter line goes to.
+TRACES, FAILED, REJECTED = 0, 1, 2
+
+_RECORD_FIELDS = tuple(f.name for f in fields(Record))
 
 # Indirection so tests can simulate a full disk.
 _os_write = os.write
@@ -89,6 +95,55 @@ def engine_line(request_key: str, cost_usd: float, fields: Mapping[str, Any]) ->
     if body == b"{}":
         return head + b"}\n"
     return head + b"," + body[1:] + b"\n"
+
+
+def answer_line(
+    rec: Record,
+    request_key: str,
+    *,
+    response: str | None,
+    model: str,
+    model_returned: str,
+    finish_reason: str | None,
+    prompt_tokens: int,
+    completion_tokens: int,
+    cost_usd: float,
+) -> tuple[int, bytes]:
+    """Fill ``rec``'s answer fields; return the file its line goes to and the line: TRACES, or REJECTED
+    (stage ``generate``) when the teacher answered ``content_filter`` (paid for, so done all the same)."""
+    rec.response = response
+    rec.model = model
+    rec.model_returned = model_returned
+    rec.prompt_tokens = prompt_tokens
+    rec.completion_tokens = completion_tokens
+    rec.cost_usd = cost_usd
+    rec.finish_reason = finish_reason
+    fields_ = {name: getattr(rec, name) for name in _RECORD_FIELDS}
+    if finish_reason == "content_filter":
+        line = engine_line(
+            request_key,
+            cost_usd,
+            {
+                "id": rec.id,
+                "stage": "generate",
+                "reason": "content_filter",
+                "detail": "the teacher answered finish_reason=content_filter",
+                "record": fields_,
+            },
+        )
+        return REJECTED, line
+    return TRACES, engine_line(request_key, cost_usd, fields_)
+
+
+def failed_line(
+    request_key: str, rec: Record, attempts: int, error: dict[str, Any], chain: list[dict[str, Any]]
+) -> bytes:
+    """A failed.jsonl line: the record's id and key, attempts made, the last error and every error."""
+    return engine_line(
+        request_key,
+        0.0,
+        {"id": rec.id, "key": rec.key, "attempts": attempts, "error": error, "chain": chain},
+    )
 
 
 def _parse_head(line: bytes) -> tuple[str, float] | None:
@@ -345,9 +400,6 @@ class _AppendFile:
 
     def close(self) -> None:
         os.close(self.fd)
-
-
-TRACES, FAILED, REJECTED = 0, 1, 2
 
 
 class ResultWriter:
