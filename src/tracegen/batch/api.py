@@ -30,7 +30,7 @@ from ..engine import (
     call_with_retries,
     fatal_error,
 )
-from ..engine.client import error_fields, parse_retry_after
+from ..engine.client_sdk import open_sdk_client, sdk_http_error
 from ..errors import BatchError, TracegenError
 from .parts import BATCH_ENDPOINT
 
@@ -42,7 +42,6 @@ T = TypeVar("T")
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 #: Statuses a batch can still be cancelled in.
 CANCELLABLE = frozenset({"validating", "in_progress", "finalizing"})
-_PLACEHOLDER_KEY = "no-key"  # AsyncOpenAI insists on a key; a keyless local server ignores it
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,14 +85,7 @@ class BatchInfo:
 
 def open_client(endpoint: Endpoint, *, timeout_s: float) -> openai.AsyncOpenAI:
     """``AsyncOpenAI`` for ``endpoint`` with the SDK's own retries off (ours are the engine's policy)."""
-    return openai.AsyncOpenAI(
-        api_key=endpoint.api_key or _PLACEHOLDER_KEY,
-        base_url=endpoint.base_url,
-        organization=endpoint.organization,
-        project=endpoint.project,
-        max_retries=0,
-        timeout=timeout_s,
-    )
+    return open_sdk_client(endpoint, timeout_s=timeout_s)
 
 
 class BatchCallError(BatchError):
@@ -142,17 +134,7 @@ class BatchApi:
         try:
             return await fn()
         except openai.APIStatusError as e:
-            code, message = error_fields(e.body)
-            if code is None and e.code is not None:
-                code = str(e.code)
-            headers = e.response.headers
-            raise TeacherHTTPError(
-                e.status_code,
-                code,
-                redact(message or e.message),
-                retry_after_s=parse_retry_after(headers),
-                headers=headers,
-            ) from None
+            raise sdk_http_error(e, redact) from None
         except openai.APITimeoutError:
             raise TeacherTimeout("no answer in time", sent=None) from None
         except openai.APIConnectionError as e:

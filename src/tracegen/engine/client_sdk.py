@@ -7,6 +7,7 @@ limiter needs. SDK exceptions are mapped to the neutral ``Teacher*`` errors; all
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import httpx2
@@ -22,7 +23,7 @@ from .client import (
     parse_retry_after,
 )
 
-__all__ = ["SdkChatClient"]
+__all__ = ["SdkChatClient", "open_sdk_client", "sdk_http_error"]
 
 # AsyncOpenAI insists on a key; a keyless local server ignores this placeholder.
 _PLACEHOLDER_KEY = "no-key"
@@ -40,6 +41,36 @@ def _connect_failed(e: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+def open_sdk_client(
+    endpoint: Endpoint, *, timeout_s: float, http_client: httpx2.AsyncClient | None = None
+) -> openai.AsyncOpenAI:
+    """``AsyncOpenAI`` for ``endpoint`` with the SDK's own retries off (all retrying is the engine's)."""
+    return openai.AsyncOpenAI(
+        api_key=endpoint.api_key or _PLACEHOLDER_KEY,
+        base_url=endpoint.base_url,
+        organization=endpoint.organization,
+        project=endpoint.project,
+        max_retries=0,
+        timeout=timeout_s,
+        http_client=http_client,
+    )
+
+
+def sdk_http_error(e: openai.APIStatusError, redact: Callable[[str], str]) -> TeacherHTTPError:
+    """The neutral error for an SDK status error: status, code, redacted message, retry-after, headers."""
+    code, message = error_fields(e.body)
+    if code is None and e.code is not None:
+        code = str(e.code)
+    headers = e.response.headers
+    return TeacherHTTPError(
+        e.status_code,
+        code,
+        redact(message or e.message),
+        retry_after_s=parse_retry_after(headers),
+        headers=headers,
+    )
 
 
 class SdkChatClient:
@@ -68,15 +99,7 @@ class SdkChatClient:
                     max_connections=self._concurrency, max_keepalive_connections=self._concurrency
                 ),
             )
-        self._client = openai.AsyncOpenAI(
-            api_key=self._endpoint.api_key or _PLACEHOLDER_KEY,
-            base_url=self._endpoint.base_url,
-            organization=self._endpoint.organization,
-            project=self._endpoint.project,
-            max_retries=0,
-            timeout=self._timeout_s,
-            http_client=http_client,
-        )
+        self._client = open_sdk_client(self._endpoint, timeout_s=self._timeout_s, http_client=http_client)
         return self._client
 
     async def complete(
@@ -91,17 +114,7 @@ class SdkChatClient:
             )
             completion = raw.parse()
         except openai.APIStatusError as e:
-            code, message = error_fields(e.body)
-            if code is None and e.code is not None:
-                code = str(e.code)
-            headers = e.response.headers
-            raise TeacherHTTPError(
-                e.status_code,
-                code,
-                redact(message or e.message),
-                retry_after_s=parse_retry_after(headers),
-                headers=headers,
-            ) from None
+            raise sdk_http_error(e, redact) from None
         except openai.APITimeoutError:
             raise TeacherTimeout(f"no answer within {self._timeout_s:g} s", sent=None) from None
         except openai.APIConnectionError as e:
