@@ -161,20 +161,18 @@ class BatchApi:
             f"list files (looking for {filename})", lambda: self._scan_files(filename, size)
         )
 
-    async def upload(self, filename: str, data: bytes) -> str:
-        """Upload a batch input file; after an unknown outcome, reuse the copy that did arrive."""
+    async def _make_once(
+        self, what: str, make: Callable[[], Awaitable[T]], find: Callable[[], Awaitable[list[T]]]
+    ) -> T:
+        """``make`` under the retry policy; after an attempt whose outcome is unknown, the oldest of what
+        ``find`` finds is taken instead of trying again (what did arrive is never made twice)."""
 
-        async def attempt() -> str:
+        async def attempt() -> T:
             try:
-                f = await self._once(
-                    lambda: self.client.files.create(
-                        file=(filename, data, "application/jsonl"), purpose="batch"
-                    )
-                )
-                return f.id
+                return await self._once(make)
             except TeacherCallError as e:
                 if _outcome_unknown(e):
-                    found = await self._once(lambda: self._scan_files(filename, len(data)))
+                    found = await self._once(find)
                     if found:
                         return found[0]
                 raise
@@ -182,7 +180,18 @@ class BatchApi:
         try:
             return await call_with_retries(self.policy, attempt)
         except TeacherCallError as e:
-            raise as_tracegen_error(f"upload {filename}", e, self.endpoint.base_url) from None
+            raise as_tracegen_error(what, e, self.endpoint.base_url) from None
+
+    async def upload(self, filename: str, data: bytes) -> str:
+        """Upload a batch input file; after an unknown outcome, reuse the copy that did arrive."""
+
+        async def make() -> str:
+            f = await self.client.files.create(file=(filename, data, "application/jsonl"), purpose="batch")
+            return f.id
+
+        return await self._make_once(
+            f"upload {filename}", make, lambda: self._scan_files(filename, len(data))
+        )
 
     async def _scan_files(self, filename: str, size: int) -> list[str]:
         found: list[tuple[int, str]] = []
@@ -247,31 +256,19 @@ class BatchApi:
     async def create(self, input_file_id: str, metadata: Mapping[str, str], since: int) -> BatchInfo:
         """Create a batch; after an unknown outcome, look for it by metadata before trying again."""
 
-        async def attempt() -> BatchInfo:
-            try:
-                b = await self._once(
-                    lambda: self.client.batches.create(
-                        input_file_id=input_file_id,
-                        endpoint=BATCH_ENDPOINT,
-                        completion_window="24h",
-                        metadata=dict(metadata),
-                    )
-                )
-                return BatchInfo.of(b)
-            except TeacherCallError as e:
-                if _outcome_unknown(e):
-                    listed = await self._once(lambda: self._scan_batches(since))
-                    found = _matching(listed, metadata, input_file_id)
-                    if found:
-                        return found[0]
-                raise
+        async def make() -> BatchInfo:
+            b = await self.client.batches.create(
+                input_file_id=input_file_id,
+                endpoint=BATCH_ENDPOINT,
+                completion_window="24h",
+                metadata=dict(metadata),
+            )
+            return BatchInfo.of(b)
 
-        try:
-            return await call_with_retries(self.policy, attempt)
-        except TeacherCallError as e:
-            raise as_tracegen_error(
-                f"create the batch of {input_file_id}", e, self.endpoint.base_url
-            ) from None
+        async def find() -> list[BatchInfo]:
+            return _matching(await self._scan_batches(since), metadata, input_file_id)
+
+        return await self._make_once(f"create the batch of {input_file_id}", make, find)
 
     async def retrieve(self, batch_id: str) -> BatchInfo:
         async def get() -> BatchInfo:
