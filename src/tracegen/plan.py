@@ -65,6 +65,7 @@ __all__ = [
     "PlanStats",
     "build_plan",
     "iter_plan",
+    "plan_lines",
     "plan_parameters",
     "request_body",
     "write_plan",
@@ -563,9 +564,8 @@ def write_plan(plan: Plan, run_dir: str | Path, *, shard: tuple[int, int] | None
     return stats
 
 
-def iter_plan(run_dir: str | Path) -> Iterator[Record]:
-    """Stream the Records of ``run_dir/plan.jsonl`` in plan order."""
-    path = Path(run_dir) / "plan.jsonl"
+def plan_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """Stream the non-blank lines of the plan file ``path`` with their line numbers (1-based)."""
     try:
         f = open(path, encoding="utf-8")  # noqa: SIM115 - closed below, the generator may stop early
     except OSError as e:
@@ -574,12 +574,18 @@ def iter_plan(run_dir: str | Path) -> Iterator[Record]:
         ) from None
     with f:
         for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield Record.from_dict(json.loads(line))
-            except (json.JSONDecodeError, TypeError) as e:
-                raise RunDirError(f"{path}:{lineno}: not a plan record ({e}); plan the run again") from None
+            if line.strip():
+                yield lineno, line
+
+
+def iter_plan(run_dir: str | Path) -> Iterator[Record]:
+    """Stream the Records of ``run_dir/plan.jsonl`` in plan order."""
+    path = Path(run_dir) / "plan.jsonl"
+    for lineno, line in plan_lines(path):
+        try:
+            yield Record.from_dict(json.loads(line))
+        except (json.JSONDecodeError, TypeError) as e:
+            raise RunDirError(f"{path}:{lineno}: not a plan record ({e}); plan the run again") from None
 
 
 def plan_parameters(config: RunConfig, *, dedup_questions: bool = False) -> dict[str, Any]:

@@ -182,16 +182,10 @@ def select_mask(
 
 
 def _plan_lines(path: Path) -> Iterator[str]:
-    try:
-        f = open(path, encoding="utf-8")  # noqa: SIM115 - closed below, the generator may stop early
-    except OSError as e:
-        raise RunDirError(
-            f"{path}: cannot read the plan ({e.strerror}); plan the run first (--dry-run)"
-        ) from None
-    with f:
-        for line in f:
-            if line.strip():
-                yield line
+    from .plan import plan_lines
+
+    for _, line in plan_lines(path):
+        yield line
 
 
 def _plan_keys(path: Path) -> Iterator[str]:
