@@ -648,15 +648,7 @@ class BatchRunner:
 
     def _record(self, it: Item, oc: Outcome, pt: int, ct: int, cost: float) -> asyncio.Future[None]:
         which, line = answer_line(
-            it.rec,
-            it.key,
-            response=oc.content,
-            model=self.config.model,
-            model_returned=oc.model_returned,
-            finish_reason=oc.finish_reason,
-            prompt_tokens=pt,
-            completion_tokens=ct,
-            cost_usd=cost,
+            it.rec, it.key, oc, model=self.config.model, prompt_tokens=pt, completion_tokens=ct, cost_usd=cost
         )
         self.prompt_tokens += pt
         self.completion_tokens += ct

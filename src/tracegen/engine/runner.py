@@ -459,10 +459,8 @@ class _Engine:
         which, line = answer_line(
             item.rec,
             item.key,
-            response=result.content,
+            result,
             model=self.config.model,
-            model_returned=result.model_returned,
-            finish_reason=result.finish_reason,
             prompt_tokens=pt,
             completion_tokens=ct,
             cost_usd=cost,

@@ -27,7 +27,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .._fileio import atomic_write_bytes, fsync_dir, truncate_durably
 from .._version import __version__
@@ -97,29 +97,38 @@ def engine_line(request_key: str, cost_usd: float, fields: Mapping[str, Any]) ->
     return head + b"," + body[1:] + b"\n"
 
 
+class Answer(Protocol):
+    """What :func:`answer_line` reads from an answer (an online ChatResult, a batch Outcome)."""
+
+    @property
+    def content(self) -> str | None: ...
+    @property
+    def model_returned(self) -> str: ...
+    @property
+    def finish_reason(self) -> str | None: ...
+
+
 def answer_line(
     rec: Record,
     request_key: str,
+    answer: Answer,
     *,
-    response: str | None,
     model: str,
-    model_returned: str,
-    finish_reason: str | None,
     prompt_tokens: int,
     completion_tokens: int,
     cost_usd: float,
 ) -> tuple[int, bytes]:
     """Fill ``rec``'s answer fields; return the file its line goes to and the line: TRACES, or REJECTED
     (stage ``generate``) when the teacher answered ``content_filter`` (paid for, so done all the same)."""
-    rec.response = response
+    rec.response = answer.content
     rec.model = model
-    rec.model_returned = model_returned
+    rec.model_returned = answer.model_returned
     rec.prompt_tokens = prompt_tokens
     rec.completion_tokens = completion_tokens
     rec.cost_usd = cost_usd
-    rec.finish_reason = finish_reason
+    rec.finish_reason = answer.finish_reason
     fields_ = {name: getattr(rec, name) for name in _RECORD_FIELDS}
-    if finish_reason == "content_filter":
+    if rec.finish_reason == "content_filter":
         line = engine_line(
             request_key,
             cost_usd,
