@@ -188,3 +188,10 @@ def test_bad_record_stops_or_is_skipped(tmp_path: Path) -> None:
     rejected = [json.loads(x) for x in (out / "rejected.jsonl").read_text().splitlines()]
     assert [r["stage"] for r in rejected] == ["source", "source"]
     assert len((out / "plan.jsonl").read_text().splitlines()) == 1
+
+
+def test_rehearsal_card_says_it_is_not_real_data(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert _run("run", "-s", SAMPLE, "--n", "10", "--rehearse", "-o", str(out))[0] == 0
+    card = (out / "dataset" / "README.md").read_text()
+    assert "Rehearsal data — not real model outputs" in card

@@ -323,6 +323,22 @@ def _teacher(manifest: Mapping[str, Any]) -> str:
     return ", ".join(dict.fromkeys(models)) or str(config.get("model") or "a teacher model")
 
 
+FAKE_MODEL_PREFIX = "tracegen-fake:"
+
+
+def _rehearsal_warning(manifest: Mapping[str, Any]) -> list[str]:
+    """A loud note when answers came from tracegen's fake server (a rehearsal): they are not model outputs."""
+    returned = [str(m.get("model_returned") or "") for m in manifest.get("tally", {}).get("by_model", [])]
+    if not any(r.startswith(FAKE_MODEL_PREFIX) for r in returned):
+        return []
+    return [
+        "> **Rehearsal data — not real model outputs.** The responses of this dataset were produced by "
+        "tracegen's built-in fake OpenAI server (`--rehearse`; model names `tracegen-fake:…`): they are "
+        "synthetic filler for testing the pipeline and must not be used for training.",
+        "",
+    ]
+
+
 def _pretty_name(manifest: Mapping[str, Any]) -> str:
     return f"Orca-style explanation traces ({_teacher(manifest)}, tracegen)"
 
@@ -677,6 +693,7 @@ def render_card(
         f"system messages and answered step by step by {_teacher(safe)}. Generated with "
         f"[tracegen](https://pypi.org/project/tracegen/) {safe.get('tracegen_version', __version__)}.",
         "",
+        *_rehearsal_warning(safe),
         *_configs_section(safe, configs),
         *_load_section(configs, repo_id),
         *_generation_section(safe),
