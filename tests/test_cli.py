@@ -195,3 +195,17 @@ def test_rehearsal_card_says_it_is_not_real_data(tmp_path: Path) -> None:
     assert _run("run", "-s", SAMPLE, "--n", "10", "--rehearse", "-o", str(out))[0] == 0
     card = (out / "dataset" / "README.md").read_text()
     assert "Rehearsal data — not real model outputs" in card
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "needle"),
+    [("filters:\n  refusl: false\n", "refusl"), ("dedup:\n  response_threshold: 2\n", "response_threshold")],
+)
+def test_bad_cleaning_settings_fail_before_anything_is_sent(
+    tmp_path: Path, yaml_text: str, needle: str
+) -> None:
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(yaml_text)
+    code, text = _run("run", "-c", str(cfg), "-s", SAMPLE, "--rehearse", "-o", str(tmp_path / "r"))
+    assert code == 1 and needle in text and str(cfg) in text
+    assert not (tmp_path / "r" / "traces.jsonl").exists()

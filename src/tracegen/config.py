@@ -213,6 +213,26 @@ class RunConfig(BaseModel):
     filters: dict[str, Any] = Field(default_factory=dict, description="Quality filter settings (filters.py).")
     dedup: dict[str, Any] = Field(default_factory=dict, description="Dedup settings (dedup.py).")
 
+    @field_validator("filters", "dedup")
+    @classmethod
+    def _check_cleaning(cls, v: dict[str, Any], info: Any) -> dict[str, Any]:
+        """Validate early, so a typo fails before anything is paid for, not after generation."""
+        if info.field_name == "filters":
+            from .filters import FilterConfig as Model
+        else:
+            from .dedup import DedupConfig as Model  # type: ignore[assignment]
+        try:
+            Model.model_validate(v)
+        except ValidationError as e:
+            err = e.errors()[0]
+            key = ".".join(str(p) for p in err["loc"])
+            if err["type"] == "extra_forbidden":
+                raise ValueError(
+                    f"unknown key {key!r}; known keys: {', '.join(Model.model_fields)}"
+                ) from None
+            raise ValueError(f"{key}: {err['msg']}") from None
+        return v
+
     @field_validator("shard")
     @classmethod
     def _check_shard(cls, v: str | None) -> str | None:
