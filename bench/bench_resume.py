@@ -13,8 +13,9 @@ Figures, from the server's ledger (``request_key`` of every billed answer):
   (billed by the server but not yet durably in traces.jsonl when the process died) -- the only ones a rerun
   may pay again. Target: 0 beyond those.
 * time to resume: from the restart to the first new request at the server, against the same figure of the
-  first (fresh) start, which plans first; and the rerun's total time (to exit: generate, clean, export)
-  against the time the remaining requests took at the first session's rate.
+  first (fresh) start, which plans first; the time to the rerun's last billed answer (the end of generation)
+  and to its exit (generate, then clean and export), against the time the remaining requests would take at
+  the first session's rate.
 * completeness: traces.jsonl holds every planned request exactly once.
 """
 
@@ -132,7 +133,12 @@ def run(
             t1 = time.perf_counter()
             p2 = subprocess.Popen(cmd, env=env, stdout=log2, stderr=subprocess.STDOUT)
             resume_first_s = _wait_first_request(srv, p2, requests1, t1)
-            p2.wait()
+            last_billed, resume_last_s = -1, 0.0
+            while p2.poll() is None:  # the time of the last billed answer: the end of generation
+                billed = srv.counters()["billed"]
+                if billed != last_billed:
+                    last_billed, resume_last_s = billed, time.perf_counter() - t1
+                time.sleep(0.02)
             resume_total_s = time.perf_counter() - t1
         finally:
             log1.close()
@@ -159,6 +165,7 @@ def run(
             "session2_exit": p2.returncode,
             "fresh_first_request_s": round(fresh_first_s or -1, 3),
             "resume_first_request_s": round(resume_first_s or -1, 3),
+            "resume_last_answer_s": round(resume_last_s, 2),
             "resume_total_s": round(resume_total_s, 2),
             "remaining_at_session1_rate_s": round(remaining / rate1, 2),
         }
