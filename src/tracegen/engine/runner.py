@@ -36,6 +36,7 @@ from ..config import RunConfig
 from ..errors import AuthError, EndpointError, QuotaError, RunDirError, TracegenError
 from ..records import Record
 from ..tokens import Pricing, count_chat_tokens, count_text_tokens, encoding_for_model, pricing_for
+from ._gc import fewer_gc_passes
 from ._json import canonical_json
 from .budget import Budget, Reservation, utc_now_iso
 from .client import (
@@ -714,7 +715,8 @@ async def generate(
         grace_s=grace_s,
         pool=pool,
     )
-    return await engine.run(records)
+    with fewer_gc_passes():
+        return await engine.run(records)
 
 
 _FATAL_REASON: dict[type[TracegenError], str] = {AuthError: "auth", QuotaError: "quota"}
