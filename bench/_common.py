@@ -264,6 +264,19 @@ async def bare_loop(
     return LoopResult(ok, errors, timeouts, time.perf_counter() - t0, time.process_time() - c0)
 
 
+# ---- the server ---------------------------------------------------------------------------------------
+#: Benchmarks run the fake server in a child process (client and server on different cores). The smoke test
+#: sets this to False: a server thread in the test process starts faster, and no figure is read there.
+SERVER_SUBPROCESS = True
+
+
+def fake_server(opts: Any) -> Any:
+    """``FakeServer(opts)`` in a child process (or a thread when SERVER_SUBPROCESS is False)."""
+    from tracegen.testing import FakeServer
+
+    return FakeServer(opts, subprocess=SERVER_SUBPROCESS)
+
+
 # ---- plans ----------------------------------------------------------------------------------------------
 BENCH_MODEL = "gpt-4o-mini"
 BENCH_MAX_TOKENS = 256
@@ -311,7 +324,11 @@ def plan_bodies(plan_dir: Path, config: Any) -> list[dict[str, Any]]:
 
 
 def child_rusage_run(argv: Sequence[str], **kwargs: Any) -> tuple[int, float, float, float]:
-    """Run ``argv``; return (exit code, wall s, CPU s, peak RSS MiB) of that child alone (os.wait4)."""
+    """Run ``argv``; return (exit code, wall s, CPU s, ru_maxrss MiB) of that child alone (os.wait4).
+
+    Caveat: Linux carries the parent's RSS high-water mark over fork + exec into the child's ru_maxrss, so
+    the last figure is only meaningful from a small parent; children report their own VmHWM instead.
+    """
     t0 = time.perf_counter()
     proc = subprocess.Popen(list(argv), **kwargs)
     _, status, ru = os.wait4(proc.pid, 0)

@@ -28,11 +28,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import _common
 from _common import BENCH_MODEL, Check, Report, loadavg, plan_config, planned_dir, print_report, save
 
 from tracegen.engine import generate
 from tracegen.plan import iter_plan
-from tracegen.testing import FakeOptions, FakeServer
+from tracegen.testing import FakeOptions
 from tracegen.tokens import pricing_for
 
 NAME = "budget"
@@ -60,7 +61,7 @@ async def _case(plan_dir: Path, work: Path, name: str, budget_usd: float, n: int
     )
     run_dir = work / f"run-{name}"
     row: dict[str, Any] = {"case": name, "planned": n, "budget_usd": round(budget_usd, 6)}
-    with FakeServer(opts, subprocess=True) as srv:
+    with _common.fake_server(opts) as srv:
         cfg = plan_config(
             run_dir,
             base_url=srv.base_url,

@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import _common
 from _common import (
     Check,
     Report,
@@ -47,7 +48,7 @@ from _common import (
 from tracegen.engine import generate
 from tracegen.plan import iter_plan
 from tracegen.records import Record
-from tracegen.testing import FakeOptions, FakeServer
+from tracegen.testing import FakeOptions
 
 NAME = "client"
 TIMEOUT_S = 60.0
@@ -87,7 +88,7 @@ async def _measure(
     plan_dir: Path, work: Path, n: int, concurrency: int, repeat: int, transports: list[str]
 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    with FakeServer(FakeOptions(), subprocess=True) as srv:
+    with _common.fake_server(FakeOptions()) as srv:
         cfg = plan_config(work / "unused", base_url=srv.base_url)
         bodies = plan_bodies(plan_dir, cfg)[:n]
         await bare_loop(srv.base_url, bodies[: min(n, 2000)], concurrency, TIMEOUT_S)  # warm up both sides

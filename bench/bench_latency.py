@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import _common
 from _common import (
     Check,
     Report,
@@ -39,7 +40,7 @@ from _common import (
 
 from tracegen.engine import generate
 from tracegen.plan import iter_plan
-from tracegen.testing import FakeOptions, FakeServer
+from tracegen.testing import FakeOptions
 
 NAME = "latency"
 TIMEOUT_S = 10.0
@@ -72,7 +73,7 @@ async def _measure(
 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     opts = FakeOptions(latency_mean_s=latency_s, latency_jitter_s=jitter_s)
-    with FakeServer(opts, subprocess=True) as srv:
+    with _common.fake_server(opts) as srv:
         bodies = plan_bodies(plan_dir, plan_config(work / "unused", base_url=srv.base_url))[:n]
         for c in concurrencies:
             ideal_s = n * latency_s / c

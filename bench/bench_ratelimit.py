@@ -33,6 +33,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import _common
 from _common import (
     BENCH_MAX_TOKENS,
     Check,
@@ -47,7 +48,7 @@ from _common import (
 
 from tracegen.engine import Progress, generate
 from tracegen.plan import iter_plan
-from tracegen.testing import FakeOptions, FakeServer
+from tracegen.testing import FakeOptions
 
 NAME = "ratelimit"
 PLAN_N = 20_000
@@ -93,7 +94,7 @@ async def _case(
         latency_jitter_s=latency_s / 3,
     )
     run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=work))
-    with FakeServer(opts, subprocess=True) as srv:
+    with _common.fake_server(opts) as srv:
         cfg = plan_config(
             run_dir,
             base_url=srv.base_url,

@@ -32,6 +32,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import _common
 from _common import CACHE_DIR, Check, Report, loadavg, print_report, save
 from synth_flan import cached_source
 
@@ -78,7 +79,7 @@ def run(
     opts = FakeOptions(latency_mean_s=latency_s, latency_jitter_s=latency_s / 2)
     with (
         tempfile.TemporaryDirectory(prefix="tracegen-bench-resume-") as tmp,
-        FakeServer(opts, subprocess=True) as srv,
+        _common.fake_server(opts) as srv,
     ):
         run_dir = Path(tmp) / "run"
         cmd = [
@@ -121,7 +122,7 @@ def run(
             t_kill = time.perf_counter()
             p1.wait()
             killed = p1.returncode == -signal.SIGKILL
-            time.sleep(max(0.5, latency_s * 3))  # let the server finish (and bill) what was in flight
+            time.sleep(max(0.3, latency_s * 3))  # let the server finish (and bill) what was in flight
             ledger1 = srv.ledger()
             requests1 = srv.counters()["requests"]
             traces1 = set(_trace_keys(run_dir / "traces.jsonl"))

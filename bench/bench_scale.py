@@ -6,8 +6,9 @@ For each size a synthetic FLAN v2-shaped JSON-lines source is generated (bench/s
 $TRACEGEN_BENCH_CACHE, default /tmp/tracegen-bench-cache; 5M rows take ~1.7 GB) and the dry run --
 ``tracegen.pipeline.estimate_run``: plan (two streaming passes, spill, plan.jsonl + requests.jsonl +
 plan_stats.json) then the cost estimate over plan.jsonl -- runs in a fresh child process, planning
-``rows / 5`` requests (the Orca ratio: 1M requests from 5M FLAN rows). The child's own peak RSS and CPU come
-from ``os.wait4`` (its rusage alone); the child also reports the time of each phase.
+``rows / 5`` requests (the Orca ratio: 1M requests from 5M FLAN rows). The child's peak RSS is its own
+high-water mark (VmHWM, read by the child: ``ru_maxrss`` would include the parent's size after fork + exec),
+its CPU time comes from ``os.wait4``; the child also reports the time of each phase.
 
 References measured in the same run: the peak RSS of a child that only imports the planner (baseline), and
 the time of one plain pass over the source (read + ``json.loads`` every line) -- planning reads the source
@@ -43,10 +44,23 @@ NAME = "scale"
 HERE = Path(__file__).resolve()
 
 
+def peak_rss_mb() -> float:
+    """This process's own peak RSS (VmHWM), MiB.
+
+    Not ``ru_maxrss``: after fork + exec Linux carries the parent's high-water mark into the child's
+    ``ru_maxrss`` (and ``os.wait4``'s), so a child of a big parent would report the parent's size.
+    """
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    import resource  # not Linux: the best available
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _child_plan(source: Path, n: int, out: Path, result: Path) -> None:
     """In the child: the dry run, timing its two phases."""
-    import resource
-
     from tracegen.estimate import estimate
     from tracegen.pipeline import prepare
     from tracegen.plan import iter_plan
@@ -55,7 +69,7 @@ def _child_plan(source: Path, n: int, out: Path, result: Path) -> None:
     t0 = time.perf_counter()
     rd = prepare(cfg)
     t1 = time.perf_counter()
-    rss_plan = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_plan = peak_rss_mb()
     est = estimate(iter_plan(rd.path), cfg)
     t2 = time.perf_counter()
     stats = json.loads((rd.path / "plan_stats.json").read_text())
@@ -65,6 +79,7 @@ def _child_plan(source: Path, n: int, out: Path, result: Path) -> None:
                 "plan_s": t1 - t0,
                 "estimate_s": t2 - t1,
                 "peak_rss_after_plan_mb": rss_plan,
+                "peak_rss_mb": peak_rss_mb(),
                 "planned": stats["planned_total"],
                 "rows_read": stats["rows_read"],
                 "estimate_requests": est.requests,
@@ -74,10 +89,12 @@ def _child_plan(source: Path, n: int, out: Path, result: Path) -> None:
     )
 
 
-def _child_baseline() -> None:
+def _child_baseline(result: Path) -> None:
     import tracegen.estimate
     import tracegen.pipeline
     import tracegen.plan  # noqa: F401
+
+    result.write_text(json.dumps({"peak_rss_mb": peak_rss_mb()}))
 
 
 def _child_read(source: Path, result: Path) -> None:
@@ -108,7 +125,7 @@ def measure(rows: int, cache: Path, work: Path) -> dict[str, Any]:
     n = max(rows // 5, 1)
     log = open(work / f"plan-{rows}.log", "w")  # noqa: SIM115 - closed below
     try:
-        code, wall, cpu, peak = child_rusage_run(
+        code, wall, cpu, _ = child_rusage_run(
             [py, str(HERE), "--child-plan", str(source), str(n), str(out), str(res)], stdout=log, stderr=log
         )
     finally:
@@ -131,7 +148,8 @@ def measure(rows: int, cache: Path, work: Path) -> dict[str, Any]:
         "rows_per_s": round(rows / child["plan_s"]),
         "read_pass_s": round(read["read_s"], 1),
         "plan_vs_read_pass": round(child["plan_s"] / read["read_s"], 2),
-        "peak_rss_mb": round(peak, 1),
+        "peak_rss_mb": round(child["peak_rss_mb"], 1),
+        "peak_rss_after_plan_mb": round(child["peak_rss_after_plan_mb"], 1),
         "cpu_s": round(cpu, 1),
         "generate_source_s": round(gen_s, 1),
         "loadavg_1m": loadavg()[0] if loadavg() else None,
@@ -152,7 +170,8 @@ def run(
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="tracegen-bench-scale-") as tmp:
         work = Path(tmp)
-        _, _, _, base_rss = child_rusage_run([sys.executable, str(HERE), "--child-baseline"])
+        child_rusage_run([sys.executable, str(HERE), "--child-baseline", str(work / "base.json")])
+        base_rss = json.loads((work / "base.json").read_text())["peak_rss_mb"]
         for size in sizes:
             rows.append(measure(size, cache, work))
     for r in rows:
@@ -191,7 +210,7 @@ def main(argv: list[str]) -> Report | None:
         _child_read(Path(argv[1]), Path(argv[2]))
         return None
     if argv and argv[0] == "--child-baseline":
-        _child_baseline()
+        _child_baseline(Path(argv[1]))
         return None
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes: 20K and 100K rows")
