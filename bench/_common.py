@@ -70,23 +70,36 @@ def meta() -> dict[str, Any]:
 
 @dataclass
 class Check:
-    """One figure against its target: ``better`` is "higher" (figure >= target) or "lower" (<=)."""
+    """One figure against its target: ``better`` is "higher" (figure >= target) or "lower" (<=).
+
+    ``target`` None: a figure reported without a target (status INFO).
+    """
 
     benchmark: str
     name: str
     value: float
-    target: float
+    target: float | None
     better: str
     unit: str = ""
     note: str = ""
 
     @property
     def passed(self) -> bool:
+        if self.target is None:
+            return True
         return self.value >= self.target if self.better == "higher" else self.value <= self.target
+
+    @property
+    def status(self) -> str:
+        if self.target is None:
+            return "INFO"
+        return "PASS" if self.passed else "MISS"
 
     @property
     def ratio(self) -> float | None:
         """figure / target (higher is better) or target / figure (lower is better); None when undefined."""
+        if self.target is None:
+            return None
         if self.better == "higher":
             return self.value / self.target if self.target else None
         return self.target / self.value if self.value else None
@@ -94,7 +107,7 @@ class Check:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["passed"] = self.passed
-        out["status"] = "PASS" if self.passed else "MISS"
+        out["status"] = self.status
         return out
 
 
@@ -155,9 +168,11 @@ def checks_table(checks: Iterable[Check]) -> str:
             "benchmark": c.benchmark,
             "figure": c.name,
             "value": c.value,
-            "target": f"{'>=' if c.better == 'higher' else '<='} {fmt(c.target)}{c.unit and ' ' + c.unit}",
+            "target": "(reported)"
+            if c.target is None
+            else f"{'>=' if c.better == 'higher' else '<='} {fmt(c.target)}{c.unit and ' ' + c.unit}",
             "ratio": c.ratio,
-            "status": "PASS" if c.passed else "MISS",
+            "status": c.status,
         }
         for c in checks
     ]

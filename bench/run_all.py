@@ -94,7 +94,8 @@ def main(argv: list[str]) -> int:
     print("\n## summary" + (" (quick: small sizes, figures not representative)" if args.quick else ""))
     print(checks_table(all_checks))
     missed = [c for c in all_checks if not c.passed]
-    print(f"\n{len(all_checks) - len(missed)} PASS, {len(missed)} MISS")
+    info = sum(1 for c in all_checks if c.target is None)
+    print(f"\n{len(all_checks) - len(missed) - info} PASS, {len(missed)} MISS, {info} INFO")
     args.out_dir.mkdir(parents=True, exist_ok=True)
     out = args.out_dir / f"summary{'-quick' if args.quick else ''}.json"
     out.write_text(
