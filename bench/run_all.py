@@ -1,6 +1,6 @@
 """Run every benchmark in sequence and print one summary table (figure, target, ratio, PASS/MISS).
 
-    .venv/bin/python bench/run_all.py [--quick] [--only client latency ...] [--skip scale ...]
+    .venv/bin/python bench/run_all.py [--quick] [--only client latency ...] [--skip scale ...] [--summarize]
 
 Each benchmark runs in its own process (``bench/bench_<name>.py``, with ``--quick`` when given) and writes
 its JSON to bench/results/; this script reads the checks back, adds the dedup figures from
@@ -36,7 +36,7 @@ def dedup_checks(doc: dict[str, Any]) -> list[Check]:
     return out
 
 
-def run_one(name: str, quick: bool, out_dir: Path) -> tuple[list[Check], dict[str, Any]]:
+def run_one(name: str, quick: bool, out_dir: Path, run: bool = True) -> tuple[list[Check], dict[str, Any]]:
     py = sys.executable
     started = time.perf_counter()
     load = loadavg()
@@ -49,15 +49,18 @@ def run_one(name: str, quick: bool, out_dir: Path) -> tuple[list[Check], dict[st
         argv = [py, str(BENCH_DIR / f"bench_{name}.py"), "--out-dir", str(out_dir)]
         if quick:
             argv.append("--quick")
-    print(f"\n=== {name}: {' '.join(argv[1:])}  (load {load})", flush=True)
-    proc = subprocess.run(argv, check=False)
+    if run:
+        print(f"\n=== {name}: {' '.join(argv[1:])}  (load {load})", flush=True)
+        code = subprocess.run(argv, check=False).returncode
+    else:
+        code = 0
     info: dict[str, Any] = {
-        "exit_code": proc.returncode,
+        "exit_code": code,
         "seconds": round(time.perf_counter() - started, 1),
         "loadavg_before": load,
     }
-    if proc.returncode != 0:
-        return [Check(name, "benchmark ran", 0.0, 1.0, "higher", note=f"exit code {proc.returncode}")], info
+    if code != 0:
+        return [Check(name, "benchmark ran", 0.0, 1.0, "higher", note=f"exit code {code}")], info
     if name == "dedup":
         path = RESULTS_DIR / f"dedup-{DEDUP_N['quick' if quick else 'full']}.json"
         doc = json.loads(path.read_text())
@@ -79,12 +82,15 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--only", nargs="*", choices=ORDER, default=None)
     ap.add_argument("--skip", nargs="*", choices=ORDER, default=[])
     ap.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
+    ap.add_argument(
+        "--summarize", action="store_true", help="run nothing: summarize the JSON already in --out-dir"
+    )
     args = ap.parse_args(argv)
     names = [n for n in (args.only or ORDER) if n not in args.skip]
     all_checks: list[Check] = []
     runs: dict[str, Any] = {}
     for name in names:
-        checks, info = run_one(name, args.quick, args.out_dir)
+        checks, info = run_one(name, args.quick, args.out_dir, run=not args.summarize)
         all_checks += checks
         runs[name] = info
     print("\n## summary" + (" (quick: small sizes, figures not representative)" if args.quick else ""))
