@@ -1,12 +1,13 @@
-"""Fewer garbage-collector passes while a generation runs (measured: a quarter of the client's CPU).
+"""Fewer garbage-collector passes while a generation runs (measured: a fifth to a quarter of the client CPU).
 
 Every request in flight keeps a few dozen container objects alive for its whole life (its task and
 coroutines, the body and messages, the aiohttp request and response, futures). With CPython's default
 first-generation threshold (700 net allocations) a collection runs every few requests, finds them all
 alive and promotes them, and full collections of the whole heap follow. Measured with
-``bench/profile_engine.py`` (20,000 requests, 256 in flight, zero latency): ~1,900 collections taking 2 s
-of CPU, 25 % of the client's CPU; with a threshold of 20,000: one collection, CPU per request 0.37 ->
-0.25 ms, requests/s up 1.7x. The engine's garbage is freed by reference counting; a larger threshold only
+``bench/profile_engine.py --no-cprofile [--default-gc]`` (20,000 requests, 256 in flight, zero latency):
+1,200-1,900 collections taking 19-25 % of the client's CPU; with a threshold of 20,000: 3 collections,
+CPU per request 15-30 % lower, requests/s 10-70 % higher (the more, the more the client competes for its
+core). The engine's garbage is freed by reference counting; a larger threshold only
 lets cyclic garbage wait longer before it is collected (bounded by the threshold).
 
 The threshold is raised for the duration of the outermost running generation and put back afterwards,
