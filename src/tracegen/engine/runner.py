@@ -422,6 +422,12 @@ class _Engine:
             self.failed_keys.add(item.digest)
         except RunDirError as e:
             self._stop_fatal(e, "run_dir")
+        except Exception as e:  # an unexpected client/library error: count it, keep the others going
+            await self._fail(
+                item,
+                chain,
+                {"type": type(e).__name__, "status": None, "code": "client_error", "message": str(e)[:300]},
+            )
         finally:
             self.slots.release()
 
