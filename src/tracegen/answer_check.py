@@ -981,6 +981,18 @@ def _norm_words(text: str) -> str:
     return " ".join(_content_words(text))
 
 
+@lru_cache(maxsize=1 << 12)
+def _whole_words(want: str) -> re.Pattern[str]:
+    """``want`` as whole words (compiled once per target text, not once per row)."""
+    return re.compile(rf"(?<!\S){re.escape(want)}(?!\S)")
+
+
+@lru_cache(maxsize=1 << 12)
+def _negated_phrase(want: str) -> re.Pattern[str]:
+    """ "not ``want``" (one optional word between)."""
+    return re.compile(rf"\bnot\s+(?:\w+\s+)?{re.escape(want)}")
+
+
 def _check_phrase(text: str, target: Target) -> Verdict:
     want = _norm_words(target.answer)
     want_set = set(want.split())
@@ -992,9 +1004,7 @@ def _check_phrase(text: str, target: Target) -> Verdict:
             statement = window
     if statement is not None:
         got = _norm_words(statement)
-        if re.search(rf"(?<!\S){re.escape(want)}(?!\S)", got) and not re.search(
-            rf"\bnot\s+(?:\w+\s+)?{re.escape(want)}", got
-        ):
+        if _whole_words(want).search(got) and not _negated_phrase(want).search(got):
             return Verdict(True, target, statement.strip(), "statement")
         got_set = set(got.split())
         if not want_set & got_set:
@@ -1003,7 +1013,7 @@ def _check_phrase(text: str, target: Target) -> Verdict:
             return Verdict(True, target, statement.strip(), "statement")
         return Verdict(None, target, statement.strip(), "statement")
     got = _norm_words(text)
-    if re.search(rf"(?<!\S){re.escape(want)}(?!\S)", got):
+    if _whole_words(want).search(got):
         return Verdict(True, target, target.answer, "contains")
     if got and len(got.split()) <= min(4, len(want_set) + 2) and not want_set & set(got.split()):
         return Verdict(False, target, text.strip(), "short_response")
