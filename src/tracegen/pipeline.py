@@ -46,22 +46,13 @@ def _noop(_: str) -> None:
 
 def _rewrite_rejections(run_dir: Path, stages: tuple[str, ...], new: list[dict[str, Any]]) -> None:
     """Replace the rejected.jsonl lines of ``stages`` with ``new``, keeping other stages' lines (atomic)."""
+    from .postprocess import rejections_except
+
     path = run_dir / "rejected.jsonl"
-    lines: list[str] = []
-    if path.exists():
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                if not line.strip():
-                    continue
-                try:
-                    stage = json.loads(line).get("stage")
-                except json.JSONDecodeError:
-                    continue  # a torn last line from a crash
-                if stage not in stages:
-                    lines.append(line if line.endswith("\n") else line + "\n")
-    lines.extend(json.dumps(entry, ensure_ascii=False) + "\n" for entry in new)
+    data = b"".join(rejections_except(path, stages))
+    data += "".join(json.dumps(entry, ensure_ascii=False) + "\n" for entry in new).encode("utf-8")
     try:
-        atomic_write_bytes(path, "".join(lines).encode("utf-8"))
+        atomic_write_bytes(path, data)
     except OSError as e:
         raise RunDirError(
             f"{path}: cannot write ({e.strerror}); check free disk space and permissions"

@@ -28,7 +28,7 @@ import os
 import re
 from array import array
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import IO, Any
@@ -403,10 +403,15 @@ def clean(
     return result
 
 
-def _copy_engine_rejections(path: Path, out: _AtomicWriter) -> None:
-    """Keep the engine's rejected.jsonl lines (source/plan/generate) verbatim; drop old filter/dedup."""
+def rejections_except(path: Path, stages: Iterable[str]) -> Iterator[bytes]:
+    """The lines of a rejected.jsonl whose stage is not in ``stages`` (verbatim, newline-ended).
+
+    Each step that rewrites rejected.jsonl (planning: source/plan; clean: filter/dedup) keeps the other
+    steps' lines through this; an unreadable line (a torn tail from a crash) is dropped with a warning.
+    """
     if not path.is_file():
         return
+    drop = frozenset(stages)
     with open(path, "rb") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -416,6 +421,11 @@ def _copy_engine_rejections(path: Path, out: _AtomicWriter) -> None:
             except (ValueError, AttributeError):
                 log.warning("%s:%d: dropping an unreadable rejected.jsonl line", path, lineno)
                 continue
-            if stage in CLEAN_STAGES:
-                continue
-            out.write(line if line.endswith(b"\n") else line + b"\n")
+            if stage not in drop:
+                yield line if line.endswith(b"\n") else line + b"\n"
+
+
+def _copy_engine_rejections(path: Path, out: _AtomicWriter) -> None:
+    """Keep the engine's rejected.jsonl lines (source/plan/generate) verbatim; drop old filter/dedup."""
+    for line in rejections_except(path, CLEAN_STAGES):
+        out.write(line)
