@@ -219,7 +219,7 @@ class FilteringClient:
             finish_reason="content_filter" if filtered else "stop",
             prompt_tokens=20,
             completion_tokens=0 if filtered else 3,
-            model_returned="gpt-4o-mini-x",
+            model_returned="gpt-4o-mini-2024-07-18",
             headers={},
         )
 

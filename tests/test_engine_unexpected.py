@@ -29,7 +29,7 @@ class FlakyClient:
             finish_reason="stop",
             prompt_tokens=20,
             completion_tokens=5,
-            model_returned="gpt-4o-mini-x",
+            model_returned="gpt-4o-mini-2024-07-18",
             headers={},
         )
 

@@ -26,11 +26,12 @@ def test_chat_overhead() -> None:
     assert count_chat_tokens(r.messages(), "cl100k_base") == 3 + 3 + 1 + 2
 
 
-def test_longest_prefix_match() -> None:
+def test_exact_ids_only_never_a_prefix_match() -> None:
     info = model_info("gpt-4o-mini-2024-07-18")
-    assert info is not None and info.name == "gpt-4o-mini"
-    info = model_info("gpt-4-0613")
-    assert info is not None and info.name == "gpt-4"
+    assert info is not None and info.name == "gpt-4o-mini-2024-07-18"
+    assert model_info("openai/gpt-4-0613") is not None  # a provider prefix is not part of the id
+    assert model_info("gpt-4o-2099-01-01") is None  # an unlisted snapshot is unknown, not "gpt-4o"
+    assert model_info("gpt-4-0613-foo") is None
     assert model_info("llama-3-70b") is None
 
 

@@ -177,6 +177,17 @@ class RunConfig(BaseModel):
     transport: Literal["aiohttp", "sdk"] = Field(
         "aiohttp", description="aiohttp: lean OpenAI-protocol client (fast); sdk: AsyncOpenAI."
     )
+    price_file: str | None = Field(
+        None, description="YAML price file adding to / replacing tracegen's model table (`tracegen models`)."
+    )
+    reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = Field(
+        None, description="Reasoning models: sent as reasoning_effort (default: the model's own)."
+    )
+    expected_reasoning_tokens: int | None = Field(
+        None,
+        ge=0,
+        description="Reasoning models: hidden reasoning tokens assumed per answer in the dry run (default 1024).",
+    )
 
     # ---- limits --------------------------------------------------------------------------------------------
     budget_usd: float | None = Field(None, gt=0, description="Hard cap on dollars billed for this run dir.")
@@ -271,6 +282,14 @@ class RunConfig(BaseModel):
             for model in [self.model] if not self.stages else [s.model for s in self.stages]:
                 if not any(e.serves(model) for e in self.endpoints):
                     raise ValueError(f"no endpoint serves model {model!r}: add one with model: {model}")
+        return self
+
+    @model_validator(mode="after")
+    def _model_defaults(self) -> RunConfig:
+        """Reasoning models: their completion cap default, and no temperature/top_p (see params.py)."""
+        from .params import apply_model_defaults
+
+        apply_model_defaults(self)
         return self
 
     def shard_index(self) -> tuple[int, int] | None:

@@ -57,6 +57,7 @@ from .mix import interleave, is_bigbench, is_zero_shot, mix_shares, quotas, sele
 from .records import SUBMIXES, Record
 from .sources import RejectCallback, Rejection, Source, SourceRow, SourceStats
 from .templates import Choice, MCDetector, SystemMessageChooser, get_mc_detector, load_template_set
+from .params import chat_body
 from .tokens import count_chat_tokens, encoding_for_model, model_info
 
 __all__ = [
@@ -295,7 +296,7 @@ def _setup(config: RunConfig, mc_detector: MCDetector | None, dedup_questions: b
         mc_detector=detector,
         template_set=template_set,
     )
-    info = model_info(config.model)
+    info = model_info(config.model, config.price_file)
     limit = None
     if info is not None:
         limit = info.context_window - config.max_tokens
@@ -309,7 +310,7 @@ def _setup(config: RunConfig, mc_detector: MCDetector | None, dedup_questions: b
         config=config,
         source=source,
         chooser=chooser,
-        encoding=encoding_for_model(config.model),
+        encoding=encoding_for_model(config.model, config.price_file),
         limit=limit,
         context_window=info.context_window if info else None,
         reject_too_long=config.on_too_long == "reject",
@@ -499,14 +500,8 @@ def _pass2(
 
 # ---- run directory files ---------------------------------------------------------------------------------
 def request_body(record: Record, config: RunConfig) -> dict[str, Any]:
-    """The chat-completions body for ``record``: {model, messages, temperature, top_p, max_tokens}."""
-    return {
-        "model": config.model,
-        "messages": record.messages(),
-        "temperature": config.temperature,
-        "top_p": config.top_p,
-        "max_tokens": config.max_tokens,
-    }
+    """The chat-completions body for ``record`` (chat or reasoning model: see :mod:`tracegen.params`)."""
+    return chat_body(record.messages(), config)
 
 
 def write_plan(plan: Plan, run_dir: str | Path, *, shard: tuple[int, int] | None = None) -> PlanStats:
@@ -596,7 +591,7 @@ def plan_parameters(config: RunConfig, *, dedup_questions: bool = False) -> dict
             templates_sha256 = hashlib.sha256(Path(config.templates).read_bytes()).hexdigest()
         except OSError as e:
             raise ConfigError(f"{config.templates}: cannot read template set ({e.strerror})") from None
-    info = model_info(config.model)
+    info = model_info(config.model, config.price_file)
     mix: str | dict[str, float] = (
         config.mix if isinstance(config.mix, str) else {k: config.mix[k] for k in sorted(config.mix)}
     )
@@ -611,7 +606,7 @@ def plan_parameters(config: RunConfig, *, dedup_questions: bool = False) -> dict
         "system_message_spelling": config.system_message_spelling,
         "mc_detector": config.mc_detector,
         "dedup": "question" if dedup_questions else "pair",
-        "encoding": encoding_for_model(config.model),
+        "encoding": encoding_for_model(config.model, config.price_file),
         "context_window": info.context_window if info else None,
         "max_tokens": config.max_tokens,
         "on_too_long": config.on_too_long,

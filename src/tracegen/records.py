@@ -64,6 +64,8 @@ class Record:
     cost_usd: float = 0.0
     finish_reason: str | None = None
     agrees_with_target: bool | None = None
+    reasoning_tokens: int = 0
+    """Hidden reasoning tokens of the answer (reasoning models), billed as output, part of completion_tokens."""
 
     def __post_init__(self) -> None:
         if not self.key:

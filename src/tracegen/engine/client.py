@@ -45,6 +45,7 @@ __all__ = [
     "make_client",
     "parse_retry_after",
     "resolve_endpoint",
+    "usage_detail",
 ]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -67,6 +68,10 @@ class ChatResult:
     model_returned: str
     headers: Mapping[str, str]
     """Response headers (case-insensitive mapping): the limiter reads ``x-ratelimit-*`` from them."""
+    reasoning_tokens: int | None = None
+    """Hidden reasoning tokens (``usage.completion_tokens_details``), part of ``completion_tokens``."""
+    cached_tokens: int | None = None
+    """Prompt tokens served from the prompt cache (``usage.prompt_tokens_details``)."""
 
 
 class TeacherCallError(TracegenError):
@@ -218,3 +223,10 @@ def error_fields(raw: Any) -> tuple[str | None, str | None]:
         if isinstance(inner, str):
             return None, inner
     return None, None
+
+
+def usage_detail(usage: Any, details: str, name: str) -> int | None:
+    """``usage[details][name]`` as an int (e.g. completion_tokens_details.reasoning_tokens), else None."""
+    inner = usage.get(details) if isinstance(usage, dict) else None
+    value = inner.get(name) if isinstance(inner, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

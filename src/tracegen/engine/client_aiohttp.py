@@ -23,6 +23,7 @@ from .client import (
     TeacherTimeout,
     error_fields,
     parse_retry_after,
+    usage_detail,
 )
 
 __all__ = ["AiohttpChatClient"]
@@ -123,6 +124,8 @@ class AiohttpChatClient:
                 completion_tokens=usage.get("completion_tokens"),
                 model_returned=str(data_obj.get("model") or ""),
                 headers=headers,
+                reasoning_tokens=usage_detail(usage, "completion_tokens_details", "reasoning_tokens"),
+                cached_tokens=usage_detail(usage, "prompt_tokens_details", "cached_tokens"),
             )
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
             raise TeacherConnectionError(

@@ -139,6 +139,8 @@ class SdkChatClient:
             completion_tokens=usage.completion_tokens if usage is not None else None,
             model_returned=completion.model or "",
             headers=raw.headers,
+            reasoning_tokens=_detail(usage, "completion_tokens_details", "reasoning_tokens"),
+            cached_tokens=_detail(usage, "prompt_tokens_details", "cached_tokens"),
         )
 
     async def aclose(self) -> None:
@@ -146,3 +148,9 @@ class SdkChatClient:
         if self._client is not None:
             await self._client.close()
             self._client = None
+
+
+def _detail(usage: Any, details: str, name: str) -> int | None:
+    inner = getattr(usage, details, None) if usage is not None else None
+    value = getattr(inner, name, None) if inner is not None else None
+    return value if isinstance(value, int) else None

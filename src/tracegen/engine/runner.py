@@ -35,7 +35,16 @@ from .._version import __version__
 from ..config import RunConfig
 from ..errors import AuthError, EndpointError, QuotaError, RunDirError, TracegenError
 from ..records import Record
-from ..tokens import Pricing, count_chat_tokens, count_text_tokens, encoding_for_model, pricing_for
+from ..params import body_cap, chat_body, with_cap
+from ..prices import (
+    Pricing,
+    ResolvedPrices,
+    answered_model_problem,
+    answered_pricing,
+    prices_stats,
+    resolve_prices,
+)
+from ..tokens import count_chat_tokens, count_text_tokens, encoding_for_model
 from ._gc import fewer_gc_passes
 from ._json import canonical_json
 from .budget import Budget, Reservation, utc_now_iso
@@ -86,13 +95,7 @@ class _Item:
 
     def __init__(self, rec: Record, config: RunConfig, pricing: Pricing, encoding: str) -> None:
         messages = rec.messages()
-        body = {
-            "model": config.model,
-            "messages": messages,
-            "temperature": config.temperature,
-            "top_p": config.top_p,
-            "max_tokens": config.max_tokens,
-        }
+        body = chat_body(messages, config)
         payload = canonical_json(body)
         digest = hashlib.sha256(payload).digest()
         prompt_tokens = rec.prompt_tokens or count_chat_tokens(messages, encoding)
@@ -134,16 +137,24 @@ class _Engine:
         self.clock = clock
         self.total = total
         self.grace_s = grace_s
-        self.encoding = encoding_for_model(config.model)
+        self.encoding = encoding_for_model(config.model, config.price_file)
+        self.prices: ResolvedPrices | None = None
         try:
-            self.pricing = pricing_for(
-                config.model, input_price=config.input_price, output_price=config.output_price
+            self.prices = resolve_prices(
+                config.model,
+                input_price=config.input_price,
+                output_price=config.output_price,
+                price_file=config.price_file,
             )
+            self.pricing = self.prices.online
         except TracegenError:
             if config.budget_usd is not None:
                 raise
             log.warning("no price known for %s: costs are recorded as 0", config.model)
             self.pricing = Pricing(0.0, 0.0)
+        # per model id the endpoint answered with: the pricing it bills at, and what is wrong with it
+        self.answered: dict[str, tuple[Pricing, str | None]] = {}
+        self.model_problem: str | None = None
         self.done: DoneSet = run_dir.load_done()
         self.budget = Budget.open(
             run_dir.ledger_path,
@@ -185,8 +196,12 @@ class _Engine:
         self.rejected = 0
         self.unfinished = 0
         self.n_length = 0
+        self.n_length_empty = 0
         self.prompt_tokens = 0
         self.completion_tokens = 0
+        self.reasoning_tokens = 0
+        self.cached_tokens = 0
+        self.billed_usd = 0.0
         self.cost_usd = 0.0
         self.n_429 = 0
         self.n_5xx = 0
@@ -308,7 +323,7 @@ class _Engine:
         budget, limiter = self.budget, self.limiter
         res_usd, res_tokens, limit_tokens = item.res_usd, item.res_tokens, item.limit_tokens
         if body is not item.body:  # a retry of a "length" answer with more max_tokens
-            extra = body["max_tokens"] - self.config.max_tokens
+            extra = body_cap(body) - self.config.max_tokens
             res_usd += self.pricing.cost_usd(0, extra)
             res_tokens += extra
             limit_tokens += extra
@@ -365,8 +380,25 @@ class _Engine:
         pt, ct = self._usage(item, result)
         limiter.observe(permit, status=200, headers=result.headers, latency_s=self.clock() - t0)
         limiter.release(permit, pt + ct)
-        budget.settle(res, self.pricing.cost_usd(pt, ct), pt + ct)
+        budget.settle(res, self._pricing_of(result).cost_usd(pt, ct), pt + ct)
         return result
+
+    def _pricing_of(self, result: ChatResult) -> Pricing:
+        """The pricing ``result`` is billed at; notes (once) an answering model priced above the reserved one."""
+        got = self.answered.get(result.model_returned)
+        if got is None:
+            if self.prices is None:
+                got = (self.pricing, None)
+            else:
+                returned, pf = result.model_returned, self.config.price_file
+                got = (
+                    answered_pricing(self.prices, returned, batch=False, price_file=pf),
+                    answered_model_problem(self.prices, returned, price_file=pf),
+                )
+            self.answered[result.model_returned] = got
+        if got[1] is not None and self.model_problem is None:
+            self.model_problem = got[1]
+        return got[0]
 
     def _usage(self, item: _Item, result: ChatResult) -> tuple[int, int]:
         pt = result.prompt_tokens if result.prompt_tokens is not None else item.prompt_tokens
@@ -389,12 +421,15 @@ class _Engine:
                 if item is self.probe:
                     self.probe_done.set()
             pt, ct = self._usage(item, result)
-            cost = self.pricing.cost_usd(pt, ct)
+            cost = self._pricing_of(result).cost_usd(pt, ct)
             if result.finish_reason == "length":
                 self.n_length += 1
-                if self.config.retry_length:
+                self.n_length_empty += not result.content
+                if self.config.retry_length and self.model_problem is None:
                     result, pt, ct, cost = await self._retry_length(item, result, pt, ct, cost)
             await self._record(item, result, pt, ct, cost)
+            if self.model_problem is not None:
+                self._stop_fatal(EndpointError(self.model_problem), "model_mismatch")
         except TeacherCallError as e:
             if self.pool is not None and self.pool.all_dead:  # the last endpoint left the pool
                 dead = self.pool.dead_error()
@@ -441,8 +476,7 @@ class _Engine:
         self, item: _Item, result: ChatResult, pt: int, ct: int, cost: float
     ) -> tuple[ChatResult, int, int, float]:
         """One more try with 2x max_tokens, if the budget allows; keep the first answer otherwise."""
-        body = dict(item.body)
-        body["max_tokens"] = self.config.max_tokens * 2
+        body = with_cap(item.body, self.config.max_tokens * 2)
         chain: list[TeacherCallError] = []
         first: list[tuple[Reservation, Permit]] = []
 
@@ -459,8 +493,16 @@ class _Engine:
         lpt, lct = self._usage(item, longer)
         self.prompt_tokens += pt  # the first answer was billed too; its cost is added to the record's
         self.completion_tokens += ct
-        lcost = self.pricing.cost_usd(lpt, lct)
+        self._count_details(result, pt, ct)
+        lcost = self._pricing_of(longer).cost_usd(lpt, lct)
         return longer, lpt, lct, cost + lcost
+
+    def _count_details(self, result: ChatResult, pt: int, ct: int) -> None:
+        """Reasoning and cached tokens, and the real bill (cached input at its price) of one answer."""
+        self.reasoning_tokens += result.reasoning_tokens or 0
+        cached = result.cached_tokens or 0
+        self.cached_tokens += cached
+        self.billed_usd += self._pricing_of(result).billed_usd(pt, ct, cached)
 
     async def _record(self, item: _Item, result: ChatResult, pt: int, ct: int, cost: float) -> None:
         which, line = answer_line(
@@ -471,9 +513,11 @@ class _Engine:
             prompt_tokens=pt,
             completion_tokens=ct,
             cost_usd=cost,
+            reasoning_tokens=result.reasoning_tokens or 0,
         )
         self.prompt_tokens += pt
         self.completion_tokens += ct
+        self._count_details(result, pt, ct)
         self.cost_usd += cost
         await self._durable(which, line)
         if which == REJECTED:
@@ -571,10 +615,14 @@ class _Engine:
             "skipped_done": self.skipped_done,
             "unfinished": self.unfinished,
             "length": self.n_length,
+            "length_empty": self.n_length_empty,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+            "cached_tokens": self.cached_tokens,
             "cost_usd": round(budget.spent_usd, 9),
             "answers_cost_usd": round(self.cost_usd, 9),
+            "answers_billed_usd": round(self.billed_usd, 9),
             "reserved_usd_unknown": round(budget.unknown_usd, 9),
             "total_spent_usd": round(budget.total_spent_usd, 9),
             "budget_usd": self.config.budget_usd,
@@ -593,6 +641,7 @@ class _Engine:
                 "tokens_per_minute": self.limiter.tokens_per_minute,
             },
             "traces_total": self.done.n_traces + self.succeeded,
+            "prices": prices_stats(self.prices, batch=False),
             **({"endpoints": self.pool.stats()} if self.pool is not None else {}),
             "config": self.config.public_dict(),
         }

@@ -117,6 +117,7 @@ def answer_line(
     prompt_tokens: int,
     completion_tokens: int,
     cost_usd: float,
+    reasoning_tokens: int = 0,
 ) -> tuple[int, bytes]:
     """Fill ``rec``'s answer fields; return the file its line goes to and the line: TRACES, or REJECTED
     (stage ``generate``) when the teacher answered ``content_filter`` (paid for, so done all the same)."""
@@ -127,6 +128,7 @@ def answer_line(
     rec.completion_tokens = completion_tokens
     rec.cost_usd = cost_usd
     rec.finish_reason = answer.finish_reason
+    rec.reasoning_tokens = reasoning_tokens
     fields_ = {name: getattr(rec, name) for name in _RECORD_FIELDS}
     if rec.finish_reason == "content_filter":
         line = engine_line(

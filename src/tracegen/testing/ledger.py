@@ -24,7 +24,8 @@ _canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_asci
 def request_key(body: dict[str, Any]) -> str:
     """sha256 hex of the canonical JSON of ``{model, messages, temperature, top_p, max_tokens}``.
 
-    Missing fields count as null; ``max_completion_tokens`` stands in for a missing ``max_tokens``. Canonical
+    Missing fields count as null; ``max_completion_tokens`` stands in for a missing ``max_tokens``;
+    ``reasoning_effort`` is keyed when present. Canonical
     JSON: sorted keys, ``separators=(",", ":")``, ``ensure_ascii=False``, UTF-8.
     """
     max_tokens = body.get("max_tokens")
@@ -37,6 +38,8 @@ def request_key(body: dict[str, Any]) -> str:
         "top_p": body.get("top_p"),
         "max_tokens": max_tokens,
     }
+    if body.get("reasoning_effort") is not None:
+        subset["reasoning_effort"] = body["reasoning_effort"]
     return hashlib.sha256(_canonical(subset).encode("utf-8")).hexdigest()
 
 
