@@ -111,6 +111,16 @@ def run(
     expected_output_tokens: Annotated[
         int | None, typer.Option(help="Assumed mean answer length for the expected cost, tokens.")
     ] = None,
+    price_file: Annotated[
+        str | None, typer.Option(help="YAML price file adding models to the table (see `tracegen models`).")
+    ] = None,
+    reasoning_effort: Annotated[
+        str | None, typer.Option(help="Reasoning models: minimal | low | medium | high.")
+    ] = None,
+    expected_reasoning_tokens: Annotated[
+        int | None,
+        typer.Option(help="Reasoning models: hidden reasoning tokens assumed per answer (dry run; 1024)."),
+    ] = None,
     templates: Annotated[
         str | None, typer.Option(help="Template set file (Orca 2 style, YAML/JSON).")
     ] = None,
@@ -182,6 +192,9 @@ def run(
             input_price=input_price,
             output_price=output_price,
             expected_output_tokens=expected_output_tokens,
+            price_file=price_file,
+            reasoning_effort=reasoning_effort,
+            expected_reasoning_tokens=expected_reasoning_tokens,
             templates=templates,
             system_message_spelling=spelling,
             mc_detector=mc_detector,
@@ -226,6 +239,9 @@ def estimate(
     seed: Annotated[int | None, typer.Option(help="Seed.")] = None,
     output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", help="Run directory.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+    price_file: Annotated[
+        str | None, typer.Option(help="YAML price file adding models to the table (see `tracegen models`).")
+    ] = None,
 ) -> None:
     """Same as `run --dry-run`: the plan and its cost, nothing sent."""
     from . import pipeline
@@ -240,9 +256,30 @@ def estimate(
             max_tokens=max_tokens,
             seed=seed,
             output_dir=output_dir,
+            price_file=price_file,
         )
         est = pipeline.estimate_run(config)
         _print(progress_view.estimate_table(est), est, as_json)
+
+    _guard(go)
+
+
+@app.command()
+def models(
+    price_file: Annotated[
+        str | None, typer.Option(help="Also list the models of this YAML price file (they win).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """The price table: exact model ids, encoding, context window, online and batch prices, reasoning."""
+    from .prices import table_rows
+
+    def go() -> None:
+        rows, note = table_rows(price_file)
+        if as_json:
+            _print(None, {"note": note, "models": rows}, as_json)
+        else:  # wide enough for every id and price, even when piped
+            Console(width=max(out.width, 110)).print(progress_view.models_table(rows, note))
 
     _guard(go)
 

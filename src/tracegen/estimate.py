@@ -1,15 +1,18 @@
 """Dry-run cost estimate of a plan: what it would cost, online and with the Batch API, and what a budget buys.
 
 * **Worst case**: every answer runs to ``max_tokens``.
-* **Expected**: every answer is ``min(expected_output_tokens, max_tokens)`` tokens long
+* **Expected**: every answer is ``min(expected_output_tokens + reasoning, max_tokens)`` tokens long
   (``RunConfig.expected_output_tokens``, default 350: a mean Orca-style explanation; Orca reports GPT-4
-  answers ~1.5x longer than ChatGPT's, so raise it for GPT-4-class teachers). Prompt tokens are exact.
+  answers ~1.5x longer than ChatGPT's, so raise it for GPT-4-class teachers). ``reasoning`` is the hidden
+  reasoning tokens a reasoning model bills as output (``expected_reasoning_tokens``, default 1024; 0 for chat
+  models); the worst case covers them already (they count against ``max_tokens``). Prompt tokens are exact.
 * **Budget**: how many requests ``budget_usd`` pays for *in plan order*, walking the plan prefix (prompt
   lengths differ), for each price mode and assumption. From a :class:`~tracegen.plan.PlanStats` alone the
   per-request prompt lengths are unknown, so the mean is used and ``budget_requests_exact`` is False.
 
-Prices come from :func:`tracegen.tokens.pricing_for` (``input_price``/``output_price`` override, USD per 1M
-tokens); an unknown model without both overrides is a ConfigError that says to pass them.
+Prices come from :func:`tracegen.prices.resolve_prices` (exact ids; ``input_price``/``output_price`` override,
+USD per 1M tokens; ``price_file`` adds models); an unknown model without both overrides is a ConfigError that
+says to pass them. The estimate records which prices it used (origin, date taken).
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import RunConfig
+from .params import expected_reasoning_tokens
 from .plan import Plan, PlanStats
+from .prices import Pricing, ResolvedPrices, resolve_prices
 from .records import SUBMIXES, Record
-from .tokens import Pricing, encoding_for_model, pricing_for
+from .tokens import encoding_for_model
 
 __all__ = ["Estimate", "estimate"]
 
@@ -52,6 +57,12 @@ class Estimate:
     """online_worst_usd, online_expected_usd, batch_worst_usd, batch_expected_usd."""
     budget_buys_requests: dict[str, int] = field(default_factory=dict)
     """online_worst, online_expected, batch_worst, batch_expected (empty without a budget)."""
+    expected_reasoning_tokens: int = 0
+    """Hidden reasoning tokens assumed per answer (part of expected_output_tokens); 0 for chat models."""
+    reasoning: bool = False
+    prices_origin: str = ""
+    """Where the prices came from: tracegen's table (with the date taken), a price file, or flags."""
+    prices_as_of: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -70,19 +81,20 @@ class Estimate:
             "prices_usd_per_mtok": dict(self.prices_usd_per_mtok),
             "cost_usd": dict(self.cost_usd),
             "budget_buys_requests": dict(self.budget_buys_requests),
+            "expected_reasoning_tokens": self.expected_reasoning_tokens,
+            "reasoning": self.reasoning,
+            "prices_origin": self.prices_origin,
+            "prices_as_of": self.prices_as_of,
         }
 
 
-def _prices(config: RunConfig) -> dict[str, Pricing]:
-    return {
-        mode: pricing_for(
-            config.model,
-            batch=mode == "batch",
-            input_price=config.input_price,
-            output_price=config.output_price,
-        )
-        for mode in _MODES
-    }
+def _resolved(config: RunConfig) -> ResolvedPrices:
+    return resolve_prices(
+        config.model,
+        input_price=config.input_price,
+        output_price=config.output_price,
+        price_file=config.price_file,
+    )
 
 
 class _Budget:
@@ -111,8 +123,10 @@ class _Budget:
 
 def estimate(plan: Plan | PlanStats | Iterable[Record], config: RunConfig) -> Estimate:
     """Estimate the cost of ``plan`` (a Plan, its PlanStats, or Records in plan order) for ``config``."""
-    prices = _prices(config)
-    expected_out = min(config.expected_output_tokens, config.max_tokens)
+    resolved = _resolved(config)
+    prices: dict[str, Pricing] = {mode: resolved.for_mode(mode == "batch") for mode in _MODES}
+    reasoning = expected_reasoning_tokens(config)
+    expected_out = min(config.expected_output_tokens + reasoning, config.max_tokens)
     outputs = {"worst": config.max_tokens, "expected": expected_out}
     budget = _Budget(config.budget_usd, prices, outputs) if config.budget_usd is not None else None
 
@@ -160,7 +174,7 @@ def estimate(plan: Plan | PlanStats | Iterable[Record], config: RunConfig) -> Es
     }
     return Estimate(
         model=config.model,
-        encoding=encoding_for_model(config.model),
+        encoding=encoding_for_model(config.model, config.price_file),
         requests=requests,
         prompt_tokens=prompt_tokens,
         max_tokens=config.max_tokens,
@@ -178,6 +192,10 @@ def estimate(plan: Plan | PlanStats | Iterable[Record], config: RunConfig) -> Es
         },
         cost_usd=cost,
         budget_buys_requests=budget.result() if budget is not None else {},
+        expected_reasoning_tokens=min(reasoning, expected_out),
+        reasoning=resolved.reasoning,
+        prices_origin=resolved.origin,
+        prices_as_of=resolved.prices_as_of,
     )
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "prices_stats",
     "resolve_prices",
     "strip_provider",
+    "table_rows",
 ]
 
 #: Batch API list prices are half the online ones (used when a row or a flag gives no batch price).
@@ -285,7 +286,9 @@ def answered_model_problem(
     return None
 
 
-def answered_pricing(prices: ResolvedPrices, returned: str, *, batch: bool, price_file: str | None) -> Pricing:
+def answered_pricing(
+    prices: ResolvedPrices, returned: str, *, batch: bool, price_file: str | None
+) -> Pricing:
     """The pricing the answer is billed at: the answering model's when it is known and higher."""
     found = lookup(returned, price_file) if returned and not prices.origin.startswith("flags") else None
     own = prices.for_mode(batch)
@@ -306,7 +309,6 @@ def answered_pricing(prices: ResolvedPrices, returned: str, *, batch: bool, pric
     return own
 
 
-
 def prices_stats(prices: ResolvedPrices | None, *, batch: bool) -> dict[str, Any]:
     """The prices a run used, flat (stats.json ``prices``, rendered by the dataset card)."""
     if prices is None:
@@ -322,3 +324,30 @@ def prices_stats(prices: ResolvedPrices | None, *, batch: bool) -> dict[str, Any
         "cached_input_usd_per_mtok": used.cached_input_per_mtok,
         "output_usd_per_mtok": used.output_per_mtok,
     }
+
+
+def table_rows(price_file: str | Path | None = None) -> tuple[list[dict[str, Any]], str]:
+    """Every model of the table (and of ``price_file``, which wins), one dict each; plus a note on dates."""
+    table = price_table()
+    merged: dict[str, tuple[ModelPrice, str]] = {k: (v, "table") for k, v in table.models.items()}
+    note = f"tracegen table: list prices as of {table.prices_as_of} ({table.source.split(' (')[0]})"
+    if price_file is not None:
+        user = load_price_file(price_file)
+        merged.update({k: (v, "price file") for k, v in user.models.items()})
+        note += f"; price file {price_file}" + (f" as of {user.prices_as_of}" if user.prices_as_of else "")
+    rows = [
+        {
+            "id": name,
+            "encoding": row.encoding,
+            "context_window": row.context_window,
+            "input": row.input,
+            "cached_input": row.cached_input,
+            "output": row.output,
+            "batch_input": _half(row.batch_input, row.input),
+            "batch_output": _half(row.batch_output, row.output),
+            "reasoning": row.reasoning,
+            "origin": origin,
+        }
+        for name, (row, origin) in merged.items()
+    ]
+    return rows, note

@@ -165,3 +165,38 @@ def batch_table(rows: Sequence[Mapping[str, Any]]) -> Table:
             )
         )
     return t
+
+
+def models_table(rows: Sequence[Mapping[str, Any]], note: str) -> Table:
+    """`tracegen models`: one row per exact model id; prices in USD per 1M tokens."""
+    t = Table(title="models (USD per 1M tokens)", caption=note, pad_edge=False, box=None)
+    columns = [
+        ("id", "id"),
+        ("enc", "encoding"),
+        ("context", "context_window"),
+        ("in", "input"),
+        ("cached", "cached_input"),
+        ("out", "output"),
+        ("batch in", "batch_input"),
+        ("batch out", "batch_output"),
+        ("reasoning", "reasoning"),
+    ]
+    if any(r.get("origin") != "table" for r in rows):
+        columns.append(("from", "origin"))
+    for title, _ in columns:
+        t.add_column(title, no_wrap=True, justify="left" if title in ("id", "enc", "from") else "right")
+    for r in rows:
+        t.add_row(*(_model_cell(r.get(key)) for _, key in columns))
+    return t
+
+
+def _model_cell(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else ""
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v).removesuffix("_base")

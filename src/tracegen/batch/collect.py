@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..engine import TeacherHTTPError, is_retryable
-from ..engine.client import error_fields
+from ..engine.client import error_fields, usage_detail
 
 __all__ = ["Outcome", "batch_failure", "missing_outcome", "parse_file"]
 
@@ -33,6 +33,8 @@ class Outcome:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     model_returned: str = ""
+    reasoning_tokens: int | None = None
+    cached_tokens: int | None = None
     error: dict[str, Any] = field(default_factory=dict)
     """For failed.jsonl: {"type", "status", "code", "message"}."""
     retryable: bool = False
@@ -62,6 +64,8 @@ def _answer(body: Any) -> Outcome:
         prompt_tokens=int(pt) if isinstance(pt, int) else None,
         completion_tokens=int(ct) if isinstance(ct, int) else None,
         model_returned=str(body.get("model") or ""),
+        reasoning_tokens=usage_detail(usage, "completion_tokens_details", "reasoning_tokens"),
+        cached_tokens=usage_detail(usage, "prompt_tokens_details", "cached_tokens"),
     )
 
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from .._version import __version__
 from ..engine import Progress, RunResult
 from ..engine.budget import utc_now_iso
+from ..prices import prices_stats
 
 if TYPE_CHECKING:
     from .runner import BatchRunner
@@ -43,8 +44,11 @@ def run_stats(r: BatchRunner) -> dict[str, Any]:
         "skipped_done": r.skipped_done,
         "unfinished": r.unfinished + len(r.retry_queue),
         "length": r.n_length,
+        "length_empty": r.n_length_empty,
         "prompt_tokens": r.prompt_tokens,
         "completion_tokens": r.completion_tokens,
+        "reasoning_tokens": r.reasoning_tokens,
+        "cached_tokens": r.cached_tokens,
         "cost_usd": round(r.collected_usd, 9),
         "answers_cost_usd": round(r.cost_usd, 9),
         "reserved_usd_unknown": 0.0,
@@ -63,6 +67,7 @@ def run_stats(r: BatchRunner) -> dict[str, Any]:
         "n_connection_errors": 0,
         "limits": {"requests_per_minute": None, "tokens_per_minute": None},
         "traces_total": r.done.n_traces + r.succeeded,
+        "prices": prices_stats(r.prices, batch=True),
         "batch": {
             "parts_in_flight": len(in_flight),
             "requests_in_flight": sum(p.state.requests for p in in_flight),

@@ -39,9 +39,10 @@ from ..config import RunConfig
 from ..engine import Progress, Reservation, ResultWriter, RunDir, RunResult
 from ..engine.budget import utc_now_iso
 from ..engine.store import FAILED, REJECTED, DoneSet, answer_line, failed_line
-from ..errors import RunDirError, TracegenError
+from ..errors import EndpointError, RunDirError, TracegenError
+from ..prices import Pricing, ResolvedPrices, answered_model_problem, answered_pricing, resolve_prices
 from ..records import Record
-from ..tokens import Pricing, count_chat_tokens, count_text_tokens, encoding_for_model, pricing_for
+from ..tokens import count_chat_tokens, count_text_tokens, encoding_for_model
 from .accounting import open_budget
 from .api import BatchApi, BatchCallError, BatchInfo
 from .collect import Outcome, batch_failure, missing_outcome, parse_file
@@ -133,11 +134,18 @@ class BatchRunner:
         self.max_bytes_per_file = max_bytes_per_file
         self.checkpoint = checkpoint
         self.total = total
-        self.encoding = encoding_for_model(config.model)
+        self.encoding = encoding_for_model(config.model, config.price_file)
+        self.prices: ResolvedPrices | None = None
+        self.answered: dict[str, tuple[Pricing, str | None]] = {}
+        self.model_problem: str | None = None
         try:
-            self.pricing = pricing_for(
-                config.model, batch=True, input_price=config.input_price, output_price=config.output_price
+            self.prices = resolve_prices(
+                config.model,
+                input_price=config.input_price,
+                output_price=config.output_price,
+                price_file=config.price_file,
             )
+            self.pricing = self.prices.batch
         except TracegenError:
             if config.budget_usd is not None:
                 raise
@@ -172,6 +180,9 @@ class BatchRunner:
         self.n_line_errors = 0
         self.prompt_tokens = 0
         self.completion_tokens = 0
+        self.reasoning_tokens = 0
+        self.cached_tokens = 0
+        self.n_length_empty = 0
         self.cost_usd = 0.0
         self.batches_created = 0
         self.collected_usd = 0.0
@@ -636,6 +647,8 @@ class BatchRunner:
             f"(${billed_usd:,.4f})"
         )
         self._checkpoint("collected", n)
+        if self.model_problem is not None:
+            raise EndpointError(self.model_problem)
 
     def _usage(self, it: Item, oc: Outcome) -> tuple[int, int, float]:
         pt = oc.prompt_tokens
@@ -644,14 +657,40 @@ class BatchRunner:
         ct = oc.completion_tokens
         if ct is None:
             ct = count_text_tokens(oc.content or "", self.encoding)
-        return pt, ct, self.pricing.cost_usd(pt, ct)
+        return pt, ct, self._pricing_of(oc.model_returned).cost_usd(pt, ct)
+
+    def _pricing_of(self, returned: str) -> Pricing:
+        """The batch pricing an answer from ``returned`` bills at; notes a model priced above the reserved."""
+        got = self.answered.get(returned)
+        if got is None:
+            if self.prices is None:
+                got = (self.pricing, None)
+            else:
+                pf = self.config.price_file
+                got = (
+                    answered_pricing(self.prices, returned, batch=True, price_file=pf),
+                    answered_model_problem(self.prices, returned, batch=True, price_file=pf),
+                )
+            self.answered[returned] = got
+        if got[1] is not None and self.model_problem is None:
+            self.model_problem = got[1]
+        return got[0]
 
     def _record(self, it: Item, oc: Outcome, pt: int, ct: int, cost: float) -> asyncio.Future[None]:
         which, line = answer_line(
-            it.rec, it.key, oc, model=self.config.model, prompt_tokens=pt, completion_tokens=ct, cost_usd=cost
+            it.rec,
+            it.key,
+            oc,
+            model=self.config.model,
+            prompt_tokens=pt,
+            completion_tokens=ct,
+            cost_usd=cost,
+            reasoning_tokens=oc.reasoning_tokens or 0,
         )
         self.prompt_tokens += pt
         self.completion_tokens += ct
+        self.reasoning_tokens += oc.reasoning_tokens or 0
+        self.cached_tokens += oc.cached_tokens or 0
         self.cost_usd += cost
         self.done.add(it.key)
         if which == REJECTED:
@@ -660,6 +699,7 @@ class BatchRunner:
             self.succeeded += 1
             if oc.finish_reason == "length":
                 self.n_length += 1
+                self.n_length_empty += not oc.content
         return self.writer.write(which, line)
 
     def _fail_future(self, it: Item, error: dict[str, Any], *, retryable: bool) -> asyncio.Future[None]:
