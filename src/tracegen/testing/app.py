@@ -214,9 +214,10 @@ async def _admitted(
 
     entry = st.ledger.bill(
         key=req.key,
-        model=req.model,
+        model=req.answered_by or req.model,
         prompt_tokens=computed.prompt_tokens,
         completion_tokens=computed.completion_tokens,
+        cached_tokens=computed.cached_tokens,
         custom_id=request.headers.get("X-Request-Id"),
         kind="online",
     )

@@ -401,9 +401,10 @@ class BatchStore:
         entries.append(
             st.ledger.bill(
                 key=req.key,
-                model=req.model,
+                model=req.answered_by or req.model,
                 prompt_tokens=computed.prompt_tokens,
                 completion_tokens=computed.completion_tokens,
+                cached_tokens=computed.cached_tokens,
                 custom_id=custom_id,
                 kind="batch",
             )

@@ -43,10 +43,16 @@ def request_key(body: dict[str, Any]) -> str:
     return hashlib.sha256(_canonical(subset).encode("utf-8")).hexdigest()
 
 
-def cost_usd(model: str, prompt_tokens: int, completion_tokens: int, *, batch: bool) -> float:
-    """List price of one answer (Batch API prices when ``batch``); 0.0 for a model without a known price."""
+def cost_usd(
+    model: str, prompt_tokens: int, completion_tokens: int, *, batch: bool, cached_tokens: int = 0
+) -> float:
+    """List price of one answer (Batch API prices when ``batch``); 0.0 for a model without a known price.
+
+    ``completion_tokens`` includes reasoning tokens (billed as output); ``cached_tokens`` of the prompt are
+    billed at the model's cached-input price when it has one.
+    """
     pricing = _pricing(model, batch)
-    return 0.0 if pricing is None else pricing.cost_usd(prompt_tokens, completion_tokens)
+    return 0.0 if pricing is None else pricing.billed_usd(prompt_tokens, completion_tokens, cached_tokens)
 
 
 @functools.lru_cache(maxsize=256)
@@ -95,9 +101,12 @@ class Ledger:
         completion_tokens: int,
         custom_id: str | None,
         kind: str,
+        cached_tokens: int = 0,
     ) -> LedgerEntry:
         """Append one entry (``delivered`` False until the answer reaches the client) and return it."""
-        cost = cost_usd(model, prompt_tokens, completion_tokens, batch=kind == "batch")
+        cost = cost_usd(
+            model, prompt_tokens, completion_tokens, batch=kind == "batch", cached_tokens=cached_tokens
+        )
         entry = LedgerEntry(key, model, prompt_tokens, completion_tokens, cost, False, custom_id, kind)
         self.entries.append(entry)
         return entry

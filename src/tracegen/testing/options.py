@@ -74,6 +74,21 @@ class FakeOptions:
         4096, "max_tokens assumed when a request sets none (length cap and rate-limit count)"
     )
     seed: int = _opt(0, "seed of the answers and of the fault / latency draws")
+    mean_reasoning_tokens: int = _opt(
+        300,
+        "reasoning models: mean hidden reasoning tokens per answer at reasoning_effort medium (x0.1 minimal, "
+        "x0.5 low, x2 high), billed as output and counted against the completion cap",
+    )
+    model_routes: tuple[str, ...] | None = _opt(
+        None,
+        "comma-separated ALIAS=SNAPSHOT: requests for ALIAS are answered by SNAPSHOT (its id in the model "
+        "field, its list price in the ledger), as a provider routing an alias does",
+    )
+    prompt_cache: bool = _opt(
+        False,
+        "report prompt_tokens_details.cached_tokens: a first message of >= 1024 tokens seen before is cached "
+        "(in 128-token steps) and billed at the model's cached-input price",
+    )
     # --- Batch API ------------------------------------------------------------------------------------
     batch_delay_s: float = _opt(0.5, "processing time of one batch, seconds (validating to completed)")
     batch_fail_rate: float = _opt(0.0, "share of batch lines answered with a 500 error line")
@@ -104,6 +119,20 @@ class FakeOptions:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"fake server: {name} must be >= 1 or unset, got {value!r}")
+        if self.mean_reasoning_tokens < 0:
+            raise ConfigError(
+                f"fake server: mean_reasoning_tokens must be >= 0, got {self.mean_reasoning_tokens!r}"
+            )
+        if self.model_routes is not None:
+            if not isinstance(self.model_routes, tuple):
+                object.__setattr__(self, "model_routes", tuple(self.model_routes))
+            for route in self.model_routes:
+                alias, sep, target = route.partition("=")
+                if not (sep and alias.strip() and target.strip()):
+                    raise ConfigError(
+                        f"fake server: model_routes entry {route!r} is not ALIAS=SNAPSHOT "
+                        "(e.g. gpt-4o=gpt-4o-2024-05-13)"
+                    )
         for name in ("mean_completion_tokens", "default_max_tokens"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"fake server: {name} must be >= 1, got {getattr(self, name)!r}")
@@ -123,6 +152,14 @@ class FakeOptions:
             )
         if self.known_models is not None and not isinstance(self.known_models, tuple):
             object.__setattr__(self, "known_models", tuple(self.known_models))
+
+    def route(self, model: str) -> str:
+        """The model that answers a request for ``model`` (``model_routes``), else ``model`` itself."""
+        for entry in self.model_routes or ():
+            alias, _, target = entry.partition("=")
+            if alias.strip() == model:
+                return target.strip()
+        return model
 
     def replace(self, **changes: Any) -> FakeOptions:
         """A copy with ``changes`` applied (validated again)."""
@@ -146,8 +183,9 @@ class FakeOptions:
         if unknown:
             raise ConfigError(f"fake server: unknown option(s) {unknown}; valid options: {sorted(names)}")
         values = dict(data)
-        if values.get("known_models") is not None:
-            values["known_models"] = tuple(values["known_models"])
+        for name in ("known_models", "model_routes"):
+            if values.get(name) is not None:
+                values[name] = tuple(values[name])
         return cls(**values)
 
 
@@ -158,6 +196,7 @@ _INT_FIELDS = (
     "mean_completion_tokens",
     "default_max_tokens",
     "seed",
+    "mean_reasoning_tokens",
 )
 
 
