@@ -269,7 +269,7 @@ class _Engine:
                 self.stop_reason = "completed"
 
     async def _offer(self, rec: Record) -> bool:
-        if self.stopping:
+        if self.stopping or self.model_problem is not None:
             return False
         self.read += 1
         item = _Item(rec, self.config, self.pricing, self.encoding)
@@ -310,7 +310,7 @@ class _Engine:
         if self.probe is None:
             self.probe = item
             await self.probe_done.wait()
-        return not self.stopping
+        return not self.stopping and self.model_problem is None
 
     # ---- one request ------------------------------------------------------------------------------------
     async def _attempt(
