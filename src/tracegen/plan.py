@@ -54,10 +54,10 @@ from ._fileio import write_files_atomically
 from .config import RunConfig
 from .errors import ConfigError, PlanError, RunDirError, SourceError
 from .mix import interleave, is_bigbench, is_zero_shot, mix_shares, quotas, select_submix
+from .params import chat_body
 from .records import SUBMIXES, Record
 from .sources import RejectCallback, Rejection, Source, SourceRow, SourceStats
 from .templates import Choice, MCDetector, SystemMessageChooser, get_mc_detector, load_template_set
-from .params import chat_body
 from .tokens import count_chat_tokens, encoding_for_model, model_info
 
 __all__ = [

@@ -223,7 +223,7 @@ def prepare_stage(
     """Open ``stages/<name>`` (refusing changed settings) and write its plan once, or again after --extend."""
     scfg = stage_config(config, stage, parent.path)
     seed = config.seed if stage.seed is None else stage.seed
-    encoding = encoding_for_model(stage.model)
+    encoding = encoding_for_model(stage.model, config.price_file)
     spec = _stage_spec(stage, seed, encoding)
     path = stage_path(parent.path, stage.name)
     old = _read_json(path / "manifest.json")
@@ -260,7 +260,7 @@ def _write_stage_plan(
     plan_path = parent / "plan.jsonl"
     mask = select_mask(_plan_keys(plan_path), stage, seed, shard)
     parent_encoding = (_read_json(parent / "plan_stats.json") or {}).get("encoding")
-    encoding = encoding_for_model(stage.model)
+    encoding = encoding_for_model(stage.model, scfg.price_file)
     planned = dict.fromkeys(SUBMIXES, 0)
     tokens = dict.fromkeys(SUBMIXES, 0)
     per_message: dict[str, int] = {}

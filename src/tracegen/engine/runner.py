@@ -34,7 +34,6 @@ from typing import Any
 from .._version import __version__
 from ..config import RunConfig
 from ..errors import AuthError, EndpointError, QuotaError, RunDirError, TracegenError
-from ..records import Record
 from ..params import body_cap, chat_body, with_cap
 from ..prices import (
     Pricing,
@@ -44,6 +43,7 @@ from ..prices import (
     prices_stats,
     resolve_prices,
 )
+from ..records import Record
 from ..tokens import count_chat_tokens, count_text_tokens, encoding_for_model
 from ._gc import fewer_gc_passes
 from ._json import canonical_json
