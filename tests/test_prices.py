@@ -277,3 +277,18 @@ def test_cached_input_is_reported_at_its_price_while_the_ledger_stays_conservati
     assert stats["cached_tokens"] >= 4 * 1024
     assert stats["answers_billed_usd"] == pytest.approx(sum(e["cost_usd"] for e in ledger))
     assert stats["answers_billed_usd"] < stats["answers_cost_usd"]
+
+
+def test_card_records_prices_and_reasoning_tokens(tmp_path: Path) -> None:
+    from tracegen.card import split_card
+    from tracegen.export import export
+
+    run = tmp_path / "run"
+    with FakeServer(FakeOptions(mean_completion_tokens=60)) as server:
+        cfg = RunConfig(base_url=server.base_url, model="gpt-5-mini", budget_usd=0.5, output_dir=run)
+        asyncio.run(generate(records(5), cfg, run))
+    export(run, formats=["openorca"])
+    _, body = split_card((run / "dataset" / "README.md").read_text("utf-8"))
+    assert "| temperature | not sent (reasoning model) |" in body
+    assert f"| prices_as_of | {price_table().prices_as_of} |" in body
+    assert "| output_usd_per_mtok |" in body and "| reasoning_tokens |" in body

@@ -426,7 +426,15 @@ def _generation_section(manifest: Mapping[str, Any]) -> list[str]:
             [_display_source(s) for s in sources] if isinstance(sources, list) else [_display_source(sources)]
         )
         rows.append(("source", ", ".join(shown) or "flan-v2 preset"))
-    rows += [(k, config[k]) for k in _GEN_KEYS if k in config and config[k] not in (None, {}, [])]
+    prices = (run.get("stats") or {}).get("prices") or {}
+    not_sent = ("temperature", "top_p") if prices.get("reasoning") is True else ()
+    rows += [
+        (k, "not sent (reasoning model)" if k in not_sent else config[k])
+        for k in _GEN_KEYS
+        if k in config and config[k] not in (None, {}, [])
+    ]
+    if config.get("reasoning_effort"):
+        rows.append(("reasoning_effort", config["reasoning_effort"]))
     if "templates" in config and not config["templates"]:
         rows.append(("templates", "built-in: Orca Table 2 system messages per submix (Orca §3.1.1)"))
     rows.append(("tracegen version", run.get("tracegen_version") or manifest.get("tracegen_version")))

@@ -256,11 +256,11 @@ def answered_model_problem(
 ) -> str | None:
     """Why an answer from ``returned`` breaks the run's pricing, or None when it does not.
 
-    Fine: no ``model`` field, the requested id, or an id priced no higher (input, cached input and output)
-    than the one reserved for (an alias routed to a snapshot at the same price). Prices given by flags are
-    the user's word for whatever serves the run: nothing is checked then.
+    Fine: no ``model`` field, the requested id, or an id priced no higher (input and output) than the one
+    reserved for (an alias routed to a snapshot at the same price). Prices given (even in part) by
+    --input-price/--output-price are the user's word for whatever serves the run: nothing is checked then.
     """
-    if not returned or prices.origin.startswith("flags"):
+    if not returned or "--input-price" in prices.origin:
         return None
     name = strip_provider(returned)
     if name == strip_provider(prices.model):
@@ -290,7 +290,7 @@ def answered_pricing(
     prices: ResolvedPrices, returned: str, *, batch: bool, price_file: str | None
 ) -> Pricing:
     """The pricing the answer is billed at: the answering model's when it is known and higher."""
-    found = lookup(returned, price_file) if returned and not prices.origin.startswith("flags") else None
+    found = lookup(returned, price_file) if returned and "--input-price" not in prices.origin else None
     own = prices.for_mode(batch)
     if found is None:
         return own

@@ -130,7 +130,11 @@ def stage_config(config: RunConfig, stage: StageConfig, run_dir: str | Path) -> 
     # sampling and cap: only what the stage sets is "set" (a reasoning stage gets its own defaults)
     sampling = {
         k: v
-        for k, v in (("temperature", stage.temperature), ("top_p", stage.top_p), ("max_tokens", stage.max_tokens))
+        for k, v in (
+            ("temperature", stage.temperature),
+            ("top_p", stage.top_p),
+            ("max_tokens", stage.max_tokens),
+        )
         if v is not None
     }
     cfg = config.model_copy(
