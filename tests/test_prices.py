@@ -292,3 +292,21 @@ def test_card_records_prices_and_reasoning_tokens(tmp_path: Path) -> None:
     assert "| temperature | not sent (reasoning model) |" in body
     assert f"| prices_as_of | {price_table().prices_as_of} |" in body
     assert "| output_usd_per_mtok |" in body and "| reasoning_tokens |" in body
+
+
+def test_an_endpoint_pool_is_priced_by_the_model_served_and_checked(tmp_path: Path) -> None:
+    from tracegen.config import EndpointConfig
+
+    routed = FakeOptions(model_routes=("gpt-4o-mini=gpt-4o",), mean_completion_tokens=30)
+    with FakeServer(routed) as server:
+        cfg = RunConfig(
+            model="gpt-4o-mini",
+            budget_usd=1.0,
+            max_tokens=100,
+            endpoints=[
+                EndpointConfig(name="east", base_url=server.base_url, api_key_env=None, model="gpt-4o-mini")
+            ],
+        )
+        with pytest.raises(EndpointError, match="answered with model 'gpt-4o'"):
+            asyncio.run(generate(records(20), cfg, tmp_path / "run"))
+        assert len(server.ledger()) == 1

@@ -91,7 +91,9 @@ class EndpointConfig(BaseModel):
         "OPENAI_API_KEY", description="NAME of the environment variable holding the key (null: no key)."
     )
     model: str | None = Field(
-        None, description="Model this endpoint serves (stages pick endpoints by model); null = any."
+        None,
+        description="Model this endpoint (or Azure deployment) serves: stages pick endpoints by it and the "
+        "price is this model's, never the deployment name's; null = any.",
     )
     azure_deployment: str | None = Field(
         None, description="Azure OpenAI deployment name: URL .../openai/deployments/<name>/chat/completions."
