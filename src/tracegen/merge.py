@@ -46,6 +46,7 @@ from ._version import __version__
 from .dedup import DedupConfig
 from .errors import RunDirError
 from .filters import FilterConfig
+from .lock import LOCK_NAME
 from .postprocess import ENGINE_STAGES, CleanResult, clean
 from .records import content_key
 
@@ -254,7 +255,7 @@ def _check_inputs(run_dirs: Sequence[Path], output: Path, overwrite: bool) -> li
     if output.exists():
         if not output.is_dir():
             raise RunDirError(f"{output}: exists and is not a directory; choose another --output")
-        if any(output.iterdir()):
+        if any(p.name != LOCK_NAME for p in output.iterdir()):
             if not overwrite:
                 raise RunDirError(f"{output}: exists and is not empty; choose a new --output")
             shutil.rmtree(output)

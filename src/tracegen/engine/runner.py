@@ -43,6 +43,7 @@ from typing import Any
 from .._version import __version__
 from ..config import RunConfig
 from ..errors import AuthError, EndpointError, QuotaError, RunDirError, TracegenError
+from ..lock import lock_run_dir
 from ..records import Record
 from ..redact import redact_url
 from ..tokens import Pricing, count_chat_tokens, count_text_tokens, encoding_for_model, pricing_for
@@ -797,6 +798,26 @@ async def generate(
     With ``config.endpoints`` (and no ``client``), requests go to an :class:`~.pool.EndpointPool` of the
     endpoints serving ``config.model`` (keys from ``env``, default os.environ); ``pool`` passes one in.
     """
+    with lock_run_dir(run_dir.path if isinstance(run_dir, RunDir) else run_dir, "tracegen run"):
+        return await _generate(
+            records, config, run_dir, client, on_progress, stop, sleep, clock, total, grace_s, pool, env
+        )
+
+
+async def _generate(
+    records: Iterable[Record] | AsyncIterable[Record],
+    config: RunConfig,
+    run_dir: Path | RunDir,
+    client: ChatClient | None,
+    on_progress: Callable[[Progress], None] | None,
+    stop: asyncio.Event | None,
+    sleep: Callable[[float], Awaitable[None]],
+    clock: Callable[[], float],
+    total: int | None,
+    grace_s: float,
+    pool: EndpointPool | None,
+    env: Mapping[str, str] | None,
+) -> RunResult:
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir.open(run_dir, None, config.public_dict())
     if total is None and isinstance(records, Sized):
         total = len(records)

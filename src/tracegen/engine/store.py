@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import hashlib
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -318,7 +319,8 @@ class RunDir:
                                 continue
                         key, cost = head
                         done.keys.add(key_digest(key))
-                        done.cost_usd += cost
+                        if math.isfinite(cost) and cost > 0:  # a corrupt cost never lowers the spend
+                            done.cost_usd += cost
                         if is_traces:
                             done.n_traces += 1
                         else:
