@@ -41,7 +41,7 @@ import numpy as np
 import numpy.typing as npt
 import xxhash
 
-from ._fileio import atomic_write_bytes
+from ._fileio import atomic_write_bytes, open_nofollow
 from ._version import __version__
 from .dedup import DedupConfig
 from .errors import RunDirError
@@ -286,7 +286,7 @@ def merge(
     max_n: dict[str, int] = {}
     manifests = [_read_json(d / "manifest.json") for d in dirs]
     files: dict[str, IO[bytes]] = {
-        name: open(out / (name + ".tmp"), "wb")  # noqa: SIM115 - closed below
+        name: os.fdopen(open_nofollow(out / (name + ".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "wb")
         for name in ("plan.jsonl", "traces.jsonl", "failed.jsonl", "rejected.jsonl", "ledger.jsonl")
     }
     models: Counter[str] = Counter()

@@ -40,7 +40,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .._fileio import open_append, truncate_durably
+from .._fileio import open_append, open_read, truncate_durably
 from ..errors import RunDirError
 from ._json import dumps, loads
 
@@ -70,7 +70,8 @@ class Ledger:
     def read(self) -> list[dict[str, Any]]:
         """All complete lines; a torn last line (crash mid-write) is truncated away."""
         try:
-            data = self.path.read_bytes()
+            with open_read(self.path) as f:
+                data = f.read()
         except FileNotFoundError:
             return []
         except OSError as e:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol
 
-from .._fileio import atomic_write_bytes, fsync_dir, truncate_durably
+from .._fileio import atomic_write_bytes, fsync_dir, open_nofollow, open_read, truncate_durably
 from .._version import __version__
 from ..errors import RunDirError
 from ..records import Record
@@ -178,7 +178,7 @@ def _repair_tail(path: Path) -> None:
         return
     if size == 0:
         return
-    with open(path, "rb") as f:
+    with open_read(path) as f:
         f.seek(size - 1)
         if f.read(1) == b"\n":
             return
@@ -236,7 +236,8 @@ class RunDir:
         teacher = {k: (config_public or {}).get(k) for k in TEACHER_FIELDS} if config_public else {}
         if manifest_path.exists():
             try:
-                manifest = loads(manifest_path.read_bytes())
+                with open_read(manifest_path) as f:
+                    manifest = loads(f.read())
             except (OSError, ValueError) as e:
                 raise RunDirError(
                     f"{manifest_path}: unreadable ({e}); use a new --output-dir or restore the file"
@@ -308,7 +309,7 @@ class RunDir:
                 _repair_tail(path)
                 if not path.exists():
                     continue
-                with open(path, "rb") as f:
+                with open_read(path) as f:
                     for lineno, line in enumerate(f, 1):
                         head = _parse_head(line)
                         if head is None:
@@ -337,7 +338,7 @@ class RunDir:
             if not path.exists():
                 return 0
             last: dict[str, bytes] = {}
-            with open(path, "rb") as f:
+            with open_read(path) as f:
                 for line in f:
                     head = _parse_head(line)
                     if head is None:
@@ -389,7 +390,7 @@ class _AppendFile:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self.fd = open_nofollow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self.size = os.fstat(self.fd).st_size
 
     def write_durable(self, chunks: list[bytes]) -> None:
