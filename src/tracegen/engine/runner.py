@@ -45,7 +45,7 @@ from ..config import RunConfig
 from ..errors import AuthError, EndpointError, QuotaError, RunDirError, TracegenError
 from ..lock import lock_run_dir
 from ..records import Record
-from ..redact import redact_url
+from ..redact import excerpt, redact_url
 from ..tokens import Pricing, count_chat_tokens, count_text_tokens, encoding_for_model, pricing_for
 from ._gc import fewer_gc_passes
 from ._json import canonical_json
@@ -520,7 +520,12 @@ class _Engine:
             await self._fail(
                 item,
                 chain,
-                {"type": type(e).__name__, "status": None, "code": "client_error", "message": str(e)[:300]},
+                {
+                    "type": type(e).__name__,
+                    "status": None,
+                    "code": "client_error",
+                    "message": excerpt(str(e), 300),
+                },
             )
         finally:
             self.slots.release()

@@ -34,6 +34,7 @@ from .._fileio import atomic_write_bytes, fsync_dir, open_nofollow, open_read, t
 from .._version import __version__
 from ..errors import RunDirError
 from ..records import Record
+from ..redact import scrub
 from ._json import dumps, loads
 from .budget import utc_now_iso
 
@@ -148,11 +149,12 @@ def answer_line(
 def failed_line(
     request_key: str, rec: Record, attempts: int, error: dict[str, Any], chain: list[dict[str, Any]]
 ) -> bytes:
-    """A failed.jsonl line: the record's id and key, attempts made, the last error and every error."""
+    """A failed.jsonl line: the record's id and key, attempts made, the last error and every error
+    (redacted: a server may echo a key in any field)."""
     return engine_line(
         request_key,
         0.0,
-        {"id": rec.id, "key": rec.key, "attempts": attempts, "error": error, "chain": chain},
+        {"id": rec.id, "key": rec.key, "attempts": attempts, "error": scrub(error), "chain": scrub(chain)},
     )
 
 
@@ -352,10 +354,10 @@ class RunDir:
             raise RunDirError(f"{path}: cannot rewrite ({_strerror(e)}); {_fix_hint(e)}") from None
 
     def write_stats(self, stats: Mapping[str, Any]) -> None:
-        """stats.json, written atomically (temp file, fsync, rename)."""
+        """stats.json, written atomically (temp file, fsync, rename); redacted."""
         import json
 
-        data = json.dumps(dict(stats), indent=2, ensure_ascii=False).encode() + b"\n"
+        data = json.dumps(scrub(dict(stats)), indent=2, ensure_ascii=False).encode() + b"\n"
         _atomic_write(self.stats_path, data)
 
 
