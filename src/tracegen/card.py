@@ -440,6 +440,14 @@ def _spend_section(manifest: Mapping[str, Any]) -> list[str]:
         ("cost of exported rows", _money(tally.get("cost_usd", 0.0))),
     ]
     out += [_table(["", "value"], rows), ""]
+    anomalies, mismatches = int(stats.get("usage_anomalies") or 0), int(stats.get("usage_mismatches") or 0)
+    if anomalies or mismatches:
+        out += [
+            f"**Usage check:** the endpoint reported impossible usage for {anomalies} answer(s) (charged at "
+            f"tracegen's worst-case reservation) and a prompt-token count far from tracegen's own for "
+            f"{mismatches} answer(s) (charged the larger of the two).",
+            "",
+        ]
     if stats:
         out += [
             "The whole run (stats.json), including answers later filtered out:",

@@ -43,6 +43,8 @@ def run_stats(r: BatchRunner) -> dict[str, Any]:
         "skipped_done": r.skipped_done,
         "unfinished": r.unfinished + len(r.retry_queue),
         "length": r.n_length,
+        "usage_anomalies": r.usage_anomalies,
+        "usage_mismatches": r.usage_mismatches,
         "prompt_tokens": r.prompt_tokens,
         "completion_tokens": r.completion_tokens,
         "cost_usd": round(r.collected_usd, 9),
