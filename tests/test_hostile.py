@@ -435,3 +435,28 @@ def test_invalid_utf8_in_a_json_array_and_a_bad_gzip_are_one_line(tmp_path: Path
     notgz.write_bytes(b"this is not gzip at all\n")
     with pytest.raises(SourceError, match="gzip"):
         list(Source([str(notgz)]).iter_rows())
+
+
+def test_batch_answers_with_malformed_usage_are_flagged() -> None:
+    from tracegen.batch.collect import parse_line
+
+    line = {
+        "custom_id": "r1",
+        "response": {
+            "status_code": 200,
+            "body": {
+                "choices": [{"message": {"content": "hi"}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 12, "completion_tokens": -1_000_000_000},
+            },
+        },
+    }
+    outcome = parse_line(line)
+    assert outcome.kind == "answer" and outcome.completion_tokens is None
+    assert outcome.usage_problem is not None and "negative" in outcome.usage_problem
+
+
+def test_the_card_reports_usage_anomalies_and_mismatches() -> None:
+    from tracegen import card
+
+    text = "\n".join(card._spend_section({"run": {"stats": {"usage_anomalies": 1, "usage_mismatches": 4}}}))
+    assert "impossible usage for 1 answer" in text and "for 4 answer(s) (charged the larger" in text
