@@ -460,3 +460,8 @@ def test_the_card_reports_usage_anomalies_and_mismatches() -> None:
 
     text = "\n".join(card._spend_section({"run": {"stats": {"usage_anomalies": 1, "usage_mismatches": 4}}}))
     assert "impossible usage for 1 answer" in text and "for 4 answer(s) (charged the larger" in text
+
+
+def test_redaction_leaves_ordinary_words_alone() -> None:
+    text = "task-classification-of-things, bearer instruments, hf_hub docs"
+    assert redact(text) == text

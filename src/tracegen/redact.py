@@ -50,7 +50,7 @@ _SECRET_KEY = re.compile(
 _SECRET_ENV = re.compile(r"(?i)(api[_\-]?key|token|secret|password)$")
 _ENV_NAMES = ("OPENAI_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "AZURE_OPENAI_API_KEY")
 _SECRET_VALUE = re.compile(
-    r"(sk-[A-Za-z0-9_\-]{12,}|hf_[A-Za-z0-9]{12,}|(?i:bearer)\s+[A-Za-z0-9._~+/=\-]{8,})"
+    r"(\bsk-[A-Za-z0-9_\-]{12,}|\bhf_[A-Za-z0-9]{12,}|\b(?i:bearer)\s+[A-Za-z0-9._~+/=\-]{12,})"
 )
 #: ``scheme://user[:password]@`` anywhere in a text (the user part alone can be a token, too).
 _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]{1,15}://)[^\s/@?#]+@")
