@@ -20,7 +20,6 @@ import tracegen.batch as batch
 from batch_helpers import CRASH_EXIT_CODE, MAX_TOKENS, PER_FILE, config, open_run, records
 from tracegen.batch import acancel, astatus, cancel, run_batches, status
 from tracegen.batch.collect import parse_line
-from tracegen.batch.entry import _run_lock
 from tracegen.config import RunConfig
 from tracegen.engine import RunDir, RunResult, generate, request_key
 from tracegen.errors import BatchError, RunDirError
@@ -633,6 +632,16 @@ async def test_status_and_cancel_of_a_run(srv: FakeServer, tmp_path: Path) -> No
 
 async def test_one_batch_session_per_run_directory(srv: FakeServer, tmp_path: Path) -> None:
     recs, cfg, rd = setup(srv, tmp_path, 2)
-    with _run_lock(rd.path), pytest.raises(RunDirError, match="another tracegen process"):
-        await go(recs, cfg, rd)
+    import fcntl
+    import os
+
+    from tracegen.lock import LOCK_NAME
+
+    fd = os.open(rd.path / LOCK_NAME, os.O_RDWR | os.O_CREAT)  # as another process holds it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with pytest.raises(RunDirError, match="another tracegen process"):
+            await go(recs, cfg, rd)
+    finally:
+        os.close(fd)
     assert srv.counters()["files_uploaded"] == 0

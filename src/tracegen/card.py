@@ -29,10 +29,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
+from . import redact as _redact
 from ._version import __version__
 from .errors import ConfigError
 
@@ -145,84 +145,19 @@ class CardOptions:
 
 # ---- secrets -----------------------------------------------------------------------------------------------
 
-_SECRET_KEY = re.compile(
-    r"(?i)(^|[_\-.])(api[_\-]?key|apikey|secret|client[_\-]?secret|password|passwd|authorization|"
-    r"auth[_\-]?token|access[_\-]?token|bearer|credentials?|hf[_\-]?token|token)$"
-)
-_SECRET_ENV = re.compile(r"(?i)(api[_\-]?key|token|secret|password)$")
-_SECRET_VALUE = re.compile(
-    r"(sk-[A-Za-z0-9_\-]{12,}|hf_[A-Za-z0-9]{12,}|(?i:bearer)\s+[A-Za-z0-9._~+/=\-]{8,})"
-)
-REDACTED = "<redacted>"
-
-
-def _env_secrets() -> list[str]:
-    names = ("OPENAI_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "AZURE_OPENAI_API_KEY")
-    values = {os.environ.get(n, "") for n in names}
-    values |= {v for k, v in os.environ.items() if _SECRET_ENV.search(k)}
-    return sorted((v for v in values if len(v) >= 8), key=len, reverse=True)
-
-
-def _scrub_text(text: str, secrets: Sequence[str]) -> str:
-    for s in secrets:
-        if s in text:
-            text = text.replace(s, REDACTED)
-    text = _SECRET_VALUE.sub(REDACTED, text)
-    if "://" in text and ("@" in text or "?" in text):
-        try:
-            parts = urlsplit(text)
-        except ValueError:
-            return text
-        if parts.scheme in ("http", "https") and parts.hostname and (parts.username or parts.query):
-            netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
-            text = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-    return text
-
-
-def secret_values(data: Any) -> set[str]:
-    """String values stored under credential-named keys anywhere in JSON-like ``data``."""
-    found: set[str] = set()
-
-    def walk(value: Any) -> None:
-        if isinstance(value, Mapping):
-            for k, v in value.items():
-                if _SECRET_KEY.search(str(k)) and isinstance(v, str) and len(v) >= 4 and v != REDACTED:
-                    found.add(v)
-                walk(v)
-        elif isinstance(value, (list, tuple)):
-            for v in value:
-                walk(v)
-
-    walk(data)
-    return found
+REDACTED = _redact.REDACTED
+secret_values = _redact.secret_values
 
 
 def scrub_secrets(data: Any, extra_secrets: Iterable[str] = ()) -> Any:
-    """A copy of JSON-like ``data`` with secrets removed.
+    """A copy of JSON-like ``data`` with secrets removed (see :func:`tracegen.redact.scrub`).
 
     Drops the value of any key that names a credential (api_key, token, secret, password, authorization...)
     and removes that value wherever else it occurs; strips user:password@ and query strings from URLs; and
     replaces OpenAI/HF-looking keys and the values of secret environment variables (OPENAI_API_KEY,
     HF_TOKEN, ...) plus ``extra_secrets`` wherever they occur.
     """
-    known = {*_env_secrets(), *secret_values(data), *(s for s in extra_secrets if s and len(s) >= 4)}
-    secrets = sorted(known, key=len, reverse=True)
-
-    def walk(value: Any) -> Any:
-        if isinstance(value, Mapping):
-            return {
-                str(k): (
-                    REDACTED if _SECRET_KEY.search(str(k)) and value[k] not in (None, "") else walk(value[k])
-                )
-                for k in value
-            }
-        if isinstance(value, (list, tuple)):
-            return [walk(v) for v in value]
-        if isinstance(value, str):
-            return _scrub_text(value, secrets)
-        return value
-
-    return walk(data)
+    return _redact.scrub(data, extra_secrets)
 
 
 # ---- metadata ----------------------------------------------------------------------------------------------
@@ -513,6 +448,14 @@ def _spend_section(manifest: Mapping[str, Any]) -> list[str]:
         ("cost of exported rows", _money(tally.get("cost_usd", 0.0))),
     ]
     out += [_table(["", "value"], rows), ""]
+    anomalies, mismatches = int(stats.get("usage_anomalies") or 0), int(stats.get("usage_mismatches") or 0)
+    if anomalies or mismatches:
+        out += [
+            f"**Usage check:** the endpoint reported impossible usage for {anomalies} answer(s) (charged at "
+            f"tracegen's worst-case reservation) and a prompt-token count far from tracegen's own for "
+            f"{mismatches} answer(s) (charged the larger of the two).",
+            "",
+        ]
     if stats:
         out += [
             "The whole run (stats.json), including answers later filtered out:",
@@ -725,7 +668,7 @@ _OURS_KEYS = ("configs", "dataset_info", "size_categories")
 
 def _dump(meta: Mapping[str, Any], body: str) -> str:
     front = yaml.safe_dump(dict(meta), sort_keys=False, allow_unicode=True, width=1000)
-    return f"---\n{front}---\n\n{body}"
+    return _redact.redact(f"---\n{front}---\n\n{body}")  # the whole card, last: nothing secret leaves
 
 
 def merge_card(remote: str, ours: str, options: CardOptions) -> str:

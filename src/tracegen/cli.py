@@ -15,9 +15,11 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from . import progress_view
 from .errors import TracegenError
+from .redact import redact
 
 app = typer.Typer(
     name="tracegen",
@@ -54,7 +56,10 @@ def _guard(fn: Callable[[], T]) -> T:
     try:
         return fn()
     except TracegenError as e:
-        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        # the message may carry server or user text: plain Text (no markup), redacted, controls escaped
+        console.print(
+            Text("error: ", style="bold red") + progress_view.safe(e), highlight=False, soft_wrap=True
+        )
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: rerun the same command to continue where it stopped")
@@ -219,7 +224,7 @@ def run(
                 extend=extend,
                 rehearse=rehearse,
                 on_progress=on_progress,
-                on_stage=lambda msg: console.print(f"[dim]{msg}[/]"),
+                on_stage=lambda msg: console.print(progress_view.safe(msg, "dim"), highlight=False),
             )
         _print(progress_view.summary_table(summary), summary, as_json)
 
@@ -333,7 +338,7 @@ def push(
 
     def go() -> None:
         result = pipeline.push(run_dir, repo_id, private=private, config_name=config_name)
-        out.print(f"pushed to {result['url']}")
+        out.print(progress_view.safe(f"pushed to {result['url']}"), highlight=False)
 
     _guard(go)
 
@@ -402,7 +407,7 @@ def batch_cancel(
 
 def _print(renderable: Any, data: Any, as_json: bool) -> None:
     if as_json:
-        out.print_json(json.dumps(data, default=str))
+        out.print_json(redact(json.dumps(data, default=str)))
     else:
         out.print(renderable)
 

@@ -201,6 +201,12 @@ class RunConfig(BaseModel):
     timeout_s: float = Field(600.0, gt=0, description="Per-request timeout, seconds.")
     max_attempts: int = Field(8, ge=1, description="Attempts per request before it goes to failed.jsonl.")
     retry_length: bool = Field(False, description="Retry finish_reason=length answers with 2x max_tokens.")
+    max_response_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=1024,
+        description="Largest response body read from the teacher, bytes (default 16 MiB); a larger one "
+        "is a protocol error.",
+    )
 
     shard: str | None = Field(
         None, description="K/N: this run takes the K-th of N deterministic shards (1-based)."
@@ -326,28 +332,62 @@ class RunConfig(BaseModel):
 
 
 def _redact_url(url: str) -> str:
-    """Drop user:password@ and query strings (some gateways put keys there)."""
-    from urllib.parse import urlsplit, urlunsplit
+    """Drop user:password@ and query strings (some gateways put keys there): :func:`tracegen.redact.redact_url`."""
+    from .redact import redact_url
 
-    parts = urlsplit(url)
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    return redact_url(url)
 
 
 _NESTED: dict[str, type[BaseModel]] = {"stages": StageConfig, "endpoints": EndpointConfig}
 
 
-def _read_file(path: Path) -> dict[str, Any]:
+#: Largest config file read, bytes: a config is a few KB; a FIFO or /dev/zero is refused before reading.
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
+def _read_config_bytes(path: Path) -> bytes:
+    """The bytes of a regular config file of at most MAX_CONFIG_BYTES (never blocks on a FIFO)."""
+    import os
+    import stat
+
     try:
-        text = path.read_text(encoding="utf-8")
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
     except OSError as e:
-        raise ConfigError(f"{path}: cannot read config file ({e.strerror})") from e
+        raise ConfigError(f"{path}: cannot read config file ({e.strerror})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(
+                f"{path}: a config file must be a regular file (this is a device, FIFO or directory)"
+            )
+        if st.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"{path}: config file is {st.st_size:,} bytes, over the {MAX_CONFIG_BYTES:,} limit"
+            )
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config file ({e.strerror})") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: config file is over the {MAX_CONFIG_BYTES:,}-byte limit")
+    return data
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    raw = _read_config_bytes(path)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: config file is not UTF-8 (byte {e.start}); save it as UTF-8") from None
+    kind = "JSON" if path.suffix == ".json" else "YAML"
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as e:
-        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {e}") from e
+        raise ConfigError(f"{path}: not valid {kind}: {e}") from e
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid {kind}: nested too deeply") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

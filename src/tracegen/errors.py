@@ -15,7 +15,8 @@ contain secrets (API keys, tokens, Authorization headers).
     ├── TeacherError              the teacher endpoint refuses the whole run
     │   ├── AuthError             401/403: the API key is missing, wrong or lacks permission
     │   ├── QuotaError            429 insufficient_quota: the account has no credit left
-    │   └── EndpointError         the endpoint cannot be reached or does not speak the OpenAI API
+    │   ├── EndpointError         the endpoint cannot be reached or does not speak the OpenAI API
+    │   └── WaitTooLongError      the endpoint asks to wait (retry-after) longer than tracegen will
     ├── BatchError                a Batch API job cannot be created, polled or collected
     └── HubError                  pushing to / reading from the Hugging Face Hub failed
 """
@@ -35,6 +36,7 @@ __all__ = [
     "SourceError",
     "TeacherError",
     "TracegenError",
+    "WaitTooLongError",
 ]
 
 
@@ -85,6 +87,10 @@ class QuotaError(TeacherError):
 
 class EndpointError(TeacherError):
     """The endpoint cannot be reached or does not speak the OpenAI API."""
+
+
+class WaitTooLongError(TeacherError):
+    """The endpoint asks to wait (retry-after) longer than tracegen will; the message has its figure."""
 
 
 class BatchError(TracegenError):

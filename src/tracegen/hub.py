@@ -50,6 +50,7 @@ from . import card as card_mod
 from ._version import __version__
 from .errors import ConfigError, HubError
 from .export import find_export_dir, load_manifest
+from .redact import register_secret
 
 __all__ = ["PushResult", "push", "resolve_token"]
 
@@ -94,6 +95,7 @@ def resolve_token(token: str | None = None) -> str:
     found = token or get_token()
     if not found:
         raise HubError(NO_TOKEN)
+    register_secret(found)  # redacted from every later message, wherever it came from
     return found
 
 

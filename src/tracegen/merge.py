@@ -41,11 +41,12 @@ import numpy as np
 import numpy.typing as npt
 import xxhash
 
-from ._fileio import atomic_write_bytes
+from ._fileio import atomic_write_bytes, open_nofollow
 from ._version import __version__
 from .dedup import DedupConfig
 from .errors import RunDirError
 from .filters import FilterConfig
+from .lock import LOCK_NAME
 from .postprocess import ENGINE_STAGES, CleanResult, clean
 from .records import content_key
 
@@ -254,7 +255,7 @@ def _check_inputs(run_dirs: Sequence[Path], output: Path, overwrite: bool) -> li
     if output.exists():
         if not output.is_dir():
             raise RunDirError(f"{output}: exists and is not a directory; choose another --output")
-        if any(output.iterdir()):
+        if any(p.name != LOCK_NAME for p in output.iterdir()):
             if not overwrite:
                 raise RunDirError(f"{output}: exists and is not empty; choose a new --output")
             shutil.rmtree(output)
@@ -285,7 +286,7 @@ def merge(
     max_n: dict[str, int] = {}
     manifests = [_read_json(d / "manifest.json") for d in dirs]
     files: dict[str, IO[bytes]] = {
-        name: open(out / (name + ".tmp"), "wb")  # noqa: SIM115 - closed below
+        name: os.fdopen(open_nofollow(out / (name + ".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "wb")
         for name in ("plan.jsonl", "traces.jsonl", "failed.jsonl", "rejected.jsonl", "ledger.jsonl")
     }
     models: Counter[str] = Counter()

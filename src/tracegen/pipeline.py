@@ -21,6 +21,7 @@ from ._fileio import atomic_write_bytes
 from .config import RunConfig
 from .engine import Progress, RunDir, RunResult, generate
 from .errors import RunDirError
+from .lock import LOCK_NAME, lock_run_dir
 from .records import Record
 from .sources import Rejection
 
@@ -203,7 +204,25 @@ async def arun(
     on_stage: StageCallback = _noop,
     stop: asyncio.Event | None = None,
 ) -> dict[str, Any]:
-    """The main job, async. Returns the run summary (``stats.json`` plus clean/export results)."""
+    """The main job, async. Returns the run summary (``stats.json`` plus clean/export results).
+
+    Holds the run directory's lock throughout (:mod:`tracegen.lock`): a second process is refused.
+    """
+    with lock_run_dir(config.output_dir, "tracegen run"):
+        return await _arun(
+            config, extend=extend, rehearse=rehearse, on_progress=on_progress, on_stage=on_stage, stop=stop
+        )
+
+
+async def _arun(
+    config: RunConfig,
+    *,
+    extend: bool,
+    rehearse: bool,
+    on_progress: Callable[[Progress], None] | None,
+    on_stage: StageCallback,
+    stop: asyncio.Event | None,
+) -> dict[str, Any]:
     rd = prepare(config, extend=extend, rehearse=rehearse, on_stage=on_stage)
     _check_layout(rd, config)
     stop = stop or asyncio.Event()
@@ -430,13 +449,26 @@ def finish(
     same pairs on purpose), their clean.jsonl are combined in stage order and exported as one dataset with
     one config per stage.
     """
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise RunDirError(f"{run}: no such run directory")
+    with lock_run_dir(run, "tracegen export"):
+        return _finish(run, config, formats, output_dir, on_stage)
+
+
+def _finish(
+    run: Path,
+    config: RunConfig | None,
+    formats: list[str] | None,
+    output_dir: str | Path | None,
+    on_stage: StageCallback,
+) -> dict[str, Any]:
     from .dedup import DedupConfig
     from .export import export
     from .filters import FilterConfig
     from .postprocess import clean
     from .stages import combine_stages, is_staged, stage_names, stage_path
 
-    run = Path(run_dir)
     cfg = config or _config_of(run)
     if is_staged(run):
         names = stage_names(run, cfg)
@@ -476,7 +508,10 @@ def push(
     """Push the exported dataset of ``path`` (a run dir or export dir) with its card to the Hub."""
     from .hub import push as hub_push
 
-    return hub_push(path, repo_id, private=private, config_name=config_name).to_dict()
+    where = Path(path)
+    run = next((d for d in (where, where.parent) if (d / "manifest.json").is_file()), None)
+    with lock_run_dir(run, "tracegen push") if run is not None else contextlib.nullcontext():
+        return hub_push(path, repo_id, private=private, config_name=config_name).to_dict()
 
 
 def merge(run_dirs: list[Path], output: Path) -> dict[str, Any]:
@@ -485,6 +520,14 @@ def merge(run_dirs: list[Path], output: Path) -> dict[str, Any]:
     Staged run directories (shards of one staged run) are merged stage by stage into
     ``output/stages/<name>``, with global dedup within each stage, and exported as one dataset.
     """
+    with contextlib.ExitStack() as locks:
+        for d in dict.fromkeys([*run_dirs, output]):
+            if Path(d).is_dir():
+                locks.enter_context(lock_run_dir(d, "tracegen merge"))
+        return _merge(run_dirs, output)
+
+
+def _merge(run_dirs: list[Path], output: Path) -> dict[str, Any]:
     from .merge import merge as merge_runs
     from .stages import is_staged
 
@@ -505,7 +548,7 @@ def _merge_stages(run_dirs: list[Path], output: Path, all_staged: bool) -> dict[
         raise RunDirError(
             "cannot merge staged run directories (with stages/) with unstaged ones; merge each kind"
         )
-    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+    if output.exists() and (not output.is_dir() or any(p.name != LOCK_NAME for p in output.iterdir())):
         raise RunDirError(f"{output}: exists and is not empty; choose a new --output")
     configs = [_config_of(d) for d in run_dirs]
     names: list[str] = []

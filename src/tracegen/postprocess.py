@@ -37,6 +37,7 @@ import numpy as np
 import numpy.typing as npt
 import xxhash
 
+from ._fileio import open_nofollow
 from .answer_check import check_answer
 from .dedup import DedupConfig, Deduper, DedupState
 from .errors import RunDirError
@@ -217,7 +218,9 @@ class _AtomicWriter:
         self.path = path
         self.tmp = path.with_name(path.name + ".tmp")
         try:
-            self.file: IO[bytes] = open(self.tmp, "wb")  # noqa: SIM115 - closed in commit/abort
+            self.file: IO[bytes] = os.fdopen(
+                open_nofollow(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "wb"
+            )
         except OSError as e:
             raise RunDirError(f"{path}: cannot write ({e.strerror}); check permissions and free space") from e
 

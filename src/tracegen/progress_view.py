@@ -2,6 +2,9 @@
 
 The library reports :class:`tracegen.engine.Progress` snapshots through a callback; this module turns them
 into a live display on a terminal, or one plain log line every few seconds when stderr is not a terminal.
+
+Every string that comes from data, a server or the user is rendered as a ``rich.text.Text`` made by
+:func:`safe` (redacted, control characters escaped): never parsed as Rich markup.
 """
 
 from __future__ import annotations
@@ -17,9 +20,16 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ["batch_table", "dict_table", "estimate_table", "live", "summary_table"]
+from .redact import terminal_text
+
+__all__ = ["batch_table", "dict_table", "estimate_table", "live", "safe", "summary_table"]
 
 PLAIN_INTERVAL_S = 5.0
+
+
+def safe(text: Any, style: str = "") -> Text:
+    """``text`` as plain Rich text: redacted, control characters escaped, markup *not* interpreted."""
+    return Text(terminal_text(str(text)), style=style)
 
 
 def _money(x: Any) -> str:
@@ -100,7 +110,7 @@ def live(console: Console, *, plain: bool) -> Iterator[Callable[[Any], None]]:
             now = time.monotonic()
             if now - last[0] >= PLAIN_INTERVAL_S or _get(p, "final", False):
                 last[0] = now
-                console.print(progress_line(p), highlight=False, soft_wrap=True)
+                console.print(safe(progress_line(p)), highlight=False, soft_wrap=True)
 
         yield log
         return
@@ -113,7 +123,7 @@ def live(console: Console, *, plain: bool) -> Iterator[Callable[[Any], None]]:
 
 
 def _table(title: str, rows: Mapping[str, Any]) -> Table:
-    t = Table(title=title, show_header=False, title_justify="left")
+    t = Table(title=safe(title), show_header=False, title_justify="left")
     t.add_column(style="bold")
     t.add_column()
     for k, v in rows.items():
@@ -123,7 +133,7 @@ def _table(title: str, rows: Mapping[str, Any]) -> Table:
             v = _money(v) if "usd" in k else f"{v:,.4g}"
         elif isinstance(v, int):
             v = f"{v:,}"
-        t.add_row(k, str(v))
+        t.add_row(safe(k), safe(v))
     return t
 
 
@@ -160,7 +170,7 @@ def batch_table(rows: Sequence[Mapping[str, Any]]) -> Table:
     for r in rows:
         t.add_row(
             *(
-                str(r.get(c, ""))
+                safe(r.get(c, ""))
                 for c in ("batch_id", "status", "total", "completed", "failed", "input_file_id")
             )
         )

@@ -88,6 +88,9 @@ _PROBE_TIMEOUT_S = 10.0
 _BATCH_ROWS = 1024
 _CHUNK_CHARS = 1 << 16
 _decode_json = json.JSONDecoder().decode
+#: Longest source line (or .json array element) read, bytes: a FLAN prompt is a few KB; a longer line is
+#: a bad record (one line, or rejected.jsonl with --skip-bad-records), never held whole.
+MAX_LINE_BYTES = 16 * 1024 * 1024
 
 _TASK_SOURCE_TO_SUBMIX = {
     "cot": "cot",
@@ -103,7 +106,7 @@ _TEMPLATE_TYPES = {"zsopt": "zs_opt", "zsnoopt": "zs_noopt", "fsopt": "fs_opt", 
 _TEMPLATE_IN_PATH = re.compile(r"(?<![a-z])(zs|fs)_?(opt|noopt)(?![a-z])")
 
 BadRecordReason = Literal[
-    "malformed_json", "missing_field", "not_a_string", "empty_question", "unknown_value"
+    "malformed_json", "missing_field", "not_a_string", "empty_question", "unknown_value", "line_too_long"
 ]
 
 
@@ -327,19 +330,68 @@ def _as_object(value: Any) -> dict[str, Any] | _Bad:
     return _Bad("malformed_json", "line", f"is a JSON {type(value).__name__}, not an object")
 
 
+def _lines(f: IO[bytes]) -> Iterator[tuple[int, bytes | None, int]]:
+    """(line number, line, size) of every line; the line is None when longer than MAX_LINE_BYTES (the rest
+    of it is skipped in chunks, never held)."""
+    lineno = 0
+    while True:
+        line = f.readline(MAX_LINE_BYTES + 1)
+        if not line:
+            return
+        lineno += 1
+        if len(line) <= MAX_LINE_BYTES or line.endswith(b"\n"):
+            yield lineno, line, len(line)
+            continue
+        size = len(line)
+        while True:
+            rest = f.readline(1 << 20)
+            size += len(rest)
+            if not rest or rest.endswith(b"\n"):
+                break
+        yield lineno, None, size
+
+
 def _read_jsonl(path: Path, label: str) -> Iterator[RawItem]:
     with _open_text(path) as f:
-        for lineno, line in enumerate(f, start=1):
+        for lineno, line, size in _lines(f):
+            where = f"{label}:{lineno}"
+            if line is None:
+                yield (
+                    where,
+                    _Bad("line_too_long", "line", f"is {size:,} bytes, over the {MAX_LINE_BYTES:,} limit"),
+                )
+                continue
             if not line.strip():
                 continue
-            where = f"{label}:{lineno}"
             try:
                 value = _decode_json(line.decode("utf-8"))
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                text = line.decode("utf-8", errors="replace").rstrip("\r\n")
+                text = line[:8000].decode("utf-8", errors="replace").rstrip("\r\n")
                 yield where, _Bad("malformed_json", "line", f"is not valid JSON ({_short(e)})", text[:2000])
                 continue
+            except RecursionError:
+                yield where, _Bad("malformed_json", "line", "is not valid JSON (nested too deeply)")
+                continue
             yield where, _as_object(value)
+
+
+def _guarded(items: Iterator[RawItem], label: str) -> Iterator[RawItem]:
+    """``items``, with an unreadable file (bad gzip, invalid UTF-8 in a .json array, I/O error) as one
+    SourceError line instead of a traceback."""
+    import zlib
+
+    try:
+        yield from items
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+        raise SourceError(
+            f"{label}: not a readable gzip file ({_short(e)}); re-download or recompress it"
+        ) from None
+    except UnicodeDecodeError as e:
+        raise SourceError(
+            f"{label}: not UTF-8 text (byte {e.start} of a read block); save it as UTF-8"
+        ) from None
+    except OSError as e:
+        raise SourceError(f"{label}: cannot read ({e.strerror or _short(e)})") from None
 
 
 def _short(e: Exception) -> str:
@@ -382,7 +434,23 @@ def _read_json_array(path: Path, label: str) -> Iterator[RawItem]:
                 try:
                     value, end = decoder.raw_decode(buf, pos)
                     break
+                except RecursionError:
+                    yield (
+                        f"{label}[{index}]",
+                        _Bad("malformed_json", "line", "is not valid JSON (nested too deeply)"),
+                    )
+                    return
                 except json.JSONDecodeError as e:
+                    if len(buf) - pos > MAX_LINE_BYTES:
+                        yield (
+                            f"{label}[{index}]",
+                            _Bad(
+                                "line_too_long",
+                                "line",
+                                f"is over the {MAX_LINE_BYTES:,}-byte limit of one element",
+                            ),
+                        )
+                        return
                     if eof:
                         where = f"{label}[{index}]"
                         yield where, _Bad("malformed_json", "line", f"is not valid JSON ({_short(e)})")
@@ -405,8 +473,9 @@ def _read_json(path: Path, label: str) -> Iterator[RawItem]:
     with _open_text(path) as f:
         head = f.read(4096).lstrip()
     if head.startswith(b"["):
-        return _read_json_array(path, label)
-    return _read_jsonl(path, label)
+        yield from _read_json_array(path, label)
+    else:
+        yield from _read_jsonl(path, label)
 
 
 def _read_parquet(path: Path, label: str) -> Iterator[RawItem]:
@@ -611,9 +680,9 @@ class Source:
     def _raw(self, part: _Part) -> Iterator[RawItem]:
         path = Path(part.target)
         if part.kind == "jsonl":
-            return _read_jsonl(path, part.label)
+            return _guarded(_read_jsonl(path, part.label), part.label)
         if part.kind == "json":
-            return _read_json(path, part.label)
+            return _guarded(_read_json(path, part.label), part.label)
         if part.kind == "parquet":
             return _read_parquet(path, part.label)
         if part.kind == "saved":

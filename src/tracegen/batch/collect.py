@@ -15,6 +15,7 @@ from typing import Any
 
 from ..engine import TeacherHTTPError, is_retryable
 from ..engine.client import error_fields, usage_detail
+from ..engine.usage import read_count
 
 __all__ = ["Outcome", "batch_failure", "missing_outcome", "parse_file"]
 
@@ -38,6 +39,8 @@ class Outcome:
     error: dict[str, Any] = field(default_factory=dict)
     """For failed.jsonl: {"type", "status", "code", "message"}."""
     retryable: bool = False
+    usage_problem: str | None = None
+    """What was malformed in the answer's usage (see :mod:`tracegen.engine.usage`), else None."""
 
 
 def _answer(body: Any) -> Outcome:
@@ -56,16 +59,23 @@ def _answer(body: Any) -> Outcome:
     choice = choices[0]
     message = choice.get("message") or {}
     usage = body.get("usage") or {}
-    pt, ct = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    if not isinstance(usage, dict):
+        usage = {"prompt_tokens": "malformed", "completion_tokens": "malformed"}
+    pt, ct = read_count(usage.get("prompt_tokens")), read_count(usage.get("completion_tokens"))
+    problems = [
+        f"{name} {v}" for name, v in (("prompt_tokens", pt), ("completion_tokens", ct)) if isinstance(v, str)
+    ]
+    content = message.get("content") if isinstance(message, dict) else None
     return Outcome(
         "answer",
-        content=message.get("content"),
+        content=content if isinstance(content, str) else None,
         finish_reason=choice.get("finish_reason"),
-        prompt_tokens=int(pt) if isinstance(pt, int) else None,
-        completion_tokens=int(ct) if isinstance(ct, int) else None,
+        prompt_tokens=pt if isinstance(pt, int) else None,
+        completion_tokens=ct if isinstance(ct, int) else None,
         model_returned=str(body.get("model") or ""),
         reasoning_tokens=usage_detail(usage, "completion_tokens_details", "reasoning_tokens"),
         cached_tokens=usage_detail(usage, "prompt_tokens_details", "cached_tokens"),
+        usage_problem="; ".join(problems) or None,
     )
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +14,10 @@ import openai
 from ..config import RunConfig
 from ..engine import Progress, RunDir, RunResult, generate, make_client, resolve_endpoint, retry_policy
 from ..errors import RunDirError
+from ..lock import lock_run_dir
 from ..records import Record
 from .api import CANCELLABLE, BatchApi, BatchInfo, open_client
-from .journal import JOURNAL_NAME, PARTS_DIR, Journal
+from .journal import JOURNAL_NAME, Journal
 from .parts import MAX_BYTES_PER_FILE, MAX_REQUESTS_PER_FILE
 from .rows import batch_row
 from .runner import DEFAULT_POLL_INTERVAL_S, BatchRunner, Checkpoint, StageCallback
@@ -26,33 +26,6 @@ __all__ = ["acancel", "astatus", "cancel", "outstanding_parts", "run_batches", "
 
 #: Attempts per Files/Batches API call (transient errors); the engine's backoff between them.
 API_ATTEMPTS = 6
-
-
-@contextlib.contextmanager
-def _run_lock(run_dir: Path) -> Iterator[None]:
-    """One batch session per run directory at a time (two would submit the same requests twice)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: no advisory locks, rely on the user
-        yield
-        return
-    path = run_dir / PARTS_DIR / ".lock"
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as e:
-        raise RunDirError(f"{path}: cannot create the batch lock ({e.strerror}); check permissions") from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise RunDirError(
-                f"{run_dir}: another tracegen process is running batches for this run directory; wait for it "
-                "to finish (or stop it), then rerun"
-            ) from None
-        yield
-    finally:
-        os.close(fd)
 
 
 def _api(
@@ -111,7 +84,7 @@ async def run_batches(
     )
     api = _api(config, env, client, sleep)
     try:
-        with _run_lock(rd.path):
+        with lock_run_dir(rd.path, "tracegen run --mode batch"):
             runner = BatchRunner(
                 records,
                 config,

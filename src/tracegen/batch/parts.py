@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from .._fileio import open_nofollow
 from ..config import RunConfig
 from ..engine import request_key
 from ..engine.runner import PROMPT_MARGIN, PROMPT_MARGIN_TOKENS
@@ -111,7 +112,7 @@ def write_part(path: Path, items: Iterable[Item]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
+        with os.fdopen(open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "wb") as f:
             for it in items:
                 row = {"custom_id": it.custom_id, "attempt": it.attempt, "request_key": it.key}
                 row["record"] = it.rec.to_dict()

@@ -45,6 +45,8 @@ def run_stats(r: BatchRunner) -> dict[str, Any]:
         "unfinished": r.unfinished + len(r.retry_queue),
         "length": r.n_length,
         "length_empty": r.n_length_empty,
+        "usage_anomalies": r.usage_anomalies,
+        "usage_mismatches": r.usage_mismatches,
         "prompt_tokens": r.prompt_tokens,
         "completion_tokens": r.completion_tokens,
         "reasoning_tokens": r.reasoning_tokens,

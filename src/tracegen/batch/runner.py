@@ -39,6 +39,7 @@ from ..config import RunConfig
 from ..engine import Progress, Reservation, ResultWriter, RunDir, RunResult
 from ..engine.budget import utc_now_iso
 from ..engine.store import FAILED, REJECTED, DoneSet, answer_line, failed_line
+from ..engine.usage import check_usage
 from ..errors import EndpointError, RunDirError, TracegenError
 from ..prices import Pricing, ResolvedPrices, answered_model_problem, answered_pricing, resolve_prices
 from ..records import Record
@@ -176,6 +177,8 @@ class BatchRunner:
         self.unfinished = 0
         self.duplicates = 0
         self.n_length = 0
+        self.usage_anomalies = 0
+        self.usage_mismatches = 0
         self.n_expired = 0
         self.n_line_errors = 0
         self.prompt_tokens = 0
@@ -651,13 +654,28 @@ class BatchRunner:
             raise EndpointError(self.model_problem)
 
     def _usage(self, it: Item, oc: Outcome) -> tuple[int, int, float]:
-        pt = oc.prompt_tokens
-        if pt is None:
-            pt = it.rec.prompt_tokens or count_chat_tokens(it.rec.messages(), self.encoding)
-        ct = oc.completion_tokens
-        if ct is None:
-            ct = count_text_tokens(oc.content or "", self.encoding)
-        return pt, ct, self._pricing_of(oc.model_returned).cost_usd(pt, ct)
+        """Tokens and cost of one answer, its usage checked first (:mod:`tracegen.engine.usage`): impossible
+        usage is charged at the worst case (prompt + the cap sent), a prompt mismatch at the larger count."""
+        own_pt = it.rec.prompt_tokens or count_chat_tokens(it.rec.messages(), self.encoding)
+        own_ct = count_text_tokens(oc.content or "", self.encoding) if oc.completion_tokens is None else 0
+        cap = self.config.max_tokens
+        check = check_usage(
+            oc.prompt_tokens,
+            oc.completion_tokens,
+            problem=oc.usage_problem,
+            own_prompt_tokens=own_pt,
+            own_completion_tokens=own_ct,
+            cap_tokens=cap,
+        )
+        pricing = self._pricing_of(oc.model_returned)
+        if check.mismatch is not None:
+            self.usage_mismatches += 1
+        if check.anomaly is not None:
+            self.usage_anomalies += 1
+            log.warning("impossible usage in a batch answer (%s): charged at the worst case", check.anomaly)
+            return check.prompt_tokens, check.completion_tokens, pricing.cost_usd(own_pt, cap)
+        pt, ct = check.prompt_tokens, check.completion_tokens
+        return pt, ct, pricing.cost_usd(pt, ct)
 
     def _pricing_of(self, returned: str) -> Pricing:
         """The batch pricing an answer from ``returned`` bills at; notes a model priced above the reserved."""

@@ -32,6 +32,7 @@ As a floor, prior spend is never less than the cost recorded in traces.jsonl (co
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import uuid
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .._fileio import open_append, truncate_durably
+from .._fileio import open_append, open_read, truncate_durably
 from ..errors import RunDirError
 from ._json import dumps, loads
 
@@ -69,7 +70,8 @@ class Ledger:
     def read(self) -> list[dict[str, Any]]:
         """All complete lines; a torn last line (crash mid-write) is truncated away."""
         try:
-            data = self.path.read_bytes()
+            with open_read(self.path) as f:
+                data = f.read()
         except FileNotFoundError:
             return []
         except OSError as e:
@@ -120,17 +122,34 @@ def _truncate(path: Path, size: int) -> None:
         raise RunDirError(f"{path}: cannot repair a torn last line ({e.strerror})") from None
 
 
+def _usd(value: Any) -> float | None:
+    """A ledger amount: a finite number >= 0, else None (a corrupt or hostile figure is never trusted)."""
+    try:
+        usd = float(value)
+    except (TypeError, ValueError):
+        return None
+    return usd if math.isfinite(usd) and usd >= 0 else None
+
+
 def prior_spend_usd(entries: list[dict[str, Any]]) -> float:
-    """What earlier sessions spent: close.spent_usd when closed, everything leased when not."""
+    """What earlier sessions spent: close.spent_usd when closed, everything leased when not.
+
+    The ledger never goes down: a close line whose ``spent_usd`` is not a finite number >= 0 is ignored (the
+    session then counts everything it leased).
+    """
     leased: dict[str, float] = {}
     closed: dict[str, float] = {}
     for e in entries:
         session = str(e.get("session", ""))
         event = e.get("event")
         if event == "lease":
-            leased[session] = max(leased.get(session, 0.0), float(e.get("leased_usd", 0.0)))
+            usd = _usd(e.get("leased_usd", 0.0))
+            if usd is not None:
+                leased[session] = max(leased.get(session, 0.0), usd)
         elif event == "close":
-            closed[session] = float(e.get("spent_usd", 0.0))
+            usd = _usd(e.get("spent_usd", 0.0))
+            if usd is not None:
+                closed[session] = usd
         elif event == "open":
             leased.setdefault(session, 0.0)
     return sum(closed.get(s, leased.get(s, 0.0)) for s in set(leased) | set(closed))
@@ -265,7 +284,13 @@ class Budget:
 
     # ---- settling -------------------------------------------------------------------------------------
     def settle(self, res: Reservation, usd: float, tokens: int) -> None:
-        """The answer arrived: charge the billed cost instead of the reservation."""
+        """The answer arrived: charge the billed cost instead of the reservation.
+
+        A charge that is not a finite number >= 0 (never from checked usage) is taken as the reservation:
+        the ledger can never go down.
+        """
+        if not (math.isfinite(usd) and usd >= 0) or tokens < 0:
+            usd, tokens = res.usd, res.tokens
         self._drop(res)
         self.spent_usd += usd
         self.spent_tokens += tokens

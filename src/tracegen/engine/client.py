@@ -12,15 +12,24 @@ Both raise only these errors, so retry policy and budget accounting never look a
     TeacherCallError              one call failed (the engine decides: retry, fail the record, stop the run)
     ├── TeacherHTTPError          the endpoint answered with a non-2xx status
     ├── TeacherConnectionError    no answer: refused, reset, dropped mid-answer, unreadable body
+    │   └── TeacherProtocolError  an answer that is not an OpenAI chat completion (HTML page, no choices,
+    │                             wrong shape) or a body over ``max_response_bytes``
     └── TeacherTimeout            no answer within timeout_s
 
 ``sent`` says whether the request may have reached the endpoint (True), surely did not (False) or is
 unknown (None); the budget keeps a request that may have been billed charged at its reservation.
-Messages never contain the API key or an Authorization header.
+``billed`` on a protocol error says whether the server may have billed it: an answer that is not a chat
+completion reports no usage, so nothing was billed and its reservation is released; a body cut at the size
+limit was a real (billed) answer, charged at its reservation.
+Messages never contain the API key, an Authorization header or URL credentials (:mod:`tracegen.redact`).
+
+Both transports parse a 2xx body with :func:`parse_completion` (one definition of "an OpenAI chat
+completion") and read at most ``max_response_bytes`` of any body (:data:`DEFAULT_MAX_RESPONSE_BYTES`).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Mapping
@@ -29,26 +38,39 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import AuthError, ConfigError, TracegenError
+from ..redact import excerpt, redact, redact_url, register_secret
+from ._json import loads
+from .usage import read_count
 
 if TYPE_CHECKING:
     from ..config import RunConfig
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "DEFAULT_MAX_RESPONSE_BYTES",
+    "MAX_RETRY_AFTER_S",
     "ChatClient",
     "ChatResult",
     "Endpoint",
     "TeacherCallError",
     "TeacherConnectionError",
     "TeacherHTTPError",
+    "TeacherProtocolError",
     "TeacherTimeout",
     "make_client",
+    "parse_completion",
     "parse_retry_after",
     "resolve_endpoint",
     "usage_detail",
 ]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+#: Largest response body read (16 MiB): far above any real chat completion (a 128k-token answer is ~1 MiB).
+DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+#: Longest error message kept (failed.jsonl, terminal); redacted whole before it is cut.
+MAX_ERROR_MESSAGE_CHARS = 1000
+#: Longest wait a ``retry-after`` may ask for; beyond it the run stops with the server's figure.
+MAX_RETRY_AFTER_S = 900.0
 
 NO_KEY_MESSAGE = (
     "no API key: set OPENAI_API_KEY, or pass --base-url for a local/compatible server, "
@@ -72,6 +94,9 @@ class ChatResult:
     """Hidden reasoning tokens (``usage.completion_tokens_details``), part of ``completion_tokens``."""
     cached_tokens: int | None = None
     """Prompt tokens served from the prompt cache (``usage.prompt_tokens_details``)."""
+    usage_problem: str | None = None
+    """What was malformed in ``usage`` (a string, a float, a negative count), else None; the malformed
+    count is left None and the engine charges the reservation (:mod:`.usage`)."""
 
 
 class TeacherCallError(TracegenError):
@@ -95,6 +120,9 @@ class TeacherHTTPError(TeacherCallError):
         retry_after_s: float | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
+        message = redact(message)
+        if len(message) > MAX_ERROR_MESSAGE_CHARS:
+            message = message[:MAX_ERROR_MESSAGE_CHARS] + "…"
         self.status = status
         self.code = code
         self.message = message
@@ -118,6 +146,14 @@ class TeacherConnectionError(TeacherCallError):
     def __init__(self, message: str, *, sent: bool | None) -> None:
         self.sent = sent
         super().__init__(message)
+
+
+class TeacherProtocolError(TeacherConnectionError):
+    """The answer is not an OpenAI chat completion (not JSON, no ``choices``, wrong shape, too large)."""
+
+    def __init__(self, message: str, *, billed: bool = False) -> None:
+        super().__init__(message, sent=True)
+        self.billed = billed
 
 
 class TeacherTimeout(TeacherCallError):
@@ -151,11 +187,17 @@ class Endpoint:
     organization: str | None = None
     project: str | None = None
 
+    def __post_init__(self) -> None:
+        register_secret(self.api_key)
+
+    @property
+    def display_url(self) -> str:
+        """The base URL as it may be shown: no user:password@, no query string."""
+        return redact_url(self.base_url)
+
     def redact(self, text: str) -> str:
-        """``text`` with the API key (if it appears) masked."""
-        if self.api_key and self.api_key in text:
-            text = text.replace(self.api_key, "***")
-        return text
+        """``text`` with the API key, every other known secret and URL credentials masked."""
+        return redact(text, (self.api_key,) if self.api_key else ())
 
 
 def resolve_endpoint(config: RunConfig, env: Mapping[str, str] | None = None) -> Endpoint:
@@ -182,34 +224,127 @@ def make_client(config: RunConfig, env: Mapping[str, str] | None = None) -> Chat
     if config.transport == "aiohttp":
         from .client_aiohttp import AiohttpChatClient
 
-        return AiohttpChatClient(endpoint, concurrency=config.concurrency, timeout_s=config.timeout_s)
+        return AiohttpChatClient(
+            endpoint,
+            concurrency=config.concurrency,
+            timeout_s=config.timeout_s,
+            max_response_bytes=config.max_response_bytes,
+        )
     if config.transport == "sdk":
         from .client_sdk import SdkChatClient
 
-        return SdkChatClient(endpoint, concurrency=config.concurrency, timeout_s=config.timeout_s)
+        return SdkChatClient(
+            endpoint,
+            concurrency=config.concurrency,
+            timeout_s=config.timeout_s,
+            max_response_bytes=config.max_response_bytes,
+        )
     raise ConfigError(f"unknown transport {config.transport!r}; use --transport aiohttp or --transport sdk")
 
 
-def parse_retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` (preferred) or ``retry-after`` (seconds or HTTP date)."""
-    raw_ms = headers.get("retry-after-ms")
-    if raw_ms:
-        try:
-            return max(0.0, float(raw_ms) / 1000.0)
-        except ValueError:
-            pass
-    raw = headers.get("retry-after")
+def _seconds(raw: str | None, scale: float = 1.0) -> float | None:
+    """A header's seconds; None when absent, not a number, negative, NaN or infinite (ignored)."""
     if not raw:
         return None
     try:
-        return max(0.0, float(raw))
+        value = float(raw) * scale
     except ValueError:
-        pass
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` (preferred) or ``retry-after`` (seconds or HTTP date).
+
+    Negative, NaN and infinite values are ignored (None). A finite value above :data:`MAX_RETRY_AFTER_S` is
+    returned as is: the engine stops the run with it rather than wait (:func:`.retry.fatal_error`).
+    """
+    wait_s = _seconds(headers.get("retry-after-ms"), 0.001)
+    if wait_s is not None:
+        return wait_s
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    wait_s = _seconds(raw)
+    if wait_s is not None:
+        return wait_s
     try:
         when = parsedate_to_datetime(raw)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return max(0.0, when.timestamp() - time.time())
+    try:
+        return max(0.0, when.timestamp() - time.time())
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def parse_completion(raw: bytes, status: int, headers: Mapping[str, str]) -> ChatResult:
+    """The ChatResult in a 2xx body; :class:`TeacherProtocolError` when it is not an OpenAI chat completion.
+
+    Checked: a JSON object whose ``choices`` is a non-empty list of objects, whose ``message`` (if any) is
+    an object with a string (or null) ``content``, and whose ``usage`` (if any) is an object. Malformed
+    token counts do not fail the answer: they are reported in ``usage_problem``.
+    """
+
+    def bad(what: str) -> TeacherProtocolError:
+        return TeacherProtocolError(
+            f"HTTP {status} with a body that is not an OpenAI chat completion ({what}): {excerpt(raw, 200)!r}"
+        )
+
+    try:
+        obj = loads(raw)
+    except (ValueError, RecursionError):
+        raise bad("not JSON") from None
+    if not isinstance(obj, dict):
+        raise bad("not a JSON object")
+    choices = obj.get("choices")
+    if not isinstance(choices, list) or not choices:
+        raise bad("no choices")
+    choice = choices[0]
+    if not isinstance(choice, dict):
+        raise bad("choices[0] is not an object")
+    message = choice.get("message")
+    if message is None:
+        message = {}
+    if not isinstance(message, dict):
+        raise bad("choices[0].message is not an object")
+    content = message.get("content")
+    if content is not None and not isinstance(content, str):
+        raise bad("choices[0].message.content is not a string")
+    finish_reason = choice.get("finish_reason")
+    if finish_reason is not None and not isinstance(finish_reason, str):
+        raise bad("choices[0].finish_reason is not a string")
+    usage = obj.get("usage")
+    if usage is None:
+        usage = {}
+    if not isinstance(usage, dict):
+        raise bad("usage is not an object")
+    pt = read_count(usage.get("prompt_tokens"))
+    ct = read_count(usage.get("completion_tokens"))
+    problems = [
+        f"{name} {v}" for name, v in (("prompt_tokens", pt), ("completion_tokens", ct)) if isinstance(v, str)
+    ]
+    model = obj.get("model")
+    return ChatResult(
+        content=content,
+        finish_reason=finish_reason,
+        prompt_tokens=pt if isinstance(pt, int) else None,
+        completion_tokens=ct if isinstance(ct, int) else None,
+        model_returned=model if isinstance(model, str) else "",
+        headers=headers,
+        reasoning_tokens=usage_detail(usage, "completion_tokens_details", "reasoning_tokens"),
+        cached_tokens=usage_detail(usage, "prompt_tokens_details", "cached_tokens"),
+        usage_problem="; ".join(problems) or None,
+    )
+
+
+def too_large(limit: int) -> TeacherProtocolError:
+    """The error for a response body over ``limit`` bytes (a real answer may have been billed)."""
+    return TeacherProtocolError(
+        f"response body larger than {limit:,} bytes (max_response_bytes); a chat completion is far "
+        "smaller: check --base-url, or raise max_response_bytes in the config file",
+        billed=True,
+    )
 
 
 def error_fields(raw: Any) -> tuple[str | None, str | None]:
@@ -219,9 +354,12 @@ def error_fields(raw: Any) -> tuple[str | None, str | None]:
         if isinstance(inner, dict):
             code = inner.get("code") or inner.get("type")
             message = inner.get("message")
-            return (str(code) if code is not None else None, str(message) if message is not None else None)
+            return (
+                redact(str(code))[:200] if code is not None else None,
+                redact(str(message)) if message is not None else None,
+            )
         if isinstance(inner, str):
-            return None, inner
+            return None, redact(inner)
     return None, None
 
 
@@ -229,4 +367,5 @@ def usage_detail(usage: Any, details: str, name: str) -> int | None:
     """``usage[details][name]`` as an int (e.g. completion_tokens_details.reasoning_tokens), else None."""
     inner = usage.get(details) if isinstance(usage, dict) else None
     value = inner.get(name) if isinstance(inner, dict) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return value if ok else None

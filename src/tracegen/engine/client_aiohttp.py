@@ -14,16 +14,19 @@ from typing import Any
 import aiohttp
 
 from .._version import __version__
+from ..redact import excerpt
 from ._json import dumps, loads
 from .client import (
+    DEFAULT_MAX_RESPONSE_BYTES,
     ChatResult,
     Endpoint,
     TeacherConnectionError,
     TeacherHTTPError,
     TeacherTimeout,
     error_fields,
+    parse_completion,
     parse_retry_after,
-    usage_detail,
+    too_large,
 )
 
 __all__ = ["AiohttpChatClient"]
@@ -44,8 +47,16 @@ def _env_proxy(url: str) -> tuple[str | None, aiohttp.BasicAuth | None]:
 class AiohttpChatClient:
     """``ChatClient`` speaking the OpenAI protocol over aiohttp. Open lazily, inside the running loop."""
 
-    def __init__(self, endpoint: Endpoint, *, concurrency: int, timeout_s: float) -> None:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        concurrency: int,
+        timeout_s: float,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    ) -> None:
         self._endpoint = endpoint
+        self._max_bytes = max_response_bytes
         self._url = endpoint.base_url.rstrip("/") + "/chat/completions"
         self._concurrency = concurrency
         self._timeout_s = timeout_s
@@ -95,14 +106,14 @@ class AiohttpChatClient:
                 proxy=self._proxy,
                 proxy_auth=self._proxy_auth,
             ) as resp:
-                raw = await resp.read()
+                raw = await self._read(resp)
                 status = resp.status
                 headers = resp.headers
         except aiohttp.ConnectionTimeoutError as e:
             raise TeacherTimeout(f"connect timed out: {self._redact(e)}", sent=False) from None
         except aiohttp.ClientConnectorError as e:
             raise TeacherConnectionError(
-                f"cannot connect to {self._endpoint.base_url}: {self._redact(e)}", sent=False
+                f"cannot connect to {self._endpoint.display_url}: {self._redact(e)}", sent=False
             ) from None
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
             raise TeacherTimeout(f"no answer within {self._timeout_s:g} s", sent=None) from None
@@ -112,33 +123,31 @@ class AiohttpChatClient:
             ) from None
         if status >= 300:
             raise self._http_error(status, raw, headers)
-        try:
-            data_obj = loads(raw)
-            choice = data_obj["choices"][0]
-            message = choice.get("message") or {}
-            usage = data_obj.get("usage") or {}
-            return ChatResult(
-                content=message.get("content"),
-                finish_reason=choice.get("finish_reason"),
-                prompt_tokens=usage.get("prompt_tokens"),
-                completion_tokens=usage.get("completion_tokens"),
-                model_returned=str(data_obj.get("model") or ""),
-                headers=headers,
-                reasoning_tokens=usage_detail(usage, "completion_tokens_details", "reasoning_tokens"),
-                cached_tokens=usage_detail(usage, "prompt_tokens_details", "cached_tokens"),
-            )
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-            raise TeacherConnectionError(
-                f"HTTP {status} with a body that is not an OpenAI chat completion: {raw[:200]!r}", sent=True
-            ) from None
+        return parse_completion(raw, status, headers)
+
+    async def _read(self, resp: aiohttp.ClientResponse) -> bytes:
+        """The body, read in chunks and refused past ``max_response_bytes`` (never held whole beyond it)."""
+        limit = self._max_bytes
+        if resp.content_length is not None and resp.content_length > limit:
+            resp.close()
+            raise too_large(limit)
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_chunked(1 << 16):
+            size += len(chunk)
+            if size > limit:
+                resp.close()
+                raise too_large(limit)
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def _http_error(self, status: int, raw: bytes, headers: Any) -> TeacherHTTPError:
         code: str | None = None
         message: str | None = None
-        with contextlib.suppress(ValueError):
+        with contextlib.suppress(ValueError, RecursionError):
             code, message = error_fields(loads(raw))
         if message is None:
-            message = raw[:200].decode("utf-8", "replace").strip() or "(empty body)"
+            message = excerpt(raw, 200) or "(empty body)"
         return TeacherHTTPError(
             status,
             code,

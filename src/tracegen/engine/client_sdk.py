@@ -1,26 +1,33 @@
 """``ChatClient`` on the official SDK: ``openai.AsyncOpenAI`` with its retries off.
 
 Transport: the SDK's aiohttp client (``openai.DefaultAioHttpClient``), measured ~2x faster than its default
-httpx2 transport here, sized to ``concurrency`` connections. ``with_raw_response`` gives the headers the
-limiter needs. SDK exceptions are mapped to the neutral ``Teacher*`` errors; all retrying is the engine's.
+httpx2 transport here, sized to ``concurrency`` connections. ``with_streaming_response`` gives the headers
+the limiter needs and lets the body be read in chunks, refused past ``max_response_bytes``; the body is then
+checked by the same :func:`~.client.parse_completion` as the aiohttp transport. SDK exceptions are mapped to
+the neutral ``Teacher*`` errors; all retrying is the engine's.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 import httpx2
 import openai
 
 from .client import (
+    DEFAULT_MAX_RESPONSE_BYTES,
     ChatResult,
     Endpoint,
     TeacherConnectionError,
     TeacherHTTPError,
     TeacherTimeout,
     error_fields,
+    parse_completion,
     parse_retry_after,
+    too_large,
 )
 
 __all__ = ["SdkChatClient", "open_sdk_client", "sdk_http_error"]
@@ -83,8 +90,10 @@ class SdkChatClient:
         concurrency: int,
         timeout_s: float,
         http_client: httpx2.AsyncClient | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self._endpoint = endpoint
+        self._max_bytes = max_response_bytes
         self._concurrency = concurrency
         self._timeout_s = timeout_s
         self._http_client = http_client
@@ -109,10 +118,12 @@ class SdkChatClient:
         client = self._client or self._open()
         redact = self._endpoint.redact
         try:
-            raw = await client.chat.completions.with_raw_response.create(
+            async with client.chat.completions.with_streaming_response.create(
                 **body, extra_headers={"X-Client-Request-Id": request_id}
-            )
-            completion = raw.parse()
+            ) as response:
+                status = response.status_code
+                headers = response.headers
+                raw = await self._read(response)
         except openai.APIStatusError as e:
             raise sdk_http_error(e, redact) from None
         except openai.APITimeoutError:
@@ -120,28 +131,32 @@ class SdkChatClient:
         except openai.APIConnectionError as e:
             if _connect_failed(e):
                 raise TeacherConnectionError(
-                    f"cannot connect to {self._endpoint.base_url}: {redact(str(e.__cause__ or e))}",
+                    f"cannot connect to {self._endpoint.display_url}: {redact(str(e.__cause__ or e))}",
                     sent=False,
                 ) from None
             raise TeacherConnectionError(f"connection lost: {redact(str(e))}", sent=None) from None
-        except openai.APIResponseValidationError as e:
+        except (httpx2.TimeoutException, asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+            raise TeacherTimeout(f"no answer within {self._timeout_s:g} s", sent=None) from None
+        except (httpx2.TransportError, aiohttp.ClientError) as e:  # raised while reading the body
             raise TeacherConnectionError(
-                f"answer is not an OpenAI chat completion: {redact(str(e))}", sent=True
+                f"connection lost: {type(e).__name__}: {redact(str(e))}", sent=None
             ) from None
-        if not completion.choices:
-            raise TeacherConnectionError("answer has no choices", sent=True)
-        choice = completion.choices[0]
-        usage = completion.usage
-        return ChatResult(
-            content=choice.message.content,
-            finish_reason=choice.finish_reason,
-            prompt_tokens=usage.prompt_tokens if usage is not None else None,
-            completion_tokens=usage.completion_tokens if usage is not None else None,
-            model_returned=completion.model or "",
-            headers=raw.headers,
-            reasoning_tokens=_detail(usage, "completion_tokens_details", "reasoning_tokens"),
-            cached_tokens=_detail(usage, "prompt_tokens_details", "cached_tokens"),
-        )
+        return parse_completion(raw, status, headers)
+
+    async def _read(self, response: openai.AsyncAPIResponse[Any]) -> bytes:
+        """The body, read in chunks and refused past ``max_response_bytes``."""
+        limit = self._max_bytes
+        declared = response.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise too_large(limit)
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > limit:
+                raise too_large(limit)
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def aclose(self) -> None:
         """Close the SDK client and its transport."""
@@ -149,8 +164,3 @@ class SdkChatClient:
             await self._client.close()
             self._client = None
 
-
-def _detail(usage: Any, details: str, name: str) -> int | None:
-    inner = getattr(usage, details, None) if usage is not None else None
-    value = getattr(inner, name, None) if inner is not None else None
-    return value if isinstance(value, int) else None

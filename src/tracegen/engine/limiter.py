@@ -39,6 +39,8 @@ from ._waitqueue import WaitQueue
 __all__ = ["Limiter", "LimiterState", "Permit", "parse_reset_s"]
 
 _EPS = 1e-9
+#: Longest pause a retry-after may impose on the limiter (the run stops beyond it; see client.py).
+MAX_PAUSE_S = 900.0
 _INF = math.inf
 
 
@@ -94,9 +96,11 @@ def parse_reset_s(raw: str) -> float | None:
     if not raw:
         return None
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
         pass
+    else:  # negative, NaN or infinite: ignored
+        return value if math.isfinite(value) and value >= 0 else None
     total = 0.0
     num = ""
     i = 0
@@ -339,6 +343,8 @@ class Limiter(WaitQueue):
         now = self._clock()
         if headers:
             self._learn(permit, headers, now)
+        if retry_after_s is not None:  # a longer wait stops the run instead (retry.fatal_error)
+            retry_after_s = min(retry_after_s, MAX_PAUSE_S)
         if status == 429:
             pause_s = 1.0 if retry_after_s is None else retry_after_s
             self._overload(permit, now, pause_s=pause_s, cut=self._decrease)
@@ -385,7 +391,9 @@ class Limiter(WaitQueue):
                     value = float(raw)
                 except ValueError:
                     continue
-                if value > 0 and getattr(self, attr) != value:
+                if not (1.0 <= value < 1e12):  # zero, negative, NaN, infinite or absurd: ignored
+                    continue
+                if getattr(self, attr) != value:
                     setattr(self, attr, value)
                     changed = True
         if changed:
@@ -406,7 +414,9 @@ class Limiter(WaitQueue):
                 remaining = float(raw)
             except ValueError:
                 continue
+            if not (0.0 <= remaining < 1e12):  # negative, NaN, infinite or absurd: ignored
+                continue
             estimate = remaining - sent_after  # refill since the server counted is ignored: conservative
             bucket.refill(now, f)
             if estimate < bucket.level:
-                bucket.level = estimate
+                bucket.level = max(estimate, -bucket.capacity)  # never more than one window in debt

@@ -438,8 +438,18 @@ def _member_client(config: RunConfig, e: EndpointConfig, endpoint: Endpoint, con
     if config.transport == "sdk":
         from .client_sdk import SdkChatClient
 
-        return SdkChatClient(endpoint, concurrency=concurrency, timeout_s=config.timeout_s)
-    return AiohttpChatClient(endpoint, concurrency=concurrency, timeout_s=config.timeout_s)
+        return SdkChatClient(
+            endpoint,
+            concurrency=concurrency,
+            timeout_s=config.timeout_s,
+            max_response_bytes=config.max_response_bytes,
+        )
+    return AiohttpChatClient(
+        endpoint,
+        concurrency=concurrency,
+        timeout_s=config.timeout_s,
+        max_response_bytes=config.max_response_bytes,
+    )
 
 
 def make_pool(

@@ -24,8 +24,14 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
-from ..errors import AuthError, QuotaError, TeacherError
-from .client import TeacherCallError, TeacherConnectionError, TeacherHTTPError, TeacherTimeout
+from ..errors import AuthError, QuotaError, TeacherError, WaitTooLongError
+from .client import (
+    MAX_RETRY_AFTER_S,
+    TeacherCallError,
+    TeacherConnectionError,
+    TeacherHTTPError,
+    TeacherTimeout,
+)
 
 __all__ = [
     "RETRYABLE_STATUS",
@@ -44,16 +50,34 @@ T = TypeVar("T")
 def is_retryable(exc: BaseException) -> bool:
     """429 (not insufficient_quota), 408, 409, 5xx, timeouts and connection errors."""
     if isinstance(exc, TeacherHTTPError):
+        if wait_too_long(exc):
+            return False
         if exc.status == 429:
             return exc.code != "insufficient_quota"
         return exc.status in RETRYABLE_STATUS or exc.status >= 500
     return isinstance(exc, (TeacherTimeout, TeacherConnectionError))
 
 
+def wait_too_long(exc: TeacherHTTPError) -> bool:
+    """True when the server asks to wait longer than :data:`~.client.MAX_RETRY_AFTER_S`."""
+    return exc.retry_after_s is not None and exc.retry_after_s > MAX_RETRY_AFTER_S
+
+
 def fatal_error(exc: BaseException, *, model: str = "") -> TeacherError | None:
-    """The run-stopping error ``exc`` stands for (401/403, insufficient_quota), or None."""
+    """The run-stopping error ``exc`` stands for (401/403, insufficient_quota, a wait too long), or None."""
     if not isinstance(exc, TeacherHTTPError):
         return None
+    if wait_too_long(exc):
+        headers = exc.headers
+        figure = next(
+            (f"{h}: {headers[h]}" for h in ("retry-after-ms", "retry-after") if headers.get(h)),
+            f"{exc.retry_after_s:g} s",
+        )
+        return WaitTooLongError(
+            f"the endpoint asks to wait {exc.retry_after_s:,.0f} s before retrying (HTTP {exc.status}, "
+            f"{figure[:80]}), more than the {MAX_RETRY_AFTER_S:g} s tracegen waits; rerun the same command "
+            "later to resume, or lower --rpm/--tpm"
+        )
     if exc.status == 401:
         return AuthError(
             f"the endpoint rejected the API key (HTTP 401: {exc.message}); "

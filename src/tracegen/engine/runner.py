@@ -13,6 +13,13 @@ request, not a storm. Later 401/403/insufficient_quota answers stop the run at o
 requests in flight are cancelled (charged at their reservation), files are flushed, stats.json is written,
 and the error is raised.
 
+Hostile or broken endpoints (see :mod:`.usage` and :mod:`.client`): usage is checked before it touches the
+ledger (impossible usage is charged at the reservation and counted; repeated, it stops the run naming the
+endpoint; a prompt count far from tracegen's own is recorded and the larger is charged); an answer that is
+not an OpenAI chat completion is a protocol error whose reservation is released, and
+:data:`PROTOCOL_ERRORS_TO_STOP` in a row stop the run ("does not speak the OpenAI API"); a retry-after
+beyond :data:`~.client.MAX_RETRY_AFTER_S` stops the run with the server's figure.
+
 Stopping (``stop`` event or cancellation): dispatch stops, requests waiting or backing off are dropped, the
 ones on the wire get ``grace_s`` to finish (then are cancelled and charged at their reservation), every
 file is flushed and stats.json written with ``stop_reason="interrupted"``.
@@ -22,9 +29,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import math
+import os
 import time
 from collections import deque
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping, Sized
@@ -34,6 +43,7 @@ from typing import Any
 from .._version import __version__
 from ..config import RunConfig
 from ..errors import AuthError, EndpointError, QuotaError, RunDirError, TracegenError
+from ..lock import lock_run_dir
 from ..params import body_cap, chat_body, with_cap
 from ..prices import (
     Pricing,
@@ -44,16 +54,19 @@ from ..prices import (
     resolve_prices,
 )
 from ..records import Record
+from ..redact import excerpt, redact_url
 from ..tokens import count_chat_tokens, count_text_tokens, encoding_for_model
 from ._gc import fewer_gc_passes
 from ._json import canonical_json
 from .budget import Budget, Reservation, utc_now_iso
 from .client import (
+    DEFAULT_BASE_URL,
     ChatClient,
     ChatResult,
     TeacherCallError,
     TeacherConnectionError,
     TeacherHTTPError,
+    TeacherProtocolError,
     TeacherTimeout,
     make_client,
 )
@@ -62,6 +75,7 @@ from .limiter import Limiter, Permit
 from .pool import EndpointPool, make_pool
 from .retry import call_with_retries, fatal_error, retry_policy
 from .store import FAILED, REJECTED, DoneSet, ResultWriter, RunDir, answer_line, failed_line
+from .usage import ANOMALIES_TO_STOP, check_usage
 
 __all__ = ["generate"]
 
@@ -72,6 +86,10 @@ RATE_WINDOW_S = 10.0
 #: Safety margin on our own prompt-token count when reserving dollars (the API may count a few more).
 PROMPT_MARGIN = 1.02
 PROMPT_MARGIN_TOKENS = 8
+#: Answers in a row that are not OpenAI chat completions before the run stops.
+PROTOCOL_ERRORS_TO_STOP = 3
+#: Examples of usage anomalies / mismatches kept in stats.json.
+USAGE_EXAMPLES = 5
 
 
 class _NoRoom(Exception):
@@ -126,8 +144,10 @@ class _Engine:
         total: int | None,
         grace_s: float,
         pool: EndpointPool | None = None,
+        endpoint_url: str = "",
     ) -> None:
         self.config = config
+        self.endpoint_url = endpoint_url
         self.pool = pool
         self.run_dir = run_dir
         self.client = client
@@ -208,6 +228,12 @@ class _Engine:
         self.n_timeouts = 0
         self.n_conn = 0
         self.n_retries = 0
+        self.n_protocol = 0
+        self.protocol_in_a_row = 0
+        self.usage_anomalies = 0
+        self.usage_mismatches = 0
+        self.usage_examples: list[str] = []
+        self.mismatch_examples: list[str] = []
         self.started_at = utc_now_iso()
         self.t0 = clock()
         self.samples: deque[tuple[float, int, int]] = deque()
@@ -360,6 +386,24 @@ class _Engine:
             limiter.release(permit, None)
             budget.release(res)  # an error answer is not billed
             raise
+        except TeacherProtocolError as e:
+            self.n_protocol += 1
+            self.protocol_in_a_row += 1
+            limiter.release(permit, None)
+            if e.billed:
+                budget.charge_unknown(res)
+            else:
+                budget.release(res)  # not a chat completion: no usage, nothing billed
+            if self.protocol_in_a_row >= PROTOCOL_ERRORS_TO_STOP:
+                self._stop_fatal(
+                    EndpointError(
+                        f"the endpoint at {self.endpoint_url or 'the configured URL'} does not speak the "
+                        f"OpenAI API ({self.protocol_in_a_row} answers in a row were not chat completions; "
+                        f"last: {e}); check --base-url / OPENAI_BASE_URL (it usually ends in /v1)"
+                    ),
+                    "endpoint",
+                )
+            raise
         except TeacherCallError as e:
             if isinstance(e, TeacherTimeout):
                 self.n_timeouts += 1
@@ -377,11 +421,61 @@ class _Engine:
             raise
         finally:
             self.sending.discard(task)
+        self.protocol_in_a_row = 0
+        result, usd, tokens = self._checked(item, result, body, res)
         pt, ct = self._usage(item, result)
         limiter.observe(permit, status=200, headers=result.headers, latency_s=self.clock() - t0)
         limiter.release(permit, pt + ct)
-        budget.settle(res, self._pricing_of(result).cost_usd(pt, ct), pt + ct)
+        budget.settle(res, usd, tokens)
         return result
+
+    def _checked(
+        self, item: _Item, result: ChatResult, body: dict[str, Any], res: Reservation
+    ) -> tuple[ChatResult, float, int]:
+        """Check the server's usage (:mod:`.usage`); the answer with the counts to record, and the dollars
+        and tokens to charge (the reservation when the usage is impossible)."""
+        cap = body.get("max_completion_tokens") or body.get("max_tokens") or self.config.max_tokens
+        own_ct = (
+            count_text_tokens(result.content or "", self.encoding)
+            if result.completion_tokens is None or result.usage_problem
+            else 0
+        )
+        check = check_usage(
+            result.prompt_tokens,
+            result.completion_tokens,
+            problem=result.usage_problem,
+            own_prompt_tokens=item.prompt_tokens,
+            own_completion_tokens=own_ct,
+            cap_tokens=int(cap),
+        )
+        fixed = dataclasses.replace(
+            result, prompt_tokens=check.prompt_tokens, completion_tokens=check.completion_tokens
+        )
+        if check.mismatch is not None:
+            self.usage_mismatches += 1
+            if len(self.mismatch_examples) < USAGE_EXAMPLES:
+                self.mismatch_examples.append(check.mismatch)
+        if check.anomaly is None:
+            usd = self._pricing_of(result).cost_usd(check.prompt_tokens, check.completion_tokens)
+            return fixed, usd, check.prompt_tokens + check.completion_tokens
+        self.usage_anomalies += 1
+        if len(self.usage_examples) < USAGE_EXAMPLES:
+            self.usage_examples.append(check.anomaly)
+        log.warning(
+            "impossible usage from %s (%s): charged at the reservation", self.endpoint_url, check.anomaly
+        )
+        if self.usage_anomalies >= ANOMALIES_TO_STOP and self.usage_anomalies * 100 > self.succeeded + 1:
+            # on the next loop turn: this answer is paid for and must reach traces.jsonl first
+            asyncio.get_running_loop().call_soon(
+                self._stop_fatal,
+                EndpointError(
+                    f"the endpoint at {self.endpoint_url or 'the configured URL'} reported impossible usage "
+                    f"{self.usage_anomalies} times (last: {check.anomaly}); each was charged at its "
+                    "reservation: check the server or gateway before spending more"
+                ),
+                "endpoint",
+            )
+        return fixed, res.usd, res.tokens
 
     def _pricing_of(self, result: ChatResult) -> Pricing:
         """The pricing ``result`` is billed at; notes (once) an answering model priced above the reserved one."""
@@ -461,7 +555,12 @@ class _Engine:
             await self._fail(
                 item,
                 chain,
-                {"type": type(e).__name__, "status": None, "code": "client_error", "message": str(e)[:300]},
+                {
+                    "type": type(e).__name__,
+                    "status": None,
+                    "code": "client_error",
+                    "message": excerpt(str(e), 300),
+                },
             )
         finally:
             self.slots.release()
@@ -636,6 +735,11 @@ class _Engine:
             "n_retries": self.n_retries,
             "n_timeouts": self.n_timeouts,
             "n_connection_errors": self.n_conn,
+            "n_protocol_errors": self.n_protocol,
+            "usage_anomalies": self.usage_anomalies,
+            "usage_mismatches": self.usage_mismatches,
+            **({"usage_anomaly_examples": self.usage_examples} if self.usage_examples else {}),
+            **({"usage_mismatch_examples": self.mismatch_examples} if self.mismatch_examples else {}),
             "limits": {
                 "requests_per_minute": self.limiter.requests_per_minute,
                 "tokens_per_minute": self.limiter.tokens_per_minute,
@@ -748,6 +852,26 @@ async def generate(
     With ``config.endpoints`` (and no ``client``), requests go to an :class:`~.pool.EndpointPool` of the
     endpoints serving ``config.model`` (keys from ``env``, default os.environ); ``pool`` passes one in.
     """
+    with lock_run_dir(run_dir.path if isinstance(run_dir, RunDir) else run_dir, "tracegen run"):
+        return await _generate(
+            records, config, run_dir, client, on_progress, stop, sleep, clock, total, grace_s, pool, env
+        )
+
+
+async def _generate(
+    records: Iterable[Record] | AsyncIterable[Record],
+    config: RunConfig,
+    run_dir: Path | RunDir,
+    client: ChatClient | None,
+    on_progress: Callable[[Progress], None] | None,
+    stop: asyncio.Event | None,
+    sleep: Callable[[float], Awaitable[None]],
+    clock: Callable[[], float],
+    total: int | None,
+    grace_s: float,
+    pool: EndpointPool | None,
+    env: Mapping[str, str] | None,
+) -> RunResult:
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir.open(run_dir, None, config.public_dict())
     if total is None and isinstance(records, Sized):
         total = len(records)
@@ -769,9 +893,18 @@ async def generate(
         total=total,
         grace_s=grace_s,
         pool=pool,
+        endpoint_url=_display_url(config, env),
     )
     with fewer_gc_passes():
         return await engine.run(records)
+
+
+def _display_url(config: RunConfig, env: Mapping[str, str] | None) -> str:
+    """The endpoint as messages name it (no credentials): the base URL, or the pool's URLs."""
+    if config.endpoints:
+        return ", ".join(redact_url(e.base_url) for e in config.endpoints)
+    env = os.environ if env is None else env
+    return redact_url(config.base_url or env.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
 
 
 _FATAL_REASON: dict[type[TracegenError], str] = {AuthError: "auth", QuotaError: "quota"}

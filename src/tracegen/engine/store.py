@@ -23,16 +23,18 @@ from __future__ import annotations
 import asyncio
 import errno
 import hashlib
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol
 
-from .._fileio import atomic_write_bytes, fsync_dir, truncate_durably
+from .._fileio import atomic_write_bytes, fsync_dir, open_nofollow, open_read, truncate_durably
 from .._version import __version__
 from ..errors import RunDirError
 from ..records import Record
+from ..redact import scrub
 from ._json import dumps, loads
 from .budget import utc_now_iso
 
@@ -149,11 +151,12 @@ def answer_line(
 def failed_line(
     request_key: str, rec: Record, attempts: int, error: dict[str, Any], chain: list[dict[str, Any]]
 ) -> bytes:
-    """A failed.jsonl line: the record's id and key, attempts made, the last error and every error."""
+    """A failed.jsonl line: the record's id and key, attempts made, the last error and every error
+    (redacted: a server may echo a key in any field)."""
     return engine_line(
         request_key,
         0.0,
-        {"id": rec.id, "key": rec.key, "attempts": attempts, "error": error, "chain": chain},
+        {"id": rec.id, "key": rec.key, "attempts": attempts, "error": scrub(error), "chain": scrub(chain)},
     )
 
 
@@ -179,7 +182,7 @@ def _repair_tail(path: Path) -> None:
         return
     if size == 0:
         return
-    with open(path, "rb") as f:
+    with open_read(path) as f:
         f.seek(size - 1)
         if f.read(1) == b"\n":
             return
@@ -237,7 +240,8 @@ class RunDir:
         teacher = {k: (config_public or {}).get(k) for k in TEACHER_FIELDS} if config_public else {}
         if manifest_path.exists():
             try:
-                manifest = loads(manifest_path.read_bytes())
+                with open_read(manifest_path) as f:
+                    manifest = loads(f.read())
             except (OSError, ValueError) as e:
                 raise RunDirError(
                     f"{manifest_path}: unreadable ({e}); use a new --output-dir or restore the file"
@@ -309,7 +313,7 @@ class RunDir:
                 _repair_tail(path)
                 if not path.exists():
                     continue
-                with open(path, "rb") as f:
+                with open_read(path) as f:
                     for lineno, line in enumerate(f, 1):
                         head = _parse_head(line)
                         if head is None:
@@ -320,7 +324,8 @@ class RunDir:
                                 continue
                         key, cost = head
                         done.keys.add(key_digest(key))
-                        done.cost_usd += cost
+                        if math.isfinite(cost) and cost > 0:  # a corrupt cost never lowers the spend
+                            done.cost_usd += cost
                         if is_traces:
                             done.n_traces += 1
                         else:
@@ -337,7 +342,7 @@ class RunDir:
             if not path.exists():
                 return 0
             last: dict[str, bytes] = {}
-            with open(path, "rb") as f:
+            with open_read(path) as f:
                 for line in f:
                     head = _parse_head(line)
                     if head is None:
@@ -351,10 +356,10 @@ class RunDir:
             raise RunDirError(f"{path}: cannot rewrite ({_strerror(e)}); {_fix_hint(e)}") from None
 
     def write_stats(self, stats: Mapping[str, Any]) -> None:
-        """stats.json, written atomically (temp file, fsync, rename)."""
+        """stats.json, written atomically (temp file, fsync, rename); redacted."""
         import json
 
-        data = json.dumps(dict(stats), indent=2, ensure_ascii=False).encode() + b"\n"
+        data = json.dumps(scrub(dict(stats)), indent=2, ensure_ascii=False).encode() + b"\n"
         _atomic_write(self.stats_path, data)
 
 
@@ -389,7 +394,7 @@ class _AppendFile:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self.fd = open_nofollow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self.size = os.fstat(self.fd).st_size
 
     def write_durable(self, chunks: list[bytes]) -> None:

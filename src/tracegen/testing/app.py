@@ -61,6 +61,17 @@ class FakeState:
             asyncio.get_running_loop().time(),
         )
         self._bearer = None if opts.api_key is None else f"Bearer {opts.api_key}".encode()
+        self.hostile_served = 0  # hostile answers given since the options were applied
+
+    def take_hostile(self) -> str | None:
+        """The hostile mode for this request, or None once ``hostile_count`` answers were hostile."""
+        opts = self.opts
+        if opts.hostile is None or (
+            opts.hostile_count is not None and self.hostile_served >= opts.hostile_count
+        ):
+            return None
+        self.hostile_served += 1
+        return opts.hostile
 
     def reset(self) -> None:
         """Forget the ledger, counters, rate-limit windows, files and batches; re-seed."""
@@ -117,6 +128,20 @@ async def _chat(st: FakeState, request: web.Request) -> web.StreamResponse:
         ) from None
     req = parse_chat_body(body, opts)
     computed = st.answerer.compute(req)
+    hostile_mode = st.take_hostile()
+    if hostile_mode is not None:
+        from .hostile import respond
+
+        if hostile_mode.endswith("_usage") or hostile_mode in ("ratelimit_negative", "markup"):
+            st.ledger.bill(  # the server did the work: it bills the true counts, whatever it reports
+                key=req.key,
+                model=req.model,
+                prompt_tokens=computed.prompt_tokens,
+                completion_tokens=computed.completion_tokens,
+                custom_id=request.headers.get("X-Request-Id"),
+                kind="online",
+            )
+        return await respond(hostile_mode, opts.hostile_body_bytes, request, req, computed)
     if opts.insufficient_quota:
         counters.insufficient_quota += 1
         raise ApiError(

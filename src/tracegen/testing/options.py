@@ -94,6 +94,16 @@ class FakeOptions:
     batch_fail_rate: float = _opt(0.0, "share of batch lines answered with a 500 error line")
     batch_expire: bool = _opt(False, "batches expire after batch_expire_fraction of their lines")
     batch_expire_fraction: float = _opt(0.5, "share of lines processed before a batch expires")
+    # --- hostile endpoint (see testing/hostile.py) -----------------------------------------------------
+    hostile: str | None = _opt(
+        None,
+        "answer valid chat requests like a broken or hostile endpoint: negative_usage, huge_usage, "
+        "float_usage, string_usage, over_cap_usage, under_usage, html, no_choices, wrong_shape, huge_body, "
+        "echo_key_code, echo_key_200, echo_key_text, retry_after_huge, retry_after_inf, ratelimit_negative, "
+        "markup, markup_error (none = honest)",
+    )
+    hostile_count: int | None = _opt(None, "how many requests get the hostile answer (none = every one)")
+    hostile_body_bytes: int = _opt(32 * 1024 * 1024, "size of the huge_body answer, bytes")
 
     def __post_init__(self) -> None:
         for name in _INT_FIELDS:  # 600.0 from a float-typed flag is 600; 0.5 requests is an error
@@ -150,6 +160,15 @@ class FakeOptions:
             raise ConfigError(
                 f"fake server: ratelimit_mode must be 'rolling' or 'per_second', got {self.ratelimit_mode!r}"
             )
+        if self.hostile is not None:
+            from .hostile import HOSTILE_MODES
+
+            if self.hostile not in HOSTILE_MODES:
+                raise ConfigError(
+                    f"fake server: unknown hostile mode {self.hostile!r}; use one of {sorted(HOSTILE_MODES)}"
+                )
+        if self.hostile_count is not None and self.hostile_count < 0:
+            raise ConfigError(f"fake server: hostile_count must be >= 0 or unset, got {self.hostile_count!r}")
         if self.known_models is not None and not isinstance(self.known_models, tuple):
             object.__setattr__(self, "known_models", tuple(self.known_models))
 
@@ -197,6 +216,8 @@ _INT_FIELDS = (
     "default_max_tokens",
     "seed",
     "mean_reasoning_tokens",
+    "hostile_count",
+    "hostile_body_bytes",
 )
 
 
