@@ -15,7 +15,8 @@ contain secrets (API keys, tokens, Authorization headers).
     ├── TeacherError              the teacher endpoint refuses the whole run
     │   ├── AuthError             401/403: the API key is missing, wrong or lacks permission
     │   ├── QuotaError            429 insufficient_quota: the account has no credit left
-    │   └── EndpointError         the endpoint cannot be reached or does not speak the OpenAI API
+    │   ├── EndpointError         the endpoint cannot be reached or does not speak the OpenAI API
+    │   └── FailingRunError       most requests fail with the same error (circuit breaker)
     ├── BatchError                a Batch API job cannot be created, polled or collected
     └── HubError                  pushing to / reading from the Hugging Face Hub failed
 """
@@ -28,6 +29,7 @@ __all__ = [
     "BatchError",
     "ConfigError",
     "EndpointError",
+    "FailingRunError",
     "HubError",
     "PlanError",
     "QuotaError",
@@ -85,6 +87,10 @@ class QuotaError(TeacherError):
 
 class EndpointError(TeacherError):
     """The endpoint cannot be reached or does not speak the OpenAI API."""
+
+
+class FailingRunError(TeacherError):
+    """Most recent requests failed with the same error (circuit breaker); the message names it."""
 
 
 class BatchError(TracegenError):

@@ -22,13 +22,12 @@ Messages never contain the API key or an Authorization header.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import AuthError, ConfigError, TracegenError
+from .retry_after import retry_after_s
 
 if TYPE_CHECKING:
     from ..config import RunConfig
@@ -89,12 +88,15 @@ class TeacherHTTPError(TeacherCallError):
         message: str,
         retry_after_s: float | None = None,
         headers: Mapping[str, str] | None = None,
+        error_type: str | None = None,
     ) -> None:
         self.status = status
         self.code = code
         self.message = message
         self.retry_after_s = retry_after_s
         self.headers: Mapping[str, str] = headers if headers is not None else {}
+        self.error_type = error_type
+        """The body's ``error.type`` (``code`` falls back to it), for :mod:`.classify`."""
         self.sent = True
         super().__init__(f"HTTP {status}{f' ({code})' if code else ''}: {message}")
 
@@ -186,25 +188,8 @@ def make_client(config: RunConfig, env: Mapping[str, str] | None = None) -> Chat
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` (preferred) or ``retry-after`` (seconds or HTTP date)."""
-    raw_ms = headers.get("retry-after-ms")
-    if raw_ms:
-        try:
-            return max(0.0, float(raw_ms) / 1000.0)
-        except ValueError:
-            pass
-    raw = headers.get("retry-after")
-    if not raw:
-        return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(raw)
-    except (TypeError, ValueError, IndexError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+    """Seconds to wait, from whichever form the server used (see :mod:`.retry_after`), or None."""
+    return retry_after_s(headers)
 
 
 def error_fields(raw: Any) -> tuple[str | None, str | None]:
@@ -218,3 +203,12 @@ def error_fields(raw: Any) -> tuple[str | None, str | None]:
         if isinstance(inner, str):
             return None, inner
     return None, None
+
+
+def error_type(raw: Any) -> str | None:
+    """``error.type`` of an OpenAI-style error body, or None."""
+    if isinstance(raw, dict):
+        inner = raw.get("error", raw)
+        if isinstance(inner, dict) and inner.get("type") is not None:
+            return str(inner["type"])
+    return None

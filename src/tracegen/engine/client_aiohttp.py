@@ -22,6 +22,7 @@ from .client import (
     TeacherHTTPError,
     TeacherTimeout,
     error_fields,
+    error_type,
     parse_retry_after,
 )
 
@@ -132,8 +133,11 @@ class AiohttpChatClient:
     def _http_error(self, status: int, raw: bytes, headers: Any) -> TeacherHTTPError:
         code: str | None = None
         message: str | None = None
+        etype: str | None = None
         with contextlib.suppress(ValueError):
-            code, message = error_fields(loads(raw))
+            obj = loads(raw)
+            code, message = error_fields(obj)
+            etype = error_type(obj)
         if message is None:
             message = raw[:200].decode("utf-8", "replace").strip() or "(empty body)"
         return TeacherHTTPError(
@@ -142,6 +146,7 @@ class AiohttpChatClient:
             self._endpoint.redact(message),
             retry_after_s=parse_retry_after(headers),
             headers=headers,
+            error_type=etype,
         )
 
     def _redact(self, e: BaseException) -> str:

@@ -31,6 +31,7 @@ from urllib.parse import quote
 
 from ..errors import AuthError, ConfigError, EndpointError, QuotaError, TracegenError
 from ._waitqueue import WaitQueue
+from .classify import is_auth_failure, is_quota_exhausted
 from .client import (
     ChatClient,
     ChatResult,
@@ -396,10 +397,10 @@ def _pool_permit(permit: Permit) -> PoolPermit:
 
 
 def _retire_kind(e: TeacherHTTPError) -> str | None:
-    if e.status in (401, 403):
-        return "auth"
-    if e.status == 429 and e.code == "insufficient_quota":
+    if is_quota_exhausted(e):
         return "quota"
+    if is_auth_failure(e):
+        return "auth"
     if e.status == 404:
         return "endpoint"
     return None

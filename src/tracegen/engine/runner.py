@@ -7,11 +7,13 @@ durably and only then counts it. Every record ends in exactly one of: traces.jso
 ``finish_reason="length"`` kept and counted), rejected.jsonl (``content_filter``), failed.jsonl (error
 chain; retried on rerun) or, when the run stops first, nowhere (sent again on rerun).
 
-The first record is a probe: nothing else is sent until it has an answer, so a bad key (401/403), an empty
-account (insufficient_quota), an unknown model (404) or an unreachable endpoint stops the run after one
-request, not a storm. Later 401/403/insufficient_quota answers stop the run at once too: dispatch stops,
-requests in flight are cancelled (charged at their reservation), files are flushed, stats.json is written,
-and the error is raised.
+The first records go out as a wave of at most ``FIRST_WAVE`` (8): nothing else is sent until one of them
+has an answer (or all of them have failed), so a bad key (401/403), an empty account (quota exhaustion, also
+as a gateway rewrites it), an unknown model (404) or an unreachable endpoint stops the run after at most
+that wave, not a storm -- without the cost of one lone probe's full latency. Later auth/quota answers stop
+the run at once too: dispatch stops, requests in flight are cancelled (charged at their reservation), files
+are flushed, stats.json is written, and the error is raised. A :class:`~.breaker.CircuitBreaker` stops a
+run whose recent attempts mostly fail with the same error (:class:`FailingRunError`).
 
 Stopping (``stop`` event or cancellation): dispatch stops, requests waiting or backing off are dropped, the
 ones on the wire get ``grace_s`` to finish (then are cancelled and charged at their reservation), every
@@ -33,12 +35,14 @@ from typing import Any
 
 from .._version import __version__
 from ..config import RunConfig
-from ..errors import AuthError, EndpointError, QuotaError, RunDirError, TracegenError
+from ..errors import AuthError, EndpointError, FailingRunError, QuotaError, RunDirError, TracegenError
 from ..records import Record
 from ..tokens import Pricing, count_chat_tokens, count_text_tokens, encoding_for_model, pricing_for
 from ._gc import fewer_gc_passes
 from ._json import canonical_json
+from .breaker import CircuitBreaker
 from .budget import Budget, Reservation, utc_now_iso
+from .classify import is_rate_limited
 from .client import (
     ChatClient,
     ChatResult,
@@ -63,6 +67,8 @@ RATE_WINDOW_S = 10.0
 #: Safety margin on our own prompt-token count when reserving dollars (the API may count a few more).
 PROMPT_MARGIN = 1.02
 PROMPT_MARGIN_TOKENS = 8
+#: Records sent before the rest wait for a first answer (a bad key costs at most this many requests).
+FIRST_WAVE = 8
 
 
 class _NoRoom(Exception):
@@ -170,8 +176,12 @@ class _Engine:
         self.writing: set[asyncio.Task[Any]] = set()
         self.failed_keys: set[bytes] = set()
         self.producer: asyncio.Task[None] | None = None
-        self.probe: _Item | None = None
-        self.probe_done = asyncio.Event()
+        self.wave: set[_Item] = set()  # the first wave's records not finished yet
+        self.wave_size = min(FIRST_WAVE, config.concurrency)
+        self.wave_sent = 0
+        self.wave_open = asyncio.Event()  # set at the first answer, when the whole wave failed, or on stop
+        self.breaker = CircuitBreaker()
+        self.wave_items: set[_Item] = set()  # first-wave records that finished (for the endpoint check)
         self.stopping = False
         self.stop_reason: str | None = None
         self.fatal: TracegenError | None = None
@@ -212,7 +222,7 @@ class _Engine:
             return
         self.stopping = True
         self.budget.exhaust(reason)
-        self.probe_done.set()
+        self.wave_open.set()
         if self.producer is not None and not self.producer.done():
             self.producer.cancel()
         for task in list(self.tasks):  # waiting or backing off: not on the wire, nothing to lose
@@ -292,9 +302,11 @@ class _Engine:
         task = asyncio.create_task(self._run_record(item, res, permit))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
-        if self.probe is None:
-            self.probe = item
-            await self.probe_done.wait()
+        if not self.wave_open.is_set():
+            self.wave.add(item)
+            self.wave_sent += 1
+            if self.wave_sent >= self.wave_size:
+                await self.wave_open.wait()
         return not self.stopping
 
     # ---- one request ------------------------------------------------------------------------------------
@@ -344,6 +356,8 @@ class _Engine:
             limiter.observe(permit, status=status, headers=e.headers, retry_after_s=e.retry_after_s)
             limiter.release(permit, None)
             budget.release(res)  # an error answer is not billed
+            if status != 503 and not is_rate_limited(e):  # load signals are the limiter's business
+                self._watch_failure(e)
             raise
         except TeacherCallError as e:
             if isinstance(e, TeacherTimeout):
@@ -355,6 +369,7 @@ class _Engine:
                 budget.release(res)
             else:
                 budget.charge_unknown(res)
+            self._watch_failure(e)
             raise
         except BaseException:
             limiter.release(permit, None)
@@ -363,10 +378,26 @@ class _Engine:
         finally:
             self.sending.discard(task)
         pt, ct = self._usage(item, result)
+        self.breaker.success()
         limiter.observe(permit, status=200, headers=result.headers, latency_s=self.clock() - t0)
         limiter.release(permit, pt + ct)
         budget.settle(res, self.pricing.cost_usd(pt, ct), pt + ct)
         return result
+
+    def _watch_failure(self, e: TeacherCallError) -> None:
+        if fatal_error(e) is None and self.breaker.failure(e):
+            same, of = self.breaker.tripped or (0, 0)
+            if self.succeeded == 0 and self._endpoint_broken(e):
+                self._stop_fatal(self._endpoint_error(e), "endpoint")
+                return
+            self._stop_fatal(
+                FailingRunError(
+                    f"stopped: {same} of the last {of} requests failed with the same error: {e}; "
+                    "check --base-url, --model and OPENAI_API_KEY (a gateway may answer a bad key or an "
+                    "unknown model with 400/500), then rerun the same command to resume"
+                ),
+                "circuit_breaker",
+            )
 
     def _usage(self, item: _Item, result: ChatResult) -> tuple[int, int]:
         pt = result.prompt_tokens if result.prompt_tokens is not None else item.prompt_tokens
@@ -385,9 +416,10 @@ class _Engine:
         try:
             try:
                 result = await call_with_retries(self.policy, attempt, chain)
-            finally:
-                if item is self.probe:
-                    self.probe_done.set()
+            except BaseException:
+                self._wave_finished(item, answered=False)
+                raise
+            self._wave_finished(item, answered=True)
             pt, ct = self._usage(item, result)
             cost = self.pricing.cost_usd(pt, ct)
             if result.finish_reason == "length":
@@ -404,14 +436,8 @@ class _Engine:
             if fatal is not None:
                 self._stop_fatal(fatal, "auth" if isinstance(fatal, AuthError) else "quota")
                 return
-            if item is self.probe and self.succeeded == 0 and self._endpoint_broken(e):
-                self._stop_fatal(
-                    EndpointError(
-                        f"{e}; check --base-url / OPENAI_BASE_URL and --model "
-                        "(or start a local server, e.g. `tracegen fake-server`)"
-                    ),
-                    "endpoint",
-                )
+            if item in self.wave_items and self.succeeded == 0 and self._endpoint_broken(e):
+                self._stop_fatal(self._endpoint_error(e), "endpoint")
                 return
             await self._fail(item, chain, e.describe())
         except _NoRoom as e:
@@ -430,6 +456,21 @@ class _Engine:
             )
         finally:
             self.slots.release()
+
+    def _wave_finished(self, item: _Item, *, answered: bool) -> None:
+        """The first wave opens at its first answer, or once all of it has failed."""
+        if item in self.wave:
+            self.wave.discard(item)
+            self.wave_items.add(item)
+            if answered or (not self.wave and self.wave_sent >= self.wave_size):
+                self.wave_open.set()
+
+    @staticmethod
+    def _endpoint_error(e: TeacherCallError) -> EndpointError:
+        return EndpointError(
+            f"{e}; check --base-url / OPENAI_BASE_URL and --model "
+            "(or start a local server, e.g. `tracegen fake-server`)"
+        )
 
     @staticmethod
     def _endpoint_broken(e: TeacherCallError) -> bool:
@@ -725,7 +766,11 @@ async def generate(
         return await engine.run(records)
 
 
-_FATAL_REASON: dict[type[TracegenError], str] = {AuthError: "auth", QuotaError: "quota"}
+_FATAL_REASON: dict[type[TracegenError], str] = {
+    AuthError: "auth",
+    QuotaError: "quota",
+    FailingRunError: "circuit_breaker",
+}
 
 
 class _NoClient:
