@@ -188,6 +188,12 @@ class RunConfig(BaseModel):
     timeout_s: float = Field(600.0, gt=0, description="Per-request timeout, seconds.")
     max_attempts: int = Field(8, ge=1, description="Attempts per request before it goes to failed.jsonl.")
     retry_length: bool = Field(False, description="Retry finish_reason=length answers with 2x max_tokens.")
+    max_failure_rate: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="Exit code 4 when more than this share of the records finished this run failed.",
+    )
 
     shard: str | None = Field(
         None, description="K/N: this run takes the K-th of N deterministic shards (1-based)."

@@ -28,6 +28,7 @@ from aiohttp import web
 
 from .batches import BatchStore, add_batch_routes
 from .chat import Answerer, ChatRequest, Computed, parse_chat_body
+from .gateway import gateway_error, gateway_headers
 from .ledger import Counters, Ledger
 from .options import FakeOptions
 from .ratelimit import RateLimiter, format_duration
@@ -240,7 +241,7 @@ async def _admitted(
         counters.drops += 1
         return await _drop(request, body, headers)
     entry.delivered = _alive(request)
-    return web.Response(body=body, status=200, headers=headers)
+    return web.Response(body=body, status=200, headers=gateway_headers(headers) if opts.gateway else headers)
 
 
 async def _drop(request: web.Request, body: bytes, headers: dict[str, str]) -> web.StreamResponse:
@@ -266,7 +267,7 @@ async def handle_chat(request: web.Request) -> web.StreamResponse:
     try:
         resp = await _chat(st, request)
     except ApiError as err:
-        resp = error_response(err)
+        resp = error_response(gateway_error(err) if st.opts.gateway else err)
     finally:
         counters.in_flight -= 1
     counters.status[resp.status] += 1

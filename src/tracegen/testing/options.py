@@ -79,6 +79,13 @@ class FakeOptions:
     batch_fail_rate: float = _opt(0.0, "share of batch lines answered with a 500 error line")
     batch_expire: bool = _opt(False, "batches expire after batch_expire_fraction of their lines")
     batch_expire_fraction: float = _opt(0.5, "share of lines processed before a batch expires")
+    # --- gateway --------------------------------------------------------------------------------------
+    gateway: bool = _opt(
+        False,
+        "answer as a LiteLLM proxy in front of this server would: errors rewritten (insufficient_quota as "
+        "code '429' type throttling_error, a wrong key as 400 no_db_connection), retry-after only as "
+        "llm_provider-retry-after, no x-ratelimit-* headers",
+    )
 
     def __post_init__(self) -> None:
         for name in _INT_FIELDS:  # 600.0 from a float-typed flag is 600; 0.5 requests is an error
