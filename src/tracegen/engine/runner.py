@@ -8,7 +8,8 @@ durably and only then counts it. Every record ends in exactly one of: traces.jso
 chain; retried on rerun) or, when the run stops first, nowhere (sent again on rerun).
 
 The first records go out as a wave of at most ``FIRST_WAVE`` (8): nothing else is sent until one of them
-has an answer (or all of them have failed), so a bad key (401/403), an empty account (quota exhaustion, also
+has an answer (when all of them fail, the next wave goes, so the circuit breaker sees the same error
+again before the window opens), so a bad key (401/403), an empty account (quota exhaustion, also
 as a gateway rewrites it), an unknown model (404) or an unreachable endpoint stops the run after at most
 that wave, not a storm -- without the cost of one lone probe's full latency. Later auth/quota answers stop
 the run at once too: dispatch stops, requests in flight are cancelled (charged at their reservation), files
@@ -176,10 +177,10 @@ class _Engine:
         self.writing: set[asyncio.Task[Any]] = set()
         self.failed_keys: set[bytes] = set()
         self.producer: asyncio.Task[None] | None = None
-        self.wave: set[_Item] = set()  # the first wave's records not finished yet
+        self.wave: set[_Item] = set()  # records of the first wave not finished yet
         self.wave_size = min(FIRST_WAVE, config.concurrency)
-        self.wave_sent = 0
-        self.wave_open = asyncio.Event()  # set at the first answer, when the whole wave failed, or on stop
+        self.wave_opened = False  # the first answer came: full concurrency from now on
+        self.wave_turn = asyncio.Event()  # wakes the producer: first answer, the wave all failed, or stop
         self.breaker = CircuitBreaker()
         self.wave_items: set[_Item] = set()  # first-wave records that finished (for the endpoint check)
         self.stopping = False
@@ -222,7 +223,7 @@ class _Engine:
             return
         self.stopping = True
         self.budget.exhaust(reason)
-        self.wave_open.set()
+        self.wave_turn.set()
         if self.producer is not None and not self.producer.done():
             self.producer.cancel()
         for task in list(self.tasks):  # waiting or backing off: not on the wire, nothing to lose
@@ -302,11 +303,11 @@ class _Engine:
         task = asyncio.create_task(self._run_record(item, res, permit))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
-        if not self.wave_open.is_set():
+        if not self.wave_opened:
             self.wave.add(item)
-            self.wave_sent += 1
-            if self.wave_sent >= self.wave_size:
-                await self.wave_open.wait()
+            if len(self.wave) >= self.wave_size:
+                self.wave_turn.clear()
+                await self.wave_turn.wait()
         return not self.stopping
 
     # ---- one request ------------------------------------------------------------------------------------
@@ -458,12 +459,15 @@ class _Engine:
             self.slots.release()
 
     def _wave_finished(self, item: _Item, *, answered: bool) -> None:
-        """The first wave opens at its first answer, or once all of it has failed."""
+        """Full concurrency from the first answer; until then, a new wave once all of the last one failed."""
         if item in self.wave:
             self.wave.discard(item)
             self.wave_items.add(item)
-            if answered or (not self.wave and self.wave_sent >= self.wave_size):
-                self.wave_open.set()
+            if answered:
+                self.wave_opened = True
+                self.wave.clear()
+            if answered or not self.wave:
+                self.wave_turn.set()
 
     @staticmethod
     def _endpoint_error(e: TeacherCallError) -> EndpointError:
