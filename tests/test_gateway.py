@@ -193,9 +193,12 @@ async def test_limiter_finds_a_rate_from_429s_without_headers_then_cuts_and_grow
     p = await lim.acquire(10)
     lim.observe(p, status=429, headers={}, retry_after_s=None)
     lim.release(p, None)
+    assert lim.found_requests_per_minute is None  # measured when the pause is over
+    clock.t += 1.5
+    assert lim.wait_s(1) >= 0
     found = lim.found_requests_per_minute
     assert found is not None and found == pytest.approx(30 * 60, rel=0.1)  # 30 per 1 s window
-    clock.t += 1.5  # the pause is over
+    clock.t += 0.1
     p = lim.try_acquire(10)
     assert p is not None
     lim.observe(p, status=429, headers={}, retry_after_s=None)  # sent after the cut: cut again
@@ -226,6 +229,8 @@ def test_a_long_retry_after_means_a_per_minute_window() -> None:
     assert p is not None
     lim.observe(p, status=429, headers={"llm_provider-retry-after": "60"}, retry_after_s=60.0)
     lim.release(p, None)
+    clock.t += 61.0
+    lim.wait_s(1)
     assert lim.found_requests_per_minute == pytest.approx(20, abs=1)
 
 

@@ -23,11 +23,13 @@
   recovers additively (``recover_per_s`` of the limit per second after the pause) back to 1.0x.
 - Finding the rate when nobody tells it (AIMD on the request rate). A gateway's 429s often carry no
   ``x-ratelimit-*`` headers and the command line gave no ``--rpm``. The first such 429 sets a *found* request
-  limit from what the server admitted: the 2xx answers of the last ``w`` seconds scaled to a minute, where
-  ``w`` is the retry-after clamped to [1, 60] s (a gateway that says "come back in 60 s" counts per minute;
-  one that says 1 s, or nothing, counts per second). Later 429s about requests sent after the last cut
-  multiply it by ``decrease``; between them it grows additively by ``0.1 / w`` of its value per second
-  (after the pause), so it settles just under the server's rate with 429s a small fraction. A limit taught by
+  limit from what the server admitted: when that 429's pause ends (the burst's answers are in by then), the
+  2xx answers from ``w`` seconds before the 429 until now, per ``w`` + latency seconds, where ``w`` is the
+  retry-after clamped to [1, 60] s (a gateway that says "come back in 60 s" counts per minute; one that says
+  1 s, or nothing, counts per second). Later 429s about requests sent after the last cut multiply it by
+  ``FOUND_DECREASE`` (0.85); between them it grows additively by ``FOUND_GROWTH / w`` (3 % / w) of its
+  value at the cut per second after the pause, so it settles just under the server's rate with 429s a
+  small fraction. A limit taught by
   headers or the command line replaces it. Before any 429, with no limit known, the factor scales the
   concurrency window instead (503s and latency).
 
@@ -48,6 +50,10 @@ from ._waitqueue import WaitQueue
 __all__ = ["Limiter", "LimiterState", "Permit", "parse_reset_s"]
 
 _EPS = 1e-9
+#: Found-rate AIMD: the cut on a 429, and the growth per second (of the rate at the last cut, divided by
+#: the server's window in seconds).
+FOUND_DECREASE = 0.85
+FOUND_GROWTH = 0.03
 _INF = math.inf
 
 
@@ -160,6 +166,8 @@ class Limiter(WaitQueue):
         self._found_rpm: float | None = None
         self._found_base = 0.0  # its value at the last cut; grows from there
         self._found_window_s = 1.0
+        self._found_pending = False  # first 429 seen: measure what was admitted when its pause ends
+        self._found_t429 = 0.0
         self._admitted: deque[list[float]] = deque()  # [second, 2xx answers in it], last 60 s
         now = clock()
         self._req: _Bucket | None = None
@@ -254,7 +262,14 @@ class Limiter(WaitQueue):
     def _wait_s(self, tokens: int, now: float) -> float:
         if now < self._paused_until:
             return self._paused_until - now
-        if self._found_rpm is not None:
+        if self._found_pending:
+            self._found_pending = False  # the pause is over: the burst's answers are in, measure
+            w = self._found_window_s
+            n = self._admitted_since(self._found_t429 - w)
+            self._found_rpm = self._found_base = max(1.0, n * 60.0 / (w + (self._lat_ewma or 0.0)))
+            self._cut_at = now
+            self._set_rates(now)
+        elif self._found_rpm is not None:
             self._grow(now)
         f = self.factor(now)
         if self._in_flight >= self._window(now):
@@ -399,23 +414,27 @@ class Limiter(WaitQueue):
             while admitted and admitted[0][0] < sec - 60:
                 admitted.popleft()
 
-    def _admitted_rpm(self, now: float, window_s: float) -> float:
-        since = now - window_s
-        n = sum(c for sec, c in self._admitted if sec + 1 > since)
-        return n * 60.0 / window_s
+    def _admitted_since(self, since: float) -> float:
+        return sum(c for sec, c in self._admitted if sec + 1 > since)
 
     def _finding_rate(self) -> bool:
         """No limit known from the command line or headers: the request rate must be found from 429s."""
         return all(v is None for v in (self._cfg_rpm, self._hdr_rpm, self._cfg_tpm, self._hdr_tpm))
 
     def _find_rate(self, permit: Permit, now: float, pause_s: float) -> None:
+        if self._found_pending:
+            return
         if self._found_rpm is None:
-            window_s = min(60.0, max(1.0, pause_s))
-            self._found_window_s = window_s
-            found = max(1.0, self._admitted_rpm(now, window_s))
-        elif permit.sent_at > self._cut_at:
+            # answers of the same burst may still be on their way: count them when the pause is over
+            self._found_window_s = min(60.0, max(1.0, pause_s))
+            self._found_pending = True
+            self._found_t429 = now
+            self._cut_at = now
+            self._paused_until = max(self._paused_until, now + max(pause_s, 1.0))
+            return
+        if permit.sent_at > self._cut_at:
             self._grow(now)
-            found = max(1.0, self._found_rpm * self._decrease)
+            found = max(1.0, self._found_rpm * FOUND_DECREASE)
         else:
             return  # the same burst: one cut
         self._found_rpm = self._found_base = found
@@ -427,7 +446,7 @@ class Limiter(WaitQueue):
         since = now - max(self._cut_at, self._paused_until)
         if since <= 0 or self._found_rpm is None:
             return
-        target = self._found_base * (1.0 + since * 0.1 / self._found_window_s)
+        target = self._found_base * (1.0 + since * FOUND_GROWTH / self._found_window_s)
         if target > self._found_rpm * 1.01:
             self._found_rpm = target
             self._set_rates(now)
