@@ -3,7 +3,9 @@
 A chat request goes through, in order: auth (401) → body validation (400, 404 unknown model, 400
 context_length_exceeded) → ``insufficient_quota`` (429) → ``max_in_flight`` (503) → rate limits (429 with
 ``retry-after``) → one seeded fault draw (500 / 503 / timeout / drop / ok) → billing in the ledger → latency →
-delivery. Requests refused before the rate limiter cost no rate-limit capacity; 500/503 ones do.
+delivery. Requests refused before the rate limiter cost no rate-limit capacity; 500/503 ones do. With
+``gateway`` set, every answer is then rewritten as a LiteLLM proxy in front of this server would (see
+:mod:`.gateway`).
 
 Seeded randomness: latency and faults come from one ``random.Random(seed)`` drawn in arrival order, so a
 retried request gets a fresh draw; answer content depends only on ``seed`` and the request's content.
