@@ -14,6 +14,7 @@ contain secrets (API keys, tokens, Authorization headers).
     ├── RunDirError               the run directory is unusable: plan mismatch, unwritable, disk full
     ├── TeacherError              the teacher endpoint refuses the whole run
     │   ├── AuthError             401/403: the API key is missing, wrong or lacks permission
+    │   │   └── MissingKeyError   no key configured at all (also a ConfigError: nothing was sent)
     │   ├── QuotaError            429 insufficient_quota: the account has no credit left
     │   ├── EndpointError         the endpoint cannot be reached or does not speak the OpenAI API
     │   └── FailingRunError       most requests fail with the same error (circuit breaker)
@@ -31,6 +32,7 @@ __all__ = [
     "EndpointError",
     "FailingRunError",
     "HubError",
+    "MissingKeyError",
     "PlanError",
     "QuotaError",
     "RunDirError",
@@ -79,6 +81,10 @@ class TeacherError(TracegenError):
 
 class AuthError(TeacherError):
     """401/403: the API key is missing, wrong, or lacks permission."""
+
+
+class MissingKeyError(AuthError, ConfigError):
+    """No API key is configured (the environment variable is unset): a user error, found before sending."""
 
 
 class QuotaError(TeacherError):

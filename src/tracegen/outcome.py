@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import TeacherError, TracegenError
+from .errors import ConfigError, TeacherError, TracegenError
 
 __all__ = [
     "EXIT_CAP",
@@ -46,8 +46,13 @@ FAILED_REASONS = frozenset({"auth", "quota", "endpoint", "circuit_breaker"})
 
 
 def error_exit_code(err: TracegenError) -> int:
-    """4 for an error of the teacher (auth, quota, endpoint, circuit breaker), 1 for the user's."""
-    return EXIT_FAILED if isinstance(err, TeacherError) else EXIT_USER_ERROR
+    """4 for an error of the teacher (auth, quota, endpoint, circuit breaker), 1 for the user's.
+
+    A missing key is the user's (a :class:`ConfigError` too): nothing was sent.
+    """
+    if isinstance(err, TeacherError) and not isinstance(err, ConfigError):
+        return EXIT_FAILED
+    return EXIT_USER_ERROR
 
 
 def run_exit(summary: Mapping[str, Any], max_failure_rate: float) -> tuple[int, str | None]:

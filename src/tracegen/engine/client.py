@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..errors import AuthError, ConfigError, TracegenError
+from ..errors import ConfigError, MissingKeyError, TracegenError
 from .retry_after import retry_after_s
 
 if TYPE_CHECKING:
@@ -164,7 +164,7 @@ def resolve_endpoint(config: RunConfig, env: Mapping[str, str] | None = None) ->
     key = env.get("OPENAI_API_KEY") or None
     base_url = config.base_url or env.get("OPENAI_BASE_URL") or None
     if key is None and base_url is None:
-        raise AuthError(NO_KEY_MESSAGE)
+        raise MissingKeyError(NO_KEY_MESSAGE)
     return Endpoint(
         base_url=(base_url or DEFAULT_BASE_URL).rstrip("/"),
         api_key=key,

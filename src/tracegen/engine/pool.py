@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from ..errors import AuthError, ConfigError, EndpointError, QuotaError, TracegenError
+from ..errors import AuthError, ConfigError, EndpointError, MissingKeyError, QuotaError, TracegenError
 from ._waitqueue import WaitQueue
 from .classify import is_auth_failure, is_quota_exhausted
 from .client import (
@@ -463,7 +463,7 @@ def make_pool(
         if e.api_key_env:
             key = env.get(e.api_key_env) or None
             if key is None:
-                raise AuthError(
+                raise MissingKeyError(
                     f"endpoint {e.label()}: environment variable {e.api_key_env} is not set; export it with "
                     "this endpoint's key (or set api_key_env: null for a server that needs none)"
                 )
