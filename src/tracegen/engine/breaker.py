@@ -3,7 +3,7 @@
 A bad key on a gateway that answers 400 or 500 instead of 401, a misspelt model behind a proxy that says
 500, an upstream that is gone: every record would spend all its attempts on the same error and the run
 would "complete" with everything in failed.jsonl. The breaker watches the outcome of every attempt (not
-rate-limit 429s or 503s: those are load signals the limiter handles) in a sliding window of the last
+rate-limit 429s, 503s or timeouts: those are load signals the limiter handles) in a sliding window of the last
 ``window`` outcomes; once it has seen ``min_outcomes`` of them and ``share`` of the window are failures with
 the same :func:`~.classify.error_signature`, it trips, and the run stops with one message naming the error.
 

@@ -370,7 +370,8 @@ class _Engine:
                 budget.release(res)
             else:
                 budget.charge_unknown(res)
-            self._watch_failure(e)
+            if not isinstance(e, TeacherTimeout):  # slowness is load, like 429/503: not the breaker's
+                self._watch_failure(e)
             raise
         except BaseException:
             limiter.release(permit, None)
