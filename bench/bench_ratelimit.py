@@ -21,6 +21,12 @@ progress reports; the token rate uses the run's mean billed tokens per request) 
 steady figure as runs get longer); the share of requests answered 429 (server counters), and failed
 requests. Targets: steady >= 0.97 of the limit, < 0.5 % 429s, 0 failed. The client keeps 2 % headroom
 (its buckets refill at 0.98 x the limit), so 0.98 is the most it aims for.
+
+Gateway cases (``gateway`` = the fake server's gateway mode, per-second RPM; ``gateway_rolling`` = a rolling
+minute): 429s without any ``x-ratelimit-*`` header, retry-after only as ``llm_provider-retry-after``, as a
+LiteLLM proxy enforcing its own limit answers; the client must find the rate (AIMD on requests/min). The
+default set runs ``gateway``; ``--gateway`` runs both. Figures: the 429 share and failed records (target:
+0 failed with ``--max-attempts 4``; 429s < 5 %), and the steady utilization (INFO: nobody told the rate).
 """
 
 from __future__ import annotations
@@ -59,8 +65,11 @@ DEFAULT_CASES: list[tuple[str, bool, str]] = [
     ("rolling", False, "tpm"),
     ("per_second", True, "tpm"),
     ("per_second", False, "rpm"),
+    ("gateway", False, "rpm"),
 ]
+GATEWAY_CASES: list[tuple[str, bool, str]] = [("gateway", False, "rpm"), ("gateway_rolling", False, "rpm")]
 ALL_CASES = [(m, g, b) for m in ("rolling", "per_second") for g in (True, False) for b in ("rpm", "tpm")]
+ALL_CASES += GATEWAY_CASES
 
 
 def _mean_request_tokens(plan_dir: Path, n: int) -> float:
@@ -86,12 +95,14 @@ async def _case(
     tpm = int(rpm_tokens * (0.8 if binding == "tpm" else 2.0))
     admits_per_min = min(rpm, tpm / mean_tokens)
     n = min(PLAN_N, max(50, round(admits_per_min * duration_s / 60)))
+    gateway = mode.startswith("gateway")
     opts = FakeOptions(
         requests_per_minute=rpm,
-        tokens_per_minute=tpm,
-        ratelimit_mode=mode,  # type: ignore[arg-type]
+        tokens_per_minute=None if gateway else tpm,
+        ratelimit_mode="rolling" if mode in ("rolling", "gateway_rolling") else "per_second",
         latency_mean_s=latency_s,
         latency_jitter_s=latency_s / 3,
+        gateway=gateway,
     )
     run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=work))
     with _common.fake_server(opts) as srv:
@@ -103,6 +114,7 @@ async def _case(
             timeout_s=60.0,
             requests_per_minute=float(rpm) if given else None,
             tokens_per_minute=float(tpm) if given else None,
+            max_attempts=4 if gateway else 8,
         )
         samples: list[tuple[float, int]] = []
 
@@ -173,6 +185,12 @@ def run(
             rows[-1]["loadavg_1m"] = loadavg()[0] if loadavg() else None
     checks: list[Check] = []
     for r in rows:
+        if r["mode"].startswith("gateway"):
+            label = f"{r['mode']}: 429s without limit headers"
+            checks.append(Check(NAME, f"steady throughput / limit ({label})", r["util"], None, "higher"))
+            checks.append(Check(NAME, f"429 share ({label})", r["share_429"] * 100, 5.0, "lower", "%"))
+            checks.append(Check(NAME, f"failed ({label})", float(r["failed"] + r["unanswered"]), 0, "lower"))
+            continue
         label = f"{r['mode']}, {r['limits']}, {r['binding'].upper()} binds"
         checks.append(Check(NAME, f"steady throughput / limit ({label})", r["util"], 0.97, "higher"))
         checks.append(Check(NAME, f"429 share ({label})", r["share_429"] * 100, 0.5, "lower", "%"))
@@ -201,7 +219,8 @@ def main(argv: list[str]) -> Report:
     ap.add_argument("--quick", action="store_true", help="small sizes: a smoke run (10 s cases)")
     ap.add_argument("--rpm", type=int, default=6000, help="server RPM limit (TPM derived from it)")
     ap.add_argument("--duration-s", type=float, default=None, help="target length of each case (default 75)")
-    ap.add_argument("--all", action="store_true", help="the full matrix: 8 cases")
+    ap.add_argument("--all", action="store_true", help="the full matrix: 8 cases and the 2 gateway cases")
+    ap.add_argument("--gateway", action="store_true", help="only the gateway cases (429s without headers)")
     ap.add_argument("--latency-s", type=float, default=0.3, help="mean server latency, seconds")
     ap.add_argument("--out-dir", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -209,7 +228,7 @@ def main(argv: list[str]) -> Report:
     report = run(
         rpm=args.rpm,
         duration_s=duration,
-        cases=ALL_CASES if args.all else None,
+        cases=ALL_CASES if args.all else GATEWAY_CASES if args.gateway else None,
         latency_s=args.latency_s,
         quick=args.quick,
         out_dir=args.out_dir,

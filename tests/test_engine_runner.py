@@ -19,6 +19,7 @@ import pytest
 import tracegen.engine as engine
 from tracegen.config import RunConfig
 from tracegen.engine import ChatResult, Progress, RunDir, generate
+from tracegen.engine.runner import FIRST_WAVE
 from tracegen.errors import AuthError, EndpointError, QuotaError
 from tracegen.records import Record
 from tracegen.testing import FakeOptions, FakeServer
@@ -102,14 +103,14 @@ async def test_rerun_skips_done_and_pays_nothing_twice(tmp_path: Path) -> None:
     assert len(ledger) == len({e["request_key"] for e in ledger}) == 35
 
 
-async def test_401_stops_the_run_after_one_request(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_401_stops_the_run_after_the_first_wave(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong-SECRET-1234")
     with FakeServer(FakeOptions(api_key="sk-right")) as srv:
         cfg = RunConfig(base_url=srv.base_url, concurrency=256)
         with pytest.raises(AuthError) as info:
             await generate(records(500), cfg, tmp_path)
         counters = srv.counters()
-    assert counters["requests"] == 1
+    assert 1 <= counters["requests"] <= FIRST_WAVE  # a bad key costs at most the first wave
     assert "sk-wrong" not in str(info.value) and "OPENAI_API_KEY" in str(info.value)
     stats = json.loads((tmp_path / "stats.json").read_text())
     assert stats["stop_reason"] == "auth"
@@ -121,7 +122,7 @@ async def test_insufficient_quota_stops_the_run(tmp_path: Path) -> None:
         cfg = RunConfig(base_url=srv.base_url, concurrency=64)
         with pytest.raises(QuotaError):
             await generate(records(100), cfg, tmp_path, sleep=no_sleep)
-        assert srv.counters()["requests"] == 1
+        assert 1 <= srv.counters()["requests"] <= FIRST_WAVE
     assert json.loads((tmp_path / "stats.json").read_text())["stop_reason"] == "quota"
 
 

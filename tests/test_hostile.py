@@ -31,6 +31,7 @@ from tracegen.config import RunConfig, load_config
 from tracegen.engine import generate
 from tracegen.engine.budget import Budget, Ledger, prior_spend_usd
 from tracegen.engine.client import parse_retry_after
+from tracegen.engine.runner import FIRST_WAVE
 from tracegen.engine.usage import check_usage
 from tracegen.errors import (
     BadRecordError,
@@ -184,11 +185,11 @@ async def test_an_endpoint_that_is_not_the_openai_api_stops_the_run_and_costs_no
                 sleep=waits,
                 env={"OPENAI_API_KEY": KEY},
             )
-        assert srv.counters()["requests"] <= 4  # a few in a row, not the whole plan
+        assert srv.counters()["requests"] <= 2 * FIRST_WAVE  # at most the first waves, not the whole plan
     message = str(err.value)
     assert f"the endpoint at {url} does not speak the OpenAI API" in message
     stats = json.loads((tmp_path / "stats.json").read_text())
-    assert stats["total_spent_usd"] == 0 and stats["n_protocol_errors"] == 3  # nothing billed, all released
+    assert stats["total_spent_usd"] == 0 and stats["n_protocol_errors"] >= 3  # nothing billed, all released
     assert KEY not in message and KEY.encode() not in run_dir_bytes(tmp_path)
 
 

@@ -39,7 +39,7 @@ def test_sigint_stops_gracefully_and_rerun_completes(tmp_path: Path) -> None:
             time.sleep(0.1)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
-        assert proc.returncode == 0, err.decode()
+        assert proc.returncode == 130, err.decode()  # interrupted (README: exit codes)
         stats = json.loads((out / "stats.json").read_text())
         assert stats["stop_reason"] == "interrupted"
         done = len(traces.read_text().splitlines())

@@ -2,7 +2,8 @@
 
 Every command maps flags onto :class:`tracegen.config.RunConfig` (flag > config file > environment > default),
 calls one library function, and renders what it returns. A :class:`tracegen.errors.TracegenError` becomes one
-red line and exit code 1 — never a traceback.
+red line — never a traceback — and an exit code from :mod:`tracegen.outcome` (1: the user's error, 4: the
+teacher's); ``run`` exits 3 / 4 / 130 from the run's outcome too (see the README's exit-code table).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from rich.text import Text
 
 from . import progress_view
 from .errors import TracegenError
+from .outcome import EXIT_INTERRUPTED, error_exit_code, run_exit
 from .redact import redact
 
 app = typer.Typer(
@@ -48,11 +50,12 @@ FLAGS = {
     "output_dir": "--output-dir",
     "batch_poll_interval_s": "--poll-interval",
     "batch_finish_online": "--finish-online",
+    "max_failure_rate": "--max-failure-rate",
 }
 
 
 def _guard(fn: Callable[[], T]) -> T:
-    """Run ``fn``; a TracegenError becomes one line on stderr and exit code 1."""
+    """Run ``fn``; a TracegenError becomes one line on stderr and exit code 1 (4 for the teacher's)."""
     try:
         return fn()
     except TracegenError as e:
@@ -60,10 +63,10 @@ def _guard(fn: Callable[[], T]) -> T:
         console.print(
             Text("error: ", style="bold red") + progress_view.safe(e), highlight=False, soft_wrap=True
         )
-        raise typer.Exit(1) from None
+        raise typer.Exit(error_exit_code(e)) from None
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: rerun the same command to continue where it stopped")
-        raise typer.Exit(130) from None
+        raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 def _config(config_file: Path | None, **flags: Any) -> Any:
@@ -151,6 +154,13 @@ def run(
     retry_length: Annotated[
         bool | None, typer.Option("--retry-length", help="Retry truncated answers with 2x max tokens.")
     ] = None,
+    max_failure_rate: Annotated[
+        float | None,
+        typer.Option(
+            "--max-failure-rate",
+            help="Exit 4 when more than this share (0-1) of the records failed (default 0.1).",
+        ),
+    ] = None,
     shard: Annotated[str | None, typer.Option(help="K/N: run the K-th of N deterministic shards.")] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Plan and estimate the cost; send nothing.")
@@ -210,6 +220,7 @@ def run(
             batch_poll_interval_s=poll_interval,
             batch_finish_online=finish_online,
             retry_length=retry_length,
+            max_failure_rate=max_failure_rate,
             shard=shard,
             export_formats=export_format or None,
             push_to_hub=push_to_hub,
@@ -227,6 +238,10 @@ def run(
                 on_stage=lambda msg: console.print(progress_view.safe(msg, "dim"), highlight=False),
             )
         _print(progress_view.summary_table(summary), summary, as_json)
+        code, why = run_exit(summary, config.max_failure_rate)
+        if code:
+            console.print(f"[bold red]exit {code}:[/] {why}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code)
 
     _guard(go)
 

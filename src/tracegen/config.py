@@ -207,6 +207,12 @@ class RunConfig(BaseModel):
         description="Largest response body read from the teacher, bytes (default 16 MiB); a larger one "
         "is a protocol error.",
     )
+    max_failure_rate: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="Exit code 4 when more than this share of the records finished this run failed.",
+    )
 
     shard: str | None = Field(
         None, description="K/N: this run takes the K-th of N deterministic shards (1-based)."

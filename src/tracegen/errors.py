@@ -14,9 +14,11 @@ contain secrets (API keys, tokens, Authorization headers).
     ├── RunDirError               the run directory is unusable: plan mismatch, unwritable, disk full
     ├── TeacherError              the teacher endpoint refuses the whole run
     │   ├── AuthError             401/403: the API key is missing, wrong or lacks permission
+    │   │   └── MissingKeyError   no key configured at all (also a ConfigError: nothing was sent)
     │   ├── QuotaError            429 insufficient_quota: the account has no credit left
     │   ├── EndpointError         the endpoint cannot be reached or does not speak the OpenAI API
-    │   └── WaitTooLongError      the endpoint asks to wait (retry-after) longer than tracegen will
+    │   ├── WaitTooLongError      the endpoint asks to wait (retry-after) longer than tracegen will
+    │   └── FailingRunError       most requests fail with the same error (circuit breaker)
     ├── BatchError                a Batch API job cannot be created, polled or collected
     └── HubError                  pushing to / reading from the Hugging Face Hub failed
 """
@@ -29,7 +31,9 @@ __all__ = [
     "BatchError",
     "ConfigError",
     "EndpointError",
+    "FailingRunError",
     "HubError",
+    "MissingKeyError",
     "PlanError",
     "QuotaError",
     "RunDirError",
@@ -81,6 +85,10 @@ class AuthError(TeacherError):
     """401/403: the API key is missing, wrong, or lacks permission."""
 
 
+class MissingKeyError(AuthError, ConfigError):
+    """No API key is configured (the environment variable is unset): a user error, found before sending."""
+
+
 class QuotaError(TeacherError):
     """429 insufficient_quota: the account has no credit left."""
 
@@ -91,6 +99,10 @@ class EndpointError(TeacherError):
 
 class WaitTooLongError(TeacherError):
     """The endpoint asks to wait (retry-after) longer than tracegen will; the message has its figure."""
+
+
+class FailingRunError(TeacherError):
+    """Most recent requests failed with the same error (circuit breaker); the message names it."""
 
 
 class BatchError(TracegenError):

@@ -29,17 +29,15 @@ completion") and read at most ``max_response_bytes`` of any body (:data:`DEFAULT
 
 from __future__ import annotations
 
-import math
 import os
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..errors import AuthError, ConfigError, TracegenError
+from ..errors import ConfigError, MissingKeyError, TracegenError
 from ..redact import excerpt, redact, redact_url, register_secret
 from ._json import loads
+from .retry_after import retry_after_s
 from .usage import read_count
 
 if TYPE_CHECKING:
@@ -119,6 +117,7 @@ class TeacherHTTPError(TeacherCallError):
         message: str,
         retry_after_s: float | None = None,
         headers: Mapping[str, str] | None = None,
+        error_type: str | None = None,
     ) -> None:
         message = redact(message)
         if len(message) > MAX_ERROR_MESSAGE_CHARS:
@@ -128,6 +127,8 @@ class TeacherHTTPError(TeacherCallError):
         self.message = message
         self.retry_after_s = retry_after_s
         self.headers: Mapping[str, str] = headers if headers is not None else {}
+        self.error_type = error_type
+        """The body's ``error.type`` (``code`` falls back to it), for :mod:`.classify`."""
         self.sent = True
         super().__init__(f"HTTP {status}{f' ({code})' if code else ''}: {message}")
 
@@ -209,7 +210,7 @@ def resolve_endpoint(config: RunConfig, env: Mapping[str, str] | None = None) ->
     key = env.get("OPENAI_API_KEY") or None
     base_url = config.base_url or env.get("OPENAI_BASE_URL") or None
     if key is None and base_url is None:
-        raise AuthError(NO_KEY_MESSAGE)
+        raise MissingKeyError(NO_KEY_MESSAGE)
     return Endpoint(
         base_url=(base_url or DEFAULT_BASE_URL).rstrip("/"),
         api_key=key,
@@ -242,40 +243,9 @@ def make_client(config: RunConfig, env: Mapping[str, str] | None = None) -> Chat
     raise ConfigError(f"unknown transport {config.transport!r}; use --transport aiohttp or --transport sdk")
 
 
-def _seconds(raw: str | None, scale: float = 1.0) -> float | None:
-    """A header's seconds; None when absent, not a number, negative, NaN or infinite (ignored)."""
-    if not raw:
-        return None
-    try:
-        value = float(raw) * scale
-    except ValueError:
-        return None
-    return value if math.isfinite(value) and value >= 0 else None
-
-
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` (preferred) or ``retry-after`` (seconds or HTTP date).
-
-    Negative, NaN and infinite values are ignored (None). A finite value above :data:`MAX_RETRY_AFTER_S` is
-    returned as is: the engine stops the run with it rather than wait (:func:`.retry.fatal_error`).
-    """
-    wait_s = _seconds(headers.get("retry-after-ms"), 0.001)
-    if wait_s is not None:
-        return wait_s
-    raw = headers.get("retry-after")
-    if not raw:
-        return None
-    wait_s = _seconds(raw)
-    if wait_s is not None:
-        return wait_s
-    try:
-        when = parsedate_to_datetime(raw)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    try:
-        return max(0.0, when.timestamp() - time.time())
-    except (OverflowError, OSError, ValueError):
-        return None
+    """Seconds to wait, from whichever form the server used (see :mod:`.retry_after`), or None."""
+    return retry_after_s(headers)
 
 
 def parse_completion(raw: bytes, status: int, headers: Mapping[str, str]) -> ChatResult:
@@ -369,3 +339,12 @@ def usage_detail(usage: Any, details: str, name: str) -> int | None:
     value = inner.get(name) if isinstance(inner, dict) else None
     ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
     return value if ok else None
+
+
+def error_type(raw: Any) -> str | None:
+    """``error.type`` of an OpenAI-style error body, or None."""
+    if isinstance(raw, dict):
+        inner = raw.get("error", raw)
+        if isinstance(inner, dict) and inner.get("type") is not None:
+            return str(inner["type"])
+    return None

@@ -24,6 +24,7 @@ from .client import (
     TeacherHTTPError,
     TeacherTimeout,
     error_fields,
+    error_type,
     parse_completion,
     parse_retry_after,
     too_large,
@@ -144,8 +145,11 @@ class AiohttpChatClient:
     def _http_error(self, status: int, raw: bytes, headers: Any) -> TeacherHTTPError:
         code: str | None = None
         message: str | None = None
+        etype: str | None = None
         with contextlib.suppress(ValueError, RecursionError):
-            code, message = error_fields(loads(raw))
+            obj = loads(raw)
+            code, message = error_fields(obj)
+            etype = error_type(obj)
         if message is None:
             message = excerpt(raw, 200) or "(empty body)"
         return TeacherHTTPError(
@@ -154,6 +158,7 @@ class AiohttpChatClient:
             self._endpoint.redact(message),
             retry_after_s=parse_retry_after(headers),
             headers=headers,
+            error_type=etype,
         )
 
     def _redact(self, e: BaseException) -> str:

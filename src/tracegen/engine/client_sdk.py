@@ -25,6 +25,7 @@ from .client import (
     TeacherHTTPError,
     TeacherTimeout,
     error_fields,
+    error_type,
     parse_completion,
     parse_retry_after,
     too_large,
@@ -77,6 +78,7 @@ def sdk_http_error(e: openai.APIStatusError, redact: Callable[[str], str]) -> Te
         redact(message or e.message),
         retry_after_s=parse_retry_after(headers),
         headers=headers,
+        error_type=error_type(e.body) or (str(e.type) if e.type else None),
     )
 
 

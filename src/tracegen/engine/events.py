@@ -19,6 +19,7 @@ STOP_REASONS = (
     "quota",  # 429 insufficient_quota
     "endpoint",  # the endpoint cannot be reached or does not know the model
     "run_dir",  # the run directory became unwritable (disk full, ...)
+    "circuit_breaker",  # most recent requests failed with the same error
 )
 
 

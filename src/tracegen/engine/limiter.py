@@ -20,8 +20,18 @@
   the buckets and multiplies the rate by ``decrease`` (0.7). 503 and a rising latency (EWMA > max(4x its
   floor, floor + 2 s)) cut too, without the pause (latency more gently: x0.9, at most every 5 s). Only
   signals about requests sent *after* the last cut cut again, so one burst of 429s is one cut. The rate then
-  recovers additively (``recover_per_s`` of the limit per second after the pause) back to 1.0x. When no
-  rate limit is known at all, the same factor scales the concurrency window instead.
+  recovers additively (``recover_per_s`` of the limit per second after the pause) back to 1.0x.
+- Finding the rate when nobody tells it (AIMD on the request rate). A gateway's 429s often carry no
+  ``x-ratelimit-*`` headers and the command line gave no ``--rpm``. The first such 429 sets a *found* request
+  limit from what the server admitted: when that 429's pause ends (the burst's answers are in by then), the
+  2xx answers from ``w`` seconds before the 429 until now, per ``w`` + latency seconds, where ``w`` is the
+  retry-after clamped to [1, 60] s (a gateway that says "come back in 60 s" counts per minute; one that says
+  1 s, or nothing, counts per second). Later 429s about requests sent after the last cut multiply it by
+  ``FOUND_DECREASE`` (0.85); between them it grows additively by ``FOUND_GROWTH / w`` (3 % / w) of its
+  value at the cut per second after the pause, so it settles just under the server's rate with 429s a
+  small fraction. A limit taught by
+  headers or the command line replaces it. Before any 429, with no limit known, the factor scales the
+  concurrency window instead (503s and latency).
 
 The clock is injectable (``clock``); timers run on the event loop, and :meth:`wake` re-evaluates waiters
 (tests advance a fake clock and call it).
@@ -31,6 +41,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -41,6 +52,10 @@ __all__ = ["Limiter", "LimiterState", "Permit", "parse_reset_s"]
 _EPS = 1e-9
 #: Longest pause a retry-after may impose on the limiter (the run stops beyond it; see client.py).
 MAX_PAUSE_S = 900.0
+#: Found-rate AIMD: the cut on a 429, and the growth per second (of the rate at the last cut, divided by
+#: the server's window in seconds).
+FOUND_DECREASE = 0.85
+FOUND_GROWTH = 0.03
 _INF = math.inf
 
 
@@ -151,6 +166,13 @@ class Limiter(WaitQueue):
         self._cfg_tpm = tokens_per_minute
         self._hdr_rpm: float | None = None
         self._hdr_tpm: float | None = None
+        # found rate (AIMD on the request rate when no limit is known): see the module docs
+        self._found_rpm: float | None = None
+        self._found_base = 0.0  # its value at the last cut; grows from there
+        self._found_window_s = 1.0
+        self._found_pending = False  # first 429 seen: measure what was admitted when its pause ends
+        self._found_t429 = 0.0
+        self._admitted: deque[list[float]] = deque()  # [second, 2xx answers in it], last 60 s
         now = clock()
         self._req: _Bucket | None = None
         self._tok: _Bucket | None = None
@@ -175,8 +197,14 @@ class Limiter(WaitQueue):
 
     @property
     def requests_per_minute(self) -> float | None:
-        """The request limit in force (command line, lowered or taught by the server's headers)."""
-        return self._min(self._cfg_rpm, self._hdr_rpm)
+        """The request limit in force (command line, lowered or taught by the server's headers, or found)."""
+        known = self._min(self._cfg_rpm, self._hdr_rpm)
+        return self._found_rpm if known is None else known
+
+    @property
+    def found_requests_per_minute(self) -> float | None:
+        """The request rate found from 429s without limit headers (None: not needed so far)."""
+        return self._found_rpm
 
     @property
     def tokens_per_minute(self) -> float | None:
@@ -238,6 +266,15 @@ class Limiter(WaitQueue):
     def _wait_s(self, tokens: int, now: float) -> float:
         if now < self._paused_until:
             return self._paused_until - now
+        if self._found_pending:
+            self._found_pending = False  # the pause is over: the burst's answers are in, measure
+            w = self._found_window_s
+            n = self._admitted_since(self._found_t429 - w)
+            self._found_rpm = self._found_base = max(1.0, n * 60.0 / (w + (self._lat_ewma or 0.0)))
+            self._cut_at = now
+            self._set_rates(now)
+        elif self._found_rpm is not None:
+            self._grow(now)
         f = self.factor(now)
         if self._in_flight >= self._window(now):
             return _INF
@@ -347,10 +384,15 @@ class Limiter(WaitQueue):
             retry_after_s = min(retry_after_s, MAX_PAUSE_S)
         if status == 429:
             pause_s = 1.0 if retry_after_s is None else retry_after_s
-            self._overload(permit, now, pause_s=pause_s, cut=self._decrease)
+            if self._finding_rate():
+                self._find_rate(permit, now, pause_s)
+                self._overload(permit, now, pause_s=pause_s, cut=1.0)
+            else:
+                self._overload(permit, now, pause_s=pause_s, cut=self._decrease)
         elif status == 503:
             self._overload(permit, now, pause_s=retry_after_s or 0.0, cut=self._decrease)
         elif latency_s is not None and status is not None and status < 300:
+            self._count_admitted(now)
             self._latency(permit, now, latency_s)
         if self._waiters:
             self.wake()
@@ -366,6 +408,54 @@ class Limiter(WaitQueue):
         if permit.sent_at > self._cut_at:
             self._cut_factor = max(self._min_factor, self.factor(now) * cut)
             self._cut_at = now
+
+    # ---- finding the rate (AIMD on requests per minute) ------------------------------------------------
+    def _count_admitted(self, now: float) -> None:
+        sec = math.floor(now)
+        admitted = self._admitted
+        if admitted and admitted[-1][0] == sec:
+            admitted[-1][1] += 1
+        else:
+            admitted.append([sec, 1.0])
+            while admitted and admitted[0][0] < sec - 60:
+                admitted.popleft()
+
+    def _admitted_since(self, since: float) -> float:
+        return sum(c for sec, c in self._admitted if sec + 1 > since)
+
+    def _finding_rate(self) -> bool:
+        """No limit known from the command line or headers: the request rate must be found from 429s."""
+        return all(v is None for v in (self._cfg_rpm, self._hdr_rpm, self._cfg_tpm, self._hdr_tpm))
+
+    def _find_rate(self, permit: Permit, now: float, pause_s: float) -> None:
+        if self._found_pending:
+            return
+        if self._found_rpm is None:
+            # answers of the same burst may still be on their way: count them when the pause is over
+            self._found_window_s = min(60.0, max(1.0, pause_s))
+            self._found_pending = True
+            self._found_t429 = now
+            self._cut_at = now
+            self._paused_until = max(self._paused_until, now + max(pause_s, 1.0))
+            return
+        if permit.sent_at > self._cut_at:
+            self._grow(now)
+            found = max(1.0, self._found_rpm * FOUND_DECREASE)
+        else:
+            return  # the same burst: one cut
+        self._found_rpm = self._found_base = found
+        self._cut_at = now
+        self._set_rates(now)
+
+    def _grow(self, now: float) -> None:
+        """Additive increase since the last cut (after its pause): ``0.1 / window`` of the base per second."""
+        since = now - max(self._cut_at, self._paused_until)
+        if since <= 0 or self._found_rpm is None:
+            return
+        target = self._found_base * (1.0 + since * FOUND_GROWTH / self._found_window_s)
+        if target > self._found_rpm * 1.01:
+            self._found_rpm = target
+            self._set_rates(now)
 
     def _latency(self, permit: Permit, now: float, latency_s: float) -> None:
         ewma = latency_s if self._lat_ewma is None else 0.9 * self._lat_ewma + 0.1 * latency_s
@@ -397,6 +487,7 @@ class Limiter(WaitQueue):
                     setattr(self, attr, value)
                     changed = True
         if changed:
+            self._found_rpm = None  # the server told its limit: nothing to find
             self._set_rates(now)
         f = self.factor(now)
         for bucket, key, sent_after in (

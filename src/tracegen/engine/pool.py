@@ -29,8 +29,9 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from ..errors import AuthError, ConfigError, EndpointError, QuotaError, TracegenError
+from ..errors import AuthError, ConfigError, EndpointError, MissingKeyError, QuotaError, TracegenError
 from ._waitqueue import WaitQueue
+from .classify import is_auth_failure, is_quota_exhausted
 from .client import (
     ChatClient,
     ChatResult,
@@ -396,10 +397,10 @@ def _pool_permit(permit: Permit) -> PoolPermit:
 
 
 def _retire_kind(e: TeacherHTTPError) -> str | None:
-    if e.status in (401, 403):
-        return "auth"
-    if e.status == 429 and e.code == "insufficient_quota":
+    if is_quota_exhausted(e):
         return "quota"
+    if is_auth_failure(e):
+        return "auth"
     if e.status == 404:
         return "endpoint"
     return None
@@ -472,7 +473,7 @@ def make_pool(
         if e.api_key_env:
             key = env.get(e.api_key_env) or None
             if key is None:
-                raise AuthError(
+                raise MissingKeyError(
                     f"endpoint {e.label()}: environment variable {e.api_key_env} is not set; export it with "
                     "this endpoint's key (or set api_key_env: null for a server that needs none)"
                 )

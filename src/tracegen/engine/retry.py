@@ -1,13 +1,16 @@
 """The one retry policy: tenacity ``AsyncRetrying`` composed of tiny callables (the SDK's retries are off).
 
-- retried: 429 (except ``insufficient_quota``), 408, 409, 5xx, timeouts, connection errors;
+- retried: 429 (except quota exhaustion), 408, 409, 5xx, timeouts, connection errors (what counts as what:
+  :mod:`.classify`, which recognises errors a gateway rewrote);
 - wait: exponential backoff with full jitter, ``uniform(0, min(cap_s, base_s * 2**(n-1)))``, and never less
-  than the server's ``retry-after-ms`` / ``retry-after``;
-- stop: after ``max_attempts`` attempts, or as soon as ``should_stop()`` says so (budget exhausted, run
-  stopping) -- ``stop_after_attempt(n) | stop_when(should_stop)``;
+  than the server's retry-after in any of its forms (:mod:`.retry_after`);
+- stop: after ``max_attempts`` failures that are not rate limits, after ``rate_limited_attempts`` rate-limit
+  429s (a record must not fail because the limiter is still finding the server's rate, yet a server that
+  answers 429 forever cannot hold a record for ever), or as soon as ``should_stop()`` says so (budget
+  exhausted, run stopping) -- ``stop_after_failures(n, m) | stop_when(should_stop)``;
 - not retried: 400/404/422 and other 4xx (the record goes to failed.jsonl with the API's message);
-- fatal for the whole run: 401/403 (:class:`AuthError`) and 429 ``insufficient_quota`` (:class:`QuotaError`),
-  see :func:`fatal_error`.
+- fatal for the whole run: auth failures (:class:`AuthError`) and quota exhaustion (:class:`QuotaError`),
+  by status, code, type or message -- see :func:`fatal_error`.
 
 ``sleep`` is injectable, so tests assert a schedule instantly. :func:`call_with_retries` makes the first
 attempt outside tenacity (no per-request policy copy on the happy path) and hands a failure to a copy of the
@@ -20,42 +23,27 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
 from ..errors import AuthError, QuotaError, TeacherError, WaitTooLongError
-from .client import (
-    MAX_RETRY_AFTER_S,
-    TeacherCallError,
-    TeacherConnectionError,
-    TeacherHTTPError,
-    TeacherTimeout,
-)
+from .classify import RETRYABLE_STATUS, is_auth_failure, is_quota_exhausted, is_rate_limited, is_retryable
+from .client import MAX_RETRY_AFTER_S, TeacherCallError, TeacherHTTPError
 
 __all__ = [
     "RETRYABLE_STATUS",
     "call_with_retries",
     "fatal_error",
     "is_retryable",
+    "rate_limited_attempts",
     "retry_policy",
+    "stop_after_failures",
     "stop_when",
     "wait_backoff_or_retry_after",
 ]
 
-RETRYABLE_STATUS = frozenset({408, 409, 429})
 T = TypeVar("T")
-
-
-def is_retryable(exc: BaseException) -> bool:
-    """429 (not insufficient_quota), 408, 409, 5xx, timeouts and connection errors."""
-    if isinstance(exc, TeacherHTTPError):
-        if wait_too_long(exc):
-            return False
-        if exc.status == 429:
-            return exc.code != "insufficient_quota"
-        return exc.status in RETRYABLE_STATUS or exc.status >= 500
-    return isinstance(exc, (TeacherTimeout, TeacherConnectionError))
 
 
 def wait_too_long(exc: TeacherHTTPError) -> bool:
@@ -64,7 +52,7 @@ def wait_too_long(exc: TeacherHTTPError) -> bool:
 
 
 def fatal_error(exc: BaseException, *, model: str = "") -> TeacherError | None:
-    """The run-stopping error ``exc`` stands for (401/403, insufficient_quota, a wait too long), or None."""
+    """The run-stopping error ``exc`` stands for (auth failure, quota exhaustion, a wait too long), or None."""
     if not isinstance(exc, TeacherHTTPError):
         return None
     if wait_too_long(exc):
@@ -78,22 +66,49 @@ def fatal_error(exc: BaseException, *, model: str = "") -> TeacherError | None:
             f"{figure[:80]}), more than the {MAX_RETRY_AFTER_S:g} s tracegen waits; rerun the same command "
             "later to resume, or lower --rpm/--tpm"
         )
-    if exc.status == 401:
-        return AuthError(
-            f"the endpoint rejected the API key (HTTP 401: {exc.message}); "
-            "check OPENAI_API_KEY (and --base-url for a compatible server)"
-        )
-    if exc.status == 403:
-        return AuthError(
-            f"permission denied (HTTP 403: {exc.message}); the key may lack access to "
-            f"{model or 'this model'} or the project: check OPENAI_API_KEY / OPENAI_PROJECT"
-        )
-    if exc.status == 429 and exc.code == "insufficient_quota":
+    what = f"HTTP {exc.status}{f' {exc.code}' if exc.code else ''}: {exc.message}"
+    if is_quota_exhausted(exc):
         return QuotaError(
-            f"the account has no credit left (HTTP 429 insufficient_quota: {exc.message}); "
+            f"the account has no credit left ({what}); "
             "add credit or use another key, then rerun the same command to resume"
         )
-    return None
+    if not is_auth_failure(exc):
+        return None
+    if exc.status == 403:
+        return AuthError(
+            f"permission denied ({what}); the key may lack access to "
+            f"{model or 'this model'} or the project: check OPENAI_API_KEY / OPENAI_PROJECT"
+        )
+    return AuthError(
+        f"the endpoint rejected the API key ({what}); "
+        "check OPENAI_API_KEY (and --base-url for a compatible server)"
+    )
+
+
+def rate_limited_attempts(max_attempts: int) -> int:
+    """How many rate-limit 429s one record may meet before it fails: 4x max_attempts, at least 32."""
+    return max(32, 4 * max_attempts)
+
+
+class stop_after_failures(stop_base):
+    """Stop after ``max_attempts`` failures that are not rate limits, or ``max_rate_limited`` 429s.
+
+    The counts live on the call's ``RetryCallState`` (one per request), so the policy stays shareable.
+    """
+
+    def __init__(self, max_attempts: int, max_rate_limited: int) -> None:
+        self.max_attempts = max_attempts
+        self.max_rate_limited = max_rate_limited
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        outcome = retry_state.outcome
+        exc = outcome.exception() if outcome is not None and outcome.failed else None
+        limited: int = getattr(retry_state, "_tracegen_rate_limited", 0)
+        if exc is not None and is_rate_limited(exc):
+            limited += 1
+            retry_state._tracegen_rate_limited = limited  # type: ignore[attr-defined]
+            return limited >= self.max_rate_limited
+        return retry_state.attempt_number - limited >= self.max_attempts
 
 
 class stop_when(stop_base):
@@ -139,7 +154,7 @@ def retry_policy(
     if sleep is not None:
         kwargs["sleep"] = sleep
     return AsyncRetrying(
-        stop=stop_after_attempt(max_attempts) | stop_when(should_stop),
+        stop=stop_after_failures(max_attempts, rate_limited_attempts(max_attempts)) | stop_when(should_stop),
         wait=wait_backoff_or_retry_after(base_s, cap_s, rng),
         retry=retry_if_exception(is_retryable),
         before_sleep=before_sleep,

@@ -7,11 +7,14 @@ durably and only then counts it. Every record ends in exactly one of: traces.jso
 ``finish_reason="length"`` kept and counted), rejected.jsonl (``content_filter``), failed.jsonl (error
 chain; retried on rerun) or, when the run stops first, nowhere (sent again on rerun).
 
-The first record is a probe: nothing else is sent until it has an answer, so a bad key (401/403), an empty
-account (insufficient_quota), an unknown model (404) or an unreachable endpoint stops the run after one
-request, not a storm. Later 401/403/insufficient_quota answers stop the run at once too: dispatch stops,
-requests in flight are cancelled (charged at their reservation), files are flushed, stats.json is written,
-and the error is raised.
+The first records go out as a wave of at most ``FIRST_WAVE`` (8): nothing else is sent until one of them
+has an answer (when all of them fail, the next wave goes, so the circuit breaker sees the same error
+again before the window opens), so a bad key (401/403), an empty account (quota exhaustion, also
+as a gateway rewrites it), an unknown model (404) or an unreachable endpoint stops the run after at most
+that wave, not a storm -- without the cost of one lone probe's full latency. Later auth/quota answers stop
+the run at once too: dispatch stops, requests in flight are cancelled (charged at their reservation), files
+are flushed, stats.json is written, and the error is raised. A :class:`~.breaker.CircuitBreaker` stops a
+run whose recent attempts mostly fail with the same error (:class:`FailingRunError`).
 
 Hostile or broken endpoints (see :mod:`.usage` and :mod:`.client`): usage is checked before it touches the
 ledger (impossible usage is charged at the reservation and counted; repeated, it stops the run naming the
@@ -42,7 +45,7 @@ from typing import Any
 
 from .._version import __version__
 from ..config import RunConfig
-from ..errors import AuthError, EndpointError, QuotaError, RunDirError, TracegenError
+from ..errors import AuthError, EndpointError, FailingRunError, QuotaError, RunDirError, TracegenError
 from ..lock import lock_run_dir
 from ..params import body_cap, chat_body, with_cap
 from ..prices import (
@@ -58,7 +61,9 @@ from ..redact import excerpt, redact_url
 from ..tokens import count_chat_tokens, count_text_tokens, encoding_for_model
 from ._gc import fewer_gc_passes
 from ._json import canonical_json
+from .breaker import CircuitBreaker
 from .budget import Budget, Reservation, utc_now_iso
+from .classify import is_rate_limited
 from .client import (
     DEFAULT_BASE_URL,
     ChatClient,
@@ -90,6 +95,8 @@ PROMPT_MARGIN_TOKENS = 8
 PROTOCOL_ERRORS_TO_STOP = 3
 #: Examples of usage anomalies / mismatches kept in stats.json.
 USAGE_EXAMPLES = 5
+#: Records sent before the rest wait for a first answer (a bad key costs at most this many requests).
+FIRST_WAVE = 8
 
 
 class _NoRoom(Exception):
@@ -201,8 +208,12 @@ class _Engine:
         self.writing: set[asyncio.Task[Any]] = set()
         self.failed_keys: set[bytes] = set()
         self.producer: asyncio.Task[None] | None = None
-        self.probe: _Item | None = None
-        self.probe_done = asyncio.Event()
+        self.wave: set[_Item] = set()  # records of the first wave not finished yet
+        self.wave_size = min(FIRST_WAVE, config.concurrency)
+        self.wave_opened = False  # the first answer came: full concurrency from now on
+        self.wave_turn = asyncio.Event()  # wakes the producer: first answer, the wave all failed, or stop
+        self.breaker = CircuitBreaker()
+        self.wave_items: set[_Item] = set()  # first-wave records that finished (for the endpoint check)
         self.stopping = False
         self.stop_reason: str | None = None
         self.fatal: TracegenError | None = None
@@ -253,7 +264,7 @@ class _Engine:
             return
         self.stopping = True
         self.budget.exhaust(reason)
-        self.probe_done.set()
+        self.wave_turn.set()
         if self.producer is not None and not self.producer.done():
             self.producer.cancel()
         for task in list(self.tasks):  # waiting or backing off: not on the wire, nothing to lose
@@ -271,8 +282,9 @@ class _Engine:
         if self.fatal is None:
             self.fatal = err
             log.error("%s", err)
+        # requests on the wire get the grace period (their answers may be billed: record them, don't lose
+        # them); nothing new is dispatched
         self._begin_stop(reason)
-        self._cancel_all()
 
     async def _watch_stop(self, stop: asyncio.Event) -> None:
         await stop.wait()
@@ -333,9 +345,11 @@ class _Engine:
         task = asyncio.create_task(self._run_record(item, res, permit))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
-        if self.probe is None:
-            self.probe = item
-            await self.probe_done.wait()
+        if not self.wave_opened:
+            self.wave.add(item)
+            if len(self.wave) >= self.wave_size:
+                self.wave_turn.clear()
+                await self.wave_turn.wait()
         return not self.stopping and self.model_problem is None
 
     # ---- one request ------------------------------------------------------------------------------------
@@ -385,6 +399,8 @@ class _Engine:
             limiter.observe(permit, status=status, headers=e.headers, retry_after_s=e.retry_after_s)
             limiter.release(permit, None)
             budget.release(res)  # an error answer is not billed
+            if status != 503 and not is_rate_limited(e):  # load signals are the limiter's business
+                self._watch_failure(e)
             raise
         except TeacherProtocolError as e:
             self.n_protocol += 1
@@ -414,6 +430,8 @@ class _Engine:
                 budget.release(res)
             else:
                 budget.charge_unknown(res)
+            if not isinstance(e, TeacherTimeout):  # slowness is load, like 429/503: not the breaker's
+                self._watch_failure(e)
             raise
         except BaseException:
             limiter.release(permit, None)
@@ -424,6 +442,7 @@ class _Engine:
         self.protocol_in_a_row = 0
         result, usd, tokens = self._checked(item, result, body, res)
         pt, ct = self._usage(item, result)
+        self.breaker.success()
         limiter.observe(permit, status=200, headers=result.headers, latency_s=self.clock() - t0)
         limiter.release(permit, pt + ct)
         budget.settle(res, usd, tokens)
@@ -494,6 +513,21 @@ class _Engine:
             self.model_problem = got[1]
         return got[0]
 
+    def _watch_failure(self, e: TeacherCallError) -> None:
+        if fatal_error(e) is None and self.breaker.failure(e):
+            same, of = self.breaker.tripped or (0, 0)
+            if self.succeeded == 0 and self._endpoint_broken(e):
+                self._stop_fatal(self._endpoint_error(e), "endpoint")
+                return
+            self._stop_fatal(
+                FailingRunError(
+                    f"stopped: {same} of the last {of} requests failed with the same error: {e}; "
+                    "check --base-url, --model and OPENAI_API_KEY (a gateway may answer a bad key or an "
+                    "unknown model with 400/500), then rerun the same command to resume"
+                ),
+                "circuit_breaker",
+            )
+
     def _usage(self, item: _Item, result: ChatResult) -> tuple[int, int]:
         pt = result.prompt_tokens if result.prompt_tokens is not None else item.prompt_tokens
         ct = result.completion_tokens
@@ -511,9 +545,10 @@ class _Engine:
         try:
             try:
                 result = await call_with_retries(self.policy, attempt, chain)
-            finally:
-                if item is self.probe:
-                    self.probe_done.set()
+            except BaseException:
+                self._wave_finished(item, answered=False)
+                raise
+            self._wave_finished(item, answered=True)
             pt, ct = self._usage(item, result)
             cost = self._pricing_of(result).cost_usd(pt, ct)
             if result.finish_reason == "length":
@@ -533,14 +568,8 @@ class _Engine:
             if fatal is not None:
                 self._stop_fatal(fatal, "auth" if isinstance(fatal, AuthError) else "quota")
                 return
-            if item is self.probe and self.succeeded == 0 and self._endpoint_broken(e):
-                self._stop_fatal(
-                    EndpointError(
-                        f"{e}; check --base-url / OPENAI_BASE_URL and --model "
-                        "(or start a local server, e.g. `tracegen fake-server`)"
-                    ),
-                    "endpoint",
-                )
+            if item in self.wave_items and self.succeeded == 0 and self._endpoint_broken(e):
+                self._stop_fatal(self._endpoint_error(e), "endpoint")
                 return
             await self._fail(item, chain, e.describe())
         except _NoRoom as e:
@@ -564,6 +593,24 @@ class _Engine:
             )
         finally:
             self.slots.release()
+
+    def _wave_finished(self, item: _Item, *, answered: bool) -> None:
+        """Full concurrency from the first answer; until then, a new wave once all of the last one failed."""
+        if item in self.wave:
+            self.wave.discard(item)
+            self.wave_items.add(item)
+            if answered:
+                self.wave_opened = True
+                self.wave.clear()
+            if answered or not self.wave:
+                self.wave_turn.set()
+
+    @staticmethod
+    def _endpoint_error(e: TeacherCallError) -> EndpointError:
+        return EndpointError(
+            f"{e}; check --base-url / OPENAI_BASE_URL and --model "
+            "(or start a local server, e.g. `tracegen fake-server`)"
+        )
 
     @staticmethod
     def _endpoint_broken(e: TeacherCallError) -> bool:
@@ -907,7 +954,11 @@ def _display_url(config: RunConfig, env: Mapping[str, str] | None) -> str:
     return redact_url(config.base_url or env.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
 
 
-_FATAL_REASON: dict[type[TracegenError], str] = {AuthError: "auth", QuotaError: "quota"}
+_FATAL_REASON: dict[type[TracegenError], str] = {
+    AuthError: "auth",
+    QuotaError: "quota",
+    FailingRunError: "circuit_breaker",
+}
 
 
 class _NoClient:

@@ -3,7 +3,9 @@
 A chat request goes through, in order: auth (401) → body validation (400, 404 unknown model, 400
 context_length_exceeded) → ``insufficient_quota`` (429) → ``max_in_flight`` (503) → rate limits (429 with
 ``retry-after``) → one seeded fault draw (500 / 503 / timeout / drop / ok) → billing in the ledger → latency →
-delivery. Requests refused before the rate limiter cost no rate-limit capacity; 500/503 ones do.
+delivery. Requests refused before the rate limiter cost no rate-limit capacity; 500/503 ones do. With
+``gateway`` set, every answer is then rewritten as a LiteLLM proxy in front of this server would (see
+:mod:`.gateway`).
 
 Seeded randomness: latency and faults come from one ``random.Random(seed)`` drawn in arrival order, so a
 retried request gets a fresh draw; answer content depends only on ``seed`` and the request's content.
@@ -28,6 +30,7 @@ from aiohttp import web
 
 from .batches import BatchStore, add_batch_routes
 from .chat import Answerer, ChatRequest, Computed, parse_chat_body
+from .gateway import gateway_error, gateway_headers
 from .ledger import Counters, Ledger
 from .options import FakeOptions
 from .ratelimit import RateLimiter, format_duration
@@ -266,7 +269,7 @@ async def _admitted(
         counters.drops += 1
         return await _drop(request, body, headers)
     entry.delivered = _alive(request)
-    return web.Response(body=body, status=200, headers=headers)
+    return web.Response(body=body, status=200, headers=gateway_headers(headers) if opts.gateway else headers)
 
 
 async def _drop(request: web.Request, body: bytes, headers: dict[str, str]) -> web.StreamResponse:
@@ -292,7 +295,7 @@ async def handle_chat(request: web.Request) -> web.StreamResponse:
     try:
         resp = await _chat(st, request)
     except ApiError as err:
-        resp = error_response(err)
+        resp = error_response(gateway_error(err) if st.opts.gateway else err)
     finally:
         counters.in_flight -= 1
     counters.status[resp.status] += 1

@@ -104,6 +104,13 @@ class FakeOptions:
     )
     hostile_count: int | None = _opt(None, "how many requests get the hostile answer (none = every one)")
     hostile_body_bytes: int = _opt(32 * 1024 * 1024, "size of the huge_body answer, bytes")
+    # --- gateway --------------------------------------------------------------------------------------
+    gateway: bool = _opt(
+        False,
+        "answer as a LiteLLM proxy in front of this server would: errors rewritten (insufficient_quota as "
+        "code '429' type throttling_error, a wrong key as 400 no_db_connection), retry-after only as "
+        "llm_provider-retry-after, no x-ratelimit-* headers",
+    )
 
     def __post_init__(self) -> None:
         for name in _INT_FIELDS:  # 600.0 from a float-typed flag is 600; 0.5 requests is an error
