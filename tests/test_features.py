@@ -51,5 +51,7 @@ def test_same_dict_schema_and_yaml_as_datasets(name: str) -> None:
 
 
 def test_yaml_list_hands_other_types_to_datasets() -> None:
-    other = datasets.Features({"label": datasets.ClassLabel(names=["no", "yes"]), "t": datasets.Value("string")})
+    other = datasets.Features(
+        {"label": datasets.ClassLabel(names=["no", "yes"]), "t": datasets.Value("string")}
+    )
     assert yaml_list(other.to_dict()) == other._to_yaml_list()

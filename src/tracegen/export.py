@@ -300,9 +300,7 @@ def _iter_jsonl(path: Path) -> Iterator[Record]:
 class _ShardWriter:
     """One config's rows → Parquet shards of ``shard_rows`` rows, flushed every ``batch_rows`` rows; JSONL."""
 
-    def __init__(
-        self, root: Path, features: Features, shard_rows: int, batch_rows: int, jsonl: bool
-    ):
+    def __init__(self, root: Path, features: Features, shard_rows: int, batch_rows: int, jsonl: bool):
         self.root = root
         self.schema = features.arrow_schema  # carries the datasets features as schema metadata
         self.shard_rows, self.batch_rows = shard_rows, batch_rows

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, TypeAlias
 
 import pyarrow as pa
 
@@ -42,7 +42,7 @@ class Value:
 class List:
     """A list column: ``datasets.List(feature)``; ``feature`` is a Value or a struct (name -> feature)."""
 
-    feature: Union[Value, Mapping[str, "Feature"]]
+    feature: Value | Mapping[str, Feature]
 
     def to_dict(self) -> dict[str, Any]:
         return {"feature": _to_dict(self.feature), "_type": "List"}
@@ -51,7 +51,7 @@ class List:
         return pa.list_(_arrow_type(self.feature))
 
 
-Feature = Union[Value, List, Mapping[str, "Feature"]]
+Feature: TypeAlias = "Value | List | Mapping[str, Feature]"
 """A column's type: a Value, a List, or a struct given as a mapping of field name to feature."""
 
 
