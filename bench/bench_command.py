@@ -14,7 +14,9 @@ alternating, as two child processes against one fake server:
   the default path (aiohttp transport, default export formats).
 
 The fake server runs in its own process pinned to one core, both clients on another (``sched_setaffinity``,
-what ``taskset -c`` does), when the machine has two cores or more. Rows: zero latency at ``--zero-n``
+what ``taskset -c`` does), when the machine has two cores or more. The children read tracegen's bytecode
+from a cache compiled before timing (``PYTHONPYCACHEPREFIX`` under the bench cache), as an installed package
+does: a source checkout with ``PYTHONDONTWRITEBYTECODE`` would recompile ~30 modules on every start. Rows: zero latency at ``--zero-n``
 requests, and latency 1 s +/- 0.3 s at ``--latency N:IN_FLIGHT`` pairs (timeout 10 s).
 
 Figures (best of ``--repeat`` for each side):
@@ -136,9 +138,13 @@ def _server(latency_s: float, jitter_s: float, cores: set[int] | None) -> Iterat
 
 
 # ---- the two clients -------------------------------------------------------------------------------------
-def _child_env() -> dict[str, str]:
+def _child_env(pycache: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "TRACEGEN_"))}
     env["OPENAI_API_KEY"] = API_KEY
+    # Bytecode as an installed package has it (pip compiles at install): a source checkout run with
+    # PYTHONDONTWRITEBYTECODE would recompile tracegen's modules on every start (~0.1-0.3 s).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(pycache)
     src = str(_common.REPO / "src")
     if (_common.REPO / "src" / "tracegen").is_dir() and src not in env.get("PYTHONPATH", "").split(
         os.pathsep
@@ -147,12 +153,22 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def _timed_child(argv: Sequence[str], cores: set[int] | None, log: Path) -> tuple[int, float, float]:
+def _warm_up(env: dict[str, str]) -> None:
+    """Compile tracegen's modules into the bytecode cache once, before anything is timed."""
+    package = _common.REPO / "src" / "tracegen"
+    if package.is_dir():
+        argv = [sys.executable, "-m", "compileall", "-q", str(package)]
+        subprocess.run(argv, env=env, check=False, stdout=subprocess.DEVNULL)
+
+
+def _timed_child(
+    argv: Sequence[str], cores: set[int] | None, log: Path, env: dict[str, str]
+) -> tuple[int, float, float]:
     """Run ``argv`` pinned to ``cores``; (exit code, wall s, CPU s of that child)."""
     with log.open("wb") as out:
         t0 = time.perf_counter()
         proc = subprocess.Popen(
-            list(argv), stdout=out, stderr=subprocess.STDOUT, env=_child_env(), preexec_fn=_pinned(cores)
+            list(argv), stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=_pinned(cores)
         )
         _, status, ru = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
@@ -160,10 +176,12 @@ def _timed_child(argv: Sequence[str], cores: set[int] | None, log: Path) -> tupl
     return proc.returncode, wall, ru.ru_utime + ru.ru_stime
 
 
-def _bare(srv: _Server, bodies: Path, concurrency: int, work: Path, cores: set[int] | None) -> dict[str, Any]:
+def _bare(
+    srv: _Server, bodies: Path, concurrency: int, work: Path, cores: set[int] | None, env: dict[str, str]
+) -> dict[str, Any]:
     out = work / f"bare-{time.monotonic_ns()}.json"
     argv = [sys.executable, str(HERE), "--bare-child", srv.base_url, str(bodies), str(concurrency), str(out)]
-    code, wall, cpu = _timed_child(argv, cores, out.with_suffix(".log"))
+    code, wall, cpu = _timed_child(argv, cores, out.with_suffix(".log"), env)
     if code != 0:
         raise RuntimeError(
             f"the bare loop process failed (exit {code}): {out.with_suffix('.log').read_text()}"
@@ -173,7 +191,13 @@ def _bare(srv: _Server, bodies: Path, concurrency: int, work: Path, cores: set[i
 
 
 def _command(
-    srv: _Server, source: Path, n: int, concurrency: int, work: Path, cores: set[int] | None
+    srv: _Server,
+    source: Path,
+    n: int,
+    concurrency: int,
+    work: Path,
+    cores: set[int] | None,
+    env: dict[str, str],
 ) -> dict[str, Any]:
     run = Path(tempfile.mkdtemp(prefix="run-", dir=work))
     argv = [
@@ -184,7 +208,7 @@ def _command(
         "--concurrency", str(concurrency), "--timeout", str(TIMEOUT_S),
     ]  # fmt: skip
     started = time.time()
-    code, wall, cpu = _timed_child(argv, cores, work / f"{run.name}.log")
+    code, wall, cpu = _timed_child(argv, cores, work / f"{run.name}.log", env)
     if code != 0:
         raise RuntimeError(
             f"tracegen run failed (exit {code}): {(work / f'{run.name}.log').read_text()[-3000:]}"
@@ -216,6 +240,7 @@ def _measure_row(
     repeat: int,
     work: Path,
     cache: Path,
+    env: dict[str, str],
 ) -> list[dict[str, Any]]:
     from synth_flan import cached_source
 
@@ -231,8 +256,8 @@ def _measure_row(
     with _server(latency_s, jitter_s, server_cores) as srv:
         for rep in range(repeat):
             for name, fn in (
-                ("bare loop process", lambda: _bare(srv, bodies, concurrency, work, client_cores)),
-                ("tracegen run", lambda: _command(srv, source, n, concurrency, work, client_cores)),
+                ("bare loop process", lambda: _bare(srv, bodies, concurrency, work, client_cores, env)),
+                ("tracegen run", lambda: _command(srv, source, n, concurrency, work, client_cores, env)),
             ):
                 srv.reset()
                 got = fn()
@@ -280,10 +305,12 @@ def run(
         for n, c in latency
     ]
     all_rows: list[dict[str, Any]] = []
+    env = _child_env(cache / "pycache")
+    _warm_up(env)
     with tempfile.TemporaryDirectory(prefix="tracegen-bench-command-") as tmp:
         for label, n, c, lat, jit in cases:
             print(f"  {label} (load {loadavg()})", flush=True)
-            all_rows += _measure_row(label, n, c, lat, jit, repeat, Path(tmp), cache)
+            all_rows += _measure_row(label, n, c, lat, jit, repeat, Path(tmp), cache, env)
 
     rows: list[dict[str, Any]] = []
     checks: list[Check] = []
