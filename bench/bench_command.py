@@ -39,6 +39,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -415,6 +416,7 @@ def main(argv: list[str]) -> Report | None:
     if argv[:1] == ["--bare-child"]:
         bare_child(argv[1], argv[2], int(argv[3]), argv[4])
         return None
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a killed benchmark still stops its server
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     ap.add_argument(
