@@ -113,3 +113,24 @@ def test_resume(tmp_path: Path, cache: Path) -> None:
     assert row["session2_exit"] == 0
     assert row["paid_twice_beyond_in_flight"] == 0
     assert row["traces_unique"] == row["traces_final"] == 100
+
+
+def test_command(tmp_path: Path, cache: Path) -> None:
+    """The whole `tracegen run` and the bare loop process, each as a child process, against one server."""
+    report = _bench("bench_command").run(
+        zero_n=[120],
+        latency=[(120, 32)],
+        latency_s=0.05,
+        jitter_s=0.01,
+        repeat=1,
+        out_dir=tmp_path,
+        cache_dir=cache,
+    )
+    doc = _written(report)
+    assert len(report.rows) == 2
+    assert all(
+        r["command_s"] > r["generate_s"] > 0 and r["bare_process_s"] > r["bare_loop_s"] > 0
+        for r in report.rows
+    )
+    assert {r["row"] for r in doc["all_repetitions"]} == {"bare loop process", "tracegen run"}
+    assert all(r["ok"] == r["server_requests"] == 120 for r in doc["all_repetitions"])

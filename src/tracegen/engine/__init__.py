@@ -6,6 +6,8 @@ See :mod:`.runner` for the flow, :mod:`.budget` for the durable budget, :mod:`.l
 :mod:`.store` for durability and resume, :mod:`.client` for the teacher seam and its neutral errors.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ._json import request_key
 from .budget import Budget, Ledger, Reservation
 from .client import (
@@ -20,12 +22,23 @@ from .client import (
     resolve_endpoint,
 )
 from .client_aiohttp import AiohttpChatClient
-from .client_sdk import SdkChatClient
 from .events import STOP_REASONS, Progress, RunResult
 from .limiter import Limiter, LimiterState, Permit
 from .retry import call_with_retries, fatal_error, is_retryable, retry_policy
 from .runner import generate
 from .store import DoneSet, ResultWriter, RunDir
+
+if TYPE_CHECKING:  # the openai SDK (~0.4 s to import) loads only for transport="sdk" and the Batch API
+    from .client_sdk import SdkChatClient
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SdkChatClient":
+        from .client_sdk import SdkChatClient
+
+        return SdkChatClient
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "STOP_REASONS",
