@@ -154,6 +154,14 @@ def run(
         str | None, typer.Option(help="Push the dataset to this Hub repo when done.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    decontaminate: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--decontaminate",
+            help="Evaluation set (.jsonl/.json/.parquet or Hub id, optionally :col1,col2) whose items no "
+            "planned question may overlap (13-gram / exact match); repeatable.",
+        ),
+    ] = None,
 ) -> None:
     """Plan, ask the teacher within --budget, clean, export (and push). Rerun to resume."""
     from . import pipeline
@@ -195,6 +203,7 @@ def run(
             shard=shard,
             export_formats=export_format or None,
             push_to_hub=push_to_hub,
+            decontaminate=decontaminate or None,
         )
         if dry_run:
             est = pipeline.estimate_run(config, extend=extend)
@@ -226,6 +235,10 @@ def estimate(
     seed: Annotated[int | None, typer.Option(help="Seed.")] = None,
     output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", help="Run directory.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+    decontaminate: Annotated[
+        list[str] | None,
+        typer.Option("--decontaminate", help="Evaluation set to decontaminate against (repeatable)."),
+    ] = None,
 ) -> None:
     """Same as `run --dry-run`: the plan and its cost, nothing sent."""
     from . import pipeline
@@ -240,6 +253,7 @@ def estimate(
             max_tokens=max_tokens,
             seed=seed,
             output_dir=output_dir,
+            decontaminate=decontaminate or None,
         )
         est = pipeline.estimate_run(config)
         _print(progress_view.estimate_table(est), est, as_json)
