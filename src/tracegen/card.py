@@ -625,7 +625,29 @@ def _load_section(configs: Sequence[Mapping[str, Any]], repo_id: str | None) -> 
             "```",
             "",
         ]
+    messages = [c["name"] for c in configs if c.get("format") == "messages"]
+    if messages:
+        lines += _trl_section(repo, messages[-1])
     return lines
+
+
+def _trl_section(repo: str, name: str) -> list[str]:
+    """How to train on the ``messages`` config: TRL's conversational format, loaded as is."""
+    return [
+        f"The `{name}` config is in TRL's conversational format (a `messages` column of `role`/`content` "
+        "turns: system when the row has one, user, assistant): `SFTTrainer` applies the model's chat "
+        "template to it directly.",
+        "",
+        "```python",
+        "from datasets import load_dataset",
+        "from trl import SFTConfig, SFTTrainer",
+        "",
+        f'ds = load_dataset("{repo}", "{name}", split="train")',
+        'trainer = SFTTrainer(model="Qwen/Qwen2.5-0.5B-Instruct", train_dataset=ds, args=SFTConfig(output_dir="sft"))',
+        "trainer.train()",
+        "```",
+        "",
+    ]
 
 
 _CITATION = """```bibtex

@@ -26,7 +26,7 @@ __all__ = ["ENV_PREFIX", "EndpointConfig", "RunConfig", "StageConfig", "load_con
 ENV_PREFIX = "TRACEGEN_"
 
 MixName = Literal["orca", "uniform"]
-ExportFormat = Literal["openorca", "full", "alpaca", "sharegpt"]
+ExportFormat = Literal["openorca", "full", "alpaca", "sharegpt", "messages"]
 
 
 def _default_formats() -> list[ExportFormat]:
