@@ -22,15 +22,18 @@ from tracegen.testing.fake_hub import FakeHub
 
 # A ChatML template as chat models ship it (tokenizer_config.json "chat_template"); transformers renders
 # it with jinja2 exactly like this.
-CHATML = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-)
+CHATML = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
 
 
 def is_conversational(example: dict[str, Any]) -> bool:
     """TRL's ``trl.data_utils.is_conversational`` for the ``messages`` key (TRL is not a dependency)."""
     maybe = example.get("messages")
-    return isinstance(maybe, list) and isinstance(maybe[0], dict) and "role" in maybe[0] and "content" in maybe[0]
+    return (
+        isinstance(maybe, list)
+        and isinstance(maybe[0], dict)
+        and "role" in maybe[0]
+        and "content" in maybe[0]
+    )
 
 
 def test_messages_rows_follow_the_records_and_render_with_a_chat_template(tmp_path: Path) -> None:

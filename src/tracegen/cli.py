@@ -148,7 +148,8 @@ def run(
         typer.Option("--rehearse", help="Answer with the built-in fake server: no key, no network, no cost."),
     ] = False,
     export_format: Annotated[
-        list[str] | None, typer.Option("--format", help="Export formats: openorca, full, alpaca, sharegpt, messages.")
+        list[str] | None,
+        typer.Option("--format", help="Export formats: openorca, full, alpaca, sharegpt, messages."),
     ] = None,
     push_to_hub: Annotated[
         str | None, typer.Option(help="Push the dataset to this Hub repo when done.")
@@ -266,7 +267,8 @@ def estimate(
 def export_cmd(
     run_dir: Annotated[Path, typer.Argument(help="Run directory.")],
     export_format: Annotated[
-        list[str] | None, typer.Option("--format", help="openorca (default), full, alpaca, sharegpt, messages (TRL).")
+        list[str] | None,
+        typer.Option("--format", help="openorca (default), full, alpaca, sharegpt, messages (TRL)."),
     ] = None,
     output: Annotated[
         Path | None, typer.Option("--output", help="Export dir (default RUN_DIR/dataset).")
