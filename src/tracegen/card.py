@@ -569,6 +569,29 @@ def _cleaning_section(manifest: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def _decontamination_section(manifest: Mapping[str, Any]) -> list[str]:
+    """Rows left out for overlapping an evaluation set (``--decontaminate``), per set."""
+    run = manifest.get("run", {})
+    plan = run.get("plan_stats") or {}
+    counts = plan.get("decontaminated") or {}
+    if not counts:
+        return []
+    config = (run.get("stats") or {}).get("config") or run.get("config") or {}
+    ngram = config.get("decontaminate_ngram", 13)
+    return [
+        "## Decontamination",
+        "",
+        f"Source rows whose question shares a {ngram}-word sequence with an item of these evaluation sets "
+        f"(or equals a shorter item; case, spacing and punctuation ignored) were left out before anything "
+        "was sent (listed in the run's `rejected.jsonl`, reason `contaminated`):",
+        "",
+        _table(
+            ["evaluation set", "rows dropped"], [(f"`{_display_source(k)}`", v) for k, v in counts.items()]
+        ),
+        "",
+    ]
+
+
 def _configs_section(manifest: Mapping[str, Any], configs: Sequence[Mapping[str, Any]]) -> list[str]:
     from .export import FORMATS  # local: export imports this module
 
@@ -722,6 +745,7 @@ def render_card(
         *_composition_section(safe),
         *_spend_section(safe),
         *_cleaning_section(safe),
+        *_decontamination_section(safe),
         *_license_section(options),
         "## Citation",
         "",

@@ -19,7 +19,7 @@ Matching, on normalised text (case-folded, every run of non-alphanumeric charact
 * a shorter item matches a question equal to it (exact match: short strings such as "yes" or "Paris" would
   otherwise match everything).
 
-n-grams are kept as Python hashes of word tuples (a set lookup per gram, in C), so memory is ~60 bytes per
+n-grams are kept as Python hashes of word tuples (a set lookup per gram, in C), so memory is ~100 bytes per
 distinct evaluation n-gram and a question costs one pass over its words. A false match needs a 64-bit hash
 collision.
 """
@@ -230,6 +230,8 @@ class Decontaminator:
     """(set index, text) of every indexed item."""
     _grams: dict[int, int] = field(default_factory=dict, repr=False)
     """n-gram hash -> index in ``items`` of the first item holding it."""
+    _gram_set: set[int] = field(default_factory=set, repr=False)
+    """The keys of ``_grams`` again: a set answers "any shared gram?" ~1.6x faster than dict keys."""
     _exact: dict[int, int] = field(default_factory=dict, repr=False)
     """hash of a short item's word tuple -> index in ``items``."""
 
@@ -261,7 +263,9 @@ class Decontaminator:
             self.items.append((set_index, text[:_ITEM_CHARS]))
             if len(words) >= n:
                 for g in _grams(words, n):
-                    self._grams.setdefault(g, item_index)
+                    if g not in self._grams:
+                        self._grams[g] = item_index
+                        self._gram_set.add(g)
             else:
                 self._exact.setdefault(hash(tuple(words)), item_index)
 
@@ -283,7 +287,7 @@ class Decontaminator:
             return None
         grams = self._grams
         if self.min_matches == 1:
-            if grams.keys().isdisjoint(_grams(words, self.ngram)):
+            if self._gram_set.isdisjoint(_grams(words, self.ngram)):
                 return None
             for g in _grams(words, self.ngram):
                 if g in grams:
