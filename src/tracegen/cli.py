@@ -333,6 +333,22 @@ def merge(
     _guard(go)
 
 
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory.")],
+) -> None:
+    """Write RUN_DIR/report.html: one self-contained page (spend, mix, drops, lengths, sample browser)."""
+    from .report import write_report
+
+    def go() -> None:
+        path = write_report(run_dir)
+        out.print(
+            f"wrote {path} ({path.stat().st_size / 1024:,.0f} KiB); open it in a browser (works offline)"
+        )
+
+    _guard(go)
+
+
 # ---- the fake server ------------------------------------------------------------------------------------------
 @app.command(
     "fake-server",

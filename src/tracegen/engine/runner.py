@@ -76,6 +76,7 @@ class _Item:
         "body",
         "digest",
         "key",
+        "latency_s",
         "limit_tokens",
         "payload",
         "prompt_tokens",
@@ -106,6 +107,7 @@ class _Item:
         worst_prompt = math.ceil(prompt_tokens * PROMPT_MARGIN) + PROMPT_MARGIN_TOKENS
         self.res_usd = pricing.cost_usd(worst_prompt, config.max_tokens)
         self.res_tokens = worst_prompt + config.max_tokens
+        self.latency_s = 0.0
 
 
 class _Engine:
@@ -363,7 +365,8 @@ class _Engine:
         finally:
             self.sending.discard(task)
         pt, ct = self._usage(item, result)
-        limiter.observe(permit, status=200, headers=result.headers, latency_s=self.clock() - t0)
+        item.latency_s = self.clock() - t0
+        limiter.observe(permit, status=200, headers=result.headers, latency_s=item.latency_s)
         limiter.release(permit, pt + ct)
         budget.settle(res, self.pricing.cost_usd(pt, ct), pt + ct)
         return result
@@ -394,7 +397,7 @@ class _Engine:
                 self.n_length += 1
                 if self.config.retry_length:
                     result, pt, ct, cost = await self._retry_length(item, result, pt, ct, cost)
-            await self._record(item, result, pt, ct, cost)
+            await self._record(item, result, pt, ct, cost, chain)
         except TeacherCallError as e:
             if self.pool is not None and self.pool.all_dead:  # the last endpoint left the pool
                 dead = self.pool.dead_error()
@@ -462,7 +465,9 @@ class _Engine:
         lcost = self.pricing.cost_usd(lpt, lct)
         return longer, lpt, lct, cost + lcost
 
-    async def _record(self, item: _Item, result: ChatResult, pt: int, ct: int, cost: float) -> None:
+    async def _record(
+        self, item: _Item, result: ChatResult, pt: int, ct: int, cost: float, chain: list[TeacherCallError]
+    ) -> None:
         which, line = answer_line(
             item.rec,
             item.key,
@@ -471,6 +476,11 @@ class _Engine:
             prompt_tokens=pt,
             completion_tokens=ct,
             cost_usd=cost,
+            timing={  # for the run report (tracegen.report): when, how long, what was retried
+                "answered_at": round(time.time(), 3),
+                "latency_s": round(item.latency_s, 4),
+                "retried": [getattr(e, "status", None) or type(e).__name__ for e in chain],
+            },
         )
         self.prompt_tokens += pt
         self.completion_tokens += ct
