@@ -158,7 +158,7 @@ class _Timeline:
             cum, out = 0.0, []
             for i, c in enumerate(self.untimed_cost):
                 cum += c
-                out.append([(i + 1) * self.untimed_step, round(cum, 6)])
+                out.append([(i + 1) * self.untimed_step, round(cum, 9)])
             return {"timed": False, "points": out}
         k0, k1 = min(self.buckets), max(self.buckets)
         per = max(1, math.ceil((k1 - k0 + 1) / MAX_POINTS))
@@ -175,7 +175,7 @@ class _Timeline:
             points.append(
                 [
                     round((j + 1) * width, 4),
-                    round(cum, 6),
+                    round(cum, 9),
                     round(n / width, 3),
                     round(lat / n, 4) if n else None,
                     round(retries / width, 3),
