@@ -125,9 +125,9 @@ def test_spec_parsing_and_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert parse_spec("cais/mmlu@test:question") == ("cais/mmlu@test", ["question"])
     f = write_jsonl(tmp_path / "e.jsonl", [{"q": "a b c", "n": 3, "tags": ["x y", "z"]}])
     assert load_eval_set(str(f)) == (str(f), ["a b c", "x y", "z"])
-    with pytest.raises(ConfigError, match="no column nope in .*columns: n, q, tags"):
+    with pytest.raises(ConfigError, match=r"no column nope in .*columns: n, q, tags"):
         load_eval_set(f"{f}:nope")
-    with pytest.raises(ConfigError, match="--decontaminate 'missing.jsonl'"):
+    with pytest.raises(ConfigError, match=r"--decontaminate 'missing\.jsonl'"):
         load_eval_set("missing.jsonl")
     with pytest.raises(ConfigError, match="not a Hub id"):
         load_eval_set("no such thing")
