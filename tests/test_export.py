@@ -53,7 +53,7 @@ def test_all_formats_have_their_features_and_the_same_rows(tmp_path: Path) -> No
     records[0].system_prompt, records[0].system_message_id = "", 1  # Orca message 1: no system turn
     records[1].agrees_with_target = None
     run = make_run_dir(tmp_path / "run", records)
-    export(run, formats=["openorca", "full", "alpaca", "sharegpt"])
+    export(run, formats=["openorca", "full", "alpaca", "sharegpt", "messages"])
     out = run / "dataset"
     for fmt in FORMATS:
         assert load_parquet(out, fmt).features == features_for(fmt)

@@ -519,6 +519,29 @@ def _cleaning_section(manifest: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def _decontamination_section(manifest: Mapping[str, Any]) -> list[str]:
+    """Rows left out for overlapping an evaluation set (``--decontaminate``), per set."""
+    run = manifest.get("run", {})
+    plan = run.get("plan_stats") or {}
+    counts = plan.get("decontaminated") or {}
+    if not counts:
+        return []
+    config = (run.get("stats") or {}).get("config") or run.get("config") or {}
+    ngram = config.get("decontaminate_ngram", 13)
+    return [
+        "## Decontamination",
+        "",
+        f"Source rows whose question shares a {ngram}-word sequence with an item of these evaluation sets "
+        f"(or equals a shorter item; case, spacing and punctuation ignored) were left out before anything "
+        "was sent (listed in the run's `rejected.jsonl`, reason `contaminated`):",
+        "",
+        _table(
+            ["evaluation set", "rows dropped"], [(f"`{_display_source(k)}`", v) for k, v in counts.items()]
+        ),
+        "",
+    ]
+
+
 def _configs_section(manifest: Mapping[str, Any], configs: Sequence[Mapping[str, Any]]) -> list[str]:
     from .export import FORMATS  # local: export imports this module
 
@@ -575,7 +598,29 @@ def _load_section(configs: Sequence[Mapping[str, Any]], repo_id: str | None) -> 
             "```",
             "",
         ]
+    messages = [c["name"] for c in configs if c.get("format") == "messages"]
+    if messages:
+        lines += _trl_section(repo, messages[-1])
     return lines
+
+
+def _trl_section(repo: str, name: str) -> list[str]:
+    """How to train on the ``messages`` config: TRL's conversational format, loaded as is."""
+    return [
+        f"The `{name}` config is in TRL's conversational format (a `messages` column of `role`/`content` "
+        "turns: system when the row has one, user, assistant): `SFTTrainer` applies the model's chat "
+        "template to it directly.",
+        "",
+        "```python",
+        "from datasets import load_dataset",
+        "from trl import SFTConfig, SFTTrainer",
+        "",
+        f'ds = load_dataset("{repo}", "{name}", split="train")',
+        'trainer = SFTTrainer(model="Qwen/Qwen2.5-0.5B-Instruct", train_dataset=ds, args=SFTConfig(output_dir="sft"))',
+        "trainer.train()",
+        "```",
+        "",
+    ]
 
 
 _CITATION = """```bibtex
@@ -650,6 +695,7 @@ def render_card(
         *_composition_section(safe),
         *_spend_section(safe),
         *_cleaning_section(safe),
+        *_decontamination_section(safe),
         *_license_section(options),
         "## Citation",
         "",

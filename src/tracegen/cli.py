@@ -173,12 +173,21 @@ def run(
         typer.Option("--rehearse", help="Answer with the built-in fake server: no key, no network, no cost."),
     ] = False,
     export_format: Annotated[
-        list[str] | None, typer.Option("--format", help="Export formats: openorca, full, alpaca, sharegpt.")
+        list[str] | None,
+        typer.Option("--format", help="Export formats: openorca, full, alpaca, sharegpt, messages."),
     ] = None,
     push_to_hub: Annotated[
         str | None, typer.Option(help="Push the dataset to this Hub repo when done.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    decontaminate: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--decontaminate",
+            help="Evaluation set (.jsonl/.json/.parquet or Hub id, optionally :col1,col2) whose items no "
+            "planned question may overlap (13-gram / exact match); repeatable.",
+        ),
+    ] = None,
 ) -> None:
     """Plan, ask the teacher within --budget, clean, export (and push). Rerun to resume."""
     from . import pipeline
@@ -224,6 +233,7 @@ def run(
             shard=shard,
             export_formats=export_format or None,
             push_to_hub=push_to_hub,
+            decontaminate=decontaminate or None,
         )
         if dry_run:
             est = pipeline.estimate_run(config, extend=extend)
@@ -262,6 +272,10 @@ def estimate(
     price_file: Annotated[
         str | None, typer.Option(help="YAML price file adding models to the table (see `tracegen models`).")
     ] = None,
+    decontaminate: Annotated[
+        list[str] | None,
+        typer.Option("--decontaminate", help="Evaluation set to decontaminate against (repeatable)."),
+    ] = None,
 ) -> None:
     """Same as `run --dry-run`: the plan and its cost, nothing sent."""
     from . import pipeline
@@ -277,6 +291,7 @@ def estimate(
             seed=seed,
             output_dir=output_dir,
             price_file=price_file,
+            decontaminate=decontaminate or None,
         )
         est = pipeline.estimate_run(config)
         _print(progress_view.estimate_table(est), est, as_json)
@@ -309,7 +324,8 @@ def models(
 def export_cmd(
     run_dir: Annotated[Path, typer.Argument(help="Run directory.")],
     export_format: Annotated[
-        list[str] | None, typer.Option("--format", help="openorca (default), full, alpaca, sharegpt.")
+        list[str] | None,
+        typer.Option("--format", help="openorca (default), full, alpaca, sharegpt, messages (TRL)."),
     ] = None,
     output: Annotated[
         Path | None, typer.Option("--output", help="Export dir (default RUN_DIR/dataset).")
@@ -370,6 +386,22 @@ def merge(
     def go() -> None:
         result = pipeline.merge(run_dirs, output)
         _print(progress_view.dict_table("merge", result), result, as_json)
+
+    _guard(go)
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory.")],
+) -> None:
+    """Write RUN_DIR/report.html: one self-contained page (spend, mix, drops, lengths, sample browser)."""
+    from .report import write_report
+
+    def go() -> None:
+        path = write_report(run_dir)
+        out.print(
+            f"wrote {path} ({path.stat().st_size / 1024:,.0f} KiB); open it in a browser (works offline)"
+        )
 
     _guard(go)
 

@@ -26,7 +26,7 @@ __all__ = ["ENV_PREFIX", "EndpointConfig", "RunConfig", "StageConfig", "load_con
 ENV_PREFIX = "TRACEGEN_"
 
 MixName = Literal["orca", "uniform"]
-ExportFormat = Literal["openorca", "full", "alpaca", "sharegpt"]
+ExportFormat = Literal["openorca", "full", "alpaca", "sharegpt", "messages"]
 
 
 def _default_formats() -> list[ExportFormat]:
@@ -159,6 +159,17 @@ class RunConfig(BaseModel):
         False, description="Also drop repeated questions (case/space-folded) before sending, not only pairs."
     )
     on_too_long: Literal["reject", "fail"] = "reject"
+    decontaminate: list[str] = Field(
+        default_factory=list,
+        description="Evaluation sets (file or Hub id, optionally :col1,col2) whose items no planned question "
+        "may overlap; overlapping source rows are dropped before anything is sent.",
+    )
+    decontaminate_ngram: int = Field(
+        13, ge=1, description="Word n-gram size for decontamination; shorter items must match exactly."
+    )
+    decontaminate_min_matches: int = Field(
+        1, ge=1, description="Shared n-grams with one evaluation item that make a question contaminated."
+    )
 
     # ---- teacher -----------------------------------------------------------------------------------------
     model: str = "gpt-4o-mini"

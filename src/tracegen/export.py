@@ -15,9 +15,11 @@ Formats, one config each (row ``i`` of every config is the same record, in plan 
 - ``alpaca``: instruction (system message), input (question), output (response) — Dolphin's columns.
 - ``sharegpt``: ``conversations`` = [{from: system|human|gpt, value}] — SlimOrca's layout; the system turn is
   left out when the system message is empty (Orca message 1).
+- ``messages``: ``messages`` = [{role: system|user|assistant, content}] — TRL's conversational format, which
+  ``SFTTrainer`` and chat templates load directly; the system turn is left out when the message is empty.
 
 Prompt erasure (Orca 2): when a record has ``train_system_prompt``, the system column of openorca / alpaca /
-sharegpt holds it; ``full`` keeps both the teacher's ``system_prompt`` and ``train_system_prompt``.
+sharegpt / messages holds it; ``full`` keeps both the teacher's ``system_prompt`` and ``train_system_prompt``.
 
 Stages (progressive learning, Orca §4): when the records carry more than one ``stage`` value (e.g.
 ``gpt35`` then ``gpt4``), every format is split into one config per stage, named ``<format>-<stage>``
@@ -111,6 +113,13 @@ def _row_sharegpt(r: Record) -> dict[str, Any]:
     return {"conversations": turns}
 
 
+def _row_messages(r: Record) -> dict[str, Any]:
+    system = _system_for_training(r)
+    turns: list[dict[str, str | None]] = [{"role": "system", "content": system}] if system else []
+    turns += [{"role": "user", "content": r.question}, {"role": "assistant", "content": r.response}]
+    return {"messages": turns}
+
+
 _FULL_COLUMNS: dict[str, Value] = {
     "id": _S,
     "submix": _S,
@@ -175,6 +184,12 @@ FORMATS: dict[str, Format] = {
             Features({"conversations": List({"from": _S, "value": _S})}),
             _row_sharegpt,
             "conversations: [{from: system|human|gpt, value}] — as SlimOrca",
+        ),
+        Format(
+            "messages",
+            Features({"messages": List({"role": _S, "content": _S})}),
+            _row_messages,
+            "messages: [{role: system|user|assistant, content}] — TRL's conversational format (SFTTrainer)",
         ),
     )
 }

@@ -18,7 +18,8 @@ What a push does:
    skipped by huggingface_hub; other configs already in the repo (pushed from another run) stay, and stay
    in the card.
 
-``config_name`` pushes only that exported config. JSONL copies stay local unless ``include_jsonl=True``.
+``config_name`` pushes only that exported config (``messages``: TRL's conversational format, exported with
+``--format messages`` or ``export_formats: [messages]``). JSONL copies stay local unless ``include_jsonl=True``.
 Every failure is one :class:`~tracegen.errors.HubError` line that says what to do; the token never appears.
 The endpoint is ``endpoint=``, else ``HF_ENDPOINT`` (read at call time), else huggingface.co.
 """
@@ -254,6 +255,9 @@ def _kept_remote(
     return kept, kept_infos
 
 
+_FORMAT_NAMES = ("openorca", "full", "alpaca", "sharegpt", "messages")
+
+
 def push(
     run_dir_or_export_dir: str | Path,
     repo_id: str,
@@ -278,6 +282,11 @@ def push(
     if config_name is not None and config_name not in names:
         raise HubError(
             f"--config-name {config_name!r} is not in the export; exported configs: {', '.join(names)}"
+            + (
+                f" (export it first: tracegen export RUN_DIR --format {config_name})"
+                if config_name in _FORMAT_NAMES
+                else ""
+            )
         )
     pushed = [c for c in manifest["configs"] if config_name is None or c["name"] == config_name]
     m = _REPO_ID.match(repo_id)

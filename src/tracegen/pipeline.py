@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -39,6 +40,9 @@ __all__ = [
 
 StageCallback = Callable[[str], None]
 PLAN_STAGES = ("source", "plan")
+
+
+log = logging.getLogger(__name__)
 
 
 def _noop(_: str) -> None:
@@ -241,6 +245,7 @@ async def _arun(
     summary: dict[str, Any] = {"stop_reason": result.stop_reason, "run": result.stats}
     if result.succeeded + result.skipped_done > 0:
         summary.update(finish(rd.path, config=config, on_stage=on_stage))
+        _report(rd.path, summary, on_stage)
     if config.push_to_hub:
         on_stage(f"pushing to the Hub: {config.push_to_hub}")
         summary["push"] = push(rd.path, config.push_to_hub, private=config.private)
@@ -355,6 +360,7 @@ async def _arun_stages(
     }
     if answered > 0:
         summary.update(finish(rd.path, config=config, on_stage=on_stage))
+        _report(rd.path, summary, on_stage)
     if config.push_to_hub:
         on_stage(f"pushing to the Hub: {config.push_to_hub}")
         summary["push"] = push(rd.path, config.push_to_hub, private=config.private)
@@ -373,6 +379,19 @@ def run(
     return asyncio.run(
         arun(config, extend=extend, rehearse=rehearse, on_progress=on_progress, on_stage=on_stage)
     )
+
+
+def _report(run: Path, summary: dict[str, Any], on_stage: StageCallback) -> None:
+    """Write RUN_DIR/report.html; a failure is logged, never fatal (the data is already safe on disk)."""
+    from .report import write_report
+
+    try:
+        summary["report"] = str(write_report(run))
+        on_stage(f"report: {summary['report']}")
+    except Exception as e:  # the report is a view: it must not turn a finished run into a failed one
+        log.warning(
+            "could not write the run report (%s: %s); try `tracegen report %s`", type(e).__name__, e, run
+        )
 
 
 @contextlib.contextmanager

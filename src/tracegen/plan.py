@@ -52,6 +52,7 @@ import numpy as np
 
 from ._fileio import write_files_atomically
 from .config import RunConfig
+from .decontaminate import Decontaminator, decontamination_parameters
 from .errors import ConfigError, PlanError, RunDirError, SourceError
 from .mix import interleave, is_bigbench, is_zero_shot, mix_shares, quotas, select_submix
 from .params import chat_body
@@ -78,7 +79,7 @@ log = logging.getLogger(__name__)
 PLAN_FORMAT = 1
 _CHAT_OVERHEAD_BOUND = 3 + 2 * (3 + 1)  # reply priming + two messages (3 each + a 1-token role)
 _SPILL_BATCH = 1000
-DROP_REASONS = ("bad_record", "dialog", "fewshot", "bigbench", "too_long", "duplicate")
+DROP_REASONS = ("bad_record", "dialog", "fewshot", "bigbench", "too_long", "duplicate", "contaminated")
 
 
 # ---- stats -----------------------------------------------------------------------------------------------
@@ -114,6 +115,8 @@ class PlanStats:
     prompt_tokens_per_submix: dict[str, int] = field(default_factory=dict)
     shard: str | None = None
     """``K/N`` when this is one shard of the plan (see :func:`write_plan`)."""
+    decontaminated: dict[str, int] = field(default_factory=dict)
+    """Evaluation set -> source rows dropped for overlapping it (``--decontaminate``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -226,6 +229,7 @@ class _Setup:
     context_window: int | None
     reject_too_long: bool
     dedup_questions: bool
+    decontaminator: Decontaminator | None = None
 
 
 @dataclass
@@ -258,6 +262,10 @@ def _walk(
                 stats.dropped["bigbench"] += 1
             continue
         choice = setup.chooser.choose(row, index)
+        if setup.decontaminator is not None and _contaminated(
+            setup.decontaminator, row, index, choice, stats, on_reject
+        ):
+            continue
         if setup.reject_too_long and setup.limit is not None:
             tokens = _prompt_tokens_if_too_long(choice, row, setup.encoding, setup.limit)
             if tokens is not None:
@@ -267,6 +275,32 @@ def _walk(
                         on_reject(_too_long_rejection(setup, _record(row, index, choice), tokens))
                 continue
         yield _Classified(row, index, choice, _dedup_key(choice, row, setup.dedup_questions))
+
+
+def _contaminated(
+    dec: Decontaminator,
+    row: SourceRow,
+    index: int,
+    choice: Choice,
+    stats: PlanStats | None,
+    on_reject: RejectCallback | None,
+) -> bool:
+    """Whether ``row`` overlaps an evaluation set; pass 1 counts it and sends it to ``on_reject``."""
+    hit = dec.match(row.question)
+    if hit is None:
+        return False
+    if stats is not None:
+        stats.dropped["contaminated"] += 1
+        stats.decontaminated[hit.eval_set] = stats.decontaminated.get(hit.eval_set, 0) + 1
+        if on_reject is not None:
+            record = _record(row, index, choice).to_dict()
+            record["eval_set"], record["eval_item"] = hit.eval_set, hit.item
+            on_reject(
+                Rejection(
+                    id=record["id"], stage="plan", reason="contaminated", detail=hit.detail(), record=record
+                )
+            )
+    return True
 
 
 def _too_long_rejection(setup: _Setup, record: Record, tokens: int) -> Rejection:
@@ -315,6 +349,13 @@ def _setup(config: RunConfig, mc_detector: MCDetector | None, dedup_questions: b
         context_window=info.context_window if info else None,
         reject_too_long=config.on_too_long == "reject",
         dedup_questions=dedup_questions,
+        decontaminator=Decontaminator.from_specs(
+            config.decontaminate,
+            ngram=config.decontaminate_ngram,
+            min_matches=config.decontaminate_min_matches,
+        )
+        if config.decontaminate
+        else None,
     )
 
 
@@ -344,6 +385,8 @@ def build_plan(
         encoding=setup.encoding,
         dedup="question" if dedup_questions else "pair",
     )
+    if setup.decontaminator is not None:
+        stats.decontaminated = dict.fromkeys(setup.decontaminator.sets, 0)
 
     # pass 1: one hash and one task number per eligible row
     task_ids: dict[tuple[str, str], int] = {}
@@ -595,7 +638,7 @@ def plan_parameters(config: RunConfig, *, dedup_questions: bool = False) -> dict
     mix: str | dict[str, float] = (
         config.mix if isinstance(config.mix, str) else {k: config.mix[k] for k in sorted(config.mix)}
     )
-    return {
+    params = {
         "plan_format": PLAN_FORMAT,
         "source": list(config.source) or ["flan-v2"],
         "n": config.n,
@@ -612,3 +655,6 @@ def plan_parameters(config: RunConfig, *, dedup_questions: bool = False) -> dict
         "on_too_long": config.on_too_long,
         "shard": config.shard,
     }
+    if config.decontaminate:  # only when set, so existing run directories keep their fingerprint
+        params["decontaminate"] = decontamination_parameters(config)
+    return params

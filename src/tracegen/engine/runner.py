@@ -110,6 +110,7 @@ class _Item:
         "body",
         "digest",
         "key",
+        "latency_s",
         "limit_tokens",
         "payload",
         "prompt_tokens",
@@ -134,6 +135,7 @@ class _Item:
         worst_prompt = math.ceil(prompt_tokens * PROMPT_MARGIN) + PROMPT_MARGIN_TOKENS
         self.res_usd = pricing.cost_usd(worst_prompt, config.max_tokens)
         self.res_tokens = worst_prompt + config.max_tokens
+        self.latency_s = 0.0
 
 
 class _Engine:
@@ -443,7 +445,8 @@ class _Engine:
         result, usd, tokens = self._checked(item, result, body, res)
         pt, ct = self._usage(item, result)
         self.breaker.success()
-        limiter.observe(permit, status=200, headers=result.headers, latency_s=self.clock() - t0)
+        item.latency_s = self.clock() - t0
+        limiter.observe(permit, status=200, headers=result.headers, latency_s=item.latency_s)
         limiter.release(permit, pt + ct)
         budget.settle(res, usd, tokens)
         return result
@@ -556,7 +559,7 @@ class _Engine:
                 self.n_length_empty += not result.content
                 if self.config.retry_length and self.model_problem is None:
                     result, pt, ct, cost = await self._retry_length(item, result, pt, ct, cost)
-            await self._record(item, result, pt, ct, cost)
+            await self._record(item, result, pt, ct, cost, chain)
             if self.model_problem is not None:
                 self._stop_fatal(EndpointError(self.model_problem), "model_mismatch")
         except TeacherCallError as e:
@@ -650,7 +653,9 @@ class _Engine:
         self.cached_tokens += cached
         self.billed_usd += self._pricing_of(result).billed_usd(pt, ct, cached)
 
-    async def _record(self, item: _Item, result: ChatResult, pt: int, ct: int, cost: float) -> None:
+    async def _record(
+        self, item: _Item, result: ChatResult, pt: int, ct: int, cost: float, chain: list[TeacherCallError]
+    ) -> None:
         which, line = answer_line(
             item.rec,
             item.key,
@@ -660,6 +665,11 @@ class _Engine:
             completion_tokens=ct,
             cost_usd=cost,
             reasoning_tokens=result.reasoning_tokens or 0,
+            timing={  # for the run report (tracegen.report): when, how long, what was retried
+                "answered_at": round(time.time(), 3),
+                "latency_s": round(item.latency_s, 4),
+                "retried": [getattr(e, "status", None) or type(e).__name__ for e in chain],
+            },
         )
         self.prompt_tokens += pt
         self.completion_tokens += ct

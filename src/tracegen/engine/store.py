@@ -120,9 +120,11 @@ def answer_line(
     completion_tokens: int,
     cost_usd: float,
     reasoning_tokens: int = 0,
+    timing: Mapping[str, Any] | None = None,
 ) -> tuple[int, bytes]:
     """Fill ``rec``'s answer fields; return the file its line goes to and the line: TRACES, or REJECTED
-    (stage ``generate``) when the teacher answered ``content_filter`` (paid for, so done all the same)."""
+    (stage ``generate``) when the teacher answered ``content_filter`` (paid for, so done all the same).
+    ``timing`` (online mode: ``answered_at``, ``latency_s``, ``retried``) is appended to a traces line."""
     rec.response = answer.content
     rec.model = model
     rec.model_returned = answer.model_returned
@@ -145,6 +147,8 @@ def answer_line(
             },
         )
         return REJECTED, line
+    if timing:
+        fields_.update(timing)
     return TRACES, engine_line(request_key, cost_usd, fields_)
 
 
