@@ -20,6 +20,7 @@ from typing import Any
 from ._fileio import atomic_write_bytes
 from .config import RunConfig
 from .engine import Progress, RunDir, RunResult, generate
+from .engine.store import REHEARSAL_BASE_URL
 from .errors import RunDirError
 from .records import Record
 from .sources import Rejection
@@ -59,7 +60,6 @@ def _rewrite_rejections(run_dir: Path, stages: tuple[str, ...], new: list[dict[s
         ) from None
 
 
-REHEARSAL_BASE_URL = "tracegen-rehearsal (built-in fake server)"
 
 
 def prepare(
@@ -82,7 +82,7 @@ def prepare(
         extend=extend,
     )
     plan_done = (rd.path / "plan.jsonl").exists() and (rd.path / "plan_stats.json").exists()
-    if plan_done and not extend:
+    if plan_done and not extend and not rd.replaced:
         on_stage(f"reusing the plan in {rd.path / 'plan.jsonl'}")
         return rd
     on_stage("planning: reading the source and sampling the Orca mix")
