@@ -100,6 +100,27 @@ def prepare(
     return rd
 
 
+def check_keys(config: RunConfig, env: dict[str, str] | None = None) -> None:
+    """Raise AuthError when a teacher the run would ask has no key (and no local base URL): before planning."""
+    import os
+
+    from .engine.client import resolve_endpoint
+    from .errors import AuthError
+
+    env = dict(os.environ) if env is None else env
+    if config.endpoints:
+        for e in config.endpoints:
+            if e.api_key_env and not env.get(e.api_key_env):
+                raise AuthError(
+                    f"endpoint {e.label()}: environment variable {e.api_key_env} is not set; export it with "
+                    "this endpoint's key (or set api_key_env: null for a server that needs none)"
+                )
+        return
+    stage_urls = [s.base_url for s in config.stages] or [None]
+    for url in stage_urls:
+        resolve_endpoint(config.model_copy(update={"base_url": url or config.base_url}), env)
+
+
 def _check_layout(rd: RunDir, config: RunConfig) -> None:
     """A staged run directory stays staged, an unstaged one unstaged."""
     from .stages import is_staged
@@ -203,7 +224,12 @@ async def arun(
     on_stage: StageCallback = _noop,
     stop: asyncio.Event | None = None,
 ) -> dict[str, Any]:
-    """The main job, async. Returns the run summary (``stats.json`` plus clean/export results)."""
+    """The main job, async. Returns the run summary (``stats.json`` plus clean/export results).
+
+    The teacher's key is checked first (no network): a run without one fails before it plans anything.
+    """
+    if not rehearse:
+        check_keys(config)
     rd = prepare(config, extend=extend, rehearse=rehearse, on_stage=on_stage)
     _check_layout(rd, config)
     stop = stop or asyncio.Event()
