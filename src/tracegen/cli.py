@@ -16,12 +16,20 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-
 from rich.markup import escape
+from rich.text import Text
 
 from . import progress_view
 from ._version import __version__
-from .cli_support import ARGV, EXIT_USER_ERROR, TracegenGroup, error_line, print_error, rerun_commands
+from .cli_support import (
+    ARGV,
+    EXIT_USER_ERROR,
+    TracegenGroup,
+    error_line,
+    print_error,
+    rerun_commands,
+    rerun_with,
+)
 from .errors import SettingChangedError, TracegenError
 
 app = typer.Typer(
@@ -347,6 +355,11 @@ def run(
                 on_stage=lambda msg: console.print(f"[dim]{escape(msg)}[/]", highlight=False),
             )
         _print(progress_view.summary_table(summary), summary, as_json)
+        stopped = progress_view.budget_stop_line(
+            summary.get("run") or {}, lambda usd: rerun_with(ARGV, "--budget", f"{usd:g}")
+        )
+        if stopped:
+            console.print(Text(stopped, style="yellow"), highlight=False, soft_wrap=True)
 
     _guard(go)
 

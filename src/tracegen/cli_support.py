@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import typer
 import typer.core
 from rich.console import Console
 from rich.text import Text
@@ -25,7 +26,14 @@ try:  # Typer >= 0.24 carries its own copy of Click
 except ImportError:  # pragma: no cover - older Typer over Click
     from click import exceptions as click  # type: ignore[no-redef]
 
-__all__ = ["EXIT_USER_ERROR", "TracegenGroup", "error_line", "print_error", "rerun_commands"]
+__all__ = [
+    "EXIT_USER_ERROR",
+    "TracegenGroup",
+    "error_line",
+    "print_error",
+    "rerun_commands",
+    "rerun_with",
+]
 
 EXIT_USER_ERROR = 1
 
@@ -67,7 +75,7 @@ class TracegenGroup(typer.core.TyperGroup):
         try:
             rv = super().main(argv, prog_name or "tracegen", complete_var, standalone_mode=False, **extra)
         except click.NoArgsIsHelpError as e:
-            click.echo(e.ctx.get_help())
+            print(e.ctx.get_help())
             rv = 0
         except click.ClickException as e:
             if not standalone_mode:
@@ -79,7 +87,7 @@ class TracegenGroup(typer.core.TyperGroup):
                 message += f" (see `{ctx.command_path} --help`)"
             print_error(err, " ".join(message.split()))
             sys.exit(EXIT_USER_ERROR)
-        except click.Abort:
+        except typer.Abort:
             if not standalone_mode:
                 raise
             sys.exit(130)
@@ -105,6 +113,11 @@ def rerun_commands(e: SettingChangedError, argv: Sequence[str], run_flags: set[s
     else:
         parts.append(f"or {e.remedy.split(', or ', 1)[-1]}" if ", or " in e.remedy else e.remedy)
     return ", ".join(parts)
+
+
+def rerun_with(argv: Sequence[str], flag: str, value: str) -> str:
+    """The command line ``argv`` with ``flag`` set to ``value`` (replacing it when given), as typed."""
+    return _cmd(_set_flag(list(argv), (flag,), [value]))
 
 
 def _cmd(argv: Sequence[str]) -> str:
@@ -147,7 +160,7 @@ def _set_flag(argv: list[str], names: Sequence[str], values: Sequence[str]) -> l
 def _continue(argv: list[str], e: SettingChangedError, run_flags: set[str]) -> list[str] | None:
     if e.field == "rehearse":
         plain = [a for a in argv if a != "--rehearse"]
-        return plain + ["--rehearse"] if e.old else plain
+        return [*plain, "--rehearse"] if e.old else plain
     from .cli import FLAGS
 
     flag = FLAGS.get(e.field, "--" + e.field.replace("_", "-"))

@@ -667,7 +667,7 @@ def run_summary(run_dir: str | Path) -> dict[str, Any]:
     summary: dict[str, Any] = {"run_dir": run.name}
     if isinstance(manifest, dict):
         summary["tracegen_version"] = manifest.get("tracegen_version", manifest.get("version", ""))
-        summary["created"] = manifest.get("created", manifest.get("created_utc", ""))
+        summary["created"] = manifest.get("created_at", manifest.get("created", ""))
         config = manifest.get("config")
         if isinstance(config, dict):
             summary["config"] = config

@@ -198,7 +198,8 @@ class _Engine:
         self.started_at = utc_now_iso()
         self.t0 = clock()
         self.samples: deque[tuple[float, int, int, int]] = deque()
-        self.reserved_tokens = 0  # prompt + max_tokens of every attempt granted by the limiter
+        # tokens the limiter holds against --tpm: prompt + max_tokens per attempt, less refunds on answers
+        self.reserved_tokens = 0
         self.last_stats: dict[str, Any] = {}
 
     # ---- stopping --------------------------------------------------------------------------------------
@@ -373,6 +374,8 @@ class _Engine:
         pt, ct = self._usage(item, result)
         limiter.observe(permit, status=200, headers=result.headers, latency_s=self.clock() - t0)
         limiter.release(permit, pt + ct)
+        if limiter.refunds_unused_tokens:  # else the reservation stays counted, as the server counts it
+            self.reserved_tokens -= max(0, limit_tokens - (pt + ct))
         budget.settle(res, self.pricing.cost_usd(pt, ct), pt + ct)
         return result
 
@@ -578,7 +581,7 @@ class _Engine:
             # the last request must fit its worst case (prompt + max_tokens) when it is reserved
             need = self.budget.total_spent_usd + more + self.last_res_usd
             out["more_usd"] = round(more, 4)
-            out["budget_usd"] = math.ceil(need * 100) / 100
+            out["finish_budget_usd"] = math.ceil(need * 100) / 100
         return out
 
     def _emit(self) -> None:
