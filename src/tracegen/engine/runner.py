@@ -374,7 +374,7 @@ class _Engine:
         pt, ct = self._usage(item, result)
         limiter.observe(permit, status=200, headers=result.headers, latency_s=self.clock() - t0)
         limiter.release(permit, pt + ct)
-        if limiter.refunds_unused_tokens:  # else the reservation stays counted, as the server counts it
+        if isinstance(limiter, Limiter) and limiter.refunds_unused_tokens:  # else it stays counted
             self.reserved_tokens -= max(0, limit_tokens - (pt + ct))
         budget.settle(res, self.pricing.cost_usd(pt, ct), pt + ct)
         return result
