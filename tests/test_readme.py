@@ -58,7 +58,9 @@ def test_the_readme_has_blocks_that_run() -> None:
 @pytest.mark.parametrize("block", BLOCKS, ids=[f"line{b.line}" for b in BLOCKS])
 def test_every_block_parses_and_key_blocks_are_marked(block: Block, tmp_path: Path) -> None:
     if NEEDS_KEY.search(block.code):
-        assert block.skip, f"README.md:{block.line}: needs a key or the network: mark it ```{block.lang} skip-test"
+        assert block.skip, (
+            f"README.md:{block.line}: needs a key or the network: mark it ```{block.lang} skip-test"
+        )
     if block.lang == "bash":
         script = tmp_path / "block.sh"
         script.write_text(block.code, encoding="utf-8")
@@ -70,7 +72,9 @@ def test_every_block_parses_and_key_blocks_are_marked(block: Block, tmp_path: Pa
 
 def _copy_repo(dest: Path) -> Path:
     repo = dest / "repo"
-    ignore = shutil.ignore_patterns(".git", ".venv", "__pycache__", "*.egg-info", ".mypy_cache", ".ruff_cache")
+    ignore = shutil.ignore_patterns(
+        ".git", ".venv", "__pycache__", "*.egg-info", ".mypy_cache", ".ruff_cache"
+    )
     for name in ("README.md", "pyproject.toml", "src", "examples", "prompts"):
         src = ROOT / name
         if src.is_dir():
@@ -108,7 +112,9 @@ def test_readme_blocks_run_from_a_copy_of_the_repository(tmp_path: Path) -> None
             continue
         result = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
         where = f"README.md:{block.line} ({block.lang})"
-        assert result.returncode == 0, f"{where} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+        assert result.returncode == 0, (
+            f"{where} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+        )
         assert "Traceback" not in result.stderr, f"{where}:\n{result.stderr}"
         ran += 1
     assert ran >= 3

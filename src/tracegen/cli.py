@@ -95,7 +95,7 @@ DEFAULTS = {
     "mode": "online",
     "transport": "aiohttp",
     "batch_poll_interval_s": "30",
-    "export_formats": "openorca",
+    "export_formats": "openorca, full",
 }
 
 
@@ -415,7 +415,9 @@ def export_cmd(
     export_format: Annotated[
         list[str] | None,
         typer.Option(
-            "--format", metavar="FORMAT", help="openorca, full, alpaca, sharegpt.  [default: openorca]"
+            "--format",
+            metavar="FORMAT",
+            help="openorca, full, alpaca, sharegpt.  [default: the run's formats]",
         ),
     ] = None,
     output: Annotated[

@@ -60,8 +60,6 @@ def _rewrite_rejections(run_dir: Path, stages: tuple[str, ...], new: list[dict[s
         ) from None
 
 
-
-
 def prepare(
     config: RunConfig, *, extend: bool = False, rehearse: bool = False, on_stage: StageCallback = _noop
 ) -> RunDir:
