@@ -301,3 +301,17 @@ def test_cli_progress_is_plain_without_a_terminal(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     progress = [x for x in proc.stderr.splitlines() if x.startswith("[")]
     assert progress and all("done " in x and "spent" in x for x in progress)
+
+
+def test_endpoint_checked_before_planning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "run"
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong-key-for-this-server")
+    with FakeServer(FakeOptions(api_key="sk-the-right-key")) as srv:
+        code, text = _run("run", "-s", SAMPLE, "--n", "10", "-o", str(out), "--base-url", srv.base_url)
+        billed = srv.ledger()
+    line = _one_error_line(text)
+    assert code == 1 and "refused the API key" in line and "sk-wrong" not in text
+    assert not (out / "plan.jsonl").exists() and billed == []  # nothing planned, nothing billed
+    code, text = _run("run", "-s", SAMPLE, "--n", "10", "-o", str(out), "--base-url", "http://127.0.0.1:9/v1")
+    assert code == 1 and "cannot reach http://127.0.0.1:9/v1" in _one_error_line(text)
+    assert not (out / "plan.jsonl").exists()

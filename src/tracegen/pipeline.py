@@ -61,9 +61,17 @@ def _rewrite_rejections(run_dir: Path, stages: tuple[str, ...], new: list[dict[s
 
 
 def prepare(
-    config: RunConfig, *, extend: bool = False, rehearse: bool = False, on_stage: StageCallback = _noop
+    config: RunConfig,
+    *,
+    extend: bool = False,
+    rehearse: bool = False,
+    on_stage: StageCallback = _noop,
+    before_planning: Callable[[], None] | None = None,
 ) -> RunDir:
     """Open the run directory (refusing a changed plan) and write the plan once; reuse it on reruns.
+
+    ``before_planning`` runs once the run directory is accepted, before the plan is read or built (the
+    teacher's endpoint check: the run directory's own refusal, local and free, comes first).
 
     A rehearsal pins its own teacher identity, so synthetic answers never mix with real ones in one
     run directory.
@@ -79,6 +87,8 @@ def prepare(
         public,
         extend=extend,
     )
+    if before_planning is not None:
+        before_planning()
     plan_done = (rd.path / "plan.jsonl").exists() and (rd.path / "plan_stats.json").exists()
     if plan_done and not extend and not rd.replaced:
         on_stage(f"reusing the plan in {rd.path / 'plan.jsonl'}")
@@ -96,27 +106,6 @@ def prepare(
     _rewrite_rejections(rd.path, PLAN_STAGES, rejected)
     on_stage(f"planned {stats.planned_total:,} requests into {rd.path / 'plan.jsonl'}")
     return rd
-
-
-def check_keys(config: RunConfig, env: dict[str, str] | None = None) -> None:
-    """Raise AuthError when a teacher the run would ask has no key (and no local base URL): before planning."""
-    import os
-
-    from .engine.client import resolve_endpoint
-    from .errors import AuthError
-
-    env = dict(os.environ) if env is None else env
-    if config.endpoints:
-        for e in config.endpoints:
-            if e.api_key_env and not env.get(e.api_key_env):
-                raise AuthError(
-                    f"endpoint {e.label()}: environment variable {e.api_key_env} is not set; export it with "
-                    "this endpoint's key (or set api_key_env: null for a server that needs none)"
-                )
-        return
-    stage_urls = [s.base_url for s in config.stages] or [None]
-    for url in stage_urls:
-        resolve_endpoint(config.model_copy(update={"base_url": url or config.base_url}), env)
 
 
 def _check_layout(rd: RunDir, config: RunConfig) -> None:
@@ -224,11 +213,20 @@ async def arun(
 ) -> dict[str, Any]:
     """The main job, async. Returns the run summary (``stats.json`` plus clean/export results).
 
-    The teacher's key is checked first (no network): a run without one fails before it plans anything.
+    The teacher's key and endpoint are checked first (:mod:`tracegen.preflight`: no tokens billed), so a run
+    that cannot reach its teacher fails before it plans anything.
     """
+    from .preflight import check_endpoint, check_keys
+
     if not rehearse:
         check_keys(config)
-    rd = prepare(config, extend=extend, rehearse=rehearse, on_stage=on_stage)
+    rd = prepare(
+        config,
+        extend=extend,
+        rehearse=rehearse,
+        on_stage=on_stage,
+        before_planning=None if rehearse else lambda: check_endpoint(config),
+    )
     _check_layout(rd, config)
     stop = stop or asyncio.Event()
     if config.stages:
