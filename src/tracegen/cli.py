@@ -126,7 +126,7 @@ def _guard(fn: Callable[[], T]) -> T:
         return fn()
     except SettingChangedError as e:
         flags = {opt for p in typer.main.get_command(app).commands["run"].params for opt in p.opts}  # type: ignore[attr-defined]
-        print_error(console, rerun_commands(e, ARGV, flags))
+        print_error(console, rerun_commands(e, ARGV, flags, FLAGS))
         raise typer.Exit(EXIT_USER_ERROR) from None
     except (TracegenError, OSError) as e:
         print_error(console, error_line(e))
@@ -464,7 +464,7 @@ def push(
 
     def go() -> None:
         result = pipeline.push(run_dir, repo_id, private=private, config_name=config_name)
-        out.print(f"pushed to {result['url']}")
+        out.print(Text(f"pushed to {result['url']}"), highlight=False)
 
     _guard(go)
 

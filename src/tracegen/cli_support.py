@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -96,10 +96,13 @@ class TracegenGroup(typer.core.TyperGroup):
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
-def rerun_commands(e: SettingChangedError, argv: Sequence[str], run_flags: set[str]) -> str:
+def rerun_commands(
+    e: SettingChangedError, argv: Sequence[str], run_flags: set[str], flag_names: Mapping[str, str]
+) -> str:
     """``e``'s problem with the exact commands that start over (a new --output-dir) or continue.
 
-    ``argv`` is the command line as typed (``run …``); ``run_flags`` the option names ``run`` accepts.
+    ``argv`` is the command line as typed (``run …``); ``run_flags`` the option names ``run`` accepts;
+    ``flag_names`` maps a RunConfig field to its flag where the two differ (``budget_usd`` -> ``--budget``).
     """
     top = Path(e.path)
     if top.parent.name == "stages":  # a stage's sub directory: start the whole run over
@@ -107,7 +110,7 @@ def rerun_commands(e: SettingChangedError, argv: Sequence[str], run_flags: set[s
     fresh = _fresh_dir(top)
     start = _set_flag(list(argv), ("--output-dir", "-o"), [str(fresh)])
     parts = [f"{e.what}: start over with `{_cmd(start)}`"]
-    cont = _continue(list(argv), e, run_flags)
+    cont = _continue(list(argv), e, run_flags, flag_names)
     if cont is not None:
         parts.append(f"or continue with `{_cmd(cont)}`")
     else:
@@ -157,13 +160,13 @@ def _set_flag(argv: list[str], names: Sequence[str], values: Sequence[str]) -> l
     return out
 
 
-def _continue(argv: list[str], e: SettingChangedError, run_flags: set[str]) -> list[str] | None:
+def _continue(
+    argv: list[str], e: SettingChangedError, run_flags: set[str], flag_names: Mapping[str, str]
+) -> list[str] | None:
     if e.field == "rehearse":
         plain = [a for a in argv if a != "--rehearse"]
         return [*plain, "--rehearse"] if e.old else plain
-    from .cli import FLAGS
-
-    flag = FLAGS.get(e.field, "--" + e.field.replace("_", "-"))
+    flag = flag_names.get(e.field, "--" + e.field.replace("_", "-"))
     if flag not in run_flags:
         return None
     names = [flag] + (["-s"] if flag == "--source" else ["-m"] if flag == "--model" else [])

@@ -212,8 +212,9 @@ def progress_line(p: Any) -> str:
     done = int(_get(p, "done", 0) or 0)
     budget = _get(p, "budget_usd")
     spent = _money(_get(p, "cost_usd")) + (f" of {_money(budget)}" if budget else "")
+    of = f"/{total:,} ({_pct(done, total).strip()})" if total else ""
     parts = [
-        f"[{_dur(_get(p, 'elapsed_s'))}] done {done:,}/{total:,} ({_pct(done, total).strip()})",
+        f"[{_dur(_get(p, 'elapsed_s'))}] done {done:,}{of}",
         f"failed {_get(p, 'failed', 0):,}",
         f"spent {spent}",
     ]
@@ -244,8 +245,8 @@ def progress_panel(p: Any) -> Group:
     bars.add_column()
     bars.add_row(
         "requests",
-        ProgressBar(total=max(total, 1), completed=done, width=BAR_WIDTH),
-        Text(f"{_pct(done, total)}  {done:,} / {total:,}"),
+        ProgressBar(total=total or None, completed=done, width=BAR_WIDTH),
+        Text(f"{_pct(done, total)}  {done:,} / {total:,}" if total else f"{done:,} done"),
     )
     if budget:
         bars.add_row(
