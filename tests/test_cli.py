@@ -61,12 +61,15 @@ def test_rehearsal_run_then_rerun_pays_nothing_twice(tmp_path: Path, monkeypatch
             assert secret.encode() not in path.read_bytes(), path
 
 
-def test_changed_plan_is_refused(tmp_path: Path) -> None:
+def test_changed_plan_is_refused_once_money_was_spent(tmp_path: Path) -> None:
     out = str(tmp_path / "run")
     assert _run("run", "-s", SAMPLE, "--n", "10", "--dry-run", "-o", out)[0] == 0
-    code, text = _run("run", "-s", SAMPLE, "--n", "10", "--seed", "7", "--dry-run", "-o", out)
+    # a dry run spent nothing: a new seed simply replaces it
+    assert _run("run", "-s", SAMPLE, "--n", "10", "--seed", "7", "--dry-run", "-o", out)[0] == 0
+    assert _run("run", "-s", SAMPLE, "--n", "10", "--seed", "7", "--rehearse", "-o", out)[0] == 0
+    code, text = _run("run", "-s", SAMPLE, "--n", "10", "--seed", "8", "--rehearse", "-o", out)
     assert code == 1
-    assert "seed" in text and "--output-dir" in text
+    assert "seed" in text and f"--output-dir {out}-2" in text and "--seed 7" in text
     assert "Traceback" not in text
 
 
@@ -119,7 +122,7 @@ def test_rehearsal_answers_never_mix_with_real_ones(tmp_path: Path, monkeypatch:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-real-looking")
     code, text = _run("run", "-s", SAMPLE, "--n", "10", "-o", out)
     assert code == 1
-    assert "base_url" in text and "--output-dir" in text
+    assert "rehearsal" in text and "--output-dir" in text and "Traceback" not in text
 
 
 def test_batch_mode_rehearsal_and_status(tmp_path: Path) -> None:

@@ -159,8 +159,9 @@ def test_cli_dry_run_decontaminates_and_changes_the_plan_fingerprint(tmp_path: P
     assert "capital of France" not in (out / "plan.jsonl").read_text()
     lines = [json.loads(x) for x in (out / "rejected.jsonl").read_text().splitlines()]
     assert [x["reason"] for x in lines] == ["contaminated"]
-    # the same run dir without decontamination is another plan: refused, naming the field
+    # the same run dir without decontamination is another plan: nothing was spent, so it is simply re-planned
     again = CliRunner().invoke(app, [*args, "--dry-run"])
-    assert again.exit_code == 1
+    assert again.exit_code == 0, again.output
+    assert "capital of France" in (out / "plan.jsonl").read_text()
     bad = CliRunner().invoke(app, [*args, "--dry-run", "--decontaminate", "nowhere.parquet"])
     assert bad.exit_code == 1 and "nowhere.parquet" in bad.output

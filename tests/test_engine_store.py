@@ -13,7 +13,7 @@ from tracegen.config import RunConfig
 from tracegen.engine import RunDir, generate, request_key
 from tracegen.engine import store as store_mod
 from tracegen.engine.store import engine_line
-from tracegen.errors import RunDirError
+from tracegen.errors import RunDirError, SettingChangedError
 from tracegen.records import Record
 from tracegen.testing import FakeOptions, FakeServer
 from tracegen.testing import request_key as fake_request_key
@@ -32,16 +32,33 @@ def test_manifest_written_once_and_same_params_reuse(tmp_path: Path) -> None:
     assert again.manifest["plan_fingerprint"] == rd.manifest["plan_fingerprint"]
 
 
+def _spend(path: Path) -> None:
+    """Make the directory hold a paid answer: from then on its settings bind."""
+    (path / "traces.jsonl").write_text('{"request_key":"' + "0" * 64 + '","cost_usd":0.01}\n')
+
+
+def test_settings_bind_only_once_money_was_spent(tmp_path: Path) -> None:
+    RunDir.open(tmp_path, PLAN, None)
+    rd = RunDir.open(tmp_path, {**PLAN, "seed": 1}, None)  # a dry run spent nothing: replaced, replanned
+    assert rd.replaced and rd.manifest["plan_params"]["seed"] == 1
+    assert not RunDir.open(tmp_path, {**PLAN, "seed": 1}, None).replaced
+    _spend(tmp_path)
+    with pytest.raises(SettingChangedError):
+        RunDir.open(tmp_path, PLAN, None)
+
+
 def test_changed_plan_parameter_is_refused_naming_the_field(tmp_path: Path) -> None:
     RunDir.open(tmp_path, PLAN, None)
+    _spend(tmp_path)
     with pytest.raises(RunDirError) as info:
         RunDir.open(tmp_path, {**PLAN, "seed": 1}, None)
     msg = str(info.value)
-    assert "'seed'" in msg and "--output-dir" in msg and "same flags" in msg
+    assert "'seed'" in msg and "--output-dir" in msg and "--seed 0" in msg
 
 
 def test_extend_lets_only_n_grow(tmp_path: Path) -> None:
     RunDir.open(tmp_path, PLAN, None)
+    _spend(tmp_path)
     with pytest.raises(RunDirError) as info:
         RunDir.open(tmp_path, {**PLAN, "n": 200}, None)
     assert "--extend" in str(info.value)
@@ -55,6 +72,7 @@ def test_extend_lets_only_n_grow(tmp_path: Path) -> None:
 
 def test_changed_teacher_setting_is_refused(tmp_path: Path) -> None:
     RunDir.open(tmp_path, PLAN, RunConfig().public_dict())
+    _spend(tmp_path)
     with pytest.raises(RunDirError) as info:
         RunDir.open(tmp_path, PLAN, RunConfig(model="gpt-4o").public_dict())
     assert "'model'" in str(info.value) and "--model" in str(info.value)

@@ -42,6 +42,8 @@ def test_sigint_stops_gracefully_and_rerun_completes(tmp_path: Path) -> None:
         assert proc.returncode == 130, err.decode()  # interrupted (README: exit codes)
         stats = json.loads((out / "stats.json").read_text())
         assert stats["stop_reason"] == "interrupted"
+        outcomes = stats["succeeded"] + stats["rejected"] + stats["failed"] + stats["unfinished"]
+        assert stats["sent"] == outcomes  # the counts add up after a Ctrl-C
         done = len(traces.read_text().splitlines())
         assert 20 <= done < 150
         for line in traces.read_text().splitlines():

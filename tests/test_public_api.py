@@ -70,3 +70,12 @@ def test_error_tree() -> None:
     assert issubclass(tracegen.BadRecordError, tracegen.SourceError)
     for name in ("AuthError", "QuotaError", "EndpointError"):
         assert issubclass(getattr(tracegen, name), tracegen.TeacherError)
+
+
+def test_exported_functions_are_not_shadowed_by_their_submodules() -> None:
+    import importlib
+
+    for name in ("estimate", "export", "merge"):
+        importlib.import_module(f"tracegen.{name}")
+        assert callable(getattr(tracegen, name)), name
+        assert not isinstance(getattr(tracegen, name), type(tracegen)), name

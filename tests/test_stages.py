@@ -195,6 +195,12 @@ def test_changed_stage_selection_is_refused_with_the_fix(tmp_path: Path) -> None
     out = tmp_path / "run"
     pipeline.estimate_run(staged(out))
     stages = [{"name": "gpt35", "model": "gpt-3.5-turbo"}, {"name": "gpt4", "model": "gpt-4", "count": 20}]
+    est = pipeline.estimate_run(staged(out, stages=stages))  # nothing spent yet: the change is taken
+    assert [e["requests"] for e in est["stages"]] == [40, 20]
+    pipeline.estimate_run(staged(out))
+    (out / "stages" / "gpt4" / "traces.jsonl").write_text(
+        '{"request_key":"' + "0" * 64 + '","cost_usd":0.1}\n'
+    )
     with pytest.raises(RunDirError, match="new name"):
         pipeline.estimate_run(staged(out, stages=stages))
     stages[1]["name"] = "gpt4-20"  # a new stage name is a new sub directory: fine
@@ -243,7 +249,10 @@ def test_progressive_example_plans_and_estimates(tmp_path: Path, monkeypatch: py
 def test_extend_grows_every_stage_plan(tmp_path: Path) -> None:
     out = tmp_path / "run"
     pipeline.estimate_run(staged(out))
-    with pytest.raises(RunDirError, match="--extend"):
+    (out / "stages" / "gpt35" / "traces.jsonl").write_text(
+        '{"request_key":"' + "0" * 64 + '","cost_usd":0.1}\n'
+    )
+    with pytest.raises(RunDirError, match="--extend"):  # once money was spent, n grows only with --extend
         pipeline.estimate_run(staged(out, n=60))
     est = pipeline.estimate_run(staged(out, n=60), extend=True)
     assert [e["requests"] for e in est["stages"]] == [60, 12]  # the stage plans follow the parent's

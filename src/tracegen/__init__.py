@@ -7,6 +7,8 @@
 The pieces compose on their own: ``build_plan`` → ``generate`` → ``clean`` → ``export`` → ``push``.
 """
 
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
@@ -79,6 +81,22 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(__all__)
+
+
+class _Package(types.ModuleType):
+    """``tracegen.estimate``/``export``/``merge`` stay the functions after their submodules are imported.
+
+    Importing ``tracegen.estimate`` (the module) sets that attribute on the package, which would hide the
+    function ``tracegen.estimate`` exported here; the submodule is still ``sys.modules["tracegen.estimate"]``.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and _LAZY.get(name) == "." + name:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 __all__ = [

@@ -1,8 +1,9 @@
 """The tracegen command line: a thin Typer layer over the library.
 
 Every command maps flags onto :class:`tracegen.config.RunConfig` (flag > config file > environment > default),
-calls one library function, and renders what it returns. A :class:`tracegen.errors.TracegenError` becomes one
-red line — never a traceback — and an exit code from :mod:`tracegen.outcome` (1: the user's error, 4: the
+calls one library function, and renders what it returns. A :class:`tracegen.errors.TracegenError`, a usage
+error (unknown flag, bad value) or an unwritable path becomes one red line — never a traceback (see
+:mod:`tracegen.cli_support`) — and an exit code from :mod:`tracegen.outcome` (1: the user's error, 4: the
 teacher's); ``run`` exits 3 / 4 / 130 from the run's outcome too (see the README's exit-code table).
 """
 
@@ -19,11 +20,23 @@ from rich.console import Console
 from rich.text import Text
 
 from . import progress_view
-from .errors import TracegenError
+from ._version import __version__
+from .cli_support import (
+    ARGV,
+    EXIT_USER_ERROR,
+    TracegenGroup,
+    error_line,
+    print_error,
+    rerun_commands,
+    rerun_with,
+)
+from .errors import SettingChangedError, TracegenError
 from .outcome import EXIT_INTERRUPTED, error_exit_code, run_exit
 from .redact import redact
 
 app = typer.Typer(
+    cls=TracegenGroup,
+    rich_markup_mode=None,  # plain Click help: flags without a <bool> type column, defaults in brackets
     name="tracegen",
     help="Manufacture Orca-style explanation-trace datasets from FLAN v2 with a teacher model.",
     no_args_is_help=True,
@@ -31,7 +44,9 @@ app = typer.Typer(
     add_completion=False,
 )
 batch_app = typer.Typer(
-    help="Inspect and cancel OpenAI Batch API jobs of a run directory.", no_args_is_help=True
+    rich_markup_mode=None,
+    help="Inspect and cancel OpenAI Batch API jobs of a run directory.",
+    no_args_is_help=True,
 )
 app.add_typer(batch_app, name="batch")
 
@@ -53,17 +68,75 @@ FLAGS = {
     "max_failure_rate": "--max-failure-rate",
 }
 
+# What a flag left out means (RunConfig's defaults, pinned by tests/test_newcomer_cli.py), shown in --help.
+DEFAULTS = {
+    "source": "flan-v2 (streamed from the Hub)",
+    "output_dir": "tracegen-run",
+    "n": "1000000",
+    "seed": "0",
+    "mix": "orca",
+    "model": "gpt-4o-mini",
+    "base_url": "$OPENAI_BASE_URL, else https://api.openai.com/v1",
+    "budget_usd": "no cap",
+    "max_tokens": "1024",
+    "temperature": "0.7",
+    "top_p": "0.95",
+    "requests_per_minute": "none; learned from x-ratelimit headers",
+    "tokens_per_minute": "none; learned from x-ratelimit headers",
+    "concurrency": "256",
+    "max_requests": "no cap",
+    "max_total_tokens": "no cap",
+    "timeout_s": "600",
+    "max_attempts": "8",
+    "input_price": "the model's list price",
+    "output_price": "the model's list price",
+    "expected_output_tokens": "350",
+    "templates": "Orca's 16 system messages",
+    "system_message_spelling": "verbatim",
+    "mc_detector": "auto",
+    "on_too_long": "reject",
+    "mode": "online",
+    "transport": "aiohttp",
+    "batch_poll_interval_s": "30",
+    "export_formats": "openorca, full",
+}
+
+
+def _h(text: str, field: str) -> str:
+    """Help text with the default a left-out flag means."""
+    return f"{text}  [default: {DEFAULTS[field]}]"
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"tracegen {__version__}", highlight=False)
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main_options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Manufacture Orca-style explanation-trace datasets from FLAN v2 with a teacher model."""
+
 
 def _guard(fn: Callable[[], T]) -> T:
-    """Run ``fn``; a TracegenError becomes one line on stderr and exit code 1 (4 for the teacher's)."""
+    """Run ``fn``; a TracegenError or an OSError (a path tracegen writes) becomes one line; exit 1 (4: the teacher's)."""
     try:
         return fn()
+    except SettingChangedError as e:
+        flags = {opt for p in typer.main.get_command(app).commands["run"].params for opt in p.opts}  # type: ignore[attr-defined]
+        print_error(console, rerun_commands(e, ARGV, flags, FLAGS))
+        raise typer.Exit(EXIT_USER_ERROR) from None
     except TracegenError as e:
-        # the message may carry server or user text: plain Text (no markup), redacted, controls escaped
-        console.print(
-            Text("error: ", style="bold red") + progress_view.safe(e), highlight=False, soft_wrap=True
-        )
+        print_error(console, error_line(e))
         raise typer.Exit(error_exit_code(e)) from None
+    except OSError as e:
+        print_error(console, error_line(e))
+        raise typer.Exit(EXIT_USER_ERROR) from None
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: rerun the same command to continue where it stopped")
         raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -81,43 +154,84 @@ def run(
     source: Annotated[
         list[str] | None,
         typer.Option(
-            "--source", "-s", help="FLAN v2 file, glob, directory, saved dataset or Hub id (repeatable)."
+            "--source",
+            "-s",
+            metavar="SOURCE",
+            show_default=DEFAULTS["source"],
+            help="FLAN v2 file, glob, directory, saved dataset or Hub id (repeatable).",
         ),
     ] = None,
     config_file: Annotated[
         Path | None, typer.Option("--config", "-c", help="Run config file (YAML/JSON).")
     ] = None,
-    output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", help="Run directory.")] = None,
-    n: Annotated[int | None, typer.Option("--n", help="Requests to plan (default 1,000,000).")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed for sampling and system messages.")] = None,
-    mix: Annotated[str | None, typer.Option(help="orca | uniform (share tables: config file).")] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Teacher model.")] = None,
-    base_url: Annotated[
-        str | None, typer.Option(help="OpenAI-compatible endpoint (default OPENAI_BASE_URL).")
+    output_dir: Annotated[
+        Path | None,
+        typer.Option("--output-dir", "-o", help=_h("Run directory.", "output_dir")),
     ] = None,
+    n: Annotated[int | None, typer.Option("--n", help=_h("Requests to plan.", "n"))] = None,
+    seed: Annotated[
+        int | None, typer.Option(help=_h("Seed for sampling and system messages.", "seed"))
+    ] = None,
+    mix: Annotated[
+        str | None,
+        typer.Option(help=_h("orca | uniform (share tables: config file).", "mix")),
+    ] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help=_h("Teacher model.", "model"))] = None,
+    base_url: Annotated[str | None, typer.Option(help=_h("OpenAI-compatible endpoint.", "base_url"))] = None,
     budget: Annotated[
-        float | None, typer.Option("--budget", help="Hard cap on USD billed for this run dir.")
+        float | None,
+        typer.Option("--budget", help=_h("Hard cap on USD billed for this run dir.", "budget_usd")),
     ] = None,
-    max_tokens: Annotated[int | None, typer.Option(help="Completion cap per answer, tokens.")] = None,
-    temperature: Annotated[float | None, typer.Option(help="Sampling temperature (Orca: 0.7).")] = None,
-    top_p: Annotated[float | None, typer.Option(help="Nucleus sampling (Orca: 0.95).")] = None,
-    rpm: Annotated[float | None, typer.Option("--rpm", help="Requests per minute, client side.")] = None,
-    tpm: Annotated[float | None, typer.Option("--tpm", help="Tokens per minute, client side.")] = None,
-    concurrency: Annotated[int | None, typer.Option(help="Requests in flight at most.")] = None,
-    max_requests: Annotated[int | None, typer.Option(help="Stop after this many requests sent.")] = None,
-    max_total_tokens: Annotated[int | None, typer.Option(help="Stop after this many tokens billed.")] = None,
-    timeout: Annotated[float | None, typer.Option("--timeout", help="Per-request timeout, seconds.")] = None,
+    max_tokens: Annotated[
+        int | None,
+        typer.Option(help=_h("Completion cap per answer, tokens.", "max_tokens")),
+    ] = None,
+    temperature: Annotated[
+        float | None,
+        typer.Option(help=_h("Sampling temperature (Orca: 0.7).", "temperature")),
+    ] = None,
+    top_p: Annotated[float | None, typer.Option(help=_h("Nucleus sampling (Orca: 0.95).", "top_p"))] = None,
+    rpm: Annotated[
+        float | None,
+        typer.Option("--rpm", help=_h("Requests per minute, client side.", "requests_per_minute")),
+    ] = None,
+    tpm: Annotated[
+        float | None,
+        typer.Option("--tpm", help=_h("Tokens per minute, client side.", "tokens_per_minute")),
+    ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(help=_h("Requests in flight at most.", "concurrency"))
+    ] = None,
+    max_requests: Annotated[
+        int | None,
+        typer.Option(help=_h("Stop after this many requests sent.", "max_requests")),
+    ] = None,
+    max_total_tokens: Annotated[
+        int | None,
+        typer.Option(help=_h("Stop after this many tokens billed.", "max_total_tokens")),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option("--timeout", help=_h("Per-request timeout, seconds.", "timeout_s")),
+    ] = None,
     max_attempts: Annotated[
-        int | None, typer.Option(help="Attempts per request before failed.jsonl.")
+        int | None,
+        typer.Option(help=_h("Attempts per request before failed.jsonl.", "max_attempts")),
     ] = None,
     input_price: Annotated[
-        float | None, typer.Option(help="USD per 1M input tokens (overrides table).")
+        float | None,
+        typer.Option(help=_h("USD per 1M input tokens (overrides table).", "input_price")),
     ] = None,
     output_price: Annotated[
-        float | None, typer.Option(help="USD per 1M output tokens (overrides table).")
+        float | None,
+        typer.Option(help=_h("USD per 1M output tokens (overrides table).", "output_price")),
     ] = None,
     expected_output_tokens: Annotated[
-        int | None, typer.Option(help="Assumed mean answer length for the expected cost, tokens.")
+        int | None,
+        typer.Option(
+            show_default=DEFAULTS["expected_output_tokens"],
+            help="Assumed mean answer length for the expected cost, tokens.",
+        ),
     ] = None,
     price_file: Annotated[
         str | None, typer.Option(help="YAML price file adding models to the table (see `tracegen models`).")
@@ -130,29 +244,54 @@ def run(
         typer.Option(help="Reasoning models: hidden reasoning tokens assumed per answer (dry run; 1024)."),
     ] = None,
     templates: Annotated[
-        str | None, typer.Option(help="Template set file (Orca 2 style, YAML/JSON).")
+        str | None,
+        typer.Option(help=_h("Template set file (Orca 2 style, YAML/JSON).", "templates")),
     ] = None,
     spelling: Annotated[
-        str | None, typer.Option("--spelling", help="verbatim | ascii system messages.")
+        str | None,
+        typer.Option(
+            "--spelling",
+            show_default=DEFAULTS["system_message_spelling"],
+            help="verbatim | ascii system messages.",
+        ),
     ] = None,
-    mc_detector: Annotated[str | None, typer.Option(help="auto | options | template.")] = None,
+    mc_detector: Annotated[
+        str | None, typer.Option(help=_h("auto | options | template.", "mc_detector"))
+    ] = None,
     skip_bad_records: Annotated[
-        bool | None, typer.Option("--skip-bad-records", help="Log bad source records and go on.")
+        bool | None,
+        typer.Option("--skip-bad-records/--no-skip-bad-records", help="Log bad source records and go on."),
     ] = None,
     on_too_long: Annotated[
-        str | None, typer.Option(help="reject | fail, for prompts over the context.")
+        str | None,
+        typer.Option(help=_h("reject | fail, for prompts over the context.", "on_too_long")),
     ] = None,
-    mode: Annotated[str | None, typer.Option(help="online | batch (Batch API, half price).")] = None,
-    transport: Annotated[str | None, typer.Option(help="aiohttp (fast) | sdk (AsyncOpenAI).")] = None,
+    mode: Annotated[
+        str | None,
+        typer.Option(help=_h("online | batch (Batch API, half price).", "mode")),
+    ] = None,
+    transport: Annotated[
+        str | None,
+        typer.Option(help=_h("aiohttp (fast) | sdk (AsyncOpenAI).", "transport")),
+    ] = None,
     poll_interval: Annotated[
-        float | None, typer.Option("--poll-interval", help="Batch mode: seconds between status polls.")
+        float | None,
+        typer.Option(
+            "--poll-interval",
+            show_default=DEFAULTS["batch_poll_interval_s"],
+            help="Batch mode: seconds between status polls.",
+        ),
     ] = None,
     finish_online: Annotated[
         bool | None,
-        typer.Option("--finish-online", help="Batch mode: answer online what ran out of batch attempts."),
+        typer.Option(
+            "--finish-online/--no-finish-online",
+            help="Batch mode: answer online what ran out of batch attempts.",
+        ),
     ] = None,
     retry_length: Annotated[
-        bool | None, typer.Option("--retry-length", help="Retry truncated answers with 2x max tokens.")
+        bool | None,
+        typer.Option("--retry-length/--no-retry-length", help="Retry truncated answers with 2x max tokens."),
     ] = None,
     max_failure_rate: Annotated[
         float | None,
@@ -174,7 +313,11 @@ def run(
     ] = False,
     export_format: Annotated[
         list[str] | None,
-        typer.Option("--format", help="Export formats: openorca, full, alpaca, sharegpt, messages."),
+        typer.Option(
+            "--format",
+            metavar="FORMAT",
+            help=_h("Export formats: openorca, full, alpaca, sharegpt, messages (repeatable).", "export_formats"),
+        ),
     ] = None,
     push_to_hub: Annotated[
         str | None, typer.Option(help="Push the dataset to this Hub repo when done.")
@@ -248,9 +391,16 @@ def run(
                 on_stage=lambda msg: console.print(progress_view.safe(msg, "dim"), highlight=False),
             )
         _print(progress_view.summary_table(summary), summary, as_json)
+        stopped = progress_view.budget_stop_line(
+            summary.get("run") or {}, lambda usd: rerun_with(ARGV, "--budget", f"{usd:g}")
+        )
+        if stopped:
+            console.print(progress_view.safe(stopped, "yellow"), highlight=False, soft_wrap=True)
         code, why = run_exit(summary, config.max_failure_rate)
         if code:
-            console.print(f"[bold red]exit {code}:[/] {why}", highlight=False, soft_wrap=True)
+            console.print(
+                Text(f"exit {code}: ", style="bold red") + progress_view.safe(why), highlight=False, soft_wrap=True
+            )
             raise typer.Exit(code)
 
     _guard(go)
@@ -259,15 +409,25 @@ def run(
 @app.command()
 def estimate(
     source: Annotated[
-        list[str] | None, typer.Option("--source", "-s", help="FLAN v2 source (repeatable).")
+        list[str] | None,
+        typer.Option("--source", "-s", metavar="SOURCE", help=_h("FLAN v2 source (repeatable).", "source")),
     ] = None,
     config_file: Annotated[Path | None, typer.Option("--config", "-c", help="Run config file.")] = None,
-    n: Annotated[int | None, typer.Option("--n", help="Requests to plan.")] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Teacher model.")] = None,
-    budget: Annotated[float | None, typer.Option("--budget", help="USD budget to compare with.")] = None,
-    max_tokens: Annotated[int | None, typer.Option(help="Completion cap per answer, tokens.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed.")] = None,
-    output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", help="Run directory.")] = None,
+    n: Annotated[int | None, typer.Option("--n", help=_h("Requests to plan.", "n"))] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help=_h("Teacher model.", "model"))] = None,
+    budget: Annotated[
+        float | None,
+        typer.Option("--budget", help=_h("USD budget to compare with.", "budget_usd")),
+    ] = None,
+    max_tokens: Annotated[
+        int | None,
+        typer.Option(help=_h("Completion cap per answer, tokens.", "max_tokens")),
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help=_h("Seed.", "seed"))] = None,
+    output_dir: Annotated[
+        Path | None,
+        typer.Option("--output-dir", "-o", help=_h("Run directory.", "output_dir")),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
     price_file: Annotated[
         str | None, typer.Option(help="YAML price file adding models to the table (see `tracegen models`).")
@@ -322,13 +482,17 @@ def models(
 # ---- after the run ---------------------------------------------------------------------------------------------
 @app.command("export")
 def export_cmd(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory.")],
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="Run directory.")],
     export_format: Annotated[
         list[str] | None,
-        typer.Option("--format", help="openorca (default), full, alpaca, sharegpt, messages (TRL)."),
+        typer.Option(
+            "--format",
+            metavar="FORMAT",
+            help="openorca, full, alpaca, sharegpt, messages (TRL).  [default: the run's formats]",
+        ),
     ] = None,
     output: Annotated[
-        Path | None, typer.Option("--output", help="Export dir (default RUN_DIR/dataset).")
+        Path | None, typer.Option("--output", help="Export directory.  [default: RUN_DIR/dataset]")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
@@ -344,7 +508,7 @@ def export_cmd(
 
 @app.command()
 def stats(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory.")],
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="Run directory.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """Print the run summary: plan, spend, outcomes, filters, dedup."""
@@ -359,8 +523,10 @@ def stats(
 
 @app.command()
 def push(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory (or its export directory).")],
-    repo_id: Annotated[str, typer.Argument(help="Hub dataset repo, e.g. me/my-orca.")],
+    run_dir: Annotated[
+        Path, typer.Argument(metavar="RUN_DIR", help="Run directory (or its export directory).")
+    ],
+    repo_id: Annotated[str, typer.Argument(metavar="REPO_ID", help="Hub dataset repo, e.g. me/my-orca.")],
     private: Annotated[bool, typer.Option("--private/--public", help="Repo visibility.")] = True,
     config_name: Annotated[str | None, typer.Option(help="Push only this export config.")] = None,
 ) -> None:
@@ -376,7 +542,7 @@ def push(
 
 @app.command()
 def merge(
-    run_dirs: Annotated[list[Path], typer.Argument(help="Run directories to combine.")],
+    run_dirs: Annotated[list[Path], typer.Argument(metavar="RUN_DIR...", help="Run directories to combine.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="New run directory.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
@@ -419,13 +585,13 @@ def fake_server(ctx: typer.Context) -> None:
     """
     from .testing.fake_openai import main as fake_main
 
-    raise typer.Exit(fake_main(list(ctx.args)))
+    raise typer.Exit(fake_main(list(ctx.args), prog="tracegen fake-server"))
 
 
 # ---- batch -----------------------------------------------------------------------------------------------------
 @batch_app.command("status")
 def batch_status(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory of a --mode batch run.")],
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="Run directory of a --mode batch run.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """Show every batch of the run: status and request counts."""
@@ -440,7 +606,7 @@ def batch_status(
 
 @batch_app.command("cancel")
 def batch_cancel(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory of a --mode batch run.")],
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="Run directory of a --mode batch run.")],
 ) -> None:
     """Cancel every batch of the run still in flight (partial results stay collectable)."""
     from . import pipeline
@@ -460,7 +626,7 @@ def _print(renderable: Any, data: Any, as_json: bool) -> None:
 
 
 def main() -> None:
-    app()
+    app(prog_name="tracegen")
 
 
 if __name__ == "__main__":

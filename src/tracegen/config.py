@@ -19,6 +19,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ._syntax import syntax_error_line
 from .errors import ConfigError
 
 __all__ = ["ENV_PREFIX", "EndpointConfig", "RunConfig", "StageConfig", "load_config"]
@@ -402,7 +403,7 @@ def _read_file(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as e:
-        raise ConfigError(f"{path}: not valid {kind}: {e}") from e
+        raise ConfigError(syntax_error_line(path, e)) from None
     except RecursionError:
         raise ConfigError(f"{path}: not valid {kind}: nested too deeply") from None
     if data is None:

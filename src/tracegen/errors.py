@@ -12,6 +12,7 @@ contain secrets (API keys, tokens, Authorization headers).
     │   └── BadRecordError        one record is malformed (names file, line/row and field)
     ├── PlanError                 the plan cannot be built (no eligible rows, prompt too long, ...)
     ├── RunDirError               the run directory is unusable: plan mismatch, unwritable, disk full
+    │   └── SettingChangedError   a plan parameter or teacher setting differs from what money was spent on
     ├── TeacherError              the teacher endpoint refuses the whole run
     │   ├── AuthError             401/403: the API key is missing, wrong or lacks permission
     │   │   └── MissingKeyError   no key configured at all (also a ConfigError: nothing was sent)
@@ -37,6 +38,7 @@ __all__ = [
     "PlanError",
     "QuotaError",
     "RunDirError",
+    "SettingChangedError",
     "SourceError",
     "TeacherError",
     "TracegenError",
@@ -75,6 +77,23 @@ class PlanError(TracegenError):
 
 class RunDirError(TracegenError):
     """The run directory is unusable: plan mismatch, unwritable, or the disk is full."""
+
+
+class SettingChangedError(RunDirError):
+    """A plan parameter or teacher setting differs from the one a run directory has already spent money on.
+
+    ``field`` is the RunConfig field (``"rehearse"`` when a rehearsal meets a real run or the reverse),
+    ``old`` the value the money was spent with (rerun with it to continue), ``new`` the value given now.
+    """
+
+    def __init__(self, what: str, remedy: str, *, path: str, field: str, old: object, new: object) -> None:
+        super().__init__(f"{what}: {remedy}")
+        self.what = what
+        self.remedy = remedy
+        self.path = path
+        self.field = field
+        self.old = old
+        self.new = new
 
 
 class TeacherError(TracegenError):

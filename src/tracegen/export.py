@@ -546,7 +546,13 @@ def export(
 
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    try:
+        tmp.mkdir(parents=True)
+    except OSError as e:
+        raise RunDirError(
+            f"cannot write the export to {out}: {e.strerror or e}; choose another --output "
+            "(a directory you can write to)"
+        ) from None
     writers: dict[tuple[str, str], _ShardWriter] = {}
     stage_dirs: dict[str, str] = {}
     tally, skipped = _Tally(), 0
@@ -581,7 +587,9 @@ def export(
             w.abort()
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(e, OSError):
-            raise RunDirError(f"cannot write the export to {out}: {e.strerror or e}") from e
+            raise RunDirError(
+                f"cannot write the export to {out}: {e.strerror or e}; free disk space or choose another --output"
+            ) from e
         raise
     if skipped:
         logger.warning("%d records without a response were not exported", skipped)
@@ -705,7 +713,7 @@ def run_summary(run_dir: str | Path) -> dict[str, Any]:
     summary: dict[str, Any] = {"run_dir": run.name}
     if isinstance(manifest, dict):
         summary["tracegen_version"] = manifest.get("tracegen_version", manifest.get("version", ""))
-        summary["created"] = manifest.get("created", manifest.get("created_utc", ""))
+        summary["created"] = manifest.get("created_at", manifest.get("created", ""))
         config = manifest.get("config")
         if isinstance(config, dict):
             summary["config"] = config

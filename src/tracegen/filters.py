@@ -41,6 +41,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ._resources import prompt_path
+from ._syntax import syntax_error_line
 from .errors import ConfigError
 from .records import Record
 
@@ -149,7 +150,7 @@ def load_refusals(path: str | Path | None = None) -> RefusalList:
     except OSError as e:
         raise ConfigError(f"{file}: cannot read refusal list ({e.strerror})") from e
     except yaml.YAMLError as e:
-        raise ConfigError(f"{file}: not valid YAML: {e}") from e
+        raise ConfigError(syntax_error_line(file, e)) from None
     try:
         return RefusalList.model_validate(data)
     except ValidationError as e:

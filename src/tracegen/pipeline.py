@@ -21,8 +21,10 @@ from typing import Any
 from ._fileio import atomic_write_bytes
 from .config import RunConfig
 from .engine import Progress, RunDir, RunResult, generate
+from .engine.store import REHEARSAL_BASE_URL
 from .errors import RunDirError
 from .lock import LOCK_NAME, lock_run_dir
+from .preflight import check_endpoint, check_keys
 from .records import Record
 from .sources import Rejection
 
@@ -64,13 +66,18 @@ def _rewrite_rejections(run_dir: Path, stages: tuple[str, ...], new: list[dict[s
         ) from None
 
 
-REHEARSAL_BASE_URL = "tracegen-rehearsal (built-in fake server)"
-
-
 def prepare(
-    config: RunConfig, *, extend: bool = False, rehearse: bool = False, on_stage: StageCallback = _noop
+    config: RunConfig,
+    *,
+    extend: bool = False,
+    rehearse: bool = False,
+    on_stage: StageCallback = _noop,
+    before_planning: Callable[[], None] | None = None,
 ) -> RunDir:
     """Open the run directory (refusing a changed plan) and write the plan once; reuse it on reruns.
+
+    ``before_planning`` runs once the run directory is accepted, before the plan is read or built (the
+    teacher's endpoint check: the run directory's own refusal, local and free, comes first).
 
     A rehearsal pins its own teacher identity, so synthetic answers never mix with real ones in one
     run directory.
@@ -86,8 +93,10 @@ def prepare(
         public,
         extend=extend,
     )
+    if before_planning is not None:
+        before_planning()
     plan_done = (rd.path / "plan.jsonl").exists() and (rd.path / "plan_stats.json").exists()
-    if plan_done and not extend:
+    if plan_done and not extend and not rd.replaced:
         on_stage(f"reusing the plan in {rd.path / 'plan.jsonl'}")
         return rd
     on_stage("planning: reading the source and sampling the Orca mix")
@@ -210,8 +219,12 @@ async def arun(
 ) -> dict[str, Any]:
     """The main job, async. Returns the run summary (``stats.json`` plus clean/export results).
 
-    Holds the run directory's lock throughout (:mod:`tracegen.lock`): a second process is refused.
+    Holds the run directory's lock throughout (:mod:`tracegen.lock`): a second process is refused. The
+    teacher's key and endpoint are checked first (:mod:`tracegen.preflight`: no tokens billed), so a run that
+    cannot reach its teacher fails before it plans anything.
     """
+    if not rehearse:
+        check_keys(config)
     with lock_run_dir(config.output_dir, "tracegen run"):
         return await _arun(
             config, extend=extend, rehearse=rehearse, on_progress=on_progress, on_stage=on_stage, stop=stop
@@ -227,7 +240,13 @@ async def _arun(
     on_stage: StageCallback,
     stop: asyncio.Event | None,
 ) -> dict[str, Any]:
-    rd = prepare(config, extend=extend, rehearse=rehearse, on_stage=on_stage)
+    rd = prepare(
+        config,
+        extend=extend,
+        rehearse=rehearse,
+        on_stage=on_stage,
+        before_planning=None if rehearse else lambda: check_endpoint(config),
+    )
     _check_layout(rd, config)
     stop = stop or asyncio.Event()
     if config.stages:

@@ -256,10 +256,15 @@ def _walk(
         if not is_zero_shot(row.template_type):
             if stats is not None:
                 stats.dropped["fewshot"] += 1
+                if on_reject is not None and stats.dropped["fewshot"] <= REJECTIONS_PER_REASON:
+                    detail = f"template {row.template_type}: Orca takes zero-shot templates only"
+                    on_reject(_drop_rejection(row, "fewshot", detail))
             continue
         if row.submix == "t0" and is_bigbench(row.task_name):
             if stats is not None:
                 stats.dropped["bigbench"] += 1
+                if on_reject is not None and stats.dropped["bigbench"] <= REJECTIONS_PER_REASON:
+                    on_reject(_drop_rejection(row, "bigbench", "Big-Bench task in T0: Orca leaves them out"))
             continue
         choice = setup.chooser.choose(row, index)
         if setup.decontaminator is not None and _contaminated(
@@ -301,6 +306,21 @@ def _contaminated(
                 )
             )
     return True
+#: rejected.jsonl gets at most this many lines per plan-stage drop reason (plan_stats.json counts them all).
+REJECTIONS_PER_REASON = 1000
+_DUPLICATE = -2  # a plan position meaning "dropped as a duplicate" (pass 2 writes its rejection)
+
+
+def _drop_rejection(row: SourceRow, reason: str, detail: str) -> Rejection:
+    """A rejected.jsonl line for a source row the plan leaves out (few-shot, Big-Bench, duplicate)."""
+    record = {
+        "question": row.question,
+        "target": row.target,
+        "submix": row.submix,
+        "task_name": row.task_name,
+        "template_type": row.template_type,
+    }
+    return Rejection(id=row.where, stage="plan", reason=reason, detail=detail, record=record)
 
 
 def _too_long_rejection(setup: _Setup, record: Record, tokens: int) -> Rejection:
@@ -413,7 +433,7 @@ def build_plan(
     spill = Path(tempfile.mkdtemp(prefix="tracegen-plan-", dir=spill_dir))
     try:
         db_path = spill / "plan.sqlite"
-        _pass2(setup, stats, positions, key_arr, db_path)
+        _pass2(setup, stats, positions, key_arr, db_path, on_reject)
     except BaseException:
         shutil.rmtree(spill, ignore_errors=True)
         raise
@@ -436,6 +456,7 @@ def _choose(
     if n_rows:
         keep[np.unique(key_arr, return_index=True)[1]] = True
     stats.dropped["duplicate"] = int(n_rows - keep.sum())
+    duplicates = np.flatnonzero(~keep)[:REJECTIONS_PER_REASON]  # written to rejected.jsonl in pass 2
     counts = np.bincount(task_arr[keep], minlength=n_tasks)
     grouped = np.argsort(np.where(keep, task_arr, n_tasks), kind="stable")
     offsets = np.concatenate(([0], np.cumsum(counts)))
@@ -478,6 +499,7 @@ def _choose(
     positions = np.full(n_rows, -1, dtype=np.int64)
     for i, s in enumerate(SUBMIXES):
         positions[chosen[s]] = np.flatnonzero(order == i)
+    positions[duplicates] = _DUPLICATE
     return positions, key_arr
 
 
@@ -487,6 +509,7 @@ def _pass2(
     positions: np.ndarray[Any, np.dtype[np.int64]],
     key_arr: np.ndarray[Any, np.dtype[np.uint64]],
     db_path: Path,
+    on_reject: RejectCallback | None = None,
 ) -> None:
     """Stream the source again; spill the chosen rows, with prompt tokens, to SQLite by plan position."""
     con = sqlite3.connect(db_path)
@@ -498,6 +521,8 @@ def _pass2(
         tokens_per_submix = dict.fromkeys(SUBMIXES, 0)
         batch: list[tuple[int, str, str]] = []
         found, candidate = 0, 0
+        dups = np.flatnonzero(positions == _DUPLICATE) if on_reject is not None else np.zeros(0)
+        last_duplicate = int(dups[-1]) if len(dups) else -1  # read on to it, for its rejected.jsonl line
         rows = setup.source.iter_rows(None, SourceStats())
         with contextlib.closing(rows):
             for item in _walk(setup, rows, None, None):
@@ -508,7 +533,15 @@ def _pass2(
                     )
                 pos = int(positions[candidate])
                 candidate += 1
+                if pos == _DUPLICATE and on_reject is not None:
+                    on_reject(
+                        _drop_rejection(
+                            item.row, "duplicate", "an earlier row has the same (system, question)"
+                        )
+                    )
                 if pos < 0:
+                    if found == stats.planned_total and candidate > last_duplicate:
+                        break
                     continue
                 record = _record(item.row, item.index, item.choice)
                 record.prompt_tokens = count_chat_tokens(record.messages(), setup.encoding)
@@ -525,7 +558,7 @@ def _pass2(
                     con.executemany("INSERT INTO plan VALUES (?, ?, ?)", batch)
                     batch.clear()
                 found += 1
-                if found == stats.planned_total:
+                if found == stats.planned_total and candidate > last_duplicate:
                     break
         con.executemany("INSERT INTO plan VALUES (?, ?, ?)", batch)
         con.commit()

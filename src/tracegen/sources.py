@@ -150,6 +150,9 @@ class Rejection:
 
 RejectCallback = Callable[[Rejection], None]
 
+#: rejected.jsonl gets at most this many Dialog rows (plan_stats.json counts them all).
+DIALOG_REJECTIONS = 1000
+
 
 @dataclass(slots=True)
 class SourceStats:
@@ -722,5 +725,15 @@ class Source:
                     continue
                 if row is None:
                     stats.dialog_skipped += 1
+                    if on_reject is not None and stats.dialog_skipped <= DIALOG_REJECTIONS:
+                        on_reject(
+                            Rejection(
+                                id=where,
+                                stage="source",
+                                reason="dialog",
+                                detail="Dialog submix: not part of Orca's mix",
+                                record=_rejected_record(raw),
+                            )
+                        )
                     continue
                 yield row

@@ -43,6 +43,7 @@ from ._fileio import write_files_atomically
 from .config import RunConfig, StageConfig
 from .engine import RunDir
 from .engine.budget import Ledger, prior_spend_usd
+from .engine.store import money_spent
 from .errors import ConfigError, RunDirError
 from .params import apply_model_defaults
 from .records import SUBMIXES, Record
@@ -233,7 +234,7 @@ def prepare_stage(
     old = _read_json(path / "manifest.json")
     if isinstance(old, dict):
         old_spec = (old.get("plan_params") or {}).get("stage")
-        if old_spec is not None and old_spec != spec:
+        if old_spec is not None and old_spec != spec and money_spent(path) is not None:
             raise RunDirError(
                 f"{path}: stage {stage.name!r} was planned as {old_spec}, now {spec}; give the stage a new "
                 "name (a new sub directory) or restore its model/count/fraction/seed"
@@ -245,7 +246,7 @@ def prepare_stage(
     written_for = (
         (stats.get("stage") or {}).get("parent_plan_fingerprint") if isinstance(stats, dict) else None
     )
-    if not (path / "plan.jsonl").exists() or written_for != fingerprint:
+    if not (path / "plan.jsonl").exists() or written_for != fingerprint or srd.replaced:
         _write_stage_plan(parent.path, path, stage, scfg, seed, config.shard_index(), fingerprint)
     return srd, scfg
 

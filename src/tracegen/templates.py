@@ -45,6 +45,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ._resources import prompt_path
+from ._syntax import syntax_error_line
 from .errors import ConfigError
 from .sources import SourceRow
 
@@ -278,8 +279,7 @@ def load_template_set(path: str | Path) -> TemplateSet:
     try:
         data = json.loads(text) if p.suffix.lower() == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as e:
-        kind = "JSON" if p.suffix.lower() == ".json" else "YAML"
-        raise ConfigError(f"{p}: not valid {kind} ({str(e).splitlines()[0]})") from None
+        raise ConfigError(f"{syntax_error_line(p, e)}; check --templates") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: a template set must be a mapping with a 'templates' list")
     try:

@@ -41,7 +41,7 @@ class Progress:
     """cost_usd + reservations of requests in flight."""
     budget_usd: float | None
     projected_total_usd: float | None
-    """cost_usd + the remaining records at the mean cost per answer so far."""
+    """cost_usd + the remaining records at the mean cost per answer so far, capped where the budget stops."""
     requests_per_s: float
     tokens_per_min: float
     limit_rpm: float | None
@@ -50,7 +50,13 @@ class Progress:
     n_retries: int
     in_flight: int
     eta_s: float | None
+    """Time to the end of the plan, or to the expected budget stop when the budget runs out first."""
     elapsed_s: float
+    affordable: int | None = None
+    """When the budget is expected to stop the run first: how many more requests it pays for (else None)."""
+    reserved_tokens_per_min: float = 0.0
+    """Tokens/min the limiter reserved (prompt + max_tokens per request, refunded on the answer): what a
+    --tpm limit is measured against, versus ``tokens_per_min`` actually billed."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -249,6 +249,11 @@ class Limiter(WaitQueue):
     def in_flight(self) -> int:
         return self._in_flight
 
+    @property
+    def refunds_unused_tokens(self) -> bool:
+        """Whether an answer gives back the unused part of its reservation (not once the server counts them)."""
+        return self._tok is not None and not self._server_counts_tokens
+
     def state(self) -> LimiterState:
         """Limits as known now, rate factor, requests in flight, remaining pause."""
         now = self._clock()

@@ -227,7 +227,9 @@ class _Engine:
         self.succeeded = 0
         self.failed = 0
         self.rejected = 0
-        self.unfinished = 0
+        self.dispatched = 0
+        self.failed_unsent = 0
+        self.last_res_usd = 0.0
         self.n_length = 0
         self.n_length_empty = 0
         self.prompt_tokens = 0
@@ -249,7 +251,9 @@ class _Engine:
         self.mismatch_examples: list[str] = []
         self.started_at = utc_now_iso()
         self.t0 = clock()
-        self.samples: deque[tuple[float, int, int]] = deque()
+        self.samples: deque[tuple[float, int, int, int]] = deque()
+        # tokens the limiter holds against --tpm: prompt + max_tokens per attempt, less refunds on answers
+        self.reserved_tokens = 0
         self.last_stats: dict[str, Any] = {}
 
     # ---- stopping --------------------------------------------------------------------------------------
@@ -329,6 +333,7 @@ class _Engine:
                     f"tokens-per-minute limit {tpm:g}: lower --max-tokens or raise --tpm",
                 },
             )
+            self.failed_unsent += 1
             return True
         await self.slots.acquire()
         res = await self.budget.reserve(item.res_usd, item.res_tokens)
@@ -344,6 +349,9 @@ class _Engine:
             self.slots.release()
             raise
         self.done.keys.add(item.digest)
+        self.dispatched += 1
+        self.reserved_tokens += item.limit_tokens
+        self.last_res_usd = item.res_usd
         task = asyncio.create_task(self._run_record(item, res, permit))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -380,6 +388,7 @@ class _Engine:
             except BaseException:
                 budget.release(res)
                 raise
+            self.reserved_tokens += limit_tokens
         else:
             res, permit = given
         self.attempts += 1
@@ -448,6 +457,8 @@ class _Engine:
         item.latency_s = self.clock() - t0
         limiter.observe(permit, status=200, headers=result.headers, latency_s=item.latency_s)
         limiter.release(permit, pt + ct)
+        if isinstance(limiter, Limiter) and limiter.refunds_unused_tokens:  # else it stays counted
+            self.reserved_tokens -= max(0, limit_tokens - (pt + ct))
         budget.settle(res, usd, tokens)
         return result
 
@@ -578,8 +589,7 @@ class _Engine:
         except _NoRoom as e:
             last = chain[-1].describe() if chain else {}
             await self._fail(item, chain, {**last, "message": f"{last.get('message', '')} ({e})".strip()})
-        except asyncio.CancelledError:
-            self.unfinished += 1
+        except asyncio.CancelledError:  # counted as unfinished (see stats)
             self.failed_keys.add(item.digest)
         except RunDirError as e:
             self._stop_fatal(e, "run_dir")
@@ -702,27 +712,33 @@ class _Engine:
         finished = self.succeeded + self.failed + self.rejected
         tokens = self.prompt_tokens + self.completion_tokens
         samples = self.samples
-        samples.append((now, finished, tokens))
+        samples.append((now, finished, tokens, self.reserved_tokens))
         while len(samples) > 2 and now - samples[1][0] >= RATE_WINDOW_S:
             samples.popleft()
-        t_then, f_then, tok_then = samples[0]
+        t_then, f_then, tok_then, res_then = samples[0]
         dt = now - t_then
         rps = (finished - f_then) / dt if dt > 0 else 0.0
         tpm = (tokens - tok_then) * 60.0 / dt if dt > 0 else 0.0
+        rtpm = (self.reserved_tokens - res_then) * 60.0 / dt if dt > 0 else 0.0
         done = finished + self.skipped_done
         total = self.total
         spent = self.budget.total_spent_usd
         projected: float | None = None
         eta: float | None = None
+        affordable: int | None = None
         if total is not None:
             remaining = max(0, total - done)
-            answered = self.succeeded + self.rejected
-            if answered:
-                projected = spent + remaining * (self.cost_usd / answered)
+            mean = self._mean_cost_usd()
+            budget = self.config.budget_usd
+            if mean is not None and mean > 0:
+                projected = spent + remaining * mean
+                if budget is not None and projected > budget:  # the budget stops the run first
+                    affordable = max(0, min(remaining, int((budget - spent) / mean)))
+                    projected = spent + affordable * mean
             elif remaining == 0:
                 projected = spent
             if rps > 0:
-                eta = remaining / rps
+                eta = (remaining if affordable is None else affordable) / rps
         return Progress(
             done=done,
             total=total,
@@ -743,7 +759,30 @@ class _Engine:
             in_flight=self.limiter.in_flight,
             eta_s=eta,
             elapsed_s=now - self.t0,
+            affordable=affordable,
+            reserved_tokens_per_min=rtpm,
         )
+
+    def _mean_cost_usd(self) -> float | None:
+        """Mean cost of an answer: this session's, else earlier sessions' (traces.jsonl), else None."""
+        answered = self.succeeded + self.rejected
+        if answered:
+            return self.cost_usd / answered
+        prior = self.done.n_traces + self.done.n_rejected
+        return self.done.cost_usd / prior if prior else None
+
+    def _to_finish(self, planned: int) -> dict[str, Any]:
+        """At a budget stop: what is left and what budget would finish it (stats.json ``to_finish``)."""
+        left = max(0, planned - self.skipped_done - self.succeeded - self.rejected - self.failed)
+        mean = self._mean_cost_usd()
+        out: dict[str, Any] = {"requests_left": left, "requests_planned": planned}
+        if mean is not None and left:
+            more = left * mean
+            # the last request must fit its worst case (prompt + max_tokens) when it is reserved
+            need = self.budget.total_spent_usd + more + self.last_res_usd
+            out["more_usd"] = round(more, 4)
+            out["finish_budget_usd"] = math.ceil(need * 100) / 100
+        return out
 
     def _emit(self) -> None:
         if self.on_progress is not None:
@@ -758,15 +797,35 @@ class _Engine:
             self._emit()
 
     # ---- the run ----------------------------------------------------------------------------------------
+    @property
+    def unfinished(self) -> int:
+        """Sent this session but neither answered nor failed: abandoned in flight at a stop (retried on rerun).
+
+        Computed, so that ``sent = succeeded + rejected + failed + unfinished`` holds after any stop (a task
+        cancelled before its first step never reaches its own bookkeeping).
+        """
+        failed_sent = self.failed - self.failed_unsent
+        return max(0, self.dispatched - self.succeeded - self.rejected - failed_sent)
+
     def stats(self) -> dict[str, Any]:
+        """stats.json: the run-wide spend first (``total_spent_usd``), then this session's counts.
+
+        ``sent = succeeded + rejected + failed + unfinished`` (``failed_before_sending``, requests larger than
+        the tokens-per-minute limit, are in ``failed`` but were never sent: they are added to ``sent`` in
+        that identity when not zero).
+        """
         budget = self.budget
-        return {
+        stats: dict[str, Any] = {
+            "total_spent_usd": round(budget.total_spent_usd, 9),
+            "budget_usd": self.config.budget_usd,
+            "stop_reason": self.stop_reason or "interrupted",
             "planned": self.total if self.total is not None else self.read,
             "read": self.read,
-            "sent": budget.requests,
+            "sent": self.dispatched + self.failed_unsent,
             "attempts": self.attempts,
             "succeeded": self.succeeded,
             "failed": self.failed,
+            "failed_before_sending": self.failed_unsent,
             "rejected": self.rejected,
             "skipped_done": self.skipped_done,
             "unfinished": self.unfinished,
@@ -780,9 +839,6 @@ class _Engine:
             "answers_cost_usd": round(self.cost_usd, 9),
             "answers_billed_usd": round(self.billed_usd, 9),
             "reserved_usd_unknown": round(budget.unknown_usd, 9),
-            "total_spent_usd": round(budget.total_spent_usd, 9),
-            "budget_usd": self.config.budget_usd,
-            "stop_reason": self.stop_reason or "interrupted",
             "started_at": self.started_at,
             "finished_at": utc_now_iso(),
             "elapsed_s": round(self.clock() - self.t0, 3),
@@ -806,6 +862,9 @@ class _Engine:
             **({"endpoints": self.pool.stats()} if self.pool is not None else {}),
             "config": self.config.public_dict(),
         }
+        if stats["stop_reason"] == "budget":
+            stats["to_finish"] = self._to_finish(int(stats["planned"]))
+        return stats
 
     async def run(self, records: Iterable[Record] | AsyncIterable[Record]) -> RunResult:
         await self.writer.start()

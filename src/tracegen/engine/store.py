@@ -14,13 +14,16 @@ truncated away on open. Done = in traces.jsonl, or rejected at the "generate" st
 for, not to be paid again). failed.jsonl is retried on rerun; it is compacted at a clean end (last entry per
 key, keys since done dropped); after a crash, readers should take the last entry per ``request_key``.
 
-Manifest. :meth:`RunDir.open` writes manifest.json on first use; on reuse it refuses a changed plan
-parameter or teacher setting, naming the field and the way out.
+Manifest. :meth:`RunDir.open` writes manifest.json on first use. On reuse, once the directory has spent money
+(ledger, answers or Batch API jobs), it refuses a changed plan parameter or teacher setting with
+:class:`~tracegen.errors.SettingChangedError`, naming the field and both ways out; before any spend the new
+settings simply replace the old ones.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import hashlib
 import math
@@ -32,16 +35,27 @@ from typing import Any, Protocol
 
 from .._fileio import atomic_write_bytes, fsync_dir, open_nofollow, open_read, truncate_durably
 from .._version import __version__
-from ..errors import RunDirError
+from ..errors import RunDirError, SettingChangedError
 from ..records import Record
 from ..redact import scrub
 from ._json import dumps, loads
 from .budget import utc_now_iso
 
-__all__ = ["TEACHER_FIELDS", "DoneSet", "ResultWriter", "RunDir", "answer_line", "failed_line"]
+__all__ = [
+    "TEACHER_FIELDS",
+    "DoneSet",
+    "ResultWriter",
+    "RunDir",
+    "answer_line",
+    "failed_line",
+    "money_spent",
+]
 
 #: Config fields that decide what the teacher answers: changing them mixes two datasets in one directory.
 TEACHER_FIELDS: tuple[str, ...] = ("model", "base_url", "temperature", "top_p", "max_tokens")
+
+#: The base_url a rehearsal (``--rehearse``) pins in the manifest, so fake answers never mix with real ones.
+REHEARSAL_BASE_URL = "tracegen-rehearsal (built-in fake server)"
 
 _PREFIX = b'{"request_key":"'
 _COST_AT = len(_PREFIX) + 64
@@ -211,6 +225,8 @@ class RunDir:
     def __init__(self, path: Path, manifest: dict[str, Any]) -> None:
         self.path = path
         self.manifest = manifest
+        self.replaced = False
+        """True when :meth:`open` replaced the plan parameters of a directory that had spent nothing."""
 
     traces_path = property(lambda self: self.path / "traces.jsonl")
     failed_path = property(lambda self: self.path / "failed.jsonl")
@@ -227,9 +243,11 @@ class RunDir:
         config_public: Mapping[str, Any] | None = None,
         extend: bool = False,
     ) -> RunDir:
-        """Create or reuse ``path``; refuse changed plan parameters / teacher settings on reuse.
+        """Create or reuse ``path``; refuse changed plan parameters / teacher settings once money was spent.
 
-        ``plan_params`` (None: not checked) are the parameters that decide the plan; with ``extend`` only
+        The manifest binds only once the directory has spent money (:func:`money_spent`): a dry run, or a
+        run that sent nothing (no key, a typo in --source) never locks anything; new settings replace the
+        old ones and ``replaced`` is set so the caller plans again. ``plan_params`` (None: not checked) are the parameters that decide the plan; with ``extend`` only
         ``n`` may grow. ``config_public`` is ``RunConfig.public_dict()``; its TEACHER_FIELDS are checked too.
         """
         path = Path(path)
@@ -250,21 +268,28 @@ class RunDir:
                 raise RunDirError(
                     f"{manifest_path}: unreadable ({e}); use a new --output-dir or restore the file"
                 ) from None
-            changed = cls._check(path, manifest, plan if plan_params is not None else None, teacher, extend)
+            spent = money_spent(path)
+            if spent is None:  # nothing paid for yet: the new settings simply replace the old ones
+                if _same(manifest, plan if plan_params is not None else None, teacher):
+                    return cls(path, manifest)
+                replan = plan_params is not None and dict(manifest.get("plan_params") or {}) != plan
+                if plan_params is None:  # checked for the teacher only: keep the plan parameters
+                    plan = dict(manifest.get("plan_params") or {})
+                manifest = _new_manifest(plan, teacher, config_public)
+                _atomic_write(manifest_path, dumps(manifest) + b"\n")
+                rd = cls(path, manifest)
+                rd.replaced = replan
+                return rd
+            changed = cls._check(
+                path, manifest, plan if plan_params is not None else None, teacher, extend, spent
+            )
             if changed:
                 manifest["plan_params"] = {**manifest.get("plan_params", {}), **plan}
                 manifest["plan_fingerprint"] = _fingerprint(manifest["plan_params"])
                 manifest["extended_at"] = utc_now_iso()
                 _atomic_write(manifest_path, dumps(manifest) + b"\n")
             return cls(path, manifest)
-        manifest = {
-            "tracegen_version": __version__,
-            "created_at": utc_now_iso(),
-            "plan_fingerprint": _fingerprint(plan),
-            "plan_params": plan,
-            "teacher": teacher,
-            "config": dict(config_public or {}),
-        }
+        manifest = _new_manifest(plan, teacher, config_public)
         _atomic_write(manifest_path, dumps(manifest) + b"\n")
         return cls(path, manifest)
 
@@ -275,17 +300,14 @@ class RunDir:
         plan: Mapping[str, Any] | None,
         teacher: Mapping[str, Any],
         extend: bool,
+        spent: str = "answers",
     ) -> bool:
         """Raise on a changed field; True when the manifest must be updated (``--extend`` grew n)."""
         grew = False
         old_teacher = manifest.get("teacher") or {}
         for name in TEACHER_FIELDS:
             if teacher and old_teacher and name in old_teacher and teacher.get(name) != old_teacher.get(name):
-                raise RunDirError(
-                    f"{path}: teacher setting {name!r} changed ({old_teacher.get(name)!r} -> "
-                    f"{teacher.get(name)!r}) since this run directory was made; answers would mix two "
-                    f"settings: use a new --output-dir, or rerun with the same --{name.replace('_', '-')}"
-                )
+                raise _changed(path, spent, "teacher setting", name, old_teacher.get(name), teacher.get(name))
         if plan is None:
             return False
         old_plan = manifest.get("plan_params") or {}
@@ -297,15 +319,16 @@ class RunDir:
                 if extend:
                     grew = True
                     continue
-                raise RunDirError(
-                    f"{path}: plan parameter 'n' grew ({old} -> {new}); pass --extend to add records to this "
-                    f"run, use a new --output-dir, or rerun with --n {old}"
+                raise SettingChangedError(
+                    f"{path}: plan parameter 'n' grew ({old} -> {new}) after this run directory {spent}",
+                    f"pass --extend to add records to this run, use a new --output-dir to start over, "
+                    f"or rerun with --n {old} to continue",
+                    path=str(path),
+                    field="n",
+                    old=old,
+                    new=new,
                 )
-            raise RunDirError(
-                f"{path}: plan parameter {name!r} changed ({old!r} -> {new!r}) since this run directory was "
-                f"made; use a new --output-dir, or rerun with the same flags as before "
-                f"(--extend only lets n grow)"
-            )
+            raise _changed(path, spent, "plan parameter", name, old, new)
         return grew
 
     # ---- resume ----------------------------------------------------------------------------------------
@@ -378,6 +401,79 @@ def _slow_head(path: Path, lineno: int, line: bytes) -> tuple[str, float] | None
     if not isinstance(key, str) or len(key) != 64:
         return None
     return key, float(obj.get("cost_usd") or 0.0)
+
+
+def money_spent(path: Path) -> str | None:
+    """What makes the manifest of ``path`` binding, in words ("spent $1.23"), or None when nothing was paid.
+
+    Money counts once the budget ledger shows spend, answers exist, or Batch API jobs were created, in the
+    directory or in one of its stages (``stages/*/``).
+    """
+    from .budget import Ledger, prior_spend_usd
+
+    dirs = [path]
+    stages = path / "stages"
+    if stages.is_dir():
+        dirs += sorted(p for p in stages.iterdir() if p.is_dir())
+    usd = 0.0
+    answers = batches = False
+    for d in dirs:
+        usd += prior_spend_usd(Ledger(d / "ledger.jsonl").read())
+        with contextlib.suppress(OSError):
+            answers = answers or (d / "traces.jsonl").stat().st_size > 0
+        batches = batches or (d / "batches.jsonl").exists()
+    if usd > 0:
+        return f"spent ${usd:,.4f}"
+    if answers:
+        return "holds answers"
+    if batches:
+        return "created Batch API jobs"
+    return None
+
+
+def _new_manifest(
+    plan: Mapping[str, Any], teacher: Mapping[str, Any], config_public: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    return {
+        "tracegen_version": __version__,
+        "created_at": utc_now_iso(),
+        "plan_fingerprint": _fingerprint(plan),
+        "plan_params": dict(plan),
+        "teacher": dict(teacher),
+        "config": dict(config_public or {}),
+    }
+
+
+def _same(manifest: Mapping[str, Any], plan: Mapping[str, Any] | None, teacher: Mapping[str, Any]) -> bool:
+    old_teacher = manifest.get("teacher") or {}
+    if teacher and any(teacher.get(k) != old_teacher.get(k) for k in TEACHER_FIELDS if k in old_teacher):
+        return False
+    return plan is None or dict(manifest.get("plan_params") or {}) == dict(plan)
+
+
+def _changed(path: Path, spent: str, kind: str, name: str, old: Any, new: Any) -> SettingChangedError:
+    """The refusal of a changed setting, with both ways out (the CLI adds the exact commands)."""
+    if name == "base_url" and REHEARSAL_BASE_URL in (old, new):
+        was = "a rehearsal (--rehearse)" if old == REHEARSAL_BASE_URL else f"the real teacher ({old!r})"
+        cont = "without --rehearse" if old != REHEARSAL_BASE_URL else "with --rehearse"
+        return SettingChangedError(
+            f"{path}: this run directory {spent} as {was}; answers would mix",
+            f"use a new --output-dir to start over, or rerun {cont} to continue",
+            path=str(path),
+            field="rehearse",
+            old=old == REHEARSAL_BASE_URL,
+            new=new == REHEARSAL_BASE_URL,
+        )
+    flag = "--" + name.replace("_", "-")
+    return SettingChangedError(
+        f"{path}: {kind} {name!r} changed ({old!r} -> {new!r}) after this run directory {spent}; answers "
+        "would mix two settings",
+        f"use a new --output-dir to start over, or rerun with {flag} {old!r} to continue",
+        path=str(path),
+        field=name,
+        old=old,
+        new=new,
+    )
 
 
 def _fingerprint(plan: Mapping[str, Any]) -> str:

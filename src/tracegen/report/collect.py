@@ -394,7 +394,7 @@ def collect(run_dir: str | Path, *, seed: int = 0) -> dict[str, Any]:
         "plan": {
             k: plan.get(k) for k in ("rows_read", "dropped", "planned_total", "decontaminated", "shortfall")
         },
-        "reasons": [{"stage": s, "reason": r, "n": n} for (s, r), n in c.reasons.most_common()],
+        "reasons": _reasons(c.reasons, plan.get("dropped") or {}),
         "examples": c.examples,
         "decontaminated": dict(plan.get("decontaminated") or c.decontaminated),
         "lengths": {"edges": LENGTH_BINS, **{k: v.to_dict() for k, v in c.lengths.items()}},
@@ -429,3 +429,14 @@ def _planned(plan: Mapping[str, Any], stage_dirs: list[Path]) -> tuple[Counter[s
         submix.update({k: int(v) for k, v in (p.get("planned") or {}).items()})
         sm.update({k: int(v) for k, v in (p.get("planned_per_system_message") or {}).items()})
     return submix, sm
+
+
+def _reasons(counted: Counter[tuple[str, str]], dropped: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Drop reasons, most first. rejected.jsonl keeps a bounded sample of the plan's own drops (few-shot,
+    Big-Bench, duplicates...), so their counts come from plan_stats.json, which counts them all."""
+    out = []
+    for (stage, reason), n in counted.items():
+        if stage in ("plan", "source") and isinstance(dropped.get(reason), int):
+            n = max(n, int(dropped[reason]))
+        out.append({"stage": stage, "reason": reason, "n": n})
+    return sorted(out, key=lambda r: -int(r["n"]))

@@ -32,10 +32,10 @@ def _models(text: str) -> tuple[str, ...] | None:
     return names or None
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m tracegen.testing.fake_openai") -> argparse.ArgumentParser:
     """An argparse parser with ``--host``, ``--port`` and one flag per ``FakeOptions`` field."""
     parser = argparse.ArgumentParser(
-        prog="python -m tracegen.testing.fake_openai",
+        prog=prog,
         description="OpenAI-compatible fake server for offline tests, benchmarks and rehearsals. "
         "Its answers are synthetic and their model is named 'tracegen-fake:<model>'.",
     )
@@ -69,9 +69,9 @@ def options_from_args(args: argparse.Namespace) -> FakeOptions:
     return FakeOptions(**values)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Parse flags and serve until interrupted; returns the exit code."""
-    parser = build_parser()
+def main(argv: Sequence[str] | None = None, prog: str = "python -m tracegen.testing.fake_openai") -> int:
+    """Parse flags and serve until interrupted; returns the exit code. ``prog`` names the command in --help."""
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     try:
         opts = options_from_args(args)

@@ -1,0 +1,181 @@
+"""What the CLI needs besides its commands: one-line errors, usage errors, and the commands a refusal suggests.
+
+Every user error ends the same way: one line ``error: …`` on stderr, exit code 1, no traceback, and user text
+(paths, sources, YAML snippets) printed verbatim, never read as Rich markup. That covers tracegen's own errors
+(:class:`~tracegen.errors.TracegenError`), Typer/Click usage errors (unknown flag, bad value, missing
+argument: Click's own exit code would be 2) and an ``OSError`` from a path tracegen writes.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import typer
+import typer.core
+from rich.console import Console
+from rich.text import Text
+
+from .errors import SettingChangedError, TracegenError
+from .redact import terminal_text
+
+try:  # Typer >= 0.24 carries its own copy of Click
+    from typer._click import exceptions as click
+except ImportError:  # pragma: no cover - older Typer over Click
+    from click import exceptions as click  # type: ignore[no-redef]
+
+__all__ = [
+    "EXIT_USER_ERROR",
+    "TracegenGroup",
+    "error_line",
+    "print_error",
+    "rerun_commands",
+    "rerun_with",
+]
+
+EXIT_USER_ERROR = 1
+
+#: The arguments of the command line being run (``sys.argv[1:]`` or what a test passed), for rerun commands.
+ARGV: list[str] = []
+
+
+def error_line(e: BaseException) -> str:
+    """The one line a user sees for ``e`` (newlines folded, so it stays one line)."""
+    if isinstance(e, OSError) and not isinstance(e, TracegenError):
+        where = f"{e.filename}: " if e.filename else ""
+        what = e.strerror or str(e)
+        text = f"{where}cannot write ({what}); check the path, free disk space and permissions"
+    else:
+        text = str(e)
+    return " ".join(text.split())
+
+
+def print_error(console: Console, message: str) -> None:
+    """``error: message`` in red, the message verbatim (no markup, no highlighting), redacted, controls escaped."""
+    line = Text("error:", style="bold red")
+    line.append(" " + terminal_text(message))
+    console.print(line, highlight=False, soft_wrap=True)
+
+
+class TracegenGroup(typer.core.TyperGroup):
+    """Typer's group with Click's usage errors as one line and exit code 1 (Click's default is a box, 2)."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
+        ARGV[:] = argv
+        try:
+            rv = super().main(argv, prog_name or "tracegen", complete_var, standalone_mode=False, **extra)
+        except click.NoArgsIsHelpError as e:
+            print(e.ctx.get_help())
+            rv = 0
+        except click.ClickException as e:
+            if not standalone_mode:
+                raise
+            err = Console(stderr=True)
+            message = e.format_message()
+            ctx = getattr(e, "ctx", None)
+            if isinstance(e, click.UsageError) and ctx is not None:
+                message += f" (see `{ctx.command_path} --help`)"
+            print_error(err, " ".join(message.split()))
+            sys.exit(EXIT_USER_ERROR)
+        except typer.Abort:
+            if not standalone_mode:
+                raise
+            sys.exit(130)
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def rerun_commands(
+    e: SettingChangedError, argv: Sequence[str], run_flags: set[str], flag_names: Mapping[str, str]
+) -> str:
+    """``e``'s problem with the exact commands that start over (a new --output-dir) or continue.
+
+    ``argv`` is the command line as typed (``run …``); ``run_flags`` the option names ``run`` accepts;
+    ``flag_names`` maps a RunConfig field to its flag where the two differ (``budget_usd`` -> ``--budget``).
+    """
+    top = Path(e.path)
+    if top.parent.name == "stages":  # a stage's sub directory: start the whole run over
+        top = top.parent.parent
+    fresh = _fresh_dir(top)
+    start = _set_flag(list(argv), ("--output-dir", "-o"), [str(fresh)])
+    parts = [f"{e.what}: start over with `{_cmd(start)}`"]
+    cont = _continue(list(argv), e, run_flags, flag_names)
+    if cont is not None:
+        parts.append(f"or continue with `{_cmd(cont)}`")
+    else:
+        parts.append(f"or {e.remedy.split(', or ', 1)[-1]}" if ", or " in e.remedy else e.remedy)
+    return ", ".join(parts)
+
+
+def rerun_with(argv: Sequence[str], flag: str, value: str) -> str:
+    """The command line ``argv`` with ``flag`` set to ``value`` (replacing it when given), as typed."""
+    return _cmd(_set_flag(list(argv), (flag,), [value]))
+
+
+def _cmd(argv: Sequence[str]) -> str:
+    return "tracegen " + shlex.join(argv)
+
+
+def _fresh_dir(path: Path) -> Path:
+    k = 2
+    while True:
+        candidate = path.with_name(f"{path.name}-{k}")
+        if not candidate.exists():
+            return candidate
+        k += 1
+
+
+def _without(argv: list[str], names: Sequence[str]) -> list[str]:
+    """``argv`` without every occurrence of the options ``names`` (``--x v``, ``--x=v``, ``-x v``)."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in names:
+            skip = True
+            continue
+        if any(arg.startswith(n + "=") for n in names if n.startswith("--")):
+            continue
+        out.append(arg)
+    return out
+
+
+def _set_flag(argv: list[str], names: Sequence[str], values: Sequence[str]) -> list[str]:
+    out = _without(argv, names)
+    for v in values:
+        out += [names[0], v]
+    return out
+
+
+def _continue(
+    argv: list[str], e: SettingChangedError, run_flags: set[str], flag_names: Mapping[str, str]
+) -> list[str] | None:
+    if e.field == "rehearse":
+        plain = [a for a in argv if a != "--rehearse"]
+        return [*plain, "--rehearse"] if e.old else plain
+    flag = flag_names.get(e.field, "--" + e.field.replace("_", "-"))
+    if flag not in run_flags:
+        return None
+    names = [flag] + (["-s"] if flag == "--source" else ["-m"] if flag == "--model" else [])
+    old = e.old
+    if old is None:
+        return _without(argv, names) if any(a in names or a.startswith(flag + "=") for a in argv) else None
+    if isinstance(old, list) and all(isinstance(v, str) for v in old):
+        return _set_flag(argv, names, old)
+    if isinstance(old, (str, int, float)) and not isinstance(old, bool):
+        return _set_flag(argv, names, [str(old)])
+    return None
