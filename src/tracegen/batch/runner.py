@@ -73,7 +73,7 @@ class _PartRun:
     state: PartState
     items: list[Item] | None
     res: Reservation | None
-    """The in-memory reservation (parts of this session); None when the prior spend already counts it."""
+    """The in-memory reservation (an earlier session's part is held as one too); None once settled."""
     info: BatchInfo | None = None
 
 
@@ -192,6 +192,8 @@ class BatchRunner:
     # ---- budget -----------------------------------------------------------------------------------------
     def _settle(self, run: _PartRun, usd: float, tokens: int) -> None:
         """The part is over (collected: ``usd`` billed; abandoned: 0): close its ledger session."""
+        if run.res is None:
+            return
         self.accounts.settle(self.budget, run.state, run.res, usd, tokens)
         run.res = None
 
