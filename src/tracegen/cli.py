@@ -46,6 +46,8 @@ FLAGS = {
     "output_dir": "--output-dir",
     "batch_poll_interval_s": "--poll-interval",
     "batch_finish_online": "--finish-online",
+    "batch_max_in_flight": "--max-batches-in-flight",
+    "batch_keep_files": "--keep-batch-files",
 }
 
 
@@ -133,6 +135,16 @@ def run(
         bool | None,
         typer.Option("--finish-online", help="Batch mode: answer online what ran out of batch attempts."),
     ] = None,
+    max_batches_in_flight: Annotated[
+        int | None,
+        typer.Option("--max-batches-in-flight", help="Batch mode: batches in flight at most (default: no cap)."),
+    ] = None,
+    keep_batch_files: Annotated[
+        bool | None,
+        typer.Option(
+            "--keep-batch-files", help="Batch mode: keep our files on the provider after collection."
+        ),
+    ] = None,
     retry_length: Annotated[
         bool | None, typer.Option("--retry-length", help="Retry truncated answers with 2x max tokens.")
     ] = None,
@@ -191,6 +203,8 @@ def run(
             transport=transport,
             batch_poll_interval_s=poll_interval,
             batch_finish_online=finish_online,
+            batch_max_in_flight=max_batches_in_flight,
+            batch_keep_files=keep_batch_files,
             retry_length=retry_length,
             shard=shard,
             export_formats=export_format or None,

@@ -174,6 +174,12 @@ class RunConfig(BaseModel):
     batch_finish_online: bool = Field(
         False, description="Batch mode: answer online what ran out of batch attempts (expired, 429/5xx)."
     )
+    batch_max_in_flight: int | None = Field(
+        None, ge=1, description="Batch mode: batches in flight at most (none = no cap)."
+    )
+    batch_keep_files: bool = Field(
+        False, description="Batch mode: keep input/output/error files on the provider after collection."
+    )
     transport: Literal["aiohttp", "sdk"] = Field(
         "aiohttp", description="aiohttp: lean OpenAI-protocol client (fast); sdk: AsyncOpenAI."
     )
