@@ -1,6 +1,6 @@
 """Helpers for tests/test_batch.py, and a driver that dies mid-run (``os._exit``) for the hard-crash tests.
 
-    python tests/batch_helpers.py RUN_DIR BASE_URL N STEP PART [BUDGET_USD [PER_FILE]]
+    python tests/batch_helpers.py RUN_DIR BASE_URL N STEP PART [BUDGET_USD [PER_FILE [CONFIG_JSON]]]
 
 runs ``run_batches`` on N synthetic records and exits with code 17, without any cleanup, right after the
 durable step STEP ("intent" | "uploaded" | "created" | "collected") of part PART.
@@ -9,6 +9,7 @@ durable step STEP ("intent" | "uploaded" | "created" | "collected") of part PART
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from pathlib import Path
@@ -65,7 +66,8 @@ def main() -> None:
     )
     budget_usd = float(sys.argv[6]) if len(sys.argv) > 6 else BUDGET_USD
     per_file = int(sys.argv[7]) if len(sys.argv) > 7 else PER_FILE
-    cfg = config(base_url, run_dir, budget_usd=budget_usd)
+    changes = json.loads(sys.argv[8]) if len(sys.argv) > 8 else {}
+    cfg = config(base_url, run_dir, budget_usd=budget_usd, **changes)
 
     def die(at: str, number: int) -> None:
         if at == step and number == part:

@@ -148,7 +148,13 @@ def run(
     retry_length: Annotated[
         bool | None, typer.Option("--retry-length", help="Retry truncated answers with 2x max tokens.")
     ] = None,
-    shard: Annotated[str | None, typer.Option(help="K/N: run the K-th of N deterministic shards.")] = None,
+    shard: Annotated[
+        str | None,
+        typer.Option(help="K/N: run the K-th of N deterministic shards; auto: from the scheduler's array index."),
+    ] = None,
+    shard_count: Annotated[
+        int | None, typer.Option(help="N for --shard auto on Kubernetes indexed Jobs (their completions).")
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Plan and estimate the cost; send nothing.")
     ] = False,
@@ -207,6 +213,7 @@ def run(
             batch_keep_files=keep_batch_files,
             retry_length=retry_length,
             shard=shard,
+            shard_count=shard_count,
             export_formats=export_format or None,
             push_to_hub=push_to_hub,
         )
