@@ -14,11 +14,11 @@ set -euo pipefail
 
 # OPENAI_API_KEY comes from the environment (sbatch exports it by default); never put it in this file.
 # --shard auto reads SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_COUNT: task 0 -> 1/8 ... task 7 -> 8/8.
+rc=0
 tracegen run \
   --config examples/config.yaml \
   --shard auto \
   --budget 60 \
-  --output-dir "runs/shard-${SLURM_ARRAY_TASK_ID}"
-rc=$?
+  --output-dir "runs/shard-${SLURM_ARRAY_TASK_ID}" || rc=$?
 # exit 3 = stopped by the budget with work left (raise --budget and resubmit); 4 = the teacher failed
 exit $rc
