@@ -56,7 +56,9 @@ async def test_our_files_are_deleted_once_collected(srv: FakeServer, tmp_path: P
     assert counters["files_stored"] == 0  # inputs, outputs and error files: nothing left on the provider
     cleaned = [e for e in journal(run) if e["event"] == "cleaned"]
     collected = [e for e in journal(run) if e["event"] == "collected"]
-    assert len(cleaned) == len(collected) and counters["files_deleted"] == sum(len(e["file_ids"]) for e in cleaned)
+    assert len(cleaned) == len(collected) and counters["files_deleted"] == sum(
+        len(e["file_ids"]) for e in cleaned
+    )
     assert result.stats["batch"]["files_deleted"] == counters["files_deleted"]
     assert any(e["error_file_id"] for e in collected)
     assert list((run / "batches").glob("*.output.jsonl"))  # the local copies stay
@@ -98,6 +100,7 @@ async def test_max_batches_in_flight(srv: FakeServer, tmp_path: Path, cap: int) 
 
 
 # ---- retry_length ------------------------------------------------------------------------------------------
+
 
 async def test_retry_length_resubmits_cut_answers_with_a_larger_cap(srv: FakeServer, tmp_path: Path) -> None:
     run = tmp_path / "run"

@@ -59,7 +59,9 @@ async def test_resume_after_kill_releases_the_killed_sessions_part(
     )
     assert proc.returncode == CRASH_EXIT_CODE, proc.stderr
     parts = [e for e in journal(run) if e["event"] == "part"]
-    assert [p["part"] for p in parts] == [1] and parts[0]["requests"] == 8  # part 1 holds nearly all the budget
+    assert [p["part"] for p in parts] == [1] and parts[0][
+        "requests"
+    ] == 8  # part 1 holds nearly all the budget
 
     cfg = config(srv.base_url, run, budget_usd=budget)
     result = await go(records(N), cfg, open_run(run, cfg, N), max_requests_per_file=50)

@@ -137,7 +137,9 @@ def run(
     ] = None,
     max_batches_in_flight: Annotated[
         int | None,
-        typer.Option("--max-batches-in-flight", help="Batch mode: batches in flight at most (default: no cap)."),
+        typer.Option(
+            "--max-batches-in-flight", help="Batch mode: batches in flight at most (default: no cap)."
+        ),
     ] = None,
     keep_batch_files: Annotated[
         bool | None,
@@ -150,7 +152,9 @@ def run(
     ] = None,
     shard: Annotated[
         str | None,
-        typer.Option(help="K/N: run the K-th of N deterministic shards; auto: from the scheduler's array index."),
+        typer.Option(
+            help="K/N: run the K-th of N deterministic shards; auto: from the scheduler's array index."
+        ),
     ] = None,
     shard_count: Annotated[
         int | None, typer.Option(help="N for --shard auto on Kubernetes indexed Jobs (their completions).")

@@ -405,7 +405,9 @@ def load_config(
         count = merged.get("shard_count")
         try:
             if count is not None and not str(count).isdigit():
-                raise ValueError(f"{origin.get('shard_count', 'shard_count')}: {count!r} is not a whole number")
+                raise ValueError(
+                    f"{origin.get('shard_count', 'shard_count')}: {count!r} is not a whole number"
+                )
             merged["shard"] = shard_from_scheduler(env, int(count) if count is not None else None)
         except ValueError as e:
             raise ConfigError(str(e)) from None

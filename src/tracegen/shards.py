@@ -58,7 +58,9 @@ def shard_from_scheduler(env: Mapping[str, str], count: int | None = None) -> st
                 "TRACEGEN_SHARD_COUNT) equal to the Job's completions"
             )
         if not 0 <= k < count:
-            raise ValueError(f"--shard auto: {_K8S_INDEX}={k} is not in 0..{count - 1} (--shard-count {count})")
+            raise ValueError(
+                f"--shard auto: {_K8S_INDEX}={k} is not in 0..{count - 1} (--shard-count {count})"
+            )
         return f"{k + 1}/{count}"
     raise ValueError(
         f"--shard auto: no scheduler array index in the environment ({_SLURM_ID} or {_K8S_INDEX}); "

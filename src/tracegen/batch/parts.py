@@ -139,7 +139,11 @@ def write_part(path: Path, items: Iterable[Item]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             for it in items:
-                row: dict[str, Any] = {"custom_id": it.custom_id, "attempt": it.attempt, "request_key": it.key}
+                row: dict[str, Any] = {
+                    "custom_id": it.custom_id,
+                    "attempt": it.attempt,
+                    "request_key": it.key,
+                }
                 if it.cap is not None:
                     row["cap"] = it.cap
                     row["cut"] = it.cut

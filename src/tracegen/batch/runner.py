@@ -588,7 +588,14 @@ class BatchRunner:
         whole = batch_failure(info.errors, info.status) if info.status == "failed" else None
         billed_usd = 0.0
         billed_tokens = 0
-        counts = {"answered": 0, "rejected": 0, "given_up": 0, "resubmit": 0, "cancelled": 0, "length_retry": 0}
+        counts = {
+            "answered": 0,
+            "rejected": 0,
+            "given_up": 0,
+            "resubmit": 0,
+            "cancelled": 0,
+            "length_retry": 0,
+        }
         writes: list[asyncio.Future[None]] = []
         requeue: list[Item] = []
         length_retries: list[Item] = []
