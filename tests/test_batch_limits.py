@@ -159,3 +159,22 @@ async def test_length_retries_survive_a_kill(srv: FakeServer, tmp_path: Path) ->
     assert len(traces) == 16 and not [t for t in traces if t["finish_reason"] == "length"]
     assert_never_paid_twice(srv)  # neither the planned request nor its length retry was paid twice
     assert sum(t["cost_usd"] for t in traces) == pytest.approx(billed_usd(srv), abs=1e-12)
+
+
+# ---- the CLI flags -----------------------------------------------------------------------------------------
+def test_cli_batch_flags(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from tracegen.cli import app
+
+    sample = str(HERE.parent / "examples" / "flan_sample")
+    args = ["run", "-s", sample, "--n", "8", "--rehearse", "--mode", "batch", "--poll-interval", "0.05"]
+    result = CliRunner().invoke(
+        app, [*args, "--max-batches-in-flight", "1", "--keep-batch-files", "-o", str(tmp_path / "r")]
+    )
+    assert result.exit_code == 0, result.output
+    stats = json.loads((tmp_path / "r" / "stats.json").read_text())
+    assert stats["batch"]["max_in_flight"] == 1 and stats["batch"]["files_deleted"] == 0
+    assert stats["config"]["batch_keep_files"] is True
+    bad = CliRunner().invoke(app, [*args, "--max-batches-in-flight", "0", "-o", str(tmp_path / "b")])
+    assert bad.exit_code == 1 and "--max-batches-in-flight" in bad.output
