@@ -1,11 +1,12 @@
 """Chaos: ``kill -9`` at random moments of online runs, batch runs, staged runs, export, merge and push,
 against the fake server with faults on; after each final rerun, check the invariants.
 
-    python bench/bench_chaos.py [--kills 56] [--n 40] [--seed 1] [--scenarios online,batch,...] [--quick]
+    python bench/bench_chaos.py [--kills 56] [--n 60] [--seed 1] [--scenarios online,batch,...] [--quick]
 
 Each scenario runs the real CLI (``python -m tracegen.cli``) in a subprocess and SIGKILLs it after a random
-delay (uniform between 0.2 s and the last unkilled duration of that command), as many times as its share
-of ``--kills``; then reruns the same command to the end. A kill counts only if the process was still
+delay (uniform between 0.2 s and the last unkilled duration of that command) or, for 6 runs in 10, after a
+random amount of progress (1-12 more answers billed online; 1-5 more batches.jsonl steps in batch mode), as
+many times as its share of ``--kills``; then reruns the same command to the end. A kill counts only if the process was still
 running. Scenarios (the fake server: 5 % 500s, 2 % timeouts after sending, 2 % dropped connections,
 batch lines failing 5 %):
 
@@ -146,6 +147,13 @@ def _answered_keys(run: Path) -> list[str]:
     return keys
 
 
+def _count_lines(path: Path) -> int:
+    try:
+        return path.read_bytes().count(b"\n")
+    except OSError:
+        return 0
+
+
 def _delivered(ledger: list[dict[str, Any]]) -> Counter[str]:
     return Counter(e["request_key"] for e in ledger if e.get("delivered"))
 
@@ -170,23 +178,37 @@ class Killer:
     log: Path
     estimate_s: dict[str, float] = field(default_factory=dict)
 
-    def run(self, name: str, cmd: list[str], *, kill: bool, on_kill: Any = None) -> tuple[int | None, bool]:
-        """(exit code or None when killed, killed?)."""
+    def run(
+        self, name: str, cmd: list[str], *, kill: bool, on_kill: Any = None, trigger: Any = None
+    ) -> tuple[int | None, bool]:
+        """(exit code or None when killed, killed?).
+
+        The kill comes after a random delay, or (``trigger``, for 6 kills in 10) when ``trigger(rng)()``
+        first says so (a random amount of progress: answers billed, journal lines): kills then land in the
+        middle of the work, not only in start-up and export.
+        """
         guess = self.estimate_s.get(name, 6.0)
         delay = self.rng.uniform(0.2, max(0.5, guess)) if kill else None
+        when = trigger(self.rng) if kill and trigger is not None and self.rng.random() < 0.6 else None
+        if when is not None:
+            delay = 3 * max(guess, 2.0)  # a fallback: the progress may never come (nothing left to do)
         with open(self.log, "ab") as log:
-            log.write(f"\n$ {' '.join(cmd)}  (kill after {delay})\n".encode())
+            how = "on progress" if when is not None else f"after {delay}"
+            log.write(f"\n$ {' '.join(cmd)}  (kill {how})\n".encode())
             log.flush()
             t0 = time.monotonic()
             proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT)
             try:
-                proc.wait(timeout=delay)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
-                if on_kill is not None:
-                    on_kill()
-                return None, True
+                while proc.poll() is None:
+                    if (delay is not None and time.monotonic() - t0 >= delay) or (
+                        when is not None and when()
+                    ):
+                        os.kill(proc.pid, signal.SIGKILL)
+                        proc.wait()
+                        if on_kill is not None:
+                            on_kill()
+                        return None, True
+                    time.sleep(0.02)
             except BaseException:
                 proc.kill()
                 raise
@@ -201,12 +223,19 @@ def _cli(*args: str) -> list[str]:
 def _run_cmd(run: Path, base_url: str, n: int, budget: float, *extra: str) -> list[str]:
     return _cli(
         "run", "--source", str(SAMPLE), "--n", str(n), "--output-dir", str(run), "--base-url", base_url,
-        "--model", MODEL, "--max-tokens", str(MAX_TOKENS), "--budget", repr(budget), "--json", *extra,
+        "--model", MODEL, "--max-tokens", str(MAX_TOKENS), "--budget", repr(budget), "--concurrency", "4",
+        "--json", *extra,
     )  # fmt: skip
 
 
 def _chaos(
-    killer: Killer, name: str, cmd: list[str], kills: int, on_kill: Any = None, before: Any = None
+    killer: Killer,
+    name: str,
+    cmd: list[str],
+    kills: int,
+    on_kill: Any = None,
+    before: Any = None,
+    trigger: Any = None,
 ) -> Outcome:
     """Kill ``cmd`` ``kills`` times (reruns that finish first do not count), then run it to the end.
 
@@ -219,7 +248,7 @@ def _chaos(
         out.runs += 1
         if before is not None:
             before()
-        _, killed = killer.run(name, cmd, kill=True, on_kill=on_kill)
+        _, killed = killer.run(name, cmd, kill=True, on_kill=on_kill, trigger=trigger)
         out.kills += killed
     out.runs += 1
     if before is not None:
@@ -346,7 +375,16 @@ def _generation(
     """A run killed ``kills`` times then finished, on a reset server (its ledger is this run's bill)."""
     srv.reset()
     log = KillLog(srv, run)
-    out = _chaos(killer, name, cmd, kills, log)
+    journal = run / "batches.jsonl"
+
+    def progress(rng: random.Random) -> Any:
+        if "batch" in cmd:  # a random number of journal steps ahead: intent, upload, create, collect
+            start, k = _count_lines(journal), rng.randint(1, 5)
+            return lambda: _count_lines(journal) >= start + k
+        start, k = srv.counters()["billed"], rng.randint(1, 12)
+        return lambda: srv.counters()["billed"] >= start + k
+
+    out = _chaos(killer, name, cmd, kills, log, trigger=progress)
     time.sleep(SETTLE_S)
     _check_generation(out, run, srv, budget, log)
     return out
@@ -389,7 +427,7 @@ def _hub() -> Iterator[Any]:
 def run(
     *,
     kills: int = 56,
-    n: int = 40,
+    n: int = 60,
     seed: int = 1,
     scenarios: tuple[str, ...] = SCENARIOS,
     quick: bool = False,
@@ -524,7 +562,7 @@ def run(
 def main(argv: list[str]) -> Report:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kills", type=int, default=None, help="kill -9 points over the session (default 56)")
-    ap.add_argument("--n", type=int, default=40, help="planned requests per run")
+    ap.add_argument("--n", type=int, default=60, help="planned requests per run")
     ap.add_argument("--seed", type=int, default=1, help="seed of the kill moments")
     ap.add_argument(
         "--scenarios", default=",".join(SCENARIOS), help="comma-separated subset of " + ", ".join(SCENARIOS)
