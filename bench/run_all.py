@@ -8,7 +8,8 @@ bench/bench_dedup.py's JSON, and writes bench/results/summary[-quick].json. The 
 benchmark is recorded (2 shared cores: rerun a noisy benchmark on its own when the load is lower).
 
 Full run: ~25 minutes (client ~2, latency ~3, rate-limited ~6, budget ~1, scale ~10 the first time the 5M-row
-source is generated, dedup ~4, resume ~1, command ~4: the whole `tracegen run` against a bare loop process).
+source is generated, dedup ~4, resume ~1, command ~4: the whole `tracegen run` against a bare loop process,
+chaos ~10).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 
 from _common import BENCH_DIR, RESULTS_DIR, Check, checks_table, loadavg, meta
 
-ORDER = ["client", "latency", "ratelimit", "budget", "scale", "dedup", "resume", "command"]
+ORDER = ["client", "latency", "ratelimit", "budget", "scale", "dedup", "resume", "command", "chaos"]
 DEDUP_N = {"full": 1_000_000, "quick": 20_000}
 
 

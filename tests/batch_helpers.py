@@ -1,6 +1,6 @@
 """Helpers for tests/test_batch.py, and a driver that dies mid-run (``os._exit``) for the hard-crash tests.
 
-    python tests/batch_helpers.py RUN_DIR BASE_URL N STEP PART
+    python tests/batch_helpers.py RUN_DIR BASE_URL N STEP PART [BUDGET_USD [PER_FILE [CONFIG_JSON]]]
 
 runs ``run_batches`` on N synthetic records and exits with code 17, without any cleanup, right after the
 durable step STEP ("intent" | "uploaded" | "created" | "collected") of part PART.
@@ -9,6 +9,7 @@ durable step STEP ("intent" | "uploaded" | "created" | "collected") of part PART
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from pathlib import Path
@@ -63,7 +64,10 @@ def main() -> None:
         sys.argv[4],
         int(sys.argv[5]),
     )
-    cfg = config(base_url, run_dir)
+    budget_usd = float(sys.argv[6]) if len(sys.argv) > 6 else BUDGET_USD
+    per_file = int(sys.argv[7]) if len(sys.argv) > 7 else PER_FILE
+    changes = json.loads(sys.argv[8]) if len(sys.argv) > 8 else {}
+    cfg = config(base_url, run_dir, budget_usd=budget_usd, **changes)
 
     def die(at: str, number: int) -> None:
         if at == step and number == part:
@@ -75,7 +79,7 @@ def main() -> None:
             cfg,
             open_run(run_dir, cfg, n),
             poll_interval_s=0.02,
-            max_requests_per_file=PER_FILE,
+            max_requests_per_file=per_file,
             checkpoint=die,
         )
     )

@@ -226,7 +226,7 @@ async def test_records_answered_online_are_not_batched(srv: FakeServer, tmp_path
 
 
 async def test_split_within_request_and_byte_limits(srv: FakeServer, tmp_path: Path) -> None:
-    recs, cfg, rd = setup(srv, tmp_path, 12)
+    recs, cfg, rd = setup(srv, tmp_path, 12, batch_keep_files=True)  # the uploads are inspected below
     line_bytes = max(len(json.dumps({"custom_id": r.id, "method": "POST", "url": "/v1/chat/completions",
                                      "body": request_body(r, cfg)}, ensure_ascii=False, separators=(",", ":"))) + 1
                      for r in recs)  # fmt: skip

@@ -66,6 +66,8 @@ FLAGS = {
     "batch_poll_interval_s": "--poll-interval",
     "batch_finish_online": "--finish-online",
     "max_failure_rate": "--max-failure-rate",
+    "batch_max_in_flight": "--max-batches-in-flight",
+    "batch_keep_files": "--keep-batch-files",
 }
 
 # What a flag left out means (RunConfig's defaults, pinned by tests/test_newcomer_cli.py), shown in --help.
@@ -289,6 +291,18 @@ def run(
             help="Batch mode: answer online what ran out of batch attempts.",
         ),
     ] = None,
+    max_batches_in_flight: Annotated[
+        int | None,
+        typer.Option(
+            "--max-batches-in-flight", help="Batch mode: batches in flight at most (default: no cap)."
+        ),
+    ] = None,
+    keep_batch_files: Annotated[
+        bool | None,
+        typer.Option(
+            "--keep-batch-files", help="Batch mode: keep our files on the provider after collection."
+        ),
+    ] = None,
     retry_length: Annotated[
         bool | None,
         typer.Option("--retry-length/--no-retry-length", help="Retry truncated answers with 2x max tokens."),
@@ -300,7 +314,15 @@ def run(
             help="Exit 4 when more than this share (0-1) of the records failed (default 0.1).",
         ),
     ] = None,
-    shard: Annotated[str | None, typer.Option(help="K/N: run the K-th of N deterministic shards.")] = None,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            help="K/N: run the K-th of N deterministic shards; auto: from the scheduler's array index."
+        ),
+    ] = None,
+    shard_count: Annotated[
+        int | None, typer.Option(help="N for --shard auto on Kubernetes indexed Jobs (their completions).")
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Plan and estimate the cost; send nothing.")
     ] = False,
@@ -371,9 +393,12 @@ def run(
             transport=transport,
             batch_poll_interval_s=poll_interval,
             batch_finish_online=finish_online,
+            batch_max_in_flight=max_batches_in_flight,
+            batch_keep_files=keep_batch_files,
             retry_length=retry_length,
             max_failure_rate=max_failure_rate,
             shard=shard,
+            shard_count=shard_count,
             export_formats=export_format or None,
             push_to_hub=push_to_hub,
             decontaminate=decontaminate or None,

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ._syntax import syntax_error_line
 from .errors import ConfigError
+from .shards import AUTO, shard_from_scheduler
 
 __all__ = ["ENV_PREFIX", "EndpointConfig", "RunConfig", "StageConfig", "load_config"]
 
@@ -188,6 +189,12 @@ class RunConfig(BaseModel):
     batch_finish_online: bool = Field(
         False, description="Batch mode: answer online what ran out of batch attempts (expired, 429/5xx)."
     )
+    batch_max_in_flight: int | None = Field(
+        None, ge=1, description="Batch mode: batches in flight at most (none = no cap)."
+    )
+    batch_keep_files: bool = Field(
+        False, description="Batch mode: keep input/output/error files on the provider after collection."
+    )
     transport: Literal["aiohttp", "sdk"] = Field(
         "aiohttp", description="aiohttp: lean OpenAI-protocol client (fast); sdk: AsyncOpenAI."
     )
@@ -227,7 +234,12 @@ class RunConfig(BaseModel):
     )
 
     shard: str | None = Field(
-        None, description="K/N: this run takes the K-th of N deterministic shards (1-based)."
+        None,
+        description="K/N: this run takes the K-th of N deterministic shards (1-based); auto: from the "
+        "scheduler's array index (SLURM_ARRAY_TASK_ID, JOB_COMPLETION_INDEX).",
+    )
+    shard_count: int | None = Field(
+        None, ge=1, description="N for --shard auto when the scheduler does not give it (Kubernetes)."
     )
 
     # ---- progressive teachers and endpoint pools (see stages.py, engine/pool.py) ---------------------------
@@ -275,10 +287,18 @@ class RunConfig(BaseModel):
     def _check_shard(cls, v: str | None) -> str | None:
         if v is None:
             return v
+        if v == AUTO:
+            return v
         k, sep, total = v.partition("/")
         if not (sep and k.isdigit() and total.isdigit() and 1 <= int(k) <= int(total)):
             raise ValueError(f"{v!r} is not K/N with 1 <= K <= N, e.g. --shard 1/4")
         return v
+
+    @model_validator(mode="after")
+    def _resolve_shard(self) -> RunConfig:
+        if self.shard == AUTO:  # the Python API; load_config resolves it from its own env first
+            self.shard = shard_from_scheduler(os.environ, self.shard_count)
+        return self
 
     @model_validator(mode="after")
     def _check_stages_and_endpoints(self) -> RunConfig:
@@ -460,6 +480,16 @@ def load_config(
             merged[k] = v
             flag = (flag_names or {}).get(k, "--" + k.replace("_", "-"))
             origin[k] = f"flag {flag}"
+    if merged.get("shard") == AUTO:
+        count = merged.get("shard_count")
+        try:
+            if count is not None and not str(count).isdigit():
+                raise ValueError(
+                    f"{origin.get('shard_count', 'shard_count')}: {count!r} is not a whole number"
+                )
+            merged["shard"] = shard_from_scheduler(env, int(count) if count is not None else None)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     if merged.get("endpoints") and origin.get("base_url", "").startswith("environment"):
         del merged["base_url"]  # an ambient OPENAI_BASE_URL does not compete with a configured pool
     try:

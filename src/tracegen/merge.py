@@ -22,6 +22,10 @@ and ``push`` treat it like any other:
 
 Refused (RunDirError): no run dirs, a run dir without ``traces.jsonl``, the same dir twice, an output that is
 one of the inputs or inside one, an output that exists and is not empty (unless ``overwrite=True``).
+
+Crash-safe: the output holds ``.merge-in-progress`` from the moment it is claimed until the merge (and, for
+``tracegen merge``, its clean and export: :func:`release_output`) is done; a rerun after a kill finds the
+marker and redoes the merge from scratch instead of refusing a non-empty output. The inputs are only read.
 """
 
 from __future__ import annotations
@@ -50,7 +54,10 @@ from .lock import LOCK_NAME
 from .postprocess import ENGINE_STAGES, CleanResult, clean
 from .records import content_key
 
-__all__ = ["MergeResult", "merge"]
+__all__ = ["IN_PROGRESS", "MergeResult", "claim_output", "merge", "release_output"]
+
+#: In a merge's output while it is being written; an output holding it is an interrupted merge.
+IN_PROGRESS = ".merge-in-progress"
 
 _ID = re.compile(rb'"id"\s*:\s*"((?:[^"\\]|\\.)*)"')
 _KEY = re.compile(rb'"key"\s*:\s*"([0-9a-f]*)"')
@@ -252,14 +259,39 @@ def _check_inputs(run_dirs: Sequence[Path], output: Path, overwrite: bool) -> li
     for r in resolved:
         if out == r or r in out.parents:
             raise RunDirError(f"{output}: the output must not be an input run directory or inside one")
+    claim_output(output, overwrite)
+    return resolved
+
+
+def claim_output(output: Path, overwrite: bool = False) -> None:
+    """Make ``output`` an empty directory marked in progress (see the module docstring).
+
+    Refused when it exists and is not empty, unless ``overwrite`` or it is an interrupted merge.
+    """
     if output.exists():
         if not output.is_dir():
             raise RunDirError(f"{output}: exists and is not a directory; choose another --output")
         if any(p.name != LOCK_NAME for p in output.iterdir()):
-            if not overwrite:
+            if not (overwrite or (output / IN_PROGRESS).exists()):
                 raise RunDirError(f"{output}: exists and is not empty; choose a new --output")
-            shutil.rmtree(output)
-    return resolved
+            for p in output.iterdir():  # ours, interrupted (or overwrite asked): redo it from scratch
+                if p.name == LOCK_NAME:  # held by this process: keep it
+                    continue
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink()
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(output / IN_PROGRESS, b"a tracegen merge is writing this directory\n")
+    except OSError as e:
+        raise RunDirError(f"{output}: cannot write ({e.strerror}); choose another --output") from None
+
+
+def release_output(output: Path) -> None:
+    """The merge into ``output`` (and its stages) is complete: drop the in-progress markers."""
+    for marker in [output / IN_PROGRESS, *output.glob(f"stages/*/{IN_PROGRESS}")]:
+        marker.unlink(missing_ok=True)
 
 
 # ---- merge -------------------------------------------------------------------------------------------------
@@ -280,7 +312,6 @@ def merge(
     dirs = [Path(d) for d in run_dirs]
     out = Path(output)
     _check_inputs(dirs, out, overwrite)
-    out.mkdir(parents=True, exist_ok=True)
     result = MergeResult(output=out)
     index = _IdIndex()
     max_n: dict[str, int] = {}
@@ -401,6 +432,7 @@ def merge(
         if dedup_config is None:
             dedup_config = DedupConfig.model_validate(config.get("dedup") or {})
         result.clean = clean(out, filter_config, dedup_config)
+        release_output(out)
     return result
 
 

@@ -23,7 +23,7 @@ from .config import RunConfig
 from .engine import Progress, RunDir, RunResult, generate
 from .engine.store import REHEARSAL_BASE_URL
 from .errors import RunDirError
-from .lock import LOCK_NAME, lock_run_dir
+from .lock import lock_run_dir
 from .preflight import check_endpoint, check_keys
 from .records import Record
 from .sources import Rejection
@@ -567,6 +567,7 @@ def merge(run_dirs: list[Path], output: Path) -> dict[str, Any]:
 
 def _merge(run_dirs: list[Path], output: Path) -> dict[str, Any]:
     from .merge import merge as merge_runs
+    from .merge import release_output
     from .stages import is_staged
 
     staged = [is_staged(d) for d in run_dirs]
@@ -575,10 +576,12 @@ def _merge(run_dirs: list[Path], output: Path) -> dict[str, Any]:
     result = merge_runs(run_dirs, output, clean_output=False)  # finish() cleans once
     summary: dict[str, Any] = {"merge": result.to_dict()}
     summary.update(finish(output))
+    release_output(output)  # a kill before this: the rerun redoes the merge
     return summary
 
 
 def _merge_stages(run_dirs: list[Path], output: Path, all_staged: bool) -> dict[str, Any]:
+    from .merge import claim_output, release_output
     from .merge import merge as merge_runs
     from .stages import stage_names, stage_path
 
@@ -586,8 +589,7 @@ def _merge_stages(run_dirs: list[Path], output: Path, all_staged: bool) -> dict[
         raise RunDirError(
             "cannot merge staged run directories (with stages/) with unstaged ones; merge each kind"
         )
-    if output.exists() and (not output.is_dir() or any(p.name != LOCK_NAME for p in output.iterdir())):
-        raise RunDirError(f"{output}: exists and is not empty; choose a new --output")
+    claim_output(output)  # an interrupted merge is redone from scratch
     configs = [_config_of(d) for d in run_dirs]
     names: list[str] = []
     for d, cfg in zip(run_dirs, configs, strict=True):
@@ -612,6 +614,7 @@ def _merge_stages(run_dirs: list[Path], output: Path, all_staged: bool) -> dict[
     budget = sum(b for b in budgets if b is not None) if all(b is not None for b in budgets) else None
     summary: dict[str, Any] = {"merge": merged}
     summary.update(finish(output, config=configs[0].model_copy(update={"budget_usd": budget})))
+    release_output(output)
     return summary
 
 

@@ -4,7 +4,9 @@ A part's worst case is leased in a session of its own (``open`` + ``lease``) aft
 line and before the upload; collecting the part closes that session with what the output file says was
 billed (an abandoned part closes at 0). Readers of the ledger -- a later batch session, online mode's
 ``Budget.open`` -- therefore count a batch in flight at its worst case and a collected one at its cost,
-across any number of crashes, with nothing counted twice. :func:`open_budget` repairs the two crash windows
+across any number of crashes, with nothing counted twice. A later batch session holds an earlier session's
+outstanding part as a reservation in flight (not as spent), so collecting it frees exactly its unused worst
+case. :func:`open_budget` repairs the two crash windows
 (journal ahead of the ledger) and returns the in-memory :class:`~tracegen.engine.Budget` the session
 reserves through (no ledger of its own: its reservations become durable as part sessions).
 """
@@ -56,23 +58,23 @@ class PartLedger:
             }
         )
 
-    def settle(self, budget: Budget, p: PartState, res: Reservation | None, usd: float, tokens: int) -> None:
-        """Close the part's session and settle it in memory (``res`` None: the prior spend counted it)."""
+    def settle(self, budget: Budget, p: PartState, res: Reservation, usd: float, tokens: int) -> None:
+        """Close the part's session and settle its reservation in memory."""
         self.close(p, usd)
-        if res is not None:
-            budget.settle(res, usd, tokens)
-        else:
-            budget.prior_spent_usd += usd - p.reserve_usd
+        budget.settle(res, usd, tokens)
 
 
 def open_budget(
     ledger_path: Path, journal: Journal, config: RunConfig, trace_cost_usd: float
-) -> tuple[Budget, PartLedger, dict[int, Reservation | None]]:
+) -> tuple[Budget, PartLedger, dict[int, Reservation]]:
     """The session's budget, the part ledger, and every outstanding part with its in-memory reservation.
 
-    A part whose session is leased is counted by the prior spend (reservation None). A part with an
-    intent line but no lease (crash between the two; nothing was uploaded) is reserved and leased now, or
-    abandoned when it no longer fits.
+    A part leased by an earlier session (killed before collecting it) is *held*: its worst case counts as
+    in flight, not as spent, so collecting it gives back exactly what it did not cost and the session goes
+    on with the budget really left (counting it as prior spend made every later request look as if it
+    could never fit: a resumed run stopped "budget" with money left). A part with an intent line but no
+    lease (crash between the two; nothing was uploaded) is reserved and leased now, or abandoned when it
+    no longer fits.
     """
     parts = PartLedger(Ledger(ledger_path), config.budget_usd)
     entries = parts.ledger.read()
@@ -82,19 +84,29 @@ def open_budget(
         if p.done is not None and p.session in leased and p.session not in closed:
             parts.close(p, float(p.final.get("cost_usd", 0.0)))
             entries = parts.ledger.read()
+    held = {
+        p.part: p
+        for p in journal.parts.values()
+        if p.done is None and p.session in leased and p.session not in closed
+    }
+    held_sessions = {p.session for p in held.values()}
+    prior = prior_spend_usd([e for e in entries if str(e.get("session")) not in held_sessions])
+    held_usd = sum(p.reserve_usd for p in held.values())
+    # floor: the ledger never counts less than traces.jsonl cost (answers of a held part are in its lease)
+    prior += max(0.0, trace_cost_usd - prior - held_usd)
     budget = Budget(
         budget_usd=config.budget_usd,
         max_requests=config.max_requests,
         max_total_tokens=config.max_total_tokens,
         ledger=None,  # durable accounting is per part (module docstring)
-        prior_spent_usd=max(prior_spend_usd(entries), trace_cost_usd),
+        prior_spent_usd=prior,
     )
-    outstanding: dict[int, Reservation | None] = {}
+    outstanding: dict[int, Reservation] = {}
     for p in sorted(journal.parts.values(), key=lambda p: p.part):
         if p.done is not None:
             continue
-        if p.session in leased:
-            outstanding[p.part] = None
+        if p.part in held:
+            outstanding[p.part] = budget.hold(p.reserve_usd, p.reserve_tokens)
             continue
         res = budget.try_reserve(p.reserve_usd, p.reserve_tokens, new_request=False)
         if res is None:

@@ -9,6 +9,7 @@ Each step is appended and fsynced *the moment it exists*, so a crash never orpha
     {"event": "created", "part": N, "batch_id": ID}                          right after batches.create
     {"event": "collected", "part": N, "status": ..., "cost_usd": c, ...}     results merged (terminal)
     {"event": "abandoned", "part": N, "reason": ...}                         never became a batch (terminal)
+    {"event": "cleaned", "part": N, "file_ids": [...]}            our files deleted on the provider
 
 ``session`` names the part's own session in ledger.jsonl, which holds its worst-case cost until it is
 collected. The part's requests live in ``batches/part-NNNNN.jsonl`` (written before the intent line). A part that is
@@ -54,6 +55,8 @@ class PartState:
     """"collected" | "abandoned" once terminal, else None (outstanding)."""
     final: dict[str, Any] = field(default_factory=dict)
     """The terminal line (status, request counts, cost) once done."""
+    cleaned: bool = False
+    """Our input/output/error files of this part were deleted on the provider (after collection)."""
 
     @property
     def outstanding(self) -> bool:
@@ -134,6 +137,8 @@ class Journal:
         elif event in ("collected", "abandoned"):
             p.done = event
             p.final = dict(e)
+        elif event == "cleaned":
+            p.cleaned = True
 
     # ---- writing --------------------------------------------------------------------------------------
     def append(self, entry: dict[str, Any]) -> None:

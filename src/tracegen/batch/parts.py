@@ -1,7 +1,7 @@
 """Batch input parts: one request per planned record, packed into files within the API's limits.
 
 A part's requests are kept in ``batches/part-NNNNN.jsonl`` as ``{"custom_id", "attempt", "request_key",
-"record"}`` lines; the bytes uploaded to the Files API are a pure function of those lines and the teacher
+["cap", "cut",] "record"}`` lines (``cap``/``cut``: a length retry, see :class:`Item`); the bytes uploaded to the Files API are a pure function of those lines and the teacher
 settings (which the run manifest pins), so a resume re-creates them byte for byte (checked by sha256).
 """
 
@@ -22,6 +22,7 @@ from ..config import RunConfig
 from ..engine import request_key
 from ..engine.runner import PROMPT_MARGIN, PROMPT_MARGIN_TOKENS
 from ..errors import RunDirError
+from ..params import with_cap
 from ..plan import request_body
 from ..records import Record
 from ..tokens import Pricing, count_chat_tokens
@@ -62,6 +63,11 @@ class Item:
     custom_id: str
     chain: list[dict[str, Any]] = field(default_factory=list)
     """Errors of earlier attempts (this session), for failed.jsonl."""
+    cap: int | None = None
+    """A length retry's larger completion cap (``retry_length``); None: the config's ``max_tokens``."""
+    cut: dict[str, Any] | None = None
+    """A length retry's first answer, cut by length and billed: content, finish_reason, model_returned,
+    prompt_tokens, completion_tokens, cost_usd (kept if the retry fails; its cost adds to the record's)."""
 
     @property
     def digest(self) -> bytes:
@@ -77,10 +83,20 @@ class Item:
         *,
         attempt: int = 1,
         custom_id: str | None = None,
+        cap: int | None = None,
+        cut: dict[str, Any] | None = None,
     ) -> Item:
-        """Body, key and worst-case reservation exactly as the online runner computes them."""
+        """Body, key and worst-case reservation exactly as the online runner computes them.
+
+        ``cap`` (a length retry) raises the completion cap in the uploaded body; the key stays the
+        record's (a length retry answers the same planned request).
+        """
         body = request_body(rec, config)
         key = request_key(body)
+        max_tokens = config.max_tokens
+        if cap is not None:
+            body = with_cap(body, cap)
+            max_tokens = cap
         prompt_tokens = rec.prompt_tokens or count_chat_tokens(body["messages"], encoding)
         worst_prompt = math.ceil(prompt_tokens * PROMPT_MARGIN) + PROMPT_MARGIN_TOKENS
         cid = custom_id or rec.id
@@ -89,9 +105,11 @@ class Item:
             key=key,
             attempt=attempt,
             line=upload_line(cid, body),
-            res_usd=pricing.cost_usd(worst_prompt, config.max_tokens),
-            res_tokens=worst_prompt + config.max_tokens,
+            res_usd=pricing.cost_usd(worst_prompt, max_tokens),
+            res_tokens=worst_prompt + max_tokens,
             custom_id=cid,
+            cap=cap,
+            cut=cut,
         )
 
 
@@ -114,7 +132,14 @@ def write_part(path: Path, items: Iterable[Item]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with os.fdopen(open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "wb") as f:
             for it in items:
-                row = {"custom_id": it.custom_id, "attempt": it.attempt, "request_key": it.key}
+                row: dict[str, Any] = {
+                    "custom_id": it.custom_id,
+                    "attempt": it.attempt,
+                    "request_key": it.key,
+                }
+                if it.cap is not None:
+                    row["cap"] = it.cap
+                    row["cut"] = it.cut
                 row["record"] = it.rec.to_dict()
                 f.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")).encode() + b"\n")
             f.flush()
@@ -150,8 +175,16 @@ def read_part(path: Path, config: RunConfig, pricing: Pricing, encoding: str) ->
         try:
             row = json.loads(line)
             rec = Record.from_dict(row["record"])
+            cap = row.get("cap")
             item = Item.make(
-                rec, config, pricing, encoding, attempt=int(row["attempt"]), custom_id=str(row["custom_id"])
+                rec,
+                config,
+                pricing,
+                encoding,
+                attempt=int(row["attempt"]),
+                custom_id=str(row["custom_id"]),
+                cap=int(cap) if cap is not None else None,
+                cut=row.get("cut"),
             )
         except (ValueError, KeyError, TypeError) as e:
             raise RunDirError(

@@ -75,6 +75,8 @@ def run_stats(r: BatchRunner) -> dict[str, Any]:
             "requests_in_flight": sum(p.state.requests for p in in_flight),
             "batches_created": r.batches_created,
             "parts_collected": r.parts_collected,
+            "files_deleted": r.files_deleted,
+            "max_in_flight": r.config.batch_max_in_flight,
             "resubmitted": r.resubmitted,
             "expired_lines": r.n_expired,
             "error_lines": r.n_line_errors,

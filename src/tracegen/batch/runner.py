@@ -18,6 +18,10 @@
 - **Collect.** Answers go to traces.jsonl (``content_filter`` to rejected.jsonl) with the same fields as the
   online runner; failed lines are resubmitted while retryable (429/5xx, expired, token limit) up to
   ``config.max_attempts`` submissions, then go to failed.jsonl. Cancelled lines are left for a later run.
+- **retry_length.** An answer cut by length is resubmitted once with 2x max_tokens, carrying the billed
+  first answer (kept if the retry fails or no longer fits; its cost adds to the record's, as online). The
+  retries of a part are written to ``batches/part-N.length.jsonl`` before its "collected" line, so a resume
+  resubmits them instead of the whole request.
 """
 
 from __future__ import annotations
@@ -75,7 +79,7 @@ class _PartRun:
     state: PartState
     items: list[Item] | None
     res: Reservation | None
-    """The in-memory reservation (parts of this session); None when the prior spend already counts it."""
+    """The in-memory reservation (an earlier session's part is held as one too); None once settled."""
     info: BatchInfo | None = None
 
 
@@ -191,6 +195,7 @@ class BatchRunner:
         self.collected_usd = 0.0
         """Billed for the parts collected this session."""
         self.parts_collected = 0
+        self.files_deleted = 0
         self.started_at = utc_now_iso()
         self.t0 = time.monotonic()
         # run-directory state (read now, so errors surface before anything is sent)
@@ -206,6 +211,8 @@ class BatchRunner:
     # ---- budget -----------------------------------------------------------------------------------------
     def _settle(self, run: _PartRun, usd: float, tokens: int) -> None:
         """The part is over (collected: ``usd`` billed; abandoned: 0): close its ledger session."""
+        if run.res is None:
+            return
         self.accounts.settle(self.budget, run.state, run.res, usd, tokens)
         run.res = None
 
@@ -338,10 +345,17 @@ class BatchRunner:
             return None
         return Part(self.journal.next_part(), items), Reservation(usd, tokens)
 
+    def _at_batch_cap(self) -> bool:
+        """``batch_max_in_flight`` batches are outstanding: submit the next when one is collected."""
+        cap = self.config.batch_max_in_flight
+        return cap is not None and sum(1 for r in self.parts.values() if r.state.outstanding) >= cap
+
     async def _submit_ready(self) -> None:
         while not (self.stopping or self.cancel_seen):
             if self.stop_event is not None and self.stop_event.is_set():
                 self._begin_stop()
+                return
+            if self._at_batch_cap():
                 return
             built = await self._build()
             if built is None:
@@ -431,6 +445,10 @@ class BatchRunner:
             run = self.parts[n]
             for it in self._items(run):
                 self.seen.add(it.digest)
+        self._resume_length_retries()
+        for p in list(self.journal.parts.values()):  # collected, then killed before its files were deleted
+            if p.done == "collected" and not p.cleaned:
+                await self._clean(p)
         pending = [r for r in self.parts.values() if r.state.batch_id is None]
         if self.parts:
             self._stage(
@@ -584,9 +602,17 @@ class BatchRunner:
         whole = batch_failure(info.errors, info.status) if info.status == "failed" else None
         billed_usd = 0.0
         billed_tokens = 0
-        counts = {"answered": 0, "rejected": 0, "given_up": 0, "resubmit": 0, "cancelled": 0}
+        counts = {
+            "answered": 0,
+            "rejected": 0,
+            "given_up": 0,
+            "resubmit": 0,
+            "cancelled": 0,
+            "length_retry": 0,
+        }
         writes: list[asyncio.Future[None]] = []
         requeue: list[Item] = []
+        length_retries: list[Item] = []
         for it in self._items(run):
             oc = outcomes.get(it.custom_id) or missing_outcome(info.status, whole)
             if oc.kind == "answer":
@@ -595,6 +621,11 @@ class BatchRunner:
                 billed_tokens += pt + ct
                 if it.digest in self.done.keys:
                     self.duplicates += 1  # collected before (a crash mid-collection): never written twice
+                    continue
+                if self._length_retry(it, oc):
+                    self.n_length += 1
+                    length_retries.append(self._lengthened(it, oc, pt, ct, cost))
+                    counts["length_retry"] += 1
                     continue
                 writes.append(self._record(it, oc, pt, ct, cost))
                 counts["rejected" if oc.finish_reason == "content_filter" else "answered"] += 1
@@ -612,7 +643,13 @@ class BatchRunner:
                     and not (self.stopping or self.cancel_seen)
                 ):
                     retry = Item.make(
-                        it.rec, self.config, self.pricing, self.encoding, attempt=it.attempt + 1
+                        it.rec,
+                        self.config,
+                        self.pricing,
+                        self.encoding,
+                        attempt=it.attempt + 1,
+                        cap=it.cap,
+                        cut=it.cut,
                     )
                     retry.chain = [*it.chain, oc.error]
                     requeue.append(retry)
@@ -623,11 +660,15 @@ class BatchRunner:
                     counts["given_up"] += 1
         if writes:
             await asyncio.gather(*writes)
+        if length_retries:  # durable before "collected": a resume resubmits them, never the whole request
+            write_part(self._length_path(n), length_retries)
         self.journal.append(
             {
                 "event": "collected",
                 "part": n,
                 "batch_id": info.id,
+                "output_file_id": info.output_file_id,
+                "error_file_id": info.error_file_id,
                 "status": info.status,
                 "total": info.total,
                 "completed": info.completed,
@@ -644,21 +685,38 @@ class BatchRunner:
         run.items = None
         self.parts_collected += 1
         self.retry_queue.extend(requeue)
+        self.retry_queue.extend(length_retries)
+        await self._clean(p)
         self._stage(
             f"batch part {n} {info.status}: {counts['answered']} answered, {counts['rejected']} rejected, "
-            f"{counts['given_up']} failed, {counts['resubmit']} to resubmit, {counts['cancelled']} cancelled "
-            f"(${billed_usd:,.4f})"
+            f"{counts['given_up']} failed, {counts['resubmit']} to resubmit, {counts['length_retry']} cut by "
+            f"length to retry, {counts['cancelled']} cancelled (${billed_usd:,.4f})"
         )
         self._checkpoint("collected", n)
         if self.model_problem is not None:
             raise EndpointError(self.model_problem)
+
+    async def _clean(self, p: PartState) -> None:
+        """Delete our input, output and error files of a collected part on the provider (they count
+        against the organisation's storage), unless ``batch_keep_files``. Local copies stay in batches/."""
+        if self.config.batch_keep_files or p.cleaned or p.done != "collected":
+            return
+        ids = [i for i in (p.file_id, p.final.get("output_file_id"), p.final.get("error_file_id")) if i]
+        try:
+            for file_id in ids:
+                await self.api.delete_file(str(file_id))
+        except TracegenError as e:  # storage, not money: never stop a run for it; a rerun tries again
+            log.warning("batch part %d: could not delete its files on the provider (%s)", p.part, e)
+            return
+        self.journal.append({"event": "cleaned", "part": p.part, "file_ids": ids})
+        self.files_deleted += len(ids)
 
     def _usage(self, it: Item, oc: Outcome) -> tuple[int, int, float]:
         """Tokens and cost of one answer, its usage checked first (:mod:`tracegen.engine.usage`): impossible
         usage is charged at the worst case (prompt + the cap sent), a prompt mismatch at the larger count."""
         own_pt = it.rec.prompt_tokens or count_chat_tokens(it.rec.messages(), self.encoding)
         own_ct = count_text_tokens(oc.content or "", self.encoding) if oc.completion_tokens is None else 0
-        cap = self.config.max_tokens
+        cap = it.cap or self.config.max_tokens  # a length retry sent a larger cap
         check = check_usage(
             oc.prompt_tokens,
             oc.completion_tokens,
@@ -694,7 +752,83 @@ class BatchRunner:
             self.model_problem = got[1]
         return got[0]
 
+    # ---- retry_length ----------------------------------------------------------------------------------
+    def _length_path(self, part: int) -> Path:
+        """Length retries of a collected part (its answers cut by length), written before "collected"."""
+        base = self.journal.part_path(part)
+        return base.with_name(base.stem + ".length.jsonl")
+
+    def _length_retry(self, it: Item, oc: Outcome) -> bool:
+        """Retry this answer with a larger cap? (``retry_length``, once, as the online runner does)."""
+        return (
+            oc.finish_reason == "length"
+            and self.config.retry_length
+            and it.cap is None
+            and not (self.stopping or self.cancel_seen)
+        )
+
+    def _lengthened(self, it: Item, oc: Outcome, pt: int, ct: int, cost: float) -> Item:
+        """The length retry of ``it``: 2x max_tokens, carrying the billed first answer."""
+        cut = {
+            "content": oc.content,
+            "finish_reason": oc.finish_reason,
+            "model_returned": oc.model_returned,
+            "prompt_tokens": pt,
+            "completion_tokens": ct,
+            "cost_usd": cost,
+        }
+        retry = Item.make(
+            it.rec,
+            self.config,
+            self.pricing,
+            self.encoding,
+            attempt=it.attempt + 1,
+            cap=self.config.max_tokens * 2,
+            cut=cut,
+        )
+        retry.chain = list(it.chain)
+        return retry
+
+    def _resume_length_retries(self) -> None:
+        """Length retries of collected parts that no later part answered or holds: queue them again."""
+        for n in sorted(self.journal.parts):
+            p = self.journal.parts[n]
+            path = self._length_path(n)
+            if p.done != "collected" or not path.exists():
+                continue
+            for it in read_part(path, self.config, self.pricing, self.encoding):
+                if it.digest in self.done.keys or it.digest in self.seen:
+                    continue
+                self.seen.add(it.digest)
+                self.retry_queue.append(it)
+
+    def _keep_cut(self, it: Item) -> asyncio.Future[None]:
+        """A length retry that cannot be made: record the first answer (billed), as online mode does."""
+        assert it.cut is not None
+        cut = dict(it.cut)
+        it.cut = None
+        oc = Outcome(
+            "answer",
+            content=cut.get("content"),
+            finish_reason=cut.get("finish_reason"),
+            model_returned=str(cut.get("model_returned") or ""),
+        )
+        return self._record(
+            it, oc, int(cut["prompt_tokens"]), int(cut["completion_tokens"]), float(cut["cost_usd"])
+        )
+
+    async def _keep_cut_answers(self) -> None:
+        """The run stops with length retries queued (no room): keep their first answers."""
+        kept = [self._keep_cut(it) for it in self.retry_queue if it.cut is not None]
+        if kept:
+            self.retry_queue = deque(it for it in self.retry_queue if it.cap is None)
+            await asyncio.gather(*kept)
+
     def _record(self, it: Item, oc: Outcome, pt: int, ct: int, cost: float) -> asyncio.Future[None]:
+        if it.cut is not None:  # a length retry: the first answer was billed too (as online)
+            self.prompt_tokens += int(it.cut["prompt_tokens"])
+            self.completion_tokens += int(it.cut["completion_tokens"])
+            cost += float(it.cut["cost_usd"])
         which, line = answer_line(
             it.rec,
             it.key,
@@ -721,6 +855,8 @@ class BatchRunner:
         return self.writer.write(which, line)
 
     def _fail_future(self, it: Item, error: dict[str, Any], *, retryable: bool) -> asyncio.Future[None]:
+        if it.cut is not None:  # the length retry failed: its first answer stands
+            return self._keep_cut(it)
         self.failed += 1
         if retryable:
             self.leftover.append(Record.from_dict(it.rec.to_dict()))
@@ -746,6 +882,7 @@ class BatchRunner:
                     self.stop_reason = "completed"
                 else:
                     self.stop_reason = self.budget.exhausted or "budget"
+                    await self._keep_cut_answers()
                 return
             finished = await self._poll()
             for run in finished:

@@ -265,6 +265,16 @@ class Budget:
             self._waiters.append(fut)
             await fut
 
+    def hold(self, usd: float, tokens: int) -> Reservation:
+        """Count a reservation made durable elsewhere (a batch part leased by an earlier session), as in flight.
+
+        Unconditional: the money is already committed in the ledger. It settles like any reservation.
+        """
+        self.reserved_usd += usd
+        self.reserved_tokens += tokens
+        self.leased_usd += usd
+        return Reservation(usd, tokens)
+
     def _lease_for(self, usd: float) -> None:
         assert self.budget_usd is not None
         need = self.spent_usd + self.reserved_usd + usd

@@ -43,6 +43,7 @@ __all__ = ["BatchStore", "add_batch_routes"]
 MAX_BATCH_LINES = 50_000
 MAX_BATCH_FILE_BYTES = 200 * 1024 * 1024
 MAX_REPORTED_ERRORS = 100
+TERMINAL_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
 BATCH_ENDPOINT = "/v1/chat/completions"
 FILE_PURPOSES = frozenset(
     {
@@ -276,6 +277,15 @@ class BatchStore:
     def add_file(self, filename: str, purpose: str, data: bytes) -> StoredFile:
         stored = StoredFile(new_id("file-"), filename, purpose, data)
         self.files[stored.id] = stored
+        self.state.counters.files_stored = len(self.files)
+        return stored
+
+    def delete_file(self, file_id: str) -> StoredFile:
+        """Delete a file (404 when there is none), as ``DELETE /v1/files/{file_id}`` does."""
+        stored = self.get_file(file_id)
+        del self.files[stored.id]
+        self.state.counters.files_deleted += 1
+        self.state.counters.files_stored = len(self.files)
         return stored
 
     def get_file(self, file_id: str) -> StoredFile:
@@ -295,7 +305,10 @@ class BatchStore:
     ) -> BatchJob:
         job = BatchJob(new_id("batch_"), input_file_id, endpoint, window, metadata)
         self.batches[job.id] = job
-        self.state.counters.batches_created += 1
+        counters = self.state.counters
+        counters.batches_created += 1
+        live = sum(1 for b in self.batches.values() if b.status not in TERMINAL_STATUSES)
+        counters.batches_in_flight_max = max(counters.batches_in_flight_max, live)
         task = asyncio.get_running_loop().create_task(self._run(job))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -308,7 +321,12 @@ class BatchStore:
         if job.cancel_requested:
             job.set_status("cancelled")
             return
-        lines, errors = validate_batch_file(self.files[job.input_file_id].data, job.endpoint)
+        source = self.files.get(job.input_file_id)
+        if source is None:  # deleted before the batch started
+            job.errors = [_line_error("invalid_file", f"No such File object: {job.input_file_id}", None)]
+            job.set_status("failed")
+            return
+        lines, errors = validate_batch_file(source.data, job.endpoint)
         if errors:
             job.errors = errors
             job.set_status("failed")
@@ -526,9 +544,7 @@ async def file_content(request: web.Request) -> web.Response:
 
 async def delete_file(request: web.Request) -> web.Response:
     """``DELETE /v1/files/{file_id}``."""
-    store = _store(request)
-    stored = store.get_file(request.match_info["file_id"])
-    del store.files[stored.id]
+    stored = _store(request).delete_file(request.match_info["file_id"])
     return json_response({"id": stored.id, "object": "file", "deleted": True})
 
 

@@ -134,6 +134,9 @@ class Counters:
     files_uploaded: int = 0
     batches_created: int = 0
     batch_lines: int = 0  # batch lines answered (billed)
+    files_deleted: int = 0
+    files_stored: int = 0  # files on the server now (uploads and batch outputs, minus deletions)
+    batches_in_flight_max: int = 0  # most batches not yet terminal at once
 
     def snapshot(self, ledger: Ledger) -> dict[str, Any]:
         billed = ledger.entries
@@ -153,6 +156,9 @@ class Counters:
             "files_uploaded": self.files_uploaded,
             "batches_created": self.batches_created,
             "batch_lines": self.batch_lines,
+            "files_deleted": self.files_deleted,
+            "files_stored": self.files_stored,
+            "batches_in_flight_max": self.batches_in_flight_max,
             "billed": len(billed),
             "delivered": sum(1 for e in billed if e.delivered),
             "prompt_tokens": sum(e.prompt_tokens for e in billed),
