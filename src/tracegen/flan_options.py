@@ -141,7 +141,12 @@ def _shape(m: re.Match[str]) -> str:
 def _starts_list(text: str, pos: int) -> bool:
     """Whether an item at ``pos`` may open a header-less list: line start or after a sentence end."""
     before = text[:pos].rstrip(" ")
-    return not before or before[-1] in "\n?.:!"
+    if not before or before[-1] in "\n?:!":
+        return True
+    if before[-1] != ".":
+        return False
+    word = before[:-1].rsplit(None, 1)[-1] if before[:-1].strip() else ""
+    return not (len(word) <= 3 and word[:1].isupper())  # "Mr.", "Dr.", "A." end no sentence
 
 
 def _run_at(text: str, first: re.Match[str], markers: list[re.Match[str]], i: int) -> bool:
