@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pyarrow as pa
@@ -14,6 +15,7 @@ import pytest
 from flan_helpers import SAMPLE, frow, write_jsonl
 from tracegen.errors import BadRecordError, SourceError
 from tracegen.sources import (
+    OPEN_ORCA_FLAN_LAYOUT,
     FLAN_V2_PRESET,
     Rejection,
     Source,
@@ -333,13 +335,20 @@ class _FakeHub:
     """Stands in for the Hub: dataset_info succeeds, load_dataset streams given rows (or fails midway)."""
 
     def __init__(
-        self, monkeypatch: pytest.MonkeyPatch, rows: list[dict[str, Any]], fail_after: int | None = None
+        self,
+        monkeypatch: pytest.MonkeyPatch,
+        rows: list[dict[str, Any]],
+        fail_after: int | None = None,
+        files: tuple[str, ...] = (),
     ):
         import datasets
         from huggingface_hub import HfApi
 
         self.calls: list[dict[str, Any]] = []
-        monkeypatch.setattr(HfApi, "dataset_info", lambda api, repo_id, **k: None)
+        siblings = [SimpleNamespace(rfilename=f) for f in files]
+        monkeypatch.setattr(
+            HfApi, "dataset_info", lambda api, repo_id, **k: SimpleNamespace(siblings=siblings)
+        )
 
         def load_dataset(repo_id: str, **kw: Any) -> Any:
             self.calls.append({"repo_id": repo_id, **kw})
@@ -371,11 +380,47 @@ def test_open_orca_flan_preset_streams_zero_shot_folders(monkeypatch: pytest.Mon
         "_task_source": "NIv2",
         "_task_name": "task1_x",
     }  # no template column
-    hub = _FakeHub(monkeypatch, [seqio])
+    files = tuple(f"{folder}/part.0.parquet" for folder in OPEN_ORCA_FLAN_LAYOUT)
+    hub = _FakeHub(monkeypatch, [seqio], files=files)
     rows = list(Source(["open-orca-flan"]).iter_rows())
     folders = [c["data_files"].split("/")[0] for c in hub.calls]
-    assert folders == [f"{s}_{t}_data" for s in ("cot", "niv2", "flan", "t0") for t in ("zsopt", "zsnoopt")]
-    assert [r.template_type for r in rows] == ["zs_opt", "zs_noopt"] * 4  # from each folder's name
+    assert folders == [
+        "cot_zsopt_data",
+        "niv2_zsopt_data",
+        "flan_zsopt_data",
+        "flan_zsnoopt_data",
+        "t0_zsopt_data",
+        "t0_zsnoopt_data",
+    ]
+    assert [r.template_type for r in rows] == ["zs_opt", "zs_opt", "zs_opt", "zs_noopt", "zs_opt", "zs_noopt"]
+
+
+def test_missing_hub_folder_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    files = tuple(
+        f"{folder}/part.0.parquet" for folder in OPEN_ORCA_FLAN_LAYOUT if folder != "t0_zsnoopt_data"
+    )
+    _FakeHub(monkeypatch, [], files=files)
+    with pytest.raises(
+        SourceError, match=r"'Open-Orca/FLAN' has no folder 't0_zsnoopt_data' \(it has: cot_fsopt"
+    ):
+        Source(["open-orca-flan"]).check()
+
+
+def test_source_target_columns(tmp_path: Path) -> None:
+    path = write_jsonl(
+        tmp_path / "dump.jsonl",
+        [
+            {
+                "source": "Q?",
+                "target": "A",
+                "task_source": "Flan2021",
+                "task_name": "glue/rte:2.0.0",
+                "template_type": "zs_opt",
+            }
+        ],
+    )
+    [row] = list(Source([str(path)]).iter_rows())
+    assert (row.question, row.target, row.submix) == ("Q?", "A", "flan")
     assert rows[0].where == "Open-Orca/FLAN/cot_zsopt_data[0]"
 
 
