@@ -15,8 +15,8 @@ import pytest
 from flan_helpers import SAMPLE, frow, write_jsonl
 from tracegen.errors import BadRecordError, SourceError
 from tracegen.sources import (
-    OPEN_ORCA_FLAN_LAYOUT,
     FLAN_V2_PRESET,
+    OPEN_ORCA_FLAN_LAYOUT,
     Rejection,
     Source,
     SourceStats,
@@ -393,6 +393,7 @@ def test_open_orca_flan_preset_streams_zero_shot_folders(monkeypatch: pytest.Mon
         "t0_zsnoopt_data",
     ]
     assert [r.template_type for r in rows] == ["zs_opt", "zs_opt", "zs_opt", "zs_noopt", "zs_opt", "zs_noopt"]
+    assert rows[0].where == "Open-Orca/FLAN/cot_zsopt_data[0]"
 
 
 def test_missing_hub_folder_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -421,7 +422,6 @@ def test_source_target_columns(tmp_path: Path) -> None:
     )
     [row] = list(Source([str(path)]).iter_rows())
     assert (row.question, row.target, row.submix) == ("Q?", "A", "flan")
-    assert rows[0].where == "Open-Orca/FLAN/cot_zsopt_data[0]"
 
 
 def test_hub_stream_failing_midway_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:

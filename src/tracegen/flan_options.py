@@ -177,7 +177,4 @@ def has_options(text: str) -> bool:
         if m is not None and (m.group("bullet") is not None or _ordinals(m.group("key"))):
             return True
     markers = list(_MARKER.finditer(text))
-    for i, m in enumerate(markers):
-        if _starts_list(text, m.start()) and _run_at(text, m, markers, i):
-            return True
-    return False
+    return any(_starts_list(text, m.start()) and _run_at(text, m, markers, i) for i, m in enumerate(markers))
