@@ -402,6 +402,34 @@ def test_closed_plan_cannot_be_read(tmp_path: Path) -> None:
         list(plan)
 
 
+def _no_candidates(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every task's candidates fall short, which forces the fallback second pass."""
+    import tracegen.plan as plan_module
+
+    original = plan_module._candidate_thresholds
+    monkeypatch.setattr(plan_module, "_candidate_thresholds", lambda *a: dict.fromkeys(original(*a), 0))
+
+
+def test_one_full_pass_and_the_same_plan_with_a_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    original = Source.iter_rows
+
+    def counting(self: Source, *a: Any, **k: Any) -> Any:
+        calls.append(1)
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(Source, "iter_rows", counting)
+    with build_plan(config(n=300, seed=3)) as plan:
+        one = list(plan.lines())
+        assert plan.stats.source_passes == 1 and len(calls) == 1
+        assert plan.stats.task_sizes_read == "columns+rows"  # parquet by columns, JSON lines whole
+        assert plan.stats.candidates < 2 * 300 + 8 * sum(plan.stats.tasks.values())
+    _no_candidates(monkeypatch)
+    with build_plan(config(n=300, seed=3)) as plan:
+        assert plan.stats.source_passes == 2 and len(calls) == 3
+        assert list(plan.lines()) == one  # candidates decide the reading, never the plan
+
+
 def test_source_changing_between_passes_is_detected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     src = write_jsonl(tmp_path / "f.jsonl", [frow(f"Q{i}") for i in range(20)])
     original = Source.iter_rows
@@ -414,6 +442,7 @@ def test_source_changing_between_passes_is_detected(tmp_path: Path, monkeypatch:
         return original(self, *a, **k)
 
     monkeypatch.setattr(Source, "iter_rows", changing)
+    _no_candidates(monkeypatch)
     with pytest.raises(SourceError, match="changed while planning"):
         build_plan(config([str(src)], n=5))
 

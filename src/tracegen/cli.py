@@ -124,6 +124,13 @@ def run(
     on_too_long: Annotated[
         str | None, typer.Option(help="reject | fail, for prompts over the context.")
     ] = None,
+    fill_shortfall: Annotated[
+        bool | None,
+        typer.Option(
+            "--fill-shortfall",
+            help="Give a submix's missing rows (too few eligible) to the others, in proportion to the mix.",
+        ),
+    ] = None,
     mode: Annotated[str | None, typer.Option(help="online | batch (Batch API, half price).")] = None,
     transport: Annotated[str | None, typer.Option(help="aiohttp (fast) | sdk (AsyncOpenAI).")] = None,
     poll_interval: Annotated[
@@ -187,6 +194,7 @@ def run(
             mc_detector=mc_detector,
             skip_bad_records=skip_bad_records,
             on_too_long=on_too_long,
+            fill_shortfall=fill_shortfall,
             mode=mode,
             transport=transport,
             batch_poll_interval_s=poll_interval,

@@ -75,6 +75,7 @@ __all__ = [
     "MinHasher",
     "lsh_params",
     "normalize_text",
+    "pair_hash",
     "text_hash",
 ]
 
@@ -96,6 +97,11 @@ def normalize_text(text: str) -> str:
 def text_hash(text: str) -> int:
     """64-bit xxh3 of the normalized text, as a Python int in [0, 2**64)."""
     return _xxh(normalize_text(text))
+
+
+def pair_hash(system_prompt: str, question: str) -> int:
+    """The ``exact_pair`` key: 64-bit xxh3 of the normalized system message and question."""
+    return _xxh(normalize_text(system_prompt) + "\x00" + normalize_text(question))
 
 
 def _words(normalized: str) -> int:
