@@ -395,6 +395,7 @@ def _candidate_thresholds(
     if sum(present.values()) == 0:
         return {}
     norm = {s: v / sum(present.values()) for s, v in present.items()}
+    totals["niv"] = sum(min(estimate[k], config.niv_max_per_task) for k in per_submix["niv"])
     q = _submix_quotas(config.n, norm, totals, config.fill_shortfall)
     out: dict[tuple[str, str], int] = {}
     for s in SUBMIXES:
@@ -539,7 +540,9 @@ def _choose_and_spill(
         shares = {s: (0 if s in stats.absent else shares.get(s, 0) / present_total) for s in SUBMIXES}
         stats.mix = {s: float(shares[s]) for s in SUBMIXES}
     by_mix = quotas(config.n, shares)
-    stats.quota = _submix_quotas(config.n, shares, stats.eligible, config.fill_shortfall)
+    capacity = dict(stats.eligible)  # what each submix can give: NIv2 after its per-task cap
+    capacity["niv"] = sum(min(int(counts[t]), config.niv_max_per_task) for t in submix_tids["niv"])
+    stats.quota = _submix_quotas(config.n, shares, capacity, config.fill_shortfall)
     stats.redistributed = {s: stats.quota[s] - by_mix[s] for s in SUBMIXES if stats.quota[s] != by_mix[s]}
 
     sequences: dict[str, Any] = {}
