@@ -590,8 +590,8 @@ def test_shortfall_is_reported_and_fill_shortfall_redistributes_by_the_mix() -> 
 
 
 def test_fill_shortfall_splits_by_the_remaining_shares() -> None:
-    from tracegen.plan import _submix_quotas
     from tracegen.mix import mix_shares
+    from tracegen.plan import _submix_quotas
 
     shares = mix_shares({"cot": 1.0, "niv": 1.0, "flan": 1.0, "t0": 1.0})
     eligible = {"cot": 10, "niv": 1000, "flan": 1000, "t0": 1000}
