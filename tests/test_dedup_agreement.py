@@ -28,11 +28,12 @@ def test_no_paid_answer_is_dropped_as_a_duplicate_request(tmp_path: Path, plan_d
         plan_dedup_questions=plan_dedup_questions,
     )
     summary = run(config, rehearse=True)
-    paid = sum(1 for _ in open(tmp_path / "run" / "traces.jsonl", encoding="utf-8"))
+    paid = len((tmp_path / "run" / "traces.jsonl").read_text(encoding="utf-8").splitlines())
     removed = summary["clean"]["removed_by_dedup"]
     planned = json.loads((tmp_path / "run" / "plan_stats.json").read_text())["planned_total"]
     assert paid == planned > 300 and not any(removed.get(kind) for kind in REQUEST_KINDS), removed
-    rejected = [json.loads(x) for x in open(tmp_path / "run" / "rejected.jsonl", encoding="utf-8")]
+    lines = (tmp_path / "run" / "rejected.jsonl").read_text(encoding="utf-8").splitlines()
+    rejected = [json.loads(x) for x in lines]
     assert not [r for r in rejected if r["stage"] == "dedup" and r["reason"] in REQUEST_KINDS]
 
 
