@@ -457,6 +457,7 @@ def build_plan(
 def _prepare_db(con: sqlite3.Connection) -> None:
     con.execute("PRAGMA journal_mode=OFF")
     con.execute("PRAGMA synchronous=OFF")
+    con.execute("PRAGMA cache_size=-32768")  # 32 MiB of pages: inserts and the index build read less back
     con.execute(
         "CREATE TABLE cand (seq INTEGER PRIMARY KEY, tid INTEGER NOT NULL, rank INTEGER NOT NULL, "
         "label TEXT NOT NULL, record TEXT NOT NULL)"
@@ -639,31 +640,46 @@ def _spill_plan(
     per_message: dict[str, int] = {}
     tokens_per_submix = dict.fromkeys(SUBMIXES, 0)
     batch: list[tuple[int, str, str]] = []
+    where: dict[int, int] = {}
     for tid, seqs in chosen.items():
-        where = {seq: int(pos) for seq, pos in zip(seqs, picks[tid].tolist(), strict=True)}
-        rows = con.execute(
-            f"SELECT seq, label, record FROM cand WHERE seq IN ({','.join('?' * len(seqs))})", seqs
-        ).fetchall()
-        for seq, label, text in rows:
-            record = Record.from_dict(json.loads(text))
-            record.prompt_tokens = count_chat_tokens(record.messages(), setup.encoding)
-            if setup.limit is not None and record.prompt_tokens > setup.limit:
-                raise PlanError(
-                    f"request {record.id} ({record.source}) is too long: "
-                    f"{_too_long_detail(setup, record.prompt_tokens)}; lower --max-tokens, choose a "
-                    "model with a larger context, or set on_too_long: reject"
-                )
-            per_message[label] = per_message.get(label, 0) + 1
-            tokens_per_submix[record.submix] += record.prompt_tokens
-            batch.append((where[seq], label, json.dumps(record.to_dict(), ensure_ascii=False)))
-            if len(batch) >= _SPILL_BATCH:
-                con.executemany("INSERT INTO plan VALUES (?, ?, ?)", batch)
-                batch.clear()
+        where.update(zip(seqs, picks[tid].tolist(), strict=True))
+    # one sequential scan of the candidates (about 1.1x the plan) rather than a lookup per task
+    for seq, label, text in _scan(con):
+        pos = where.get(seq)
+        if pos is None:
+            continue
+        record = Record.from_dict(json.loads(text))
+        record.prompt_tokens = count_chat_tokens(record.messages(), setup.encoding)
+        if setup.limit is not None and record.prompt_tokens > setup.limit:
+            raise PlanError(
+                f"request {record.id} ({record.source}) is too long: "
+                f"{_too_long_detail(setup, record.prompt_tokens)}; lower --max-tokens, choose a "
+                "model with a larger context, or set on_too_long: reject"
+            )
+        per_message[label] = per_message.get(label, 0) + 1
+        tokens_per_submix[record.submix] += record.prompt_tokens
+        batch.append((pos, label, json.dumps(record.to_dict(), ensure_ascii=False)))
+        if len(batch) >= _SPILL_BATCH:
+            con.executemany("INSERT INTO plan VALUES (?, ?, ?)", batch)
+            batch.clear()
     con.executemany("INSERT INTO plan VALUES (?, ?, ?)", batch)
     con.commit()
     stats.planned_per_system_message = {k: per_message[k] for k in sorted(per_message, key=_label_order)}
     stats.prompt_tokens_per_submix = tokens_per_submix
     stats.prompt_tokens = sum(tokens_per_submix.values())
+
+
+def _scan(con: sqlite3.Connection) -> Iterator[tuple[int, str, str]]:
+    """Every candidate, in source order, read in chunks (the plan table is written meanwhile)."""
+    last = -1
+    while True:
+        rows = con.execute(
+            "SELECT seq, label, record FROM cand WHERE seq > ? ORDER BY seq LIMIT ?", (last, _SPILL_BATCH * 4)
+        ).fetchall()
+        if not rows:
+            return
+        yield from rows
+        last = rows[-1][0]
 
 
 def shortfall_message(stats: PlanStats) -> str | None:

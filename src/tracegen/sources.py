@@ -128,6 +128,7 @@ META_COLUMNS: tuple[str, ...] = (
 _DATA_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz", ".parquet")
 _HUB_ID = re.compile(r"^(?:hf://datasets/)?([A-Za-z0-9][\w.-]*/[\w.-]+)(?::([\w.-]+))?$")
 _PROBE_TIMEOUT_S = 10.0
+_COLUMN_READ_BLOCK = 64 * 1024
 _BATCH_ROWS = 1024
 _CHUNK_CHARS = 1 << 16
 _decode_json = json.JSONDecoder().decode
@@ -611,7 +612,10 @@ def _read_hub_columns(
         features = datasets.load_dataset(repo_id, **kwargs).features
         names = list(features) if features is not None else []
         columns = [c for c in META_COLUMNS if c in names]
-        iterator = iter(datasets.load_dataset(repo_id, columns=columns, **kwargs))
+        # small read blocks: the metadata column chunks are a few KB each, and the default read-ahead
+        # block would fetch most of the file around them
+        storage = {"hf": {"block_size": _COLUMN_READ_BLOCK}}
+        iterator = iter(datasets.load_dataset(repo_id, columns=columns, storage_options=storage, **kwargs))
     except Exception as e:  # datasets raises many types here; all mean "cannot read"
         raise _hub_read_error(repo_id, data_files, e) from None
     row = 0
