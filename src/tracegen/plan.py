@@ -674,7 +674,7 @@ def _scan(con: sqlite3.Connection) -> Iterator[tuple[int, str, str]]:
     last = -1
     while True:
         rows = con.execute(
-            "SELECT seq, label, record FROM cand WHERE seq > ? ORDER BY seq LIMIT ?", (last, _SPILL_BATCH * 4)
+            "SELECT seq, label, record FROM cand WHERE seq > ? ORDER BY seq LIMIT ?", (last, _SPILL_BATCH)
         ).fetchall()
         if not rows:
             return
