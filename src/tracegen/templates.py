@@ -145,6 +145,7 @@ def load_submix_system_messages() -> SubmixSystemMessages:
 MCDetector = Callable[[SourceRow], bool]
 """Decides whether a Flan2021 row is multiple choice (system messages 8/10 instead of 3/4/7)."""
 
+
 def options_mc_detector(row: SourceRow) -> bool:
     """``"options:" in inputs.lower()``."""
     return "options:" in row.question.lower()
