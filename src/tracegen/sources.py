@@ -612,6 +612,8 @@ def _read_hub_columns(
         features = datasets.load_dataset(repo_id, **kwargs).features
         names = list(features) if features is not None else []
         columns = [c for c in META_COLUMNS if c in names]
+        if not columns:  # nothing to size tasks by: every row of this part becomes a planning candidate
+            return
         # small read blocks: the metadata column chunks are a few KB each, and the default read-ahead
         # block would fetch most of the file around them
         storage = {"hf": {"block_size": _COLUMN_READ_BLOCK}}
