@@ -114,8 +114,13 @@ _MARKER = re.compile(
     r"(?:(?P<bullet>\[[-+]\] |--? ?|\+ ?|\* ?)"
     r"|(?P<open>[(\[]?)(?P<key>" + _KEY_RE + r")(?P<close>\]\.|\)\.|\.|\)|\]) )"
 )
+# a cheap necessary condition for a header-less list: a first item where a list may start
+_FIRST_ITEM = re.compile(
+    r"(?:^|[\n?.:!]) *(?:\[[-+]\] |--? ?|\+ ?|\* ?|[(\[]?(?:[Aa1iI])(?:\]\.|\)\.|\.|\)|\]) )"
+)
 _HEADER = re.compile(r"(?:" + _START_RE + r")[ \t]*\n?[ \t]*", re.IGNORECASE)
 _ROMAN_INDEX = {r: i for i, r in enumerate(_ROMAN)}
+_HEADERS_LOWER = tuple(sorted({h.lower() for h in OPTION_STARTS[1:]}))
 
 
 def _ordinals(key: str) -> list[tuple[str, int]]:
@@ -172,9 +177,13 @@ def _run_at(text: str, first: re.Match[str], markers: list[re.Match[str]], i: in
 
 def has_options(text: str) -> bool:
     """Whether ``text`` carries a FLAN-rendered option list (see the module docstring)."""
-    for header in _HEADER.finditer(text):
+    lowered = text.lower()
+    headers = _HEADER.finditer(text) if any(h in lowered for h in _HEADERS_LOWER) else ()
+    for header in headers:
         m = _MARKER.match(text, header.end())
         if m is not None and (m.group("bullet") is not None or _ordinals(m.group("key"))):
             return True
+    if _FIRST_ITEM.search(text) is None:
+        return False
     markers = list(_MARKER.finditer(text))
     return any(_starts_list(text, m.start()) and _run_at(text, m, markers, i) for i, m in enumerate(markers))

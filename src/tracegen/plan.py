@@ -460,9 +460,51 @@ def _prepare_db(con: sqlite3.Connection) -> None:
     con.execute("PRAGMA cache_size=-32768")  # 32 MiB of pages: inserts and the index build read less back
     con.execute(
         "CREATE TABLE cand (seq INTEGER PRIMARY KEY, tid INTEGER NOT NULL, rank INTEGER NOT NULL, "
-        "label TEXT NOT NULL, record TEXT NOT NULL)"
+        "label TEXT NOT NULL, submix TEXT, idx INTEGER, question TEXT, target TEXT, task_name TEXT, "
+        "template_type TEXT, source TEXT, message_id INTEGER, system_prompt TEXT, train_system_prompt TEXT)"
     )
     con.execute("CREATE TABLE plan (pos INTEGER PRIMARY KEY, label TEXT NOT NULL, record TEXT NOT NULL)")
+
+
+_CandRow = tuple[int, int, int, str, str, int, str, str, str, str, str, "int | None", str, "str | None"]
+_INSERT_CAND = "INSERT OR IGNORE INTO cand VALUES (" + ", ".join("?" * 14) + ")"
+
+
+def _cand_row(item: _Classified, seq: int, tid: int, rank: int) -> _CandRow:
+    """A candidate as plain columns (a Record is built only for the rows the plan takes)."""
+    row, choice = item.row, item.choice
+    return (
+        seq,
+        tid,
+        rank,
+        choice.label,
+        row.submix,
+        item.index,
+        row.question,
+        row.target,
+        row.task_name,
+        row.template_type,
+        row.where,
+        choice.system_message_id,
+        choice.system_prompt,
+        choice.train_system_prompt,
+    )
+
+
+def _cand_record(values: tuple[Any, ...]) -> Record:
+    (submix, idx, question, target, task_name, template_type, source, message_id, system, train) = values
+    return Record(
+        id=f"{submix}.{idx}",
+        submix=submix,
+        question=question,
+        system_prompt=system,
+        system_message_id=message_id,
+        train_system_prompt=train,
+        task_name=task_name,
+        template_type=template_type,
+        target=target,
+        source=source,
+    )
 
 
 def _read_once(
@@ -477,7 +519,7 @@ def _read_once(
     keys = array("Q")
     tasks = array("i")
     source_stats = SourceStats()
-    batch: list[tuple[int, int, int, str, str]] = []
+    batch: list[_CandRow] = []
     seed = setup.config.seed
     for item in _walk(setup, setup.source.iter_rows(on_reject, source_stats), stats, on_reject):
         task = (item.row.submix, item.row.task_name)
@@ -487,15 +529,12 @@ def _read_once(
         tasks.append(tid)
         rank = _rank(seed, item.row.submix, item.index)
         if rank < thresholds.get(task, _RANK_SPACE):
-            record = _record(item.row, item.index, item.choice)
-            batch.append(
-                (seq, tid, rank, item.choice.label, json.dumps(record.to_dict(), ensure_ascii=False))
-            )
+            batch.append(_cand_row(item, seq, tid, rank))
             if len(batch) >= _SPILL_BATCH:
-                con.executemany("INSERT INTO cand VALUES (?, ?, ?, ?, ?)", batch)
+                con.executemany(_INSERT_CAND, batch)
                 stats.candidates += len(batch)
                 batch.clear()
-    con.executemany("INSERT INTO cand VALUES (?, ?, ?, ?, ?)", batch)
+    con.executemany(_INSERT_CAND, batch)
     stats.candidates += len(batch)
     con.execute("CREATE INDEX cand_task ON cand (tid, rank)")
     stats.source_passes = 1
@@ -622,11 +661,8 @@ def _second_pass(
                 )
             tid = int(task_arr[seq])
             if tid in short and keep[seq]:
-                record = _record(item.row, item.index, item.choice)
-                rank = _rank(seed, item.row.submix, item.index)
-                text = json.dumps(record.to_dict(), ensure_ascii=False)
-                batch.append((seq, tid, rank, item.choice.label, text))
-    con.executemany("INSERT OR IGNORE INTO cand VALUES (?, ?, ?, ?, ?)", batch)
+                batch.append(_cand_row(item, seq, tid, _rank(seed, item.row.submix, item.index)))
+    con.executemany(_INSERT_CAND, batch)
 
 
 def _spill_plan(
@@ -644,11 +680,11 @@ def _spill_plan(
     for tid, seqs in chosen.items():
         where.update(zip(seqs, picks[tid].tolist(), strict=True))
     # one sequential scan of the candidates (about 1.1x the plan) rather than a lookup per task
-    for seq, label, text in _scan(con):
+    for seq, label, *values in _scan(con):
         pos = where.get(seq)
         if pos is None:
             continue
-        record = Record.from_dict(json.loads(text))
+        record = _cand_record(tuple(values))
         record.prompt_tokens = count_chat_tokens(record.messages(), setup.encoding)
         if setup.limit is not None and record.prompt_tokens > setup.limit:
             raise PlanError(
@@ -669,12 +705,14 @@ def _spill_plan(
     stats.prompt_tokens = sum(tokens_per_submix.values())
 
 
-def _scan(con: sqlite3.Connection) -> Iterator[tuple[int, str, str]]:
+def _scan(con: sqlite3.Connection) -> Iterator[tuple[Any, ...]]:
     """Every candidate, in source order, read in chunks (the plan table is written meanwhile)."""
     last = -1
     while True:
         rows = con.execute(
-            "SELECT seq, label, record FROM cand WHERE seq > ? ORDER BY seq LIMIT ?", (last, _SPILL_BATCH)
+            "SELECT seq, label, submix, idx, question, target, task_name, template_type, source, message_id, "
+            "system_prompt, train_system_prompt FROM cand WHERE seq > ? ORDER BY seq LIMIT ?",
+            (last, _SPILL_BATCH),
         ).fetchall()
         if not rows:
             return
