@@ -7,7 +7,9 @@ Kinds, checked in this order; the first that fires names the drop (counted in :a
 kind               default  a record is a duplicate when an earlier KEPT record has ...
 =================  =======  ================================================================================
 exact_pair         on       the same normalized system message + normalized question (the same request)
-exact_question     on       the same normalized question (OpenOrca dropped duplicate questions)
+exact_question     on       the same normalized question (OpenOrca dropped duplicate questions); a run's
+                            clean step sets it to the plan's ``plan_dedup_questions`` (default off)
+                            unless ``dedup:`` names it, so no planned, paid answer is dropped
 exact_response     on       the same normalized response (responses of >= ``response_min_words`` words)
 near_question      off      a question whose MinHash LSH bands collide (Jaccard >~ threshold, 0.9). Off: FLAN
                             reuses long passages with different questions, which look alike to word
