@@ -214,7 +214,9 @@ def run(
                 extend=extend,
                 rehearse=rehearse,
                 on_progress=on_progress,
-                on_stage=lambda msg: console.print(f"[dim]{msg}[/]"),
+                on_stage=lambda msg: console.print(
+                    f"[yellow]{msg}[/]" if msg.startswith("warning:") else f"[dim]{msg}[/]"
+                ),
             )
         _print(progress_view.summary_table(summary), summary, as_json)
 

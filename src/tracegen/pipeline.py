@@ -180,6 +180,8 @@ def _plan_report(run_dir: Path) -> dict[str, Any]:
     }
     if stats.get("redistributed"):
         report["redistributed_per_submix"] = stats["redistributed"]
+    if (shortfall := _shortfall(run_dir)) is not None:
+        report["plan_shortfall"] = shortfall
     if stats.get("absent"):
         report["absent_submixes"] = ", ".join(stats["absent"]) + " (no eligible rows; shares renormalised)"
     return report
