@@ -428,3 +428,31 @@ def test_hub_stream_failing_midway_is_one_clear_error(monkeypatch: pytest.Monkey
     _FakeHub(monkeypatch, [frow("Q1"), frow("Q2")], fail_after=1)
     with pytest.raises(SourceError, match=r"reading stopped at row 1 .*connection reset"):
         list(Source(["someone/flan"]).iter_rows())
+
+
+def test_task_keys_read_only_metadata_columns_of_parquet(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pyarrow.parquet as pq_module
+
+    asked: list[list[str] | None] = []
+    original = pq_module.ParquetFile.iter_batches
+
+    def spy(self: Any, *a: Any, **k: Any) -> Any:
+        asked.append(k.get("columns"))
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(pq_module.ParquetFile, "iter_batches", spy)
+    source = Source([str(SAMPLE / "t0_submix_seqio.parquet")])
+    keys = list(source.iter_task_keys())
+    assert asked and all(
+        cols is not None and "inputs" not in cols and "targets" not in cols for cols in asked
+    )
+    rows = list(source.iter_rows())
+    assert [(r.submix, r.task_name, r.template_type) for r in rows] == keys
+    assert source.column_read(0)
+
+
+def test_task_keys_of_json_lines_read_every_row() -> None:
+    source = Source([str(SAMPLE / "cot_submix.jsonl")])
+    keys = list(source.iter_task_keys())
+    assert keys == [(r.submix, r.task_name, r.template_type) for r in source.iter_rows()]
+    assert not source.column_read(0)
