@@ -4,15 +4,16 @@
 
 For each size a synthetic FLAN v2-shaped JSON-lines source is generated (bench/synth_flan.py; cached in
 $TRACEGEN_BENCH_CACHE, default /tmp/tracegen-bench-cache; 5M rows take ~1.7 GB) and the dry run --
-``tracegen.pipeline.estimate_run``: plan (two streaming passes, spill, plan.jsonl + requests.jsonl +
+``tracegen.pipeline.estimate_run``: plan (a task-size read and one streaming pass, spill, plan.jsonl + requests.jsonl +
 plan_stats.json) then the cost estimate over plan.jsonl -- runs in a fresh child process, planning
 ``rows / 5`` requests (the Orca ratio: 1M requests from 5M FLAN rows). The child's peak RSS is its own
 high-water mark (VmHWM, read by the child: ``ru_maxrss`` would include the parent's size after fork + exec),
 its CPU time comes from ``os.wait4``; the child also reports the time of each phase.
 
 References measured in the same run: the peak RSS of a child that only imports the planner (baseline), and
-the time of one plain pass over the source (read + ``json.loads`` every line) -- planning reads the source
-twice, so ``plan time / read pass`` says how many plain passes planning costs. Figures: time, rows/s, peak
+the time of one plain pass over the source (read + ``json.loads`` every line) -- a JSON-lines source is
+read twice (task sizes, then the pass; Parquet's sizes come from its metadata columns, see
+bench_flan_hub.py), so ``plan time / read pass`` says how many plain passes planning costs. Figures: time, rows/s, peak
 RSS, disk used. Targets: peak RSS < 1 GB at every size; flat as N grows (peak at the largest size at most
 1.5x the peak at the smallest).
 """

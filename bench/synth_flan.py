@@ -17,10 +17,12 @@ import argparse
 import json
 import os
 import random
+import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
-__all__ = ["write_source"]
+__all__ = ["cached_layout", "write_parquet_layout", "write_source"]
 
 _WORDS = (  # noqa: SIM905 - a word list reads better as prose
     "the a of to and in is was for on that with as by at from his her it an were which are this be has had "
@@ -114,6 +116,91 @@ def write_source(path: Path, rows: int, *, seed: int = 0) -> int:
             f.write("\n".join(buf) + "\n")
     os.replace(tmp, path)
     return path.stat().st_size
+
+
+#: Open-Orca/FLAN's folders and the share of the collection's rows each holds in the synthetic copy.
+_LAYOUT_SHARES = {"cot": 0.04, "niv2": 0.30, "flan": 0.30, "t0": 0.30, "dialog": 0.06}
+
+
+def write_parquet_layout(root: Path, rows: int, *, seed: int = 0, rows_per_part: int = 50_000) -> int:
+    """An Open-Orca/FLAN-shaped copy under ``root``: its 14 folders of ``part.N.parquet`` files, seqio columns.
+
+    Rows are split over the folders by :data:`_LAYOUT_SHARES` (each submix evenly over its folders), with the
+    same row shape as :func:`write_source`; Flan2021 option lists are rendered by FLAN's rule. Returns the
+    bytes written.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tracegen.flan_options import END_STRINGS, ITEM_STYLES, OPTION_STARTS, render_options
+    from tracegen.sources import OPEN_ORCA_FLAN_LAYOUT
+
+    rng = random.Random(seed)
+    sources = {
+        "cot": ("CoT", _COT_TASKS),
+        "niv2": ("NIv2", _NIV_TASKS),
+        "flan": ("Flan2021", _FLAN_TASKS),
+        "t0": ("P3", _T0_TASKS),
+        "dialog": ("Dialog", ["wiki_dialog", "qrecc"]),
+    }
+    folders_of: dict[str, list[str]] = {}
+    for folder in OPEN_ORCA_FLAN_LAYOUT:
+        folders_of.setdefault(folder.split("_")[0], []).append(folder)
+    total = 0
+    row_no = 0
+    for head, folders in folders_of.items():
+        source, tasks = sources[head]
+        for folder in folders:
+            template = folder.split("_")[1]
+            template = template[:2] + "_" + template[2:]
+            n = round(rows * _LAYOUT_SHARES[head] / len(folders))
+            (root / folder).mkdir(parents=True, exist_ok=True)
+            for part, start in enumerate(range(0, max(n, 1), rows_per_part)):
+                cols: dict[str, list[Any]] = {
+                    k: []
+                    for k in (
+                        "inputs",
+                        "targets",
+                        "_template_idx",
+                        "_task_source",
+                        "_task_name",
+                        "_template_type",
+                    )
+                }
+                for _ in range(min(rows_per_part, n - start)):
+                    question = f"Item {row_no}: " + " ".join(rng.choices(_WORDS, k=rng.randint(10, 35))) + "?"
+                    if template.startswith("fs"):
+                        question = " ".join(rng.choices(_WORDS, k=20)) + "? Answer: yes\n\n" + question
+                    if head == "flan" and template.endswith("_opt") and row_no % 2:
+                        question += "\n" + render_options(
+                            rng.choices(_WORDS, k=3),
+                            rng.choice(OPTION_STARTS),
+                            rng.choice(ITEM_STYLES),
+                            rng.choice(END_STRINGS),
+                        )
+                    cols["inputs"].append(question)
+                    cols["targets"].append(" ".join(rng.choices(_WORDS, k=rng.randint(1, 12))))
+                    cols["_template_idx"].append(row_no % 10)
+                    cols["_task_source"].append(source)
+                    cols["_task_name"].append(tasks[int(rng.random() ** 1.5 * len(tasks))])
+                    cols["_template_type"].append(template)
+                    row_no += 1
+                path = root / folder / f"part.{part}.parquet"
+                pq.write_table(pa.table(cols), path, row_group_size=10_000)
+                total += path.stat().st_size
+    return total
+
+
+def cached_layout(rows: int, cache_dir: Path, *, seed: int = 0) -> Path:
+    """The Open-Orca/FLAN-shaped copy of ``rows`` rows in ``cache_dir`` (written once)."""
+    root = cache_dir / f"open-orca-flan-{rows}-s{seed}"
+    marker = root / ".ok"
+    if marker.exists():
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    write_parquet_layout(root, rows, seed=seed)
+    marker.write_text("ok")
+    return root
 
 
 def cached_source(rows: int, cache_dir: Path, *, seed: int = 0) -> Path:

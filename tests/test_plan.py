@@ -402,6 +402,34 @@ def test_closed_plan_cannot_be_read(tmp_path: Path) -> None:
         list(plan)
 
 
+def _no_candidates(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every task's candidates fall short, which forces the fallback second pass."""
+    import tracegen.plan as plan_module
+
+    original = plan_module._candidate_thresholds
+    monkeypatch.setattr(plan_module, "_candidate_thresholds", lambda *a: dict.fromkeys(original(*a), 0))
+
+
+def test_one_full_pass_and_the_same_plan_with_a_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    original = Source.iter_rows
+
+    def counting(self: Source, *a: Any, **k: Any) -> Any:
+        calls.append(1)
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(Source, "iter_rows", counting)
+    with build_plan(config(n=300, seed=3)) as plan:
+        one = list(plan.lines())
+        assert plan.stats.source_passes == 1 and len(calls) == 1
+        assert plan.stats.task_sizes_read == "columns+rows"  # parquet by columns, JSON lines whole
+        assert plan.stats.candidates < 2 * 300 + 8 * sum(plan.stats.tasks.values())
+    _no_candidates(monkeypatch)
+    with build_plan(config(n=300, seed=3)) as plan:
+        assert plan.stats.source_passes == 2 and len(calls) == 3
+        assert list(plan.lines()) == one  # candidates decide the reading, never the plan
+
+
 def test_source_changing_between_passes_is_detected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     src = write_jsonl(tmp_path / "f.jsonl", [frow(f"Q{i}") for i in range(20)])
     original = Source.iter_rows
@@ -414,6 +442,7 @@ def test_source_changing_between_passes_is_detected(tmp_path: Path, monkeypatch:
         return original(self, *a, **k)
 
     monkeypatch.setattr(Source, "iter_rows", changing)
+    _no_candidates(monkeypatch)
     with pytest.raises(SourceError, match="changed while planning"):
         build_plan(config([str(src)], n=5))
 
@@ -535,3 +564,48 @@ def test_submix_absent_from_source_is_left_out_and_shares_renormalised(tmp_path:
     assert stats.absent == ["niv", "flan", "t0"]
     assert stats.quota == {"cot": 50, "niv": 0, "flan": 0, "t0": 0}
     assert stats.planned_total == 50 and {r.submix for r in records} == {"cot"}
+
+
+# ---- shortfall -------------------------------------------------------------------------------------------
+def test_shortfall_is_reported_and_fill_shortfall_redistributes_by_the_mix() -> None:
+    from tracegen.plan import shortfall_message
+
+    mix = {"cot": 1.0, "niv": 1.0, "flan": 2.0}
+    with build_plan(config(n=600, mix=mix)) as plan:
+        s = plan.stats
+        assert s.quota == {"cot": 150, "niv": 150, "flan": 300, "t0": 0}
+        assert s.shortfall["cot"] == 150 - s.eligible["cot"] > 0 and s.planned_total < 600
+        message = shortfall_message(s)
+        assert (
+            message is not None and f"cot had {s.eligible['cot']} eligible rows for a quota of 150" in message
+        )
+        assert "--fill-shortfall" in message
+    with build_plan(config(n=600, mix=mix, fill_shortfall=True)) as plan:
+        f = plan.stats
+        cot, flan = f.eligible["cot"], f.eligible["flan"]
+        # cot and flan are short; niv (1 share, the only one left) takes all that is missing
+        assert f.quota == {"cot": cot, "niv": 600 - cot - flan, "flan": flan, "t0": 0}
+        assert f.planned == f.quota and f.planned_total == 600 and shortfall_message(f) is None
+        assert f.redistributed == {"cot": cot - 150, "niv": 600 - cot - flan - 150, "flan": flan - 300}
+
+
+def test_fill_shortfall_splits_by_the_remaining_shares() -> None:
+    from tracegen.mix import mix_shares
+    from tracegen.plan import _submix_quotas
+
+    shares = mix_shares({"cot": 1.0, "niv": 1.0, "flan": 1.0, "t0": 1.0})
+    eligible = {"cot": 10, "niv": 1000, "flan": 1000, "t0": 1000}
+    assert _submix_quotas(400, shares, eligible, True) == {"cot": 10, "niv": 130, "flan": 130, "t0": 130}
+    assert _submix_quotas(400, shares, eligible, False) == {"cot": 100, "niv": 100, "flan": 100, "t0": 100}
+
+
+def test_the_run_says_what_it_could_not_fill(tmp_path: Path) -> None:
+    from tracegen.pipeline import prepare
+
+    lines: list[str] = []
+    prepare(config(n=600, mix={"cot": 1.0}, output_dir=str(tmp_path / "run")), on_stage=lines.append)
+    [warning] = [line for line in lines if line.startswith("warning:")]
+    assert "of --n 600 requests: cot had" in warning and "--fill-shortfall" in warning
+    lines.clear()
+    prepare(config(n=600, mix={"cot": 1.0}, output_dir=str(tmp_path / "run")), on_stage=lines.append)
+    assert any(line.startswith("warning: planned") for line in lines)  # said again on a rerun

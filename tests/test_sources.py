@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pyarrow as pa
@@ -15,6 +16,7 @@ from flan_helpers import SAMPLE, frow, write_jsonl
 from tracegen.errors import BadRecordError, SourceError
 from tracegen.sources import (
     FLAN_V2_PRESET,
+    OPEN_ORCA_FLAN_LAYOUT,
     Rejection,
     Source,
     SourceStats,
@@ -333,13 +335,20 @@ class _FakeHub:
     """Stands in for the Hub: dataset_info succeeds, load_dataset streams given rows (or fails midway)."""
 
     def __init__(
-        self, monkeypatch: pytest.MonkeyPatch, rows: list[dict[str, Any]], fail_after: int | None = None
+        self,
+        monkeypatch: pytest.MonkeyPatch,
+        rows: list[dict[str, Any]],
+        fail_after: int | None = None,
+        files: tuple[str, ...] = (),
     ):
         import datasets
         from huggingface_hub import HfApi
 
         self.calls: list[dict[str, Any]] = []
-        monkeypatch.setattr(HfApi, "dataset_info", lambda api, repo_id, **k: None)
+        siblings = [SimpleNamespace(rfilename=f) for f in files]
+        monkeypatch.setattr(
+            HfApi, "dataset_info", lambda api, repo_id, **k: SimpleNamespace(siblings=siblings)
+        )
 
         def load_dataset(repo_id: str, **kw: Any) -> Any:
             self.calls.append({"repo_id": repo_id, **kw})
@@ -371,15 +380,79 @@ def test_open_orca_flan_preset_streams_zero_shot_folders(monkeypatch: pytest.Mon
         "_task_source": "NIv2",
         "_task_name": "task1_x",
     }  # no template column
-    hub = _FakeHub(monkeypatch, [seqio])
+    files = tuple(f"{folder}/part.0.parquet" for folder in OPEN_ORCA_FLAN_LAYOUT)
+    hub = _FakeHub(monkeypatch, [seqio], files=files)
     rows = list(Source(["open-orca-flan"]).iter_rows())
     folders = [c["data_files"].split("/")[0] for c in hub.calls]
-    assert folders == [f"{s}_{t}_data" for s in ("cot", "niv2", "flan", "t0") for t in ("zsopt", "zsnoopt")]
-    assert [r.template_type for r in rows] == ["zs_opt", "zs_noopt"] * 4  # from each folder's name
+    assert folders == [
+        "cot_zsopt_data",
+        "niv2_zsopt_data",
+        "flan_zsopt_data",
+        "flan_zsnoopt_data",
+        "t0_zsopt_data",
+        "t0_zsnoopt_data",
+    ]
+    assert [r.template_type for r in rows] == ["zs_opt", "zs_opt", "zs_opt", "zs_noopt", "zs_opt", "zs_noopt"]
     assert rows[0].where == "Open-Orca/FLAN/cot_zsopt_data[0]"
+
+
+def test_missing_hub_folder_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    files = tuple(
+        f"{folder}/part.0.parquet" for folder in OPEN_ORCA_FLAN_LAYOUT if folder != "t0_zsnoopt_data"
+    )
+    _FakeHub(monkeypatch, [], files=files)
+    with pytest.raises(
+        SourceError, match=r"'Open-Orca/FLAN' has no folder 't0_zsnoopt_data' \(it has: cot_fsopt"
+    ):
+        Source(["open-orca-flan"]).check()
+
+
+def test_source_target_columns(tmp_path: Path) -> None:
+    path = write_jsonl(
+        tmp_path / "dump.jsonl",
+        [
+            {
+                "source": "Q?",
+                "target": "A",
+                "task_source": "Flan2021",
+                "task_name": "glue/rte:2.0.0",
+                "template_type": "zs_opt",
+            }
+        ],
+    )
+    [row] = list(Source([str(path)]).iter_rows())
+    assert (row.question, row.target, row.submix) == ("Q?", "A", "flan")
 
 
 def test_hub_stream_failing_midway_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     _FakeHub(monkeypatch, [frow("Q1"), frow("Q2")], fail_after=1)
     with pytest.raises(SourceError, match=r"reading stopped at row 1 .*connection reset"):
         list(Source(["someone/flan"]).iter_rows())
+
+
+def test_task_keys_read_only_metadata_columns_of_parquet(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pyarrow.parquet as pq_module
+
+    asked: list[list[str] | None] = []
+    original = pq_module.ParquetFile.iter_batches
+
+    def spy(self: Any, *a: Any, **k: Any) -> Any:
+        asked.append(k.get("columns"))
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(pq_module.ParquetFile, "iter_batches", spy)
+    source = Source([str(SAMPLE / "t0_submix_seqio.parquet")])
+    keys = list(source.iter_task_keys())
+    assert asked and all(
+        cols is not None and "inputs" not in cols and "targets" not in cols for cols in asked
+    )
+    rows = list(source.iter_rows())
+    assert [(r.submix, r.task_name, r.template_type) for r in rows] == keys
+    assert source.column_read(0)
+
+
+def test_task_keys_of_json_lines_read_every_row() -> None:
+    source = Source([str(SAMPLE / "cot_submix.jsonl")])
+    keys = list(source.iter_task_keys())
+    assert keys == [(r.submix, r.task_name, r.template_type) for r in source.iter_rows()]
+    assert not source.column_read(0)

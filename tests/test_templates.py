@@ -151,7 +151,10 @@ MC_CASES = [
     ("How do you do this: dry shoes\n\nSelect from the following.\n- a\n- b", "zs_opt", False, True, True),
     ("Write a one-sentence summary of the article.", "zs_opt", False, True, False),
     ("Is this review positive or negative?", "zs_noopt", False, False, False),
-    ("Options: a or b?\nOPTIONS:\n- a\n- b", "zs_noopt", True, False, False),
+    ("Options: a or b?\nOPTIONS:\n- a\n- b", "zs_noopt", True, False, True),
+    ("Does it follow?\nOPT:\n a). yes;\n b). no;", "zs_opt", False, True, True),
+    ("Is it positive? - yes - no", "zs_opt", False, True, True),
+    ("Text.\nOptions are: (i) yes (ii) no", "zs_noopt", False, False, True),
     ("There are many options. Which one?", "zs_opt", False, True, False),
 ]
 

@@ -276,6 +276,13 @@ def run(
         str | None,
         typer.Option(help=_h("aiohttp (fast) | sdk (AsyncOpenAI).", "transport")),
     ] = None,
+    fill_shortfall: Annotated[
+        bool | None,
+        typer.Option(
+            "--fill-shortfall",
+            help="Give a submix's missing rows (too few eligible) to the others, in proportion to the mix.",
+        ),
+    ] = None,
     poll_interval: Annotated[
         float | None,
         typer.Option(
@@ -389,6 +396,7 @@ def run(
             mc_detector=mc_detector,
             skip_bad_records=skip_bad_records,
             on_too_long=on_too_long,
+            fill_shortfall=fill_shortfall,
             mode=mode,
             transport=transport,
             batch_poll_interval_s=poll_interval,
@@ -413,7 +421,9 @@ def run(
                 extend=extend,
                 rehearse=rehearse,
                 on_progress=on_progress,
-                on_stage=lambda msg: console.print(progress_view.safe(msg, "dim"), highlight=False),
+                on_stage=lambda msg: console.print(
+                    progress_view.safe(msg, "yellow" if msg.startswith("warning:") else "dim"), highlight=False
+                ),
             )
         _print(progress_view.summary_table(summary), summary, as_json)
         stopped = progress_view.budget_stop_line(

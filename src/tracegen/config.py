@@ -158,7 +158,9 @@ class RunConfig(BaseModel):
     )
     skip_bad_records: bool = False
     plan_dedup_questions: bool = Field(
-        False, description="Also drop repeated questions (case/space-folded) before sending, not only pairs."
+        False,
+        description="Drop repeated questions before sending, not only repeated (system message, question) "
+        "pairs; clean's exact_question dedup follows it unless dedup: sets it.",
     )
     on_too_long: Literal["reject", "fail"] = "reject"
     decontaminate: list[str] = Field(
@@ -171,6 +173,10 @@ class RunConfig(BaseModel):
     )
     decontaminate_min_matches: int = Field(
         1, ge=1, description="Shared n-grams with one evaluation item that make a question contaminated."
+    )
+    fill_shortfall: bool = Field(
+        False,
+        description="Give a short submix's missing rows to the other submixes, in proportion to the mix.",
     )
 
     # ---- teacher -----------------------------------------------------------------------------------------

@@ -7,7 +7,9 @@ Kinds, checked in this order; the first that fires names the drop (counted in :a
 kind               default  a record is a duplicate when an earlier KEPT record has ...
 =================  =======  ================================================================================
 exact_pair         on       the same normalized system message + normalized question (the same request)
-exact_question     on       the same normalized question (OpenOrca dropped duplicate questions)
+exact_question     on       the same normalized question (OpenOrca dropped duplicate questions); a run's
+                            clean step sets it to the plan's ``plan_dedup_questions`` (default off)
+                            unless ``dedup:`` names it, so no planned, paid answer is dropped
 exact_response     on       the same normalized response (responses of >= ``response_min_words`` words)
 near_question      off      a question whose MinHash LSH bands collide (Jaccard >~ threshold, 0.9). Off: FLAN
                             reuses long passages with different questions, which look alike to word
@@ -75,6 +77,7 @@ __all__ = [
     "MinHasher",
     "lsh_params",
     "normalize_text",
+    "pair_hash",
     "text_hash",
 ]
 
@@ -96,6 +99,11 @@ def normalize_text(text: str) -> str:
 def text_hash(text: str) -> int:
     """64-bit xxh3 of the normalized text, as a Python int in [0, 2**64)."""
     return _xxh(normalize_text(text))
+
+
+def pair_hash(system_prompt: str, question: str) -> int:
+    """The ``exact_pair`` key: 64-bit xxh3 of the normalized system message and question."""
+    return _xxh(normalize_text(system_prompt) + "\x00" + normalize_text(question))
 
 
 def _words(normalized: str) -> int:

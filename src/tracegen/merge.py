@@ -430,7 +430,9 @@ def merge(
         if filter_config is None:
             filter_config = FilterConfig.model_validate(config.get("filters") or {})
         if dedup_config is None:
-            dedup_config = DedupConfig.model_validate(config.get("dedup") or {})
+            # as the runs' own clean step: exact_question follows the plan's dedup unless dedup: sets it
+            settings = {"exact_question": bool(config.get("plan_dedup_questions", False))}
+            dedup_config = DedupConfig.model_validate(settings | (config.get("dedup") or {}))
         result.clean = clean(out, filter_config, dedup_config)
         release_output(out)
     return result

@@ -14,8 +14,9 @@ Rules (Orca §3.1.2, Table 3; see ``ORCA.md``):
 * Flan2021 and T0: Algorithm 1 — pick a task uniformly at random among the tasks that still have rows, then
   a row of it uniformly at random without replacement; repeat until the quota is met or rows run out.
 * Shortfall: a submix with fewer eligible rows than its quota gives all it has and the shortfall is
-  reported; it is **not** redistributed to other submixes (the plan is then smaller than ``n``), so the
-  plan keeps the shares the user asked for wherever rows exist.
+  reported; by default it is **not** redistributed to other submixes (the plan is then smaller than ``n``),
+  so the plan keeps the shares the user asked for wherever rows exist; ``fill_shortfall`` gives the missing
+  rows to the other submixes in proportion to their shares (:func:`tracegen.plan.build_plan`).
 
 Order: within a submix rows come in sampling order (the Algorithm 1 sequence, or a random order), so any
 prefix of a submix is itself a sample by the same rule. Submixes are interleaved by earliest-deadline-first

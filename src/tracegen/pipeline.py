@@ -98,6 +98,7 @@ def prepare(
     plan_done = (rd.path / "plan.jsonl").exists() and (rd.path / "plan_stats.json").exists()
     if plan_done and not extend and not rd.replaced:
         on_stage(f"reusing the plan in {rd.path / 'plan.jsonl'}")
+        _say_shortfall(rd.path, on_stage)
         return rd
     on_stage("planning: reading the source and sampling the Orca mix")
     rejected: list[dict[str, Any]] = []
@@ -111,7 +112,36 @@ def prepare(
         stats = write_plan(plan, rd.path, shard=config.shard_index())
     _rewrite_rejections(rd.path, PLAN_STAGES, rejected)
     on_stage(f"planned {stats.planned_total:,} requests into {rd.path / 'plan.jsonl'}")
+    _say_shortfall(rd.path, on_stage)
     return rd
+
+
+def _dedup_settings(config: RunConfig) -> dict[str, Any]:
+    """The clean step's dedup settings: exact_question follows the plan's dedup unless ``dedup:`` sets it.
+
+    The plan already dropped what its dedup key repeats, so the default clean step drops no answer that
+    was paid for as a duplicate of another planned request (pair plans keep one question under several
+    system messages; dropping all but one of them after paying would waste the rest).
+    """
+    return {"exact_question": config.plan_dedup_questions, **config.dedup}
+
+
+def _shortfall(run_dir: Path) -> str | None:
+    """What the plan in ``run_dir`` could not fill (--n or a submix's share) and why, or None."""
+    from .plan import PlanStats, shortfall_message
+
+    try:
+        stats = PlanStats.from_dict(json.loads((run_dir / "plan_stats.json").read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        return None
+    return shortfall_message(stats)
+
+
+def _say_shortfall(run_dir: Path, on_stage: StageCallback) -> None:
+    """Tell the run what its plan could not fill and why (a stage line starting with ``warning:``)."""
+    message = _shortfall(run_dir)
+    if message is not None:
+        on_stage("warning: " + message)
 
 
 def _check_layout(rd: RunDir, config: RunConfig) -> None:
@@ -162,6 +192,10 @@ def _plan_report(run_dir: Path) -> dict[str, Any]:
         "shortfall_per_submix": {k: v for k, v in stats.get("shortfall", {}).items() if v},
         "dropped_before_sending": {k: v for k, v in stats.get("dropped", {}).items() if v},
     }
+    if stats.get("redistributed"):
+        report["redistributed_per_submix"] = stats["redistributed"]
+    if (shortfall := _shortfall(run_dir)) is not None:
+        report["plan_shortfall"] = shortfall
     if stats.get("absent"):
         report["absent_submixes"] = ", ".join(stats["absent"]) + " (no eligible rows; shares renormalised)"
     return report
@@ -262,6 +296,8 @@ async def _arun(
     with _rehearsal(config, rehearse) as (cfg, env), _graceful_interrupt(stop, on_stage):
         result = await _answer(cfg, rd, env, on_progress=on_progress, on_stage=on_stage, stop=stop)
     summary: dict[str, Any] = {"stop_reason": result.stop_reason, "run": result.stats}
+    if (shortfall := _shortfall(rd.path)) is not None:
+        summary["plan_shortfall"] = shortfall
     if result.succeeded + result.skipped_done > 0:
         summary.update(finish(rd.path, config=config, on_stage=on_stage))
         _report(rd.path, summary, on_stage)
@@ -515,7 +551,7 @@ def _finish(
             raise RunDirError(f"{run}: no stage has answers yet (stages/*/traces.jsonl); run it first")
         for name in answered:
             on_stage(f"cleaning stage {name}: quality filters, answer check, dedup")
-            clean(stage_path(run, name), FilterConfig(**cfg.filters), DedupConfig(**cfg.dedup))
+            clean(stage_path(run, name), FilterConfig(**cfg.filters), DedupConfig(**_dedup_settings(cfg)))
         cleaned_stages = combine_stages(run, names, cfg)
         fmts = tuple(formats or cfg.export_formats)
         on_stage(f"exporting {', '.join(fmts)}, one config per stage")
@@ -524,7 +560,7 @@ def _finish(
     if not (run / "traces.jsonl").exists():
         raise RunDirError(f"{run}: no traces.jsonl: not a run directory, or nothing was answered yet")
     on_stage("cleaning: quality filters, answer check, dedup")
-    cleaned = clean(run, FilterConfig(**cfg.filters), DedupConfig(**cfg.dedup))
+    cleaned = clean(run, FilterConfig(**cfg.filters), DedupConfig(**_dedup_settings(cfg)))
     fmts = tuple(formats or cfg.export_formats)
     on_stage(f"exporting {', '.join(fmts)}")
     exported = export(run, output_dir, formats=fmts)

@@ -9,11 +9,20 @@ A source spec (``--source``, ``RunConfig.source``) is one of
 * a Hub dataset id (``owner/name``, optionally ``owner/name:split``; default split ``train``), streamed with
   ``datasets.load_dataset(..., streaming=True)``;
 * the preset ``flan-v2`` (also what an empty source list means): the published ``*_submix_original``
-  submixes ``conceptofmind/{cot,niv2,flan2021,t0}_submix_original``; the Dialog submix is not read;
-* the preset ``open-orca-flan``: the zero-shot folders of ``Open-Orca/FLAN`` (``cot_zsopt_data``, …,
-  ``t0_zsnoopt_data``), each streamed on its own so its folder name gives the template type.
+  submixes ``conceptofmind/{cot,niv2,flan2021,t0}_submix_original`` (``data/train-*.parquet``); the
+  Dialog submix is not read;
+* the preset ``flan-v2-dpi``: the same submixes as copied by the Data Provenance Initiative
+  (``DataProvenanceInitiative/{cot,niv2,flan2021,t0}_submix_original``, same layout and columns);
+* the preset ``open-orca-flan``: the zero-shot folders of ``Open-Orca/FLAN`` that exist — ``cot_zsopt_data``,
+  ``niv2_zsopt_data``, ``flan_zs{opt,noopt}_data``, ``t0_zs{opt,noopt}_data`` (the repository has 14
+  folders, :data:`OPEN_ORCA_FLAN_LAYOUT`: CoT and NIv2 only in ``opt`` form, Dialog left out), each of
+  ``part.N.parquet`` files with the seqio columns (``_task_source`` …), each streamed on its own.
 
-Hub sources are streamed twice by the planner (two passes); for big runs a local copy is faster.
+A Hub folder or file that is missing is named in the error (with the folders the repository does have).
+
+The planner reads each source once (:mod:`tracegen.plan`); the per-task sizes it needs beforehand come from
+:meth:`Source.iter_task_keys`, which reads only the metadata columns of Parquet data (local files or Hub
+datasets, through ``datasets`` streaming with ``columns=``) and every row of other formats.
 
 A spec that has a data-file extension is a path, never a Hub id. Nothing is loaded whole: JSON lines are read
 line by line, JSON arrays are decoded incrementally, Parquet by record batches, saved datasets in batches
@@ -21,7 +30,8 @@ from the memory map, Hub datasets as a stream.
 
 Columns are normalised (:func:`normalize_row`): ``inputs``/``targets``/``task_source``/``task_name``/
 ``template_type``; the seqio spelling with a leading underscore (``_task_source``, ``_task_name``,
-``_template_type``); and SirNeural/flan_v2's ``input``/``target``/``task``. ``task_source`` maps to the
+``_template_type``); SirNeural/flan_v2's ``input``/``target``/``task``; and the ``source``/``target``
+spelling of other FLAN dumps (``source`` is the prompt). ``task_source`` maps to the
 submix: CoT→cot, NIv2→niv, Flan2021/FLAN→flan, P3/T0→t0; Dialog rows are skipped and counted.
 
 Rule for rows without ``task_source`` (SirNeural/flan_v2): the ``task`` value is the submix name of the file
@@ -39,6 +49,7 @@ template_type) raises :class:`~tracegen.errors.BadRecordError` naming ``file:lin
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import gzip
 import io
@@ -54,7 +65,10 @@ from typing import IO, Any, Literal
 from .errors import BadRecordError, SourceError
 
 __all__ = [
+    "FLAN_V2_DPI_PRESET",
     "FLAN_V2_PRESET",
+    "OPEN_ORCA_FLAN_FOLDERS",
+    "OPEN_ORCA_FLAN_LAYOUT",
     "BadRecordReason",
     "RejectCallback",
     "Rejection",
@@ -74,17 +88,47 @@ FLAN_V2_PRESET: tuple[str, ...] = (
     "conceptofmind/flan2021_submix_original",
     "conceptofmind/t0_submix_original",
 )
-#: Open-Orca/FLAN (the whole collection as parquet): only its zero-shot folders, Dialog left out.
-OPEN_ORCA_FLAN_FOLDERS: tuple[str, ...] = tuple(
-    f"{submix}_{template}_data"
-    for submix in ("cot", "niv2", "flan", "t0")
-    for template in ("zsopt", "zsnoopt")
+#: The Data Provenance Initiative's copies of the same submixes (same files and columns).
+FLAN_V2_DPI_PRESET: tuple[str, ...] = tuple(
+    "DataProvenanceInitiative/" + repo_id.split("/", 1)[1] for repo_id in FLAN_V2_PRESET
 )
-PRESETS: dict[str, tuple[str, ...]] = {"flan-v2": FLAN_V2_PRESET}
+#: Open-Orca/FLAN (the whole collection as parquet): its 14 folders, each of ``part.N.parquet`` files.
+OPEN_ORCA_FLAN_LAYOUT: tuple[str, ...] = (
+    "cot_zsopt_data",
+    "cot_fsopt_data",
+    "niv2_zsopt_data",
+    "niv2_fsopt_data",
+    "flan_zsopt_data",
+    "flan_fsopt_data",
+    "flan_zsnoopt_data",
+    "flan_fsnoopt_data",
+    "t0_zsopt_data",
+    "t0_fsopt_data",
+    "t0_zsnoopt_data",
+    "t0_fsnoopt_data",
+    "dialog_zsopt_data",
+    "dialog_fsopt_data",
+)
+#: What the ``open-orca-flan`` preset reads: the zero-shot folders, Dialog left out.
+OPEN_ORCA_FLAN_FOLDERS: tuple[str, ...] = tuple(
+    f for f in OPEN_ORCA_FLAN_LAYOUT if "_zs" in f and not f.startswith("dialog")
+)
+PRESETS: dict[str, tuple[str, ...]] = {"flan-v2": FLAN_V2_PRESET, "flan-v2-dpi": FLAN_V2_DPI_PRESET}
+#: Columns that say which task a row belongs to (what :meth:`Source.iter_task_keys` reads).
+META_COLUMNS: tuple[str, ...] = (
+    "task_source",
+    "_task_source",
+    "task_name",
+    "_task_name",
+    "template_type",
+    "_template_type",
+    "task",
+)
 
 _DATA_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz", ".parquet")
 _HUB_ID = re.compile(r"^(?:hf://datasets/)?([A-Za-z0-9][\w.-]*/[\w.-]+)(?::([\w.-]+))?$")
 _PROBE_TIMEOUT_S = 10.0
+_COLUMN_READ_BLOCK = 64 * 1024
 _BATCH_ROWS = 1024
 _CHUNK_CHARS = 1 << 16
 _decode_json = json.JSONDecoder().decode
@@ -270,7 +314,7 @@ def _normalize_slow(raw: Mapping[str, Any], where: str, path_hint: str) -> Sourc
         raise _Bad("missing_field", "task_source", "is missing (looked for task_source, _task_source, task)")
     if submix == "dialog":
         return None
-    question = _text(raw, ("inputs", "input"))
+    question = _text(raw, ("inputs", "input", "source"))
     assert question is not None
     if not question.strip():
         raise _Bad("empty_question", "inputs", "is empty")
@@ -524,13 +568,13 @@ def _hub_unreachable(repo_id: str, why: str) -> SourceError:
     )
 
 
-def _probe_hub(repo_id: str) -> None:
-    """Fail in seconds, without retries, when the Hub or the dataset cannot be reached."""
+def _probe_hub(repo_id: str) -> list[str]:
+    """The dataset's file paths; fails in seconds, without retries, when it cannot be reached."""
     from huggingface_hub import HfApi
     from huggingface_hub.errors import GatedRepoError, OfflineModeIsEnabled, RepositoryNotFoundError
 
     try:
-        HfApi().dataset_info(repo_id, timeout=_PROBE_TIMEOUT_S)
+        info = HfApi().dataset_info(repo_id, timeout=_PROBE_TIMEOUT_S)
     except OfflineModeIsEnabled:
         raise _hub_unreachable(repo_id, "HF_HUB_OFFLINE is set") from None
     except GatedRepoError:
@@ -539,6 +583,31 @@ def _probe_hub(repo_id: str) -> None:
         raise _hub_unreachable(repo_id, "not found, or private") from None
     except Exception as e:  # network errors come from httpx/requests/OSError alike
         raise _hub_unreachable(repo_id, f"{type(e).__name__}: {_short(e)}") from None
+    return [sibling.rfilename for sibling in info.siblings or []]
+
+
+def _check_hub_files(repo_id: str, files: Sequence[str], data_files: str | None) -> None:
+    """A SourceError naming the folder or file ``data_files`` asks for when the repository lacks it."""
+    if data_files is None or any(fnmatch.fnmatch(f, data_files) for f in files):
+        return
+    folder = data_files.split("/", 1)[0] if "/" in data_files else ""
+    folders = sorted({f.split("/", 1)[0] for f in files if "/" in f})
+    missing = f"folder {folder!r}" if folder and folder not in folders else f"files {data_files!r}"
+    raise SourceError(
+        f"Hub dataset {repo_id!r} has no {missing} (it has: {', '.join(folders) or 'no folders'}); "
+        "check the preset's layout against the repository, or pass a local --source"
+    )
+
+
+def _is_parquet_data(files: Sequence[str], data_files: str | None) -> bool:
+    """Whether the part's data files are all Parquet (so its metadata columns can be read alone)."""
+    data = [
+        f
+        for f in files
+        if (data_files is None or fnmatch.fnmatch(f, data_files))
+        and f.lower().endswith((*_DATA_SUFFIXES, ".gz", ".csv", ".arrow", ".txt"))
+    ]
+    return bool(data) and all(f.lower().endswith(".parquet") for f in data)
 
 
 def _read_hub(repo_id: str, label: str, split: str, data_files: str | None) -> Iterator[RawItem]:
@@ -551,7 +620,7 @@ def _read_hub(repo_id: str, label: str, split: str, data_files: str | None) -> I
             ds = datasets.load_dataset(repo_id, data_files=data_files, split=split, streaming=True)
         iterator = iter(ds)
     except Exception as e:  # datasets raises many types here; all mean "cannot read"
-        raise _hub_unreachable(repo_id, f"{type(e).__name__}: {_short(e)}") from None
+        raise _hub_read_error(repo_id, data_files, e) from None
     row = 0
     while True:
         try:
@@ -565,6 +634,87 @@ def _read_hub(repo_id: str, label: str, split: str, data_files: str | None) -> I
             ) from None
         yield f"{label}[{row}]", dict(raw)
         row += 1
+
+
+def _task_key(raw: Mapping[str, Any], path_hint: str) -> tuple[str, str, str] | None:
+    """(submix, task_name, template_type) from the metadata columns, or None (Dialog, malformed)."""
+    source = raw.get("task_source") or raw.get("_task_source")
+    task = raw.get("task")
+    if isinstance(source, str):
+        submix = submix_for_task_source(source)
+    elif isinstance(task, str):
+        submix = _submix_for_task(task)
+    else:
+        return None
+    name = raw.get("task_name") or raw.get("_task_name") or task
+    if submix is None or submix == "dialog" or not isinstance(name, str):
+        return None
+    template_raw = raw.get("template_type") or raw.get("_template_type")
+    if isinstance(template_raw, str):
+        template = _TEMPLATE_TYPES.get(re.sub(r"[^a-z]", "", template_raw.lower()))
+    else:
+        template = _template_from_path(path_hint)
+    return (submix, name, template) if template else None
+
+
+def _read_parquet_columns(path: Path, label: str) -> Iterator[dict[str, Any]]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as e:  # pyarrow raises ArrowInvalid/OSError for a broken file
+        raise SourceError(f"{label}: not a readable Parquet file ({_short(e)})") from None
+    columns = [c for c in META_COLUMNS if c in pf.schema_arrow.names]
+    for batch in pf.iter_batches(batch_size=_BATCH_ROWS * 16, columns=columns):
+        lists = {c: batch.column(c).to_pylist() for c in columns}
+        for i in range(batch.num_rows):
+            yield {c: values[i] for c, values in lists.items()}
+
+
+def _read_hub_columns(
+    repo_id: str, label: str, split: str, data_files: str | None
+) -> Iterator[dict[str, Any]]:
+    """Stream only the metadata columns of a Parquet Hub dataset (``datasets`` reads just those chunks)."""
+    import datasets
+
+    kwargs: dict[str, Any] = {"split": split, "streaming": True}
+    if data_files is not None:
+        kwargs["data_files"] = data_files
+    try:
+        features = datasets.load_dataset(repo_id, **kwargs).features
+        names = list(features) if features is not None else []
+        columns = [c for c in META_COLUMNS if c in names]
+        if not columns:  # nothing to size tasks by: every row of this part becomes a planning candidate
+            return
+        # small read blocks: the metadata column chunks are a few KB each, and the default read-ahead
+        # block would fetch most of the file around them
+        storage = {"hf": {"block_size": _COLUMN_READ_BLOCK}}
+        iterator = iter(datasets.load_dataset(repo_id, columns=columns, storage_options=storage, **kwargs))
+    except Exception as e:  # datasets raises many types here; all mean "cannot read"
+        raise _hub_read_error(repo_id, data_files, e) from None
+    row = 0
+    while True:
+        try:
+            raw = next(iterator)
+        except StopIteration:
+            return
+        except Exception as e:  # a network failure in the middle of the stream
+            raise SourceError(
+                f"Hub dataset {label!r}: reading task names stopped at row {row} "
+                f"({type(e).__name__}: {_short(e)}); rerun, or download it and pass a local --source"
+            ) from None
+        yield dict(raw)
+        row += 1
+
+
+def _hub_read_error(repo_id: str, data_files: str | None, e: Exception) -> SourceError:
+    if isinstance(e, FileNotFoundError) or type(e).__name__ in (
+        "DataFilesNotFoundError",
+        "EmptyDatasetError",
+    ):
+        what = f"no files matching {data_files!r}" if data_files else "no data files"
+        return SourceError(f"Hub dataset {repo_id!r} has {what} ({_short(e)}); check the folder name")
+    return _hub_unreachable(repo_id, f"{type(e).__name__}: {_short(e)}")
 
 
 # ---- spec resolution -------------------------------------------------------------------------------------
@@ -646,7 +796,7 @@ def _resolve(spec: str) -> list[_Part]:
         return [_Part("hub", m.group(1), m.group(1), split=m.group(2) or "train")]
     raise SourceError(
         f"source {spec!r} does not exist: pass an existing file, directory or glob, a Hub dataset id "
-        "(owner/name), or the preset flan-v2"
+        "(owner/name), or a preset (flan-v2, flan-v2-dpi, open-orca-flan)"
     )
 
 
@@ -671,14 +821,20 @@ class Source:
     def __post_init__(self) -> None:
         specs = list(self.specs) or ["flan-v2"]
         self.parts = [part for spec in specs for part in _resolve(spec)]
-        self._probed: set[str] = set()
+        self._probed: dict[str, list[str]] = {}
+
+    def _hub_files(self, part: _Part) -> list[str]:
+        if part.target not in self._probed:
+            self._probed[part.target] = _probe_hub(part.target)
+        files = self._probed[part.target]
+        _check_hub_files(part.target, files, part.data_files)
+        return files
 
     def check(self) -> None:
-        """Probe every Hub dataset now, so an unreachable one fails before any reading starts."""
+        """Probe every Hub dataset now, so an unreachable one (or a missing folder) fails before reading."""
         for part in self.parts:
-            if part.kind == "hub" and part.target not in self._probed:
-                _probe_hub(part.target)
-                self._probed.add(part.target)
+            if part.kind == "hub":
+                self._hub_files(part)
 
     def _raw(self, part: _Part) -> Iterator[RawItem]:
         path = Path(part.target)
@@ -690,10 +846,41 @@ class Source:
             return _read_parquet(path, part.label)
         if part.kind == "saved":
             return _read_saved_dataset(path, part.label)
-        if part.target not in self._probed:
-            _probe_hub(part.target)
-            self._probed.add(part.target)
+        self._hub_files(part)
         return _read_hub(part.target, part.label, part.split, part.data_files)
+
+    def _meta_raw(self, part: _Part) -> Iterator[Mapping[str, Any]]:
+        """The rows of one part with at least the metadata columns (only those for Parquet data)."""
+        if part.kind == "parquet":
+            yield from _read_parquet_columns(Path(part.target), part.label)
+            return
+        if part.kind == "hub" and _is_parquet_data(self._hub_files(part), part.data_files):
+            yield from _read_hub_columns(part.target, part.label, part.split, part.data_files)
+            return
+        for _where, raw in self._raw(part):
+            if isinstance(raw, dict):
+                yield raw
+
+    def column_read(self, part_index: int) -> bool:
+        """Whether :meth:`iter_task_keys` reads only the metadata columns of part ``part_index``."""
+        part = self.parts[part_index]
+        if part.kind == "parquet":
+            return True
+        return part.kind == "hub" and _is_parquet_data(self._hub_files(part), part.data_files)
+
+    def iter_task_keys(self) -> Iterator[tuple[str, str, str]]:
+        """``(submix, task_name, template_type)`` of every row, read cheaply; Dialog and bad rows skipped.
+
+        Parquet data (local files, Hub datasets) is read column-projected — only :data:`META_COLUMNS`;
+        other formats are read whole. The planner uses these counts only to size its samples, so a row
+        this read gets wrong costs at worst a second pass, never a wrong plan.
+        """
+        for part in self.parts:
+            hint = part.target if part.kind != "hub" else (part.data_files or "")
+            for raw in self._meta_raw(part):
+                key = _task_key(raw, hint)
+                if key is not None:
+                    yield key
 
     def iter_rows(
         self, on_reject: RejectCallback | None = None, stats: SourceStats | None = None

@@ -15,10 +15,10 @@ depend on which other rows are planned, and is the same whatever ``n`` is.
   OpenOrca-style reproductions used).
 * ``template``: ``zs_opt``/``fs_opt`` rows are multiple choice, ``*_noopt`` rows are not (another
   reproduction's rule; it over-detects generative tasks, whose opt and noopt templates are the same).
-* ``auto`` (default): a ``*_noopt`` template is never multiple choice (FLAN's noopt templates show no
-  options); otherwise the question must carry an option-list header: ``Options:``, ``Choices:``,
-  ``Possible answers:``, ``Answer choices:``, ``Available options/choices:``, ``Choose/Select/Pick (your
-  answer) from (the following/options):`` — the headers FLAN-style prompts use to introduce options.
+* ``auto`` (default): the question carries an option list as FLAN renders it — any of its 16 start strings
+  (the empty one included, found by the list's structure), item styles and end strings; see
+  :mod:`tracegen.flan_options`. The template type is not consulted: a ``*_noopt`` row that carries an
+  option list is multiple choice.
 
 **Template sets** (Orca 2): a YAML/JSON file of task-specific system instructions, validated by
 :class:`TemplateSet` (unknown keys rejected). Each template matches rows by ``task`` (a glob on task_name,
@@ -47,6 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ._resources import prompt_path
 from ._syntax import syntax_error_line
 from .errors import ConfigError
+from .flan_options import has_options
 from .sources import SourceRow
 
 __all__ = [
@@ -145,13 +146,6 @@ def load_submix_system_messages() -> SubmixSystemMessages:
 MCDetector = Callable[[SourceRow], bool]
 """Decides whether a Flan2021 row is multiple choice (system messages 8/10 instead of 3/4/7)."""
 
-_MC_HEADER = re.compile(
-    r"\b(?:options|choices|possible answers|answer choices|available (?:options|choices)"
-    r"|(?:choose|select|pick)(?: your answer| an answer| one)? from(?: the following| options)?)\s*:"
-    r"|\b(?:choose|select|pick)(?: your answer| an answer| one)? from the following\b",
-    re.IGNORECASE,
-)
-
 
 def options_mc_detector(row: SourceRow) -> bool:
     """``"options:" in inputs.lower()``."""
@@ -164,10 +158,8 @@ def template_mc_detector(row: SourceRow) -> bool:
 
 
 def auto_mc_detector(row: SourceRow) -> bool:
-    """Not for a ``*_noopt`` template; otherwise iff the question carries an option-list header."""
-    if row.template_type.endswith("_noopt"):
-        return False
-    return _MC_HEADER.search(row.question) is not None
+    """Iff the question carries a FLAN-rendered option list (:func:`tracegen.flan_options.has_options`)."""
+    return has_options(row.question)
 
 
 MC_DETECTORS: dict[str, MCDetector] = {

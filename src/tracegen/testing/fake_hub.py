@@ -295,6 +295,7 @@ class FakeHub:
         self._repos: dict[tuple[str, str], _Repo] = {}
         self._blobs: dict[str, bytes] = {}
         self._log: list[tuple[str, str, int]] = []
+        self._served: list[tuple[str, int]] = []
         self._lock = threading.Lock()
         self._secret = secrets.token_bytes(16)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -384,6 +385,37 @@ class FakeHub:
             commit = self._commit_at(self._repos[(repo_type, repo_id)], revision)
             return {p: self._blobs[e.sha256] for p, e in sorted(commit.tree.items())}
 
+    def add_dataset(
+        self, repo_id: str, files: Mapping[str, bytes], *, private: bool = False, title: str = "seed"
+    ) -> FakeCommit:
+        """Create (or add a commit to) dataset ``repo_id`` holding ``files``, without going through HTTP.
+
+        For replicas of public datasets (any namespace); ``*.parquet`` and other binary files are LFS.
+        """
+        with self._lock:
+            key = ("dataset", repo_id)
+            repo = self._repos.get(key)
+            if repo is None:
+                repo = self._repos[key] = _Repo("dataset", repo_id, private, _now())
+            tree = dict(repo.commits[-1].tree) if repo.commits else {}
+            gitattributes = DEFAULT_GITATTRIBUTES.encode()
+            patterns = [line.split()[0] for line in DEFAULT_GITATTRIBUTES.splitlines() if line.strip()]
+            for path, data in {".gitattributes": gitattributes, **files}.items():
+                sha = hashlib.sha256(data).hexdigest()
+                self._blobs[sha] = data
+                lfs = self._wants_lfs(path, len(data), data[:512], patterns)
+                if lfs:
+                    repo.lfs_objects.add(sha)
+                tree[path] = _Entry(len(data), sha, lfs, _git_blob_sha1(data), 134 if lfs else 0)
+            commit = self._new_commit(repo, title, "", tree)
+            repo.commits.append(commit)
+            return commit
+
+    def bytes_served(self, path_contains: str = "/resolve/") -> int:
+        """Body bytes sent by responses whose path contains ``path_contains`` (file downloads by default)."""
+        with self._lock:
+            return sum(n for p, n in self._served if path_contains in p)
+
     def requests(self) -> list[tuple[str, str, int]]:
         """(method, path, status) of every request served, in order (no headers, no tokens)."""
         with self._lock:
@@ -405,6 +437,9 @@ class FakeHub:
                 response.headers["X-Error-Code"] = e.code
         with self._lock:
             self._log.append((request.method, request.rel_url.path, response.status))
+            body_out = response.body if isinstance(response, web.Response) else None
+            if request.method == "GET" and isinstance(body_out, bytes):
+                self._served.append((request.rel_url.path, len(body_out)))
         return response
 
     def _auth(self, request: web.Request) -> _User | None:
