@@ -45,9 +45,9 @@ from .engine import RunDir
 from .engine.budget import Ledger, prior_spend_usd
 from .engine.store import money_spent
 from .errors import ConfigError, RunDirError
-from .params import apply_model_defaults
+from .planning.params import apply_model_defaults
+from .planning.tokens import count_chat_tokens, encoding_for_model
 from .records import SUBMIXES, Record
-from .tokens import count_chat_tokens, encoding_for_model
 
 __all__ = [
     "STAGES_DIR",
@@ -197,7 +197,7 @@ def select_mask(
 
 
 def _plan_lines(path: Path) -> Iterator[str]:
-    from .plan import plan_lines
+    from .planning.plan import plan_lines
 
     for _, line in plan_lines(path):
         yield line
@@ -260,7 +260,7 @@ def _write_stage_plan(
     shard: tuple[int, int] | None,
     fingerprint: Any,
 ) -> None:
-    from .plan import request_body
+    from .planning.plan import request_body
 
     plan_path = parent / "plan.jsonl"
     mask = select_mask(_plan_keys(plan_path), stage, seed, shard)

@@ -53,11 +53,11 @@ import pyarrow as pa
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
+from .._version import __version__
+from ..errors import ConfigError, RunDirError
+from ..records import Record
 from . import card as card_mod
-from ._version import __version__
-from .errors import ConfigError, RunDirError
 from .features import Features, List, Value
-from .records import Record
 
 if TYPE_CHECKING:
     import datasets
