@@ -31,7 +31,7 @@ def layer(module: str) -> int:
 
 def imports_of(path: Path) -> list[tuple[int, str]]:
     rel = path.relative_to(SRC).with_suffix("")
-    package = list(rel.parts[:-1]) if rel.name != "__init__" else list(rel.parts[:-1])
+    package = list(rel.parts[:-1])  # a module's package (for __init__: the package itself)
     found = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom):
