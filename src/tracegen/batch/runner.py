@@ -40,14 +40,12 @@ from typing import Any
 
 from .._fileio import atomic_write_bytes
 from ..config import RunConfig
-from ..engine import Progress, Reservation, ResultWriter, RunDir, RunResult
+from ..engine import Progress, Reservation, RunDir, RunResult
 from ..engine.budget import utc_now_iso
-from ..engine.store import FAILED, REJECTED, DoneSet, answer_line, failed_line
-from ..engine.usage import check_usage
+from ..engine.core import Core, stop_reason_of
+from ..engine.store import FAILED, REJECTED, failed_line
 from ..errors import EndpointError, RunDirError, TracegenError
-from ..prices import Pricing, ResolvedPrices, answered_model_problem, answered_pricing, resolve_prices
 from ..records import Record
-from ..tokens import count_chat_tokens, count_text_tokens, encoding_for_model
 from .accounting import open_budget
 from .api import BatchApi, BatchCallError, BatchInfo
 from .collect import Outcome, batch_failure, missing_outcome, parse_file
@@ -101,8 +99,10 @@ def _write_atomic(path: Path, data: bytes) -> None:
         ) from None
 
 
-class BatchRunner:
+class BatchRunner(Core):
     """One batch-mode session over a run directory; :meth:`run` does it all. See the module docstring."""
+
+    batch = True
 
     def __init__(
         self,
@@ -126,11 +126,10 @@ class BatchRunner:
             raise ValueError(f"max_requests_per_file must be in 1..{MAX_REQUESTS_PER_FILE}")
         if not 1 <= max_bytes_per_file <= MAX_BYTES_PER_FILE:
             raise ValueError(f"max_bytes_per_file must be in 1..{MAX_BYTES_PER_FILE}")
-        self.config = config
+        super().__init__(config, run_dir, total=total, on_progress=on_progress)
         self.rd = run_dir
         self.api = api
         self.on_stage = on_stage
-        self.on_progress = on_progress
         self.on_batches = on_batches
         self.stop_event = stop
         self.sleep = sleep
@@ -138,24 +137,6 @@ class BatchRunner:
         self.max_requests_per_file = max_requests_per_file
         self.max_bytes_per_file = max_bytes_per_file
         self.checkpoint = checkpoint
-        self.total = total
-        self.encoding = encoding_for_model(config.model, config.price_file)
-        self.prices: ResolvedPrices | None = None
-        self.answered: dict[str, tuple[Pricing, str | None]] = {}
-        self.model_problem: str | None = None
-        try:
-            self.prices = resolve_prices(
-                config.model,
-                input_price=config.input_price,
-                output_price=config.output_price,
-                price_file=config.price_file,
-            )
-            self.pricing = self.prices.batch
-        except TracegenError:
-            if config.budget_usd is not None:
-                raise
-            log.warning("no price known for %s: costs are recorded as 0", config.model)
-            self.pricing = Pricing(0.0, 0.0)
         self.plan_iter: Iterator[Record] | None = iter(records)
         self.lookahead: Item | None = None
         self.retry_queue: deque[Item] = deque()
@@ -165,48 +146,26 @@ class BatchRunner:
         """Records that ran out of batch attempts with a retryable error (for finish_online)."""
         self.stopping = False
         self.cancel_seen = False
-        self.stop_reason: str | None = None
-        self.fatal: BaseException | None = None
         self.last_summary = ""
         self.poll_failures = 0
-        # counters
-        self.read = 0
-        self.skipped_done = 0
+        # batch counters (the shared ones are :class:`~tracegen.engine.counters.Counters`')
         self.skipped_in_batches = 0
-        self.attempts = 0
-        self.resubmitted = 0
-        self.succeeded = 0
-        self.failed = 0
-        self.rejected = 0
         self.unfinished = 0
         self.duplicates = 0
-        self.n_length = 0
-        self.usage_anomalies = 0
-        self.usage_mismatches = 0
         self.n_expired = 0
         self.n_line_errors = 0
-        self.prompt_tokens = 0
-        self.completion_tokens = 0
-        self.reasoning_tokens = 0
-        self.cached_tokens = 0
-        self.n_length_empty = 0
-        self.cost_usd = 0.0
         self.batches_created = 0
         self.collected_usd = 0.0
         """Billed for the parts collected this session."""
         self.parts_collected = 0
         self.files_deleted = 0
-        self.started_at = utc_now_iso()
         self.t0 = time.monotonic()
-        # run-directory state (read now, so errors surface before anything is sent)
-        self.done: DoneSet = run_dir.load_done()
         self.journal = Journal(run_dir.path)
         self.budget, self.accounts, outstanding = open_budget(
             run_dir.ledger_path, self.journal, config, self.done.cost_usd
         )
         for n, res in outstanding.items():
             self.parts[n] = _PartRun(self.journal.parts[n], None, res)
-        self.writer = ResultWriter(run_dir)
 
     # ---- budget -----------------------------------------------------------------------------------------
     def _settle(self, run: _PartRun, usd: float, tokens: int) -> None:
@@ -391,7 +350,7 @@ class BatchRunner:
         self._checkpoint("intent", n)
         self.accounts.lease(run.state)  # durable before anything is uploaded
         self.attempts += len(part.items)
-        self.resubmitted += sum(1 for it in part.items if it.attempt > 1)
+        self.n_retries += sum(1 for it in part.items if it.attempt > 1)
         self._checkpoint("leased", n)
         await self._upload_and_create(run, data)
 
@@ -552,7 +511,7 @@ class BatchRunner:
                 self.on_batches(self.rows())
             except Exception:
                 log.exception("on_batches callback failed")
-        self._emit()
+        self.emit()
 
     async def _wait(self) -> None:
         """Sleep one poll interval, or less if the run is asked to stop."""
@@ -693,8 +652,8 @@ class BatchRunner:
             f"length to retry, {counts['cancelled']} cancelled (${billed_usd:,.4f})"
         )
         self._checkpoint("collected", n)
-        if self.model_problem is not None:
-            raise EndpointError(self.model_problem)
+        if self.pricer.model_problem is not None:
+            raise EndpointError(self.pricer.model_problem)
 
     async def _clean(self, p: PartState) -> None:
         """Delete our input, output and error files of a collected part on the provider (they count
@@ -714,43 +673,15 @@ class BatchRunner:
     def _usage(self, it: Item, oc: Outcome) -> tuple[int, int, float]:
         """Tokens and cost of one answer, its usage checked first (:mod:`tracegen.engine.usage`): impossible
         usage is charged at the worst case (prompt + the cap sent), a prompt mismatch at the larger count."""
-        own_pt = it.rec.prompt_tokens or count_chat_tokens(it.rec.messages(), self.encoding)
-        own_ct = count_text_tokens(oc.content or "", self.encoding) if oc.completion_tokens is None else 0
+        own_pt = it.req.prompt_tokens
         cap = it.cap or self.config.max_tokens  # a length retry sent a larger cap
-        check = check_usage(
-            oc.prompt_tokens,
-            oc.completion_tokens,
-            problem=oc.usage_problem,
-            own_prompt_tokens=own_pt,
-            own_completion_tokens=own_ct,
-            cap_tokens=cap,
-        )
-        pricing = self._pricing_of(oc.model_returned)
-        if check.mismatch is not None:
-            self.usage_mismatches += 1
+        check = self.check_usage(oc, own_pt, cap)
+        pricing = self.pricer.of(oc.model_returned)
         if check.anomaly is not None:
-            self.usage_anomalies += 1
             log.warning("impossible usage in a batch answer (%s): charged at the worst case", check.anomaly)
             return check.prompt_tokens, check.completion_tokens, pricing.cost_usd(own_pt, cap)
         pt, ct = check.prompt_tokens, check.completion_tokens
         return pt, ct, pricing.cost_usd(pt, ct)
-
-    def _pricing_of(self, returned: str) -> Pricing:
-        """The batch pricing an answer from ``returned`` bills at; notes a model priced above the reserved."""
-        got = self.answered.get(returned)
-        if got is None:
-            if self.prices is None:
-                got = (self.pricing, None)
-            else:
-                pf = self.config.price_file
-                got = (
-                    answered_pricing(self.prices, returned, batch=True, price_file=pf),
-                    answered_model_problem(self.prices, returned, batch=True, price_file=pf),
-                )
-            self.answered[returned] = got
-        if got[1] is not None and self.model_problem is None:
-            self.model_problem = got[1]
-        return got[0]
 
     # ---- retry_length ----------------------------------------------------------------------------------
     def _length_path(self, part: int) -> Path:
@@ -829,21 +760,7 @@ class BatchRunner:
             self.prompt_tokens += int(it.cut["prompt_tokens"])
             self.completion_tokens += int(it.cut["completion_tokens"])
             cost += float(it.cut["cost_usd"])
-        which, line = answer_line(
-            it.rec,
-            it.key,
-            oc,
-            model=self.config.model,
-            prompt_tokens=pt,
-            completion_tokens=ct,
-            cost_usd=cost,
-            reasoning_tokens=oc.reasoning_tokens or 0,
-        )
-        self.prompt_tokens += pt
-        self.completion_tokens += ct
-        self.reasoning_tokens += oc.reasoning_tokens or 0
-        self.cached_tokens += oc.cached_tokens or 0
-        self.cost_usd += cost
+        which, line = self.answer_line(it.rec, it.key, oc, pt, ct, cost)
         self.done.add(it.key)
         if which == REJECTED:
             self.rejected += 1
@@ -901,12 +818,9 @@ class BatchRunner:
         except asyncio.CancelledError:
             cancelled = True
             self.stop_reason = "interrupted"
-        except RunDirError as e:
-            self.fatal = e
-            self.stop_reason = "run_dir"
         except TracegenError as e:
             self.fatal = e
-            self.stop_reason = _reason_of(e)
+            self.stop_reason = stop_reason_of(e)
         except BaseException as e:  # a bug or a test's simulated crash: still shut down cleanly
             self.fatal = e
             self.stop_reason = "interrupted"
@@ -918,30 +832,14 @@ class BatchRunner:
         return self.result(stats)
 
     async def _finish(self) -> dict[str, Any]:
-        errors: list[TracegenError] = []
-        await self.writer.close()
-        if self.writer.error is not None and self.fatal is None:
-            self.fatal = self.writer.error
-            self.stop_reason = "run_dir"
-        close_plan = getattr(self.plan_iter, "close", None)
-        if callable(close_plan):  # a generator over plan.jsonl holds the file open
-            close_plan()
-        self.accounts.ledger.close()  # parts in flight stay counted at their worst case, by their own sessions
-        if self.writer.error is None:
-            try:
-                self.rd.compact_failed(self.done)
-            except RunDirError as e:
-                errors.append(e)
-        self.journal.close()
-        stats = self.stats()
-        try:
-            self.rd.write_stats(stats)
-        except RunDirError as e:
-            errors.append(e)
-        self._emit()
-        if errors and self.fatal is None:
-            self.fatal = errors[0]
-        return stats
+        def close() -> None:
+            close_plan = getattr(self.plan_iter, "close", None)
+            if callable(close_plan):  # a generator over plan.jsonl holds the file open
+                close_plan()
+            self.accounts.ledger.close()  # parts in flight stay counted at their worst case, by their sessions
+            self.journal.close()
+
+        return await self.finish_files(close, lambda: self.done)
 
     # ---- reporting ---------------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
@@ -952,22 +850,8 @@ class BatchRunner:
         """A :class:`Progress` for the CLI's live display."""
         return progress(self)
 
-    def _emit(self) -> None:
-        if self.on_progress is not None:
-            try:
-                self.on_progress(self.snapshot())
-            except Exception:
-                log.exception("on_progress callback failed")
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self.t0
 
     def result(self, stats: Mapping[str, Any]) -> RunResult:
         return run_result(self, stats)
-
-
-def _reason_of(e: TracegenError) -> str:
-    from ..errors import AuthError, QuotaError
-
-    if isinstance(e, AuthError):
-        return "auth"
-    if isinstance(e, QuotaError):
-        return "quota"
-    return "endpoint"

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from .._version import __version__
 from ..config import RunConfig
-from ..errors import AuthError, FailingRunError, QuotaError, RunDirError, TracegenError
+from ..errors import AuthError, FailingRunError, QuotaError, RunDirError, TracegenError, WaitTooLongError
 from ..params import chat_body, with_cap
 from ..prices import (
     Pricing,
@@ -172,7 +172,7 @@ def stop_reason_of(err: BaseException) -> str:
     """stats.json ``stop_reason`` for a run stopped by ``err`` (a teacher or run-directory error)."""
     if isinstance(err, AuthError):
         return "auth"
-    if isinstance(err, QuotaError):
+    if isinstance(err, (QuotaError, WaitTooLongError)):  # a wait of hours: a quota running out (daily cap)
         return "quota"
     if isinstance(err, FailingRunError):
         return "circuit_breaker"
@@ -255,7 +255,8 @@ class Core(Counters):
         self.reasoning_tokens += answer.reasoning_tokens or 0
         cached = answer.cached_tokens or 0
         self.cached_tokens += cached
-        self.billed_usd += self.pricer.of(answer.model_returned).billed_usd(pt, ct, cached)
+        if not self.batch:  # a batch's bill is its output file's
+            self.billed_usd += self.pricer.of(answer.model_returned).billed_usd(pt, ct, cached)
 
     def answer_line(
         self,
