@@ -16,7 +16,12 @@ USAGE_EXAMPLES = 5
 
 #: stats.json keys only the online engine reports (a batch has no protocol errors, and its bill is the
 #: output file's: it reports neither the cached-price bill nor usage examples).
-_ONLINE_ONLY = ("answers_billed_usd", "n_protocol_errors", "usage_anomaly_examples", "usage_mismatch_examples")
+_ONLINE_ONLY = (
+    "answers_billed_usd",
+    "n_protocol_errors",
+    "usage_anomaly_examples",
+    "usage_mismatch_examples",
+)
 
 
 class Counters:
