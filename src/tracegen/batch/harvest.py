@@ -8,6 +8,7 @@ import asyncio
 import logging
 from collections import deque
 from pathlib import Path
+from typing import Any
 
 from .._fileio import atomic_write_bytes
 from ..engine.budget import utc_now_iso
@@ -101,16 +102,7 @@ class Harvest(BatchSession):
                     and it.attempt < self.config.max_attempts
                     and not (self.stopping or self.cancel_seen)
                 ):
-                    retry = Item.make(
-                        it.rec,
-                        self.config,
-                        self.pricing,
-                        self.encoding,
-                        attempt=it.attempt + 1,
-                        cap=it.cap,
-                        cut=it.cut,
-                    )
-                    retry.chain = [*it.chain, oc.error]
+                    retry = self._next_attempt(it, it.cap, it.cut, [*it.chain, oc.error])
                     requeue.append(retry)
                     counts["resubmit"] += 1
                 else:
@@ -185,6 +177,16 @@ class Harvest(BatchSession):
             and not (self.stopping or self.cancel_seen)
         )
 
+    def _next_attempt(
+        self, it: Item, cap: int | None, cut: dict[str, Any] | None, chain: list[dict[str, Any]]
+    ) -> Item:
+        """``it`` submitted once more (``cap``/``cut``: a length retry), with the errors so far."""
+        retry = Item.make(
+            it.rec, self.config, self.pricing, self.encoding, attempt=it.attempt + 1, cap=cap, cut=cut
+        )
+        retry.chain = chain
+        return retry
+
     def _lengthened(self, it: Item, oc: Outcome, pt: int, ct: int, cost: float) -> Item:
         """The length retry of ``it``: 2x max_tokens, carrying the billed first answer."""
         cut = {
@@ -195,17 +197,7 @@ class Harvest(BatchSession):
             "completion_tokens": ct,
             "cost_usd": cost,
         }
-        retry = Item.make(
-            it.rec,
-            self.config,
-            self.pricing,
-            self.encoding,
-            attempt=it.attempt + 1,
-            cap=self.config.max_tokens * 2,
-            cut=cut,
-        )
-        retry.chain = list(it.chain)
-        return retry
+        return self._next_attempt(it, self.config.max_tokens * 2, cut, list(it.chain))
 
     def _resume_length_retries(self) -> None:
         """Length retries of collected parts that no later part answered or holds: queue them again."""

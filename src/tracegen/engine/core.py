@@ -34,6 +34,7 @@ from ..prices import (
 )
 from ..records import Record
 from ..tokens import count_chat_tokens, count_text_tokens, encoding_for_model
+from . import store
 from ._json import canonical_json, request_key
 from .budget import utc_now_iso
 from .counters import Counters
@@ -181,15 +182,10 @@ def stop_reason_of(err: BaseException) -> str:
     return "endpoint"
 
 
-class Answer(Protocol):
-    """What the core reads from an answer (an online ChatResult, a batch Outcome)."""
+class Answer(store.Answer, Protocol):
+    """What the core reads from an answer (an online ChatResult, a batch Outcome): the line's fields and
+    the usage."""
 
-    @property
-    def content(self) -> str | None: ...
-    @property
-    def model_returned(self) -> str: ...
-    @property
-    def finish_reason(self) -> str | None: ...
     @property
     def prompt_tokens(self) -> int | None: ...
     @property
