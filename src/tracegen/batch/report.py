@@ -87,16 +87,4 @@ def progress(r: BatchRunner) -> Progress:
 
 
 def run_result(r: BatchRunner, stats: Mapping[str, Any]) -> RunResult:
-    return RunResult(
-        stop_reason=str(stats["stop_reason"]),
-        run_dir=r.rd.path,
-        planned=int(stats["planned"]),
-        sent=int(stats["sent"]),
-        succeeded=r.succeeded,
-        failed=r.failed,
-        rejected=r.rejected,
-        skipped_done=r.skipped_done,
-        cost_usd=r.collected_usd,
-        total_spent_usd=r.budget.committed_usd,
-        stats=dict(stats),
-    )
+    return r.result_of(stats, cost_usd=r.collected_usd, total_spent_usd=r.budget.committed_usd)

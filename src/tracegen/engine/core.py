@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from .._version import __version__
@@ -38,7 +38,7 @@ from . import store
 from ._json import canonical_json, request_key
 from .budget import utc_now_iso
 from .counters import Counters
-from .events import Progress
+from .events import Progress, RunResult
 from .store import DoneSet, ResultWriter, RunDir, answer_line
 from .usage import UsageCheck, check_usage
 
@@ -321,6 +321,22 @@ class Core(Counters):
             "traces_total": self.done.n_traces + self.succeeded,
             "prices": self.pricer.stats(),
         }
+
+    def result_of(self, stats: Mapping[str, Any], *, cost_usd: float, total_spent_usd: float) -> RunResult:
+        """The session's :class:`RunResult` (``cost_usd``: this session's spend, unrounded)."""
+        return RunResult(
+            stop_reason=str(stats["stop_reason"]),
+            run_dir=self.run_dir.path,
+            planned=int(stats["planned"]),
+            sent=int(stats["sent"]),
+            succeeded=self.succeeded,
+            failed=self.failed,
+            rejected=self.rejected,
+            skipped_done=self.skipped_done,
+            cost_usd=cost_usd,
+            total_spent_usd=total_spent_usd,
+            stats=dict(stats),
+        )
 
     def emit(self) -> None:
         """Hand a :class:`Progress` to ``on_progress`` (a display bug must not kill the run)."""

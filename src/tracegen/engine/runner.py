@@ -346,19 +346,8 @@ class _Engine(Sender):
             raise self.fatal
         if cancelled:
             raise asyncio.CancelledError
-        stats = self.last_stats
-        return RunResult(
-            stop_reason=stats["stop_reason"],
-            run_dir=self.run_dir.path,
-            planned=stats["planned"],
-            sent=stats["sent"],
-            succeeded=self.succeeded,
-            failed=self.failed,
-            rejected=self.rejected,
-            skipped_done=self.skipped_done,
-            cost_usd=self.budget.spent_usd,
-            total_spent_usd=self.budget.total_spent_usd,
-            stats=stats,
+        return self.result_of(
+            self.last_stats, cost_usd=self.budget.spent_usd, total_spent_usd=self.budget.total_spent_usd
         )
 
     async def _finish(self, ticker: asyncio.Task[None], watcher: asyncio.Task[None] | None) -> None:
