@@ -5,10 +5,12 @@
     rows = cancel(run_dir)      # cancel every batch still in flight
     outstanding_parts(run_dir)  # parts not collected yet (an online run now could pay twice)
 
-Modules: :mod:`.runner` (the flow), :mod:`.accounting` (dollars in ledger.jsonl, one session per part),
-:mod:`.journal` (batches.jsonl: durability and resume), :mod:`.parts` (splitting within the API's limits),
-:mod:`.api` (Files/Batches calls through the SDK), :mod:`.collect` (output and error files), :mod:`.rows`
-(status rows), :mod:`.entry` (these entry points).
+Modules: :mod:`.runner` (the flow: submit, resume, poll) over :mod:`.harvest` (collecting, length
+retries) and :mod:`.session` (the session's state, over the generation core :mod:`tracegen.engine.core`),
+:mod:`.accounting` (dollars in ledger.jsonl, one session per part), :mod:`.journal` (batches.jsonl:
+durability and resume), :mod:`.parts` (splitting within the API's limits), :mod:`.api` (Files/Batches calls
+through the SDK), :mod:`.collect` (output and error files), :mod:`.rows` (status rows), :mod:`.entry`
+(these entry points).
 """
 
 from .entry import acancel, astatus, cancel, outstanding_parts, run_batches, status

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -19,12 +18,9 @@ from typing import Any, Final
 
 from .._fileio import open_nofollow
 from ..config import RunConfig
-from ..engine import request_key
-from ..engine.runner import PROMPT_MARGIN, PROMPT_MARGIN_TOKENS
+from ..engine.core import Request
 from ..errors import RunDirError
-from ..planning.params import with_cap
-from ..planning.plan import request_body
-from ..planning.tokens import Pricing, count_chat_tokens
+from ..planning.tokens import Pricing
 from ..records import Record
 
 __all__ = [
@@ -52,14 +48,12 @@ def upload_line(custom_id: str, body: dict[str, Any]) -> bytes:
 
 @dataclass(slots=True)
 class Item:
-    """One request of a part: the record, its cache key, its worst-case cost and its upload line."""
+    """One request of a part: the core :class:`~tracegen.engine.core.Request` (record, key, worst-case
+    cost), its upload line and custom id, and what this session knows of its attempts."""
 
-    rec: Record
-    key: str
+    req: Request
     attempt: int
     line: bytes
-    res_usd: float
-    res_tokens: int
     custom_id: str
     chain: list[dict[str, Any]] = field(default_factory=list)
     """Errors of earlier attempts (this session), for failed.jsonl."""
@@ -70,8 +64,24 @@ class Item:
     prompt_tokens, completion_tokens, cost_usd (kept if the retry fails; its cost adds to the record's)."""
 
     @property
+    def rec(self) -> Record:
+        return self.req.rec
+
+    @property
+    def key(self) -> str:
+        return self.req.key
+
+    @property
     def digest(self) -> bytes:
-        return bytes.fromhex(self.key[:32])
+        return self.req.digest
+
+    @property
+    def res_usd(self) -> float:
+        return self.req.res_usd
+
+    @property
+    def res_tokens(self) -> int:
+        return self.req.res_tokens
 
     @classmethod
     def make(
@@ -86,31 +96,10 @@ class Item:
         cap: int | None = None,
         cut: dict[str, Any] | None = None,
     ) -> Item:
-        """Body, key and worst-case reservation exactly as the online runner computes them.
-
-        ``cap`` (a length retry) raises the completion cap in the uploaded body; the key stays the
-        record's (a length retry answers the same planned request).
-        """
-        body = request_body(rec, config)
-        key = request_key(body)
-        max_tokens = config.max_tokens
-        if cap is not None:
-            body = with_cap(body, cap)
-            max_tokens = cap
-        prompt_tokens = rec.prompt_tokens or count_chat_tokens(body["messages"], encoding)
-        worst_prompt = math.ceil(prompt_tokens * PROMPT_MARGIN) + PROMPT_MARGIN_TOKENS
+        """The record's request as the core builds it (``cap``: a length retry's larger cap), as a line."""
+        req = Request(rec, config, pricing, encoding, cap=cap, batch=True)
         cid = custom_id or rec.id
-        return cls(
-            rec=rec,
-            key=key,
-            attempt=attempt,
-            line=upload_line(cid, body),
-            res_usd=pricing.cost_usd(worst_prompt, max_tokens),
-            res_tokens=worst_prompt + max_tokens,
-            custom_id=cid,
-            cap=cap,
-            cut=cut,
-        )
+        return cls(req=req, attempt=attempt, line=upload_line(cid, req.body), custom_id=cid, cap=cap, cut=cut)
 
 
 @dataclass

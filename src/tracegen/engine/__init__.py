@@ -4,6 +4,9 @@
 
 See :mod:`.runner` for the flow, :mod:`.budget` for the durable budget, :mod:`.limiter` for rate limiting,
 :mod:`.store` for durability and resume, :mod:`.client` for the teacher seam and its neutral errors.
+:mod:`.core` is the generation core the online engine (:mod:`.runner` + :mod:`.send`) and the Batch API
+runner (:mod:`tracegen.batch`) share: the request item, pricing, counters (:mod:`.counters`), the record
+writer, the stop reasons and the finish.
 """
 
 from typing import TYPE_CHECKING, Any
