@@ -58,6 +58,7 @@ from ._version import __version__
 from .errors import ConfigError, RunDirError
 from .features import Features, List, Value
 from .records import Record
+from .rundir import CLEAN_STATS, MANIFEST, PLAN_STATS, STATS, RunPaths
 
 if TYPE_CHECKING:
     import datasets
@@ -80,7 +81,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_FORMAT = "openorca"
 EXPORT_MANIFEST = "export.json"
-PUBLIC_RUN_FILES = ("manifest.json", "stats.json", "plan_stats.json", "clean_stats.json")
+PUBLIC_RUN_FILES = (MANIFEST, STATS, PLAN_STATS, CLEAN_STATS)
 PARQUET_COMPRESSION = "zstd"
 
 _S = Value("string")
@@ -292,11 +293,11 @@ def read_records(run_dir: str | Path) -> tuple[str, Iterator[Record]]:
     ``traces.jsonl`` put into plan order with ``plan.jsonl``.
     """
     run = Path(run_dir)
-    clean, traces = run / "clean.jsonl", run / "traces.jsonl"
+    clean, traces = RunPaths(run).clean, RunPaths(run).traces
     if clean.exists():
         return clean.name, _iter_jsonl(clean)
     if traces.exists():
-        return traces.name, _traces_in_plan_order(traces, run / "plan.jsonl")
+        return traces.name, _traces_in_plan_order(traces, RunPaths(run).plan)
     if not run.is_dir():
         raise RunDirError(f"{run}: no such run directory")
     raise RunDirError(f"{run}: nothing to export (no clean.jsonl or traces.jsonl); run `tracegen run` first")
@@ -532,7 +533,7 @@ def export(
     Parquet file, ``batch_rows`` the rows held in memory per config (also the Parquet row-group size).
     """
     run = Path(run_dir)
-    out = Path(output_dir) if output_dir is not None else run / "dataset"
+    out = Path(output_dir) if output_dir is not None else RunPaths(run).dataset
     fmts = list(dict.fromkeys(formats)) or [DEFAULT_FORMAT]
     for f in fmts:
         _format(f)
@@ -709,7 +710,7 @@ def run_summary(run_dir: str | Path) -> dict[str, Any]:
     run = Path(run_dir)
     if not run.is_dir():
         raise RunDirError(f"{run}: no such run directory")
-    manifest = _read_json(run / "manifest.json")
+    manifest = _read_json(RunPaths(run).manifest)
     summary: dict[str, Any] = {"run_dir": run.name}
     if isinstance(manifest, dict):
         summary["tracegen_version"] = manifest.get("tracegen_version", manifest.get("version", ""))
@@ -718,14 +719,14 @@ def run_summary(run_dir: str | Path) -> dict[str, Any]:
         if isinstance(config, dict):
             summary["config"] = config
     for key, name in (
-        ("stats", "stats.json"),
-        ("plan_stats", "plan_stats.json"),
-        ("clean_stats", "clean_stats.json"),
+        ("stats", STATS),
+        ("plan_stats", PLAN_STATS),
+        ("clean_stats", CLEAN_STATS),
     ):
         data = _read_json(run / name)
         if data is not None:
             summary[key] = data
-    exported = _read_json(run / "dataset" / EXPORT_MANIFEST)
+    exported = _read_json(RunPaths(run).dataset / EXPORT_MANIFEST)
     if isinstance(exported, dict) and isinstance(exported.get("configs"), list):
         summary["export"] = {
             str(c.get("name")): c.get("rows") for c in exported["configs"] if isinstance(c, dict)
@@ -738,7 +739,7 @@ def run_summary(run_dir: str | Path) -> dict[str, Any]:
 def find_export_dir(path: str | Path) -> Path:
     """The export dir for a run dir or an export dir (the one holding ``export.json``)."""
     p = Path(path)
-    for candidate in (p, p / "dataset"):
+    for candidate in (p, RunPaths(p).dataset):
         if (candidate / EXPORT_MANIFEST).is_file():
             return candidate
     raise RunDirError(f"{p}: no exported dataset found; run `tracegen export {p}` first")

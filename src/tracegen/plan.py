@@ -56,7 +56,6 @@ from typing import IO, Any
 
 import numpy as np
 
-from ._fileio import write_files_atomically
 from .config import RunConfig
 from .decontaminate import Decontaminator, decontamination_parameters
 from .dedup import pair_hash, text_hash
@@ -64,6 +63,7 @@ from .errors import ConfigError, PlanError, RunDirError, SourceError
 from .mix import interleave, is_bigbench, is_zero_shot, mix_shares, quotas, select_submix
 from .params import chat_body
 from .records import SUBMIXES, Record
+from .rundir import RunPaths, write_files_atomically
 from .sources import RejectCallback, Rejection, Source, SourceRow, SourceStats
 from .templates import Choice, MCDetector, SystemMessageChooser, get_mc_detector, load_template_set
 from .tokens import count_chat_tokens, encoding_for_model, model_info
@@ -851,7 +851,7 @@ def write_plan(plan: Plan, run_dir: str | Path, *, shard: tuple[int, int] | None
             tokens[record.submix] += record.prompt_tokens
             per_message[label] = per_message.get(label, 0) + 1
 
-    write_files_atomically([run / "plan.jsonl", run / "requests.jsonl"], write_lines)
+    write_files_atomically([RunPaths(run).plan, RunPaths(run).requests], write_lines)
     if shard is not None:
         stats.shard = f"{shard[0] + 1}/{shard[1]}"
         stats.planned = planned
@@ -864,7 +864,7 @@ def write_plan(plan: Plan, run_dir: str | Path, *, shard: tuple[int, int] | None
         json.dump(stats.to_dict(), files[0], indent=2, ensure_ascii=False)
         files[0].write("\n")
 
-    write_files_atomically([run / "plan_stats.json"], write_stats)
+    write_files_atomically([RunPaths(run).plan_stats], write_stats)
     return stats
 
 
@@ -884,7 +884,7 @@ def plan_lines(path: Path) -> Iterator[tuple[int, str]]:
 
 def iter_plan(run_dir: str | Path) -> Iterator[Record]:
     """Stream the Records of ``run_dir/plan.jsonl`` in plan order."""
-    path = Path(run_dir) / "plan.jsonl"
+    path = RunPaths(Path(run_dir)).plan
     for lineno, line in plan_lines(path):
         try:
             yield Record.from_dict(json.loads(line))

@@ -24,25 +24,24 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import xxhash
 
-from ._fileio import open_nofollow
 from .answer_check import check_answer
 from .dedup import DedupConfig, Deduper, DedupState
 from .errors import RunDirError
 from .filters import FilterConfig, FilterPipeline, build_filters
 from .records import Record
+from .rundir import CLEAN, CLEAN_STATS, DEDUP_STATE, PLAN, REJECTED, TRACES, AtomicFile, write_json
 
 __all__ = ["ENGINE_STAGES", "CleanResult", "clean", "iter_jsonl", "plan_order"]
 
@@ -52,12 +51,6 @@ ENGINE_STAGES = frozenset({"source", "plan", "generate"})
 """rejected.jsonl stages written by the engine; clean() keeps these lines untouched."""
 CLEAN_STAGES = frozenset({"filter", "dedup"})
 
-TRACES = "traces.jsonl"
-PLAN = "plan.jsonl"
-CLEAN = "clean.jsonl"
-REJECTED = "rejected.jsonl"
-CLEAN_STATS = "clean_stats.json"
-DEDUP_STATE = "dedup_state.npz"
 
 _ID = re.compile(rb'"id"\s*:\s*"((?:[^"\\]|\\.)*)"')
 Progress = Callable[[int, int], None]
@@ -211,38 +204,6 @@ def plan_order(plan_path: Path) -> _PlanIndex:
 
 
 # ---- writing -----------------------------------------------------------------------------------------------
-class _AtomicWriter:
-    """Write a file under a temp name, fsync, rename over the target on commit()."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.tmp = path.with_name(path.name + ".tmp")
-        try:
-            self.file: IO[bytes] = os.fdopen(
-                open_nofollow(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "wb"
-            )
-        except OSError as e:
-            raise RunDirError(f"{path}: cannot write ({e.strerror}); check permissions and free space") from e
-
-    def write(self, data: bytes) -> None:
-        try:
-            self.file.write(data)
-        except OSError as e:
-            self.abort()
-            raise RunDirError(f"{self.path}: write failed ({e.strerror}); check free space") from e
-
-    def commit(self) -> None:
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
-        os.replace(self.tmp, self.path)
-
-    def abort(self) -> None:
-        if not self.file.closed:
-            self.file.close()
-        self.tmp.unlink(missing_ok=True)
-
-
 _FIELDS = tuple(f.name for f in fields(Record))
 
 
@@ -331,8 +292,8 @@ def clean(
     del hashes, pos, by_id
 
     # 2. Read records back in plan order, annotate, filter, dedup, write.
-    rejected = _AtomicWriter(run_dir / REJECTED)
-    kept_out = _AtomicWriter(run_dir / CLEAN)
+    rejected = AtomicFile(run_dir / REJECTED)
+    kept_out = AtomicFile(run_dir / CLEAN)
     try:
         _copy_engine_rejections(run_dir / REJECTED, rejected)
 
@@ -400,9 +361,7 @@ def clean(
     result.rows_per_system_message = dict(message)
     result.rows_per_model = dict(model)
     deduper.state.save(run_dir / DEDUP_STATE)
-    stats = _AtomicWriter(run_dir / CLEAN_STATS)
-    stats.write((json.dumps(result.to_dict(), indent=2) + "\n").encode("utf-8"))
-    stats.commit()
+    write_json(run_dir / CLEAN_STATS, result.to_dict())
     return result
 
 
@@ -428,7 +387,7 @@ def rejections_except(path: Path, stages: Iterable[str]) -> Iterator[bytes]:
                 yield line if line.endswith(b"\n") else line + b"\n"
 
 
-def _copy_engine_rejections(path: Path, out: _AtomicWriter) -> None:
+def _copy_engine_rejections(path: Path, out: AtomicFile) -> None:
     """Keep the engine's rejected.jsonl lines (source/plan/generate) verbatim; drop old filter/dedup."""
     for line in rejections_except(path, CLEAN_STAGES):
         out.write(line)
