@@ -58,7 +58,7 @@ from ._version import __version__
 from .errors import ConfigError, RunDirError
 from .features import Features, List, Value
 from .records import Record
-from .rundir import CLEAN_STATS, MANIFEST, PLAN_STATS, STATS, RunPaths
+from .rundir import CLEAN_STATS, MANIFEST, PLAN_STATS, STATS, RunPaths, iter_records
 
 if TYPE_CHECKING:
     import datasets
@@ -295,19 +295,12 @@ def read_records(run_dir: str | Path) -> tuple[str, Iterator[Record]]:
     run = Path(run_dir)
     clean, traces = RunPaths(run).clean, RunPaths(run).traces
     if clean.exists():
-        return clean.name, _iter_jsonl(clean)
+        return clean.name, iter_records(clean)
     if traces.exists():
         return traces.name, _traces_in_plan_order(traces, RunPaths(run).plan)
     if not run.is_dir():
         raise RunDirError(f"{run}: no such run directory")
     raise RunDirError(f"{run}: nothing to export (no clean.jsonl or traces.jsonl); run `tracegen run` first")
-
-
-def _iter_jsonl(path: Path) -> Iterator[Record]:
-    with path.open("rb") as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                yield _parse_record(line, path, lineno)
 
 
 # ---- writing -----------------------------------------------------------------------------------------------

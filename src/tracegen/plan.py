@@ -63,7 +63,7 @@ from .errors import ConfigError, PlanError, RunDirError, SourceError
 from .mix import interleave, is_bigbench, is_zero_shot, mix_shares, quotas, select_submix
 from .params import chat_body
 from .records import SUBMIXES, Record
-from .rundir import RunPaths, write_files_atomically
+from .rundir import RunPaths, read_plan, write_files_atomically
 from .sources import RejectCallback, Rejection, Source, SourceRow, SourceStats
 from .templates import Choice, MCDetector, SystemMessageChooser, get_mc_detector, load_template_set
 from .tokens import count_chat_tokens, encoding_for_model, model_info
@@ -74,7 +74,6 @@ __all__ = [
     "PlanStats",
     "build_plan",
     "iter_plan",
-    "plan_lines",
     "plan_parameters",
     "request_body",
     "shortfall_message",
@@ -868,28 +867,9 @@ def write_plan(plan: Plan, run_dir: str | Path, *, shard: tuple[int, int] | None
     return stats
 
 
-def plan_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """Stream the non-blank lines of the plan file ``path`` with their line numbers (1-based)."""
-    try:
-        f = open(path, encoding="utf-8")  # noqa: SIM115 - closed below, the generator may stop early
-    except OSError as e:
-        raise RunDirError(
-            f"{path}: cannot read the plan ({e.strerror}); plan the run first (--dry-run)"
-        ) from None
-    with f:
-        for lineno, line in enumerate(f, start=1):
-            if line.strip():
-                yield lineno, line
-
-
 def iter_plan(run_dir: str | Path) -> Iterator[Record]:
     """Stream the Records of ``run_dir/plan.jsonl`` in plan order."""
-    path = RunPaths(Path(run_dir)).plan
-    for lineno, line in plan_lines(path):
-        try:
-            yield Record.from_dict(json.loads(line))
-        except (json.JSONDecodeError, TypeError) as e:
-            raise RunDirError(f"{path}:{lineno}: not a plan record ({e}); plan the run again") from None
+    return read_plan(Path(run_dir))
 
 
 def plan_parameters(config: RunConfig, *, dedup_questions: bool = False) -> dict[str, Any]:

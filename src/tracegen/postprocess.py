@@ -41,7 +41,17 @@ from .dedup import DedupConfig, Deduper, DedupState
 from .errors import RunDirError
 from .filters import FilterConfig, FilterPipeline, build_filters
 from .records import Record
-from .rundir import CLEAN, CLEAN_STATS, DEDUP_STATE, PLAN, REJECTED, TRACES, AtomicFile, write_json
+from .rundir import (
+    CLEAN,
+    CLEAN_STATS,
+    DEDUP_STATE,
+    PLAN,
+    REJECTED,
+    TRACES,
+    AtomicFile,
+    read_jsonl,
+    write_json,
+)
 
 __all__ = ["ENGINE_STAGES", "CleanResult", "clean", "iter_jsonl", "plan_order"]
 
@@ -159,19 +169,9 @@ def _parses(line: bytes) -> bool:
 
 def iter_jsonl(path: Path, *, tolerate_torn_tail: bool = True) -> Iterator[dict[str, Any]]:
     """Dicts from a JSONL file; a torn last line (no newline, not valid JSON) is skipped and logged."""
-    with open(path, "rb") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                data = json.loads(line)
-            except ValueError as e:
-                if tolerate_torn_tail and not line.endswith(b"\n"):
-                    log.warning("%s:%d: skipping a torn last line", path, lineno)
-                    continue
-                raise RunDirError(f"{path}:{lineno}: not valid JSON ({e}); fix or remove the line") from e
-            if isinstance(data, dict):
-                yield data
+    for data in read_jsonl(path, torn_tail_ok=tolerate_torn_tail):
+        if isinstance(data, dict):
+            yield data
 
 
 @dataclass

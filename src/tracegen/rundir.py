@@ -27,6 +27,7 @@ group-commit writer, the done-set scan by byte prefix) keep their own byte-level
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ from ._fileio import (
 )
 from .errors import RunDirError
 from .lock import LOCK_NAME, lock_run_dir
+from .records import Record
 
 __all__ = [
     "BATCHES",
@@ -72,13 +74,16 @@ __all__ = [
     "RunPaths",
     "atomic_write_bytes",
     "fsync_dir",
+    "iter_records",
     "lock_run_dir",
     "open_append",
     "open_nofollow",
     "open_read",
     "read_json",
     "read_jsonl",
+    "read_jsonl_numbered",
     "read_manifest",
+    "read_plan",
     "truncate_durably",
     "write_files_atomically",
     "write_json",
@@ -103,6 +108,8 @@ DEDUP_STATE = "dedup_state.npz"
 REPORT = "report.html"
 DATASET = "dataset"
 STAGES = "stages"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,20 +195,80 @@ class RunPaths:
         return self.root / STAGES / name
 
 
-def read_jsonl(path: Path, *, what: str = "", skip_invalid: bool = False) -> Iterator[Any]:
-    """The JSON values of ``path``, one a line (blank lines skipped), read without following a symlink.
+def read_jsonl_numbered(
+    path: Path,
+    *,
+    what: str = "",
+    skip_invalid: bool = False,
+    torn_tail_ok: bool = False,
+    kind: str = "JSON line",
+) -> Iterator[tuple[int, Any]]:
+    """``(line number, JSON value)`` for each non-blank line of ``path``, read without following a symlink.
 
-    A line that is not JSON raises :class:`RunDirError` naming ``file:line`` (``what``, e.g. "move the file
-    aside", replaces the default way out), or is skipped with ``skip_invalid`` (a reader that must never
-    fail on a torn line, like the report).
+    A line that is not JSON raises :class:`RunDirError` naming ``file:line`` (``what``, e.g. "plan the run
+    again", replaces the default way out); with ``skip_invalid`` it is skipped (a reader that must never fail
+    on one, like the report); with ``torn_tail_ok`` a last line without newline (a crash mid-write) is
+    skipped with a warning.
     """
-    with open_read(path) as fp, jsonlines.Reader(fp, loads=orjson.loads) as reader:
+    at = [0, True]  # line number and newline-terminated? of the line jsonlines is parsing now
+
+    def lines(fp: BinaryIO) -> Iterator[bytes]:
+        for n, line in enumerate(fp, 1):
+            if line.strip():
+                at[0], at[1] = n, line.endswith(b"\n")
+                yield line
+
+    with open_read(path) as fp, jsonlines.Reader(lines(fp), loads=orjson.loads) as reader:
+        while True:
+            try:
+                value = reader.read(allow_none=True)
+            except EOFError:
+                return
+            except jsonlines.InvalidLineError as e:
+                if skip_invalid:
+                    continue
+                if torn_tail_ok and not at[1]:
+                    log.warning("%s:%d: skipping a torn last line", path, at[0])
+                    return
+                reason = str(e).split(":", 1)[0]  # "line contains invalid json", "... not valid utf-8"
+                raise RunDirError(
+                    f"{path}:{at[0]}: not a {kind} ({reason}); {what or 'fix or remove that line, then rerun'}"
+                ) from None
+            yield at[0], value
+
+
+def read_jsonl(
+    path: Path, *, what: str = "", skip_invalid: bool = False, torn_tail_ok: bool = False
+) -> Iterator[Any]:
+    """The JSON values of ``path`` (see :func:`read_jsonl_numbered`)."""
+    for _, value in read_jsonl_numbered(
+        path, what=what, skip_invalid=skip_invalid, torn_tail_ok=torn_tail_ok
+    ):
+        yield value
+
+
+def iter_records(path: Path, *, what: str = "fix or remove the line") -> Iterator[Record]:
+    """The :class:`Record` of each line of ``path``; a line that is not one raises :class:`RunDirError`
+    naming ``file:line`` and ``what`` to do."""
+    for lineno, data in read_jsonl_numbered(path, what=what, kind="Record line"):
         try:
-            yield from reader.iter(skip_empty=True, allow_none=True, skip_invalid=skip_invalid)
-        except jsonlines.InvalidLineError as e:
-            hint = what or "fix or remove that line, then rerun"
-            reason = str(e).split(":", 1)[0]  # "line contains invalid json", "... null value", ...
-            raise RunDirError(f"{path}:{e.lineno}: {reason}; {hint}") from None
+            if not isinstance(data, dict):
+                raise TypeError("not a JSON object")
+            yield Record.from_dict(data)
+        except (ValueError, TypeError) as e:
+            raise RunDirError(f"{path}:{lineno}: not a Record line ({e}); {what}") from None
+
+
+def read_plan(run_dir: Path) -> Iterator[Record]:
+    """The planned Records of ``run_dir`` (its plan.jsonl), in plan order."""
+    path = RunPaths(run_dir).plan
+    try:
+        path.stat()
+    except OSError as e:
+        raise RunDirError(
+            f"{path}: cannot read the plan ({e.strerror}); plan the run first (--dry-run)"
+        ) from None
+    return iter_records(path, what="plan the run again")
 
 
 def write_jsonl(path: Path, rows: Iterable[Any]) -> int:

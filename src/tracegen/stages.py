@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -45,8 +45,8 @@ from .engine.budget import Ledger, prior_spend_usd
 from .engine.store import money_spent
 from .errors import ConfigError, RunDirError
 from .params import apply_model_defaults
-from .records import SUBMIXES, Record
-from .rundir import STAGES, RunPaths, write_files_atomically
+from .records import SUBMIXES
+from .rundir import STAGES, RunPaths, read_json, read_plan, write_files_atomically
 from .tokens import count_chat_tokens, encoding_for_model
 
 __all__ = [
@@ -99,12 +99,12 @@ _SUMMED = (
 
 def stage_path(run_dir: str | Path, name: str) -> Path:
     """``run_dir/stages/<name>``."""
-    return Path(run_dir) / STAGES_DIR / name
+    return RunPaths(Path(run_dir)).stage(name)
 
 
 def is_staged(run_dir: str | Path) -> bool:
     """Whether ``run_dir`` holds stage sub directories."""
-    return (Path(run_dir) / STAGES_DIR).is_dir()
+    return RunPaths(Path(run_dir)).stages.is_dir()
 
 
 def stage_names(run_dir: str | Path, config: RunConfig | None = None) -> list[str]:
@@ -196,22 +196,6 @@ def select_mask(
     return mask
 
 
-def _plan_lines(path: Path) -> Iterator[str]:
-    from .plan import plan_lines
-
-    for _, line in plan_lines(path):
-        yield line
-
-
-def _plan_keys(path: Path) -> Iterator[str]:
-    for n, line in enumerate(_plan_lines(path), 1):
-        try:
-            key = json.loads(line)["key"]
-        except (ValueError, KeyError, TypeError) as e:
-            raise RunDirError(f"{path}:{n}: not a plan record ({e}); plan the run again") from None
-        yield str(key)
-
-
 # ---- writing a stage's plan --------------------------------------------------------------------------------
 def _stage_spec(stage: StageConfig, seed: int, encoding: str) -> dict[str, Any]:
     select: Any = "all"
@@ -262,8 +246,7 @@ def _write_stage_plan(
 ) -> None:
     from .plan import request_body
 
-    plan_path = RunPaths(parent).plan
-    mask = select_mask(_plan_keys(plan_path), stage, seed, shard)
+    mask = select_mask((rec.key for rec in read_plan(parent)), stage, seed, shard)
     parent_encoding = (_read_json(RunPaths(parent).plan_stats) or {}).get("encoding")
     encoding = encoding_for_model(stage.model, scfg.price_file)
     planned = dict.fromkeys(SUBMIXES, 0)
@@ -274,11 +257,10 @@ def _write_stage_plan(
     def write(files: list[IO[str]]) -> None:
         nonlocal of_planned
         plan_file, requests_file = files
-        for i, line in enumerate(_plan_lines(plan_path)):
+        for i, rec in enumerate(read_plan(parent)):
             of_planned += 1
             if mask is not None and not mask[i]:
                 continue
-            rec = Record.from_dict(json.loads(line))
             rec.stage = stage.name
             if parent_encoding != encoding:  # the stage's tokenizer bills other prompt counts
                 rec.prompt_tokens = count_chat_tokens(rec.messages(), encoding)
@@ -350,10 +332,10 @@ def stage_budget_usd(config: RunConfig, stage: StageConfig, run_dir: str | Path)
 # ---- combining the stages ----------------------------------------------------------------------------------
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return read_json(path)
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as e:
+    except OSError as e:
         raise RunDirError(f"{path}: unreadable ({e}); fix or delete the file") from None
 
 
