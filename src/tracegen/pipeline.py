@@ -96,7 +96,7 @@ def prepare(
         before_planning()
     plan_done = rd.paths.plan.exists() and rd.paths.plan_stats.exists()
     if plan_done and not extend and not rd.replaced:
-        on_stage(f"reusing the plan in {rd.path / 'plan.jsonl'}")
+        on_stage(f"reusing the plan in {rd.paths.plan}")
         _say_shortfall(rd.path, on_stage)
         return rd
     on_stage("planning: reading the source and sampling the Orca mix")
@@ -110,7 +110,7 @@ def prepare(
     ) as plan:
         stats = write_plan(plan, rd.path, shard=config.shard_index())
     _rewrite_rejections(rd.path, PLAN_STAGES, rejected)
-    on_stage(f"planned {stats.planned_total:,} requests into {rd.path / 'plan.jsonl'}")
+    on_stage(f"planned {stats.planned_total:,} requests into {rd.paths.plan}")
     _say_shortfall(rd.path, on_stage)
     return rd
 
@@ -208,7 +208,7 @@ def _estimate_stages(config: RunConfig, rd: RunDir, on_stage: StageCallback, ext
     per: list[dict[str, Any]] = []
     for stage in config.stages:
         srd, scfg = prepare_stage(rd, config, stage, extend=extend)
-        on_stage(f"stage {stage.name}: planned {_count_lines(srd.path / 'plan.jsonl'):,} requests")
+        on_stage(f"stage {stage.name}: planned {_count_lines(srd.paths.plan):,} requests")
         est = estimate(iter_plan(srd.path), scfg).to_dict()
         est.update(stage=stage.name, run_dir=str(srd.path), requests_jsonl=str(RunPaths(srd.path).requests))
         per.append(est)
