@@ -150,7 +150,7 @@ def test_manifest_round_trip(tmp_path: Path) -> None:
     with pytest.raises(RunDirError, match=r"manifest\.json: not a JSON object"):
         read_manifest(tmp_path)
     RunPaths(tmp_path).manifest.write_text("{broken")
-    with pytest.raises(RunDirError, match=r"manifest\.json: not valid JSON"):
+    with pytest.raises(RunDirError, match=r"manifest\.json:1: not valid JSON"):
         read_manifest(tmp_path)
 
 

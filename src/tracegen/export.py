@@ -58,7 +58,16 @@ from ._version import __version__
 from .errors import ConfigError, RunDirError
 from .features import Features, List, Value
 from .records import Record
-from .rundir import CLEAN_STATS, MANIFEST, PLAN_STATS, STATS, RunPaths, iter_records
+from .rundir import (
+    CLEAN_STATS,
+    MANIFEST,
+    PLAN_STATS,
+    STATS,
+    RunPaths,
+    iter_records,
+    open_read,
+    read_json_if_exists,
+)
 
 if TYPE_CHECKING:
     import datasets
@@ -224,7 +233,7 @@ def _hash64(text: str) -> int:
 def _plan_index(plan_path: Path) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
     """Sorted id hashes of plan.jsonl and their plan positions (two int64 arrays, ~16 bytes per record)."""
     hashes = array("q")
-    with plan_path.open("rb") as f:
+    with open_read(plan_path) as f:
         for lineno, line in enumerate(f, 1):
             if line.strip():
                 hashes.append(_hash64(_line_id(line, plan_path, lineno)))
@@ -252,7 +261,7 @@ def _traces_in_plan_order(traces: Path, plan: Path | None) -> Iterator[Record]:
     else:
         sorted_keys, positions = np.empty(0, np.int64), np.empty(0, np.int64)
     n_plan = len(sorted_keys)
-    with traces.open("rb") as f:
+    with open_read(traces) as f:
         pos = 0
         for lineno, line in enumerate(f, 1):
             if line.strip():
@@ -266,7 +275,7 @@ def _traces_in_plan_order(traces: Path, plan: Path | None) -> Iterator[Record]:
     rank = np.frombuffer(ranks, dtype=np.int64)
     del offsets, ranks
     order = np.lexsort((off, rank))  # by plan rank, then file position
-    with traces.open("rb") as f:
+    with open_read(traces) as f:
         for j, idx in enumerate(order):
             # a later answer to the same id (same rank) supersedes the earlier one
             if j + 1 < len(order) and rank[order[j + 1]] == rank[idx] and rank[idx] < n_plan:
@@ -630,7 +639,7 @@ def _finish_configs(
 
 def _write_public_run_files(run: Path, tmp: Path) -> None:
     """Copy the run's manifest and stats JSON, secrets scrubbed, under ``tracegen/``."""
-    files = {name: _read_json(run / name) for name in PUBLIC_RUN_FILES}
+    files = {name: read_json_if_exists(run / name) for name in PUBLIC_RUN_FILES}
     found = card_mod.secret_values(list(files.values()))  # a key in one file is scrubbed from all of them
     dest = tmp / "tracegen"
     for name, data in files.items():
@@ -681,19 +690,6 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
 # ---- summaries ---------------------------------------------------------------------------------------------
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        raise RunDirError(f"{path}: cannot read ({e.strerror})") from e
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise RunDirError(f"{path}:{e.lineno}: not valid JSON ({e.msg}); fix or delete the file") from None
-
-
 def run_summary(run_dir: str | Path) -> dict[str, Any]:
     """The run summary for ``tracegen stats``: manifest config, stats.json, plan_stats.json, clean_stats.json.
 
@@ -703,7 +699,7 @@ def run_summary(run_dir: str | Path) -> dict[str, Any]:
     run = Path(run_dir)
     if not run.is_dir():
         raise RunDirError(f"{run}: no such run directory")
-    manifest = _read_json(RunPaths(run).manifest)
+    manifest = read_json_if_exists(RunPaths(run).manifest)
     summary: dict[str, Any] = {"run_dir": run.name}
     if isinstance(manifest, dict):
         summary["tracegen_version"] = manifest.get("tracegen_version", manifest.get("version", ""))
@@ -716,10 +712,10 @@ def run_summary(run_dir: str | Path) -> dict[str, Any]:
         ("plan_stats", PLAN_STATS),
         ("clean_stats", CLEAN_STATS),
     ):
-        data = _read_json(run / name)
+        data = read_json_if_exists(run / name)
         if data is not None:
             summary[key] = data
-    exported = _read_json(RunPaths(run).dataset / EXPORT_MANIFEST)
+    exported = read_json_if_exists(RunPaths(run).dataset / EXPORT_MANIFEST)
     if isinstance(exported, dict) and isinstance(exported.get("configs"), list):
         summary["export"] = {
             str(c.get("name")): c.get("rows") for c in exported["configs"] if isinstance(c, dict)
@@ -741,7 +737,7 @@ def find_export_dir(path: str | Path) -> Path:
 def load_manifest(export_dir: str | Path) -> dict[str, Any]:
     """Read an export's ``export.json``."""
     path = Path(export_dir) / EXPORT_MANIFEST
-    data = _read_json(path)
+    data = read_json_if_exists(path)
     if not isinstance(data, dict) or not isinstance(data.get("configs"), list):
         raise RunDirError(f"{path}: not a tracegen export manifest; run `tracegen export` again")
     return data

@@ -50,7 +50,7 @@ from .errors import RunDirError
 from .filters import FilterConfig
 from .postprocess import ENGINE_STAGES, CleanResult, clean
 from .records import content_key
-from .rundir import LOCK_NAME, AtomicFile, RunPaths, atomic_write_bytes, read_json, write_json
+from .rundir import LOCK_NAME, AtomicFile, RunPaths, atomic_write_bytes, open_read, read_json, write_json
 
 __all__ = ["IN_PROGRESS", "MergeResult", "claim_output", "merge", "release_output"]
 
@@ -194,7 +194,7 @@ def _lines(path: Path) -> Iterator[bytes]:
     """Complete lines of a JSONL file (a torn last line without newline is skipped)."""
     if not path.is_file():
         return
-    with open(path, "rb") as f:
+    with open_read(path) as f:
         for line in f:
             if line.strip() and line.endswith(b"\n"):
                 yield line

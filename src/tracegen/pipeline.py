@@ -24,7 +24,15 @@ from .engine.store import REHEARSAL_BASE_URL
 from .errors import RunDirError
 from .preflight import check_endpoint, check_keys
 from .records import Record
-from .rundir import RunPaths, atomic_write_bytes, lock_run_dir, read_json, read_manifest, write_manifest
+from .rundir import (
+    RunPaths,
+    atomic_write_bytes,
+    lock_run_dir,
+    open_read,
+    read_json,
+    read_manifest,
+    write_manifest,
+)
 from .sources import Rejection
 
 __all__ = [
@@ -237,7 +245,7 @@ def _estimate_stages(config: RunConfig, rd: RunDir, on_stage: StageCallback, ext
 
 
 def _count_lines(path: Path) -> int:
-    with open(path, "rb") as f:
+    with open_read(path) as f:
         return sum(1 for line in f if line.strip())
 
 

@@ -49,6 +49,7 @@ from .rundir import (
     REJECTED,
     TRACES,
     AtomicFile,
+    open_read,
     read_jsonl,
     write_json,
 )
@@ -150,7 +151,7 @@ def _line_id(line: bytes) -> bytes | None:
 def _scan(path: Path) -> Iterator[tuple[int, int, bytes | None]]:
     """(offset, length, id or None if unreadable) for every non-blank line of a JSONL file."""
     offset = 0
-    with open(path, "rb") as f:
+    with open_read(path) as f:
         for line in f:
             n = len(line)
             if line.strip():
@@ -308,7 +309,7 @@ def clean(
         total = int(order.size)
 
         def records() -> Iterator[Record]:
-            with open(traces, "rb") as f:
+            with open_read(traces) as f:
                 for done, i in enumerate(order.tolist(), 1):
                     f.seek(offsets[i])
                     line = f.read(lengths[i])
@@ -374,7 +375,7 @@ def rejections_except(path: Path, stages: Iterable[str]) -> Iterator[bytes]:
     if not path.is_file():
         return
     drop = frozenset(stages)
-    with open(path, "rb") as f:
+    with open_read(path) as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue

@@ -80,6 +80,7 @@ __all__ = [
     "open_nofollow",
     "open_read",
     "read_json",
+    "read_json_if_exists",
     "read_jsonl",
     "read_jsonl_numbered",
     "read_manifest",
@@ -291,8 +292,19 @@ def read_json(path: Path) -> Any:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as e:
+        raise RunDirError(f"{path}:{e.lineno}: not valid JSON ({e.msg}); fix or delete the file") from None
+
+
+def read_json_if_exists(path: Path) -> Any:
+    """:func:`read_json`, or None when ``path`` does not exist; any other OS error raises
+    :class:`RunDirError` naming the file."""
+    try:
+        return read_json(path)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
         raise RunDirError(
-            f"{path}: not valid JSON ({e.msg} at line {e.lineno}); restore it or remove the run directory"
+            f"{path}: cannot read ({e.strerror or e}); fix its permissions or delete it"
         ) from None
 
 

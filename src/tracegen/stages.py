@@ -46,7 +46,14 @@ from .engine.store import money_spent
 from .errors import ConfigError, RunDirError
 from .params import apply_model_defaults
 from .records import SUBMIXES
-from .rundir import STAGES, RunPaths, read_json, read_plan, write_files_atomically
+from .rundir import (
+    STAGES,
+    RunPaths,
+    open_read,
+    read_json_if_exists,
+    read_plan,
+    write_files_atomically,
+)
 from .tokens import count_chat_tokens, encoding_for_model
 
 __all__ = [
@@ -215,7 +222,7 @@ def prepare_stage(
     encoding = encoding_for_model(stage.model, config.price_file)
     spec = _stage_spec(stage, seed, encoding)
     path = stage_path(parent.path, stage.name)
-    old = _read_json(RunPaths(path).manifest)
+    old = read_json_if_exists(RunPaths(path).manifest)
     if isinstance(old, dict):
         old_spec = (old.get("plan_params") or {}).get("stage")
         if old_spec is not None and old_spec != spec and money_spent(path) is not None:
@@ -226,7 +233,7 @@ def prepare_stage(
     params = {**(parent.manifest.get("plan_params") or {}), "stage": spec}
     srd = RunDir.open(path, params, scfg.public_dict(), extend=extend)
     fingerprint = parent.manifest.get("plan_fingerprint")
-    stats = _read_json(RunPaths(path).plan_stats)
+    stats = read_json_if_exists(RunPaths(path).plan_stats)
     written_for = (
         (stats.get("stage") or {}).get("parent_plan_fingerprint") if isinstance(stats, dict) else None
     )
@@ -247,7 +254,7 @@ def _write_stage_plan(
     from .plan import request_body
 
     mask = select_mask((rec.key for rec in read_plan(parent)), stage, seed, shard)
-    parent_encoding = (_read_json(RunPaths(parent).plan_stats) or {}).get("encoding")
+    parent_encoding = (read_json_if_exists(RunPaths(parent).plan_stats) or {}).get("encoding")
     encoding = encoding_for_model(stage.model, scfg.price_file)
     planned = dict.fromkeys(SUBMIXES, 0)
     tokens = dict.fromkeys(SUBMIXES, 0)
@@ -274,7 +281,7 @@ def _write_stage_plan(
             per_message[label] = per_message.get(label, 0) + 1
 
     write_files_atomically([RunPaths(path).plan, RunPaths(path).requests], write)
-    base = _read_json(RunPaths(parent).plan_stats)
+    base = read_json_if_exists(RunPaths(parent).plan_stats)
     stats: dict[str, Any] = dict(base) if isinstance(base, dict) else {}
     stats.update(
         {
@@ -330,15 +337,6 @@ def stage_budget_usd(config: RunConfig, stage: StageConfig, run_dir: str | Path)
 
 
 # ---- combining the stages ----------------------------------------------------------------------------------
-def _read_json(path: Path) -> Any:
-    try:
-        return read_json(path)
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        raise RunDirError(f"{path}: unreadable ({e}); fix or delete the file") from None
-
-
 def _add(total: dict[str, Any], data: Mapping[str, Any]) -> None:
     """Sum numbers (and one level of number tables) of ``data`` into ``total``."""
     for k, v in data.items():
@@ -360,7 +358,7 @@ def stages_stats(run_dir: str | Path, names: list[str], config: RunConfig | None
     per_stage: dict[str, Any] = {}
     stop_reason = "completed"
     for name in names:
-        st = _read_json(RunPaths(stage_path(run_dir, name)).stats)
+        st = read_json_if_exists(RunPaths(stage_path(run_dir, name)).stats)
         if not isinstance(st, dict):
             per_stage[f"stage_{name}"] = {"stop_reason": "not started"}
             stop_reason = "not started" if stop_reason == "completed" else stop_reason
@@ -394,13 +392,14 @@ def combine_stages(run_dir: str | Path, names: list[str], config: RunConfig | No
             path = RunPaths(stage_path(run, name)).clean
             if not path.exists():
                 continue
-            with open(path, encoding="utf-8") as f:
-                for line in f:
+            with open_read(path) as f:
+                for raw in f:
+                    line = raw.decode("utf-8")
                     files[0].write(line if line.endswith("\n") else line + "\n")
 
     write_files_atomically([RunPaths(run).clean], write)
     for name in names:
-        cs = _read_json(RunPaths(stage_path(run, name)).clean_stats)
+        cs = read_json_if_exists(RunPaths(stage_path(run, name)).clean_stats)
         if isinstance(cs, dict):
             _add(totals, cs)
             per_stage[f"stage_{name}"] = {

@@ -10,7 +10,6 @@ reason, a few per staged question. A million-row run gives a report of a few hun
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from collections import Counter
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RunDirError
-from ..rundir import RunPaths, read_jsonl
+from ..rundir import RunPaths, read_json_if_exists, read_jsonl
 
 __all__ = ["LENGTH_BINS", "collect"]
 
@@ -34,15 +33,6 @@ EXAMPLES_PER_REASON = 3
 SAMPLE_STAGED = 60
 TEXT_CHARS = 3000
 MAX_POINTS = 240
-
-
-def _json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as e:
-        raise RunDirError(f"{path}: cannot read it for the report ({e}); fix or delete the file") from None
 
 
 def _lines(path: Path) -> Iterator[dict[str, Any]]:
@@ -346,10 +336,10 @@ def collect(run_dir: str | Path, *, seed: int = 0) -> dict[str, Any]:
         raise RunDirError(
             f"{run}: not a tracegen run directory (no manifest.json / plan.jsonl); pass a run dir"
         )
-    manifest = _json(RunPaths(run).manifest) or {}
-    stats = _json(RunPaths(run).stats) or {}
-    plan = _json(RunPaths(run).plan_stats) or {}
-    clean = _json(RunPaths(run).clean_stats) or {}
+    manifest = read_json_if_exists(RunPaths(run).manifest) or {}
+    stats = read_json_if_exists(RunPaths(run).stats) or {}
+    plan = read_json_if_exists(RunPaths(run).plan_stats) or {}
+    clean = read_json_if_exists(RunPaths(run).clean_stats) or {}
     stages = _stages(run, manifest)
     c = _Collector(run, seed)
     c.rejected("", run) if len(stages) > 1 else None
@@ -357,7 +347,7 @@ def collect(run_dir: str | Path, *, seed: int = 0) -> dict[str, Any]:
         c.traces(name, path)
         c.rejected(name, path) if len(stages) > 1 else c.rejected("", path)
         c.clean(name, path)
-    stage_stats = {name: _json(RunPaths(path).stats) or {} for name, path in stages if name}
+    stage_stats = {name: read_json_if_exists(RunPaths(path).stats) or {} for name, path in stages if name}
     config = manifest.get("config") or stats.get("config") or {}
     budget = stats.get("budget_usd", config.get("budget_usd"))
     spent = stats.get("total_spent_usd", stats.get("cost_usd"))
@@ -416,7 +406,7 @@ def _mix(
 
 def _planned(plan: Mapping[str, Any], stage_dirs: list[Path]) -> tuple[Counter[str], Counter[str]]:
     """Planned requests per submix and per system message: the plan's, or the sum of the stages' plans."""
-    sources = [_json(RunPaths(d).plan_stats) or {} for d in stage_dirs] or [plan]
+    sources = [read_json_if_exists(RunPaths(d).plan_stats) or {} for d in stage_dirs] or [plan]
     submix: Counter[str] = Counter()
     sm: Counter[str] = Counter()
     for p in sources:
