@@ -64,9 +64,9 @@ import numpy.typing as npt
 import xxhash
 from pydantic import BaseModel, ConfigDict, Field
 
-from ._fileio import atomic_write_bytes
 from .errors import ConfigError, RunDirError
 from .records import Record
+from .rundir import atomic_write_bytes
 
 __all__ = [
     "KINDS",
