@@ -333,7 +333,7 @@ def plan_config(output_dir: Path, **changes: Any) -> Any:
 
 def plan_bodies(plan_dir: Path, config: Any) -> list[dict[str, Any]]:
     """The chat bodies the engine would send for ``plan_dir``'s plan (what the bare loop posts)."""
-    from tracegen.plan import iter_plan, request_body
+    from tracegen.planning.plan import iter_plan, request_body
 
     return [request_body(rec, config) for rec in iter_plan(plan_dir)]
 

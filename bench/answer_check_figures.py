@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tracegen.answer_check import evaluate
+from tracegen.cleaning.answer_check import evaluate
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "answer_check_labelled.jsonl"
 

@@ -32,9 +32,9 @@ import _common
 from _common import BENCH_MODEL, Check, Report, loadavg, plan_config, planned_dir, print_report, save
 
 from tracegen.engine import generate
-from tracegen.plan import iter_plan
+from tracegen.planning.plan import iter_plan
+from tracegen.planning.tokens import pricing_for
 from tracegen.testing import FakeOptions
-from tracegen.tokens import pricing_for
 
 NAME = "budget"
 MEAN_COMPLETION_TOKENS = 120

@@ -410,7 +410,7 @@ def _same_output(
 def _drop_finished_merge(output: Path) -> None:
     """A merge that finished before its kill: remove it, so the next attempt merges again (an interrupted
     one keeps its in-progress marker and is redone by the rerun itself)."""
-    from tracegen.merge import IN_PROGRESS
+    from tracegen.cleaning.merge import IN_PROGRESS
 
     if output.exists() and not (output / IN_PROGRESS).exists():
         shutil.rmtree(output)

@@ -47,7 +47,7 @@ from _common import (
 )
 
 from tracegen.engine import generate
-from tracegen.plan import iter_plan
+from tracegen.planning.plan import iter_plan
 from tracegen.records import Record
 from tracegen.testing import FakeOptions
 

@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tracegen.decontaminate import Decontaminator
+from tracegen.planning.decontaminate import Decontaminator
 
 EVALS = {  # name: (items, mean words of the item text, string columns per row besides the item)
     "mmlu_like.jsonl": (14_042, 45, 4),

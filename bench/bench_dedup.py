@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from tracegen.dedup import DedupConfig, Deduper
+from tracegen.cleaning.dedup import DedupConfig, Deduper
 from tracegen.records import Record
 
 MODES = {

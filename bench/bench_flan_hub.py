@@ -56,7 +56,7 @@ def _rchar() -> int:
 def _child_plan(source: str, n: int, out: Path, result: Path) -> None:
     """In the child: plan (the dry run's planning step), with time, peak RSS and bytes read."""
     from tracegen.pipeline import prepare
-    from tracegen.tokens import encoding_for_model, get_encoding
+    from tracegen.planning.tokens import encoding_for_model, get_encoding
 
     if source != "open-orca-flan":  # local: what importing and loading tables reads is not the source's
         import datasets  # noqa: F401

@@ -53,7 +53,7 @@ from _common import (
 )
 
 from tracegen.engine import Progress, generate
-from tracegen.plan import iter_plan
+from tracegen.planning.plan import iter_plan
 from tracegen.testing import FakeOptions
 
 NAME = "ratelimit"

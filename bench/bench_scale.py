@@ -62,9 +62,9 @@ def peak_rss_mb() -> float:
 
 def _child_plan(source: Path, n: int, out: Path, result: Path) -> None:
     """In the child: the dry run, timing its two phases."""
-    from tracegen.estimate import estimate
     from tracegen.pipeline import prepare
-    from tracegen.plan import iter_plan
+    from tracegen.planning.estimate import estimate
+    from tracegen.planning.plan import iter_plan
 
     cfg = plan_config(out, source=source, n=n, budget_usd=100.0)
     t0 = time.perf_counter()
@@ -91,9 +91,9 @@ def _child_plan(source: Path, n: int, out: Path, result: Path) -> None:
 
 
 def _child_baseline(result: Path) -> None:
-    import tracegen.estimate
     import tracegen.pipeline
-    import tracegen.plan  # noqa: F401
+    import tracegen.planning.estimate
+    import tracegen.planning.plan  # noqa: F401
 
     result.write_text(json.dumps({"peak_rss_mb": peak_rss_mb()}))
 

@@ -28,7 +28,7 @@ from _common import plan_config, planned_dir, raise_fd_limit
 
 import tracegen.engine.runner as runner
 from tracegen.engine import generate
-from tracegen.plan import iter_plan
+from tracegen.planning.plan import iter_plan
 from tracegen.testing import FakeOptions, FakeServer
 
 

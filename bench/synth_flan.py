@@ -132,8 +132,8 @@ def write_parquet_layout(root: Path, rows: int, *, seed: int = 0, rows_per_part:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from tracegen.flan_options import END_STRINGS, ITEM_STYLES, OPTION_STARTS, render_options
-    from tracegen.sources import OPEN_ORCA_FLAN_LAYOUT
+    from tracegen.planning.flan_options import END_STRINGS, ITEM_STYLES, OPTION_STARTS, render_options
+    from tracegen.planning.sources import OPEN_ORCA_FLAN_LAYOUT
 
     rng = random.Random(seed)
     sources = {

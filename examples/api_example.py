@@ -11,10 +11,10 @@ import json
 import tempfile
 from pathlib import Path
 
+from tracegen import estimate
 from tracegen.config import RunConfig
-from tracegen.estimate import estimate
-from tracegen.plan import build_plan, iter_plan, write_plan
-from tracegen.sources import Rejection
+from tracegen.planning.plan import build_plan, iter_plan, write_plan
+from tracegen.planning.sources import Rejection
 
 HERE = Path(__file__).resolve().parent
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tracegen.answer_check import (
+from tracegen.cleaning.answer_check import (
     Option,
     annotate,
     check_answer,

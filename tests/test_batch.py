@@ -23,10 +23,10 @@ from tracegen.batch.collect import parse_line
 from tracegen.config import RunConfig
 from tracegen.engine import RunDir, RunResult, generate, request_key
 from tracegen.errors import BatchError, RunDirError
-from tracegen.plan import request_body
+from tracegen.planning.plan import request_body
+from tracegen.planning.tokens import count_chat_tokens, encoding_for_model, pricing_for
 from tracegen.records import Record
 from tracegen.testing import FakeOptions, FakeServer
-from tracegen.tokens import count_chat_tokens, encoding_for_model, pricing_for
 
 HERE = Path(__file__).parent
 MODEL = "gpt-4o-mini"

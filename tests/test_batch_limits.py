@@ -17,7 +17,7 @@ import pytest
 from batch_helpers import CRASH_EXIT_CODE, config, open_run, records
 from test_batch import assert_never_paid_twice, billed_usd, go, journal, lines, spent_in_ledger
 from tracegen.engine import request_key
-from tracegen.plan import request_body
+from tracegen.planning.plan import request_body
 from tracegen.testing import FakeOptions, FakeServer
 
 HERE = Path(__file__).parent

@@ -12,7 +12,8 @@ import yaml
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from export_helpers import ORCA_MESSAGES, make_records, make_run_dir
-from tracegen.card import (
+from tracegen.errors import ConfigError
+from tracegen.publish.card import (
     BASE_TAGS,
     BEGIN,
     END,
@@ -24,8 +25,7 @@ from tracegen.card import (
     split_card,
     validate_card,
 )
-from tracegen.errors import ConfigError
-from tracegen.export import export
+from tracegen.publish.export import export
 from tracegen.testing.fake_hub import FakeHub, check_card_metadata
 
 

@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 from flan_helpers import frow, write_jsonl
 from tracegen.cli import app
 from tracegen.config import RunConfig
-from tracegen.decontaminate import Decontaminator, load_eval_set, parse_spec
 from tracegen.errors import ConfigError
-from tracegen.plan import build_plan
-from tracegen.sources import Rejection
+from tracegen.planning.decontaminate import Decontaminator, load_eval_set, parse_spec
+from tracegen.planning.plan import build_plan
+from tracegen.planning.sources import Rejection
 
 VOCAB = [f"w{i}x" for i in range(4000)]
 EVAL_VOCAB = [f"{w}" for w in ("alpha", "beta", "gamma", "delta", "omega", "sigma", "kappa", "theta")]

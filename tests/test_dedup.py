@@ -10,7 +10,7 @@ import pytest
 from datasketch import MinHash
 from datasketch.lsh import _optimal_param
 
-from tracegen.dedup import (
+from tracegen.cleaning.dedup import (
     DedupConfig,
     Deduper,
     DedupState,

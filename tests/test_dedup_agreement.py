@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from flan_helpers import SAMPLE
+from tracegen.cleaning.dedup import pair_hash, text_hash
 from tracegen.config import RunConfig
-from tracegen.dedup import pair_hash, text_hash
 from tracegen.pipeline import run
-from tracegen.plan import build_plan
+from tracegen.planning.plan import build_plan
 
 REQUEST_KINDS = ("exact_pair", "exact_question", "near_question")
 

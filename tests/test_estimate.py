@@ -10,8 +10,8 @@ import pytest
 from flan_helpers import SAMPLE
 from tracegen.config import RunConfig
 from tracegen.errors import ConfigError
-from tracegen.estimate import estimate
-from tracegen.plan import PlanStats, build_plan
+from tracegen.planning.estimate import estimate
+from tracegen.planning.plan import PlanStats, build_plan
 from tracegen.records import Record
 
 

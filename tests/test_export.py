@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from export_helpers import make_records, make_run_dir, write_jsonl
-from tracegen.card import validate_card
 from tracegen.errors import ConfigError, RunDirError
-from tracegen.export import FORMATS, export, features_for, iter_rows, run_summary
+from tracegen.publish.card import validate_card
+from tracegen.publish.export import FORMATS, export, features_for, iter_rows, run_summary
 from tracegen.records import Record
 
 

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tracegen.export import FORMATS, _arrow_table
+from tracegen.publish.export import FORMATS, _arrow_table
 from tracegen.records import Record
 
 BASE = Record(
@@ -86,7 +86,7 @@ def test_export_loads_neither_datasets_nor_pandas(tmp_path: Path) -> None:
         "".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in RECORDS), encoding="utf-8"
     )
     code = (
-        "import sys; from tracegen.export import export, FORMATS; "
+        "import sys; from tracegen.publish.export import export, FORMATS; "
         f"export({str(run)!r}, formats=list(FORMATS)); "
         "print(sorted(m for m in ('datasets', 'pandas', 'openai') if m in sys.modules))"
     )

@@ -17,13 +17,13 @@ from multidict import CIMultiDict
 
 import tracegen.testing
 from tracegen.errors import ConfigError
+from tracegen.planning.tokens import count_chat_tokens, count_text_tokens, encoding_for_model, pricing_for
 from tracegen.testing import FakeOptions, FakeServer, request_key
 from tracegen.testing.app import FakeState
 from tracegen.testing.content import INTRO, tape_for
 from tracegen.testing.fake_openai import build_parser, options_from_args
 from tracegen.testing.ratelimit import RateLimiter, format_duration
 from tracegen.testing.server import options_to_argv
-from tracegen.tokens import count_chat_tokens, count_text_tokens, encoding_for_model, pricing_for
 
 MODEL = "gpt-4o-mini"
 MESSAGES: list[Any] = [

@@ -7,8 +7,8 @@ from typing import Any
 import datasets
 import pytest
 
-from tracegen.export import FORMATS, features_for
-from tracegen.features import Features, List, Value, yaml_list
+from tracegen.publish.export import FORMATS, features_for
+from tracegen.publish.features import Features, List, Value, yaml_list
 
 
 def _as_datasets(features: Features) -> datasets.Features:

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tracegen.errors import ConfigError
-from tracegen.filters import (
+from tracegen.cleaning.filters import (
     AnswerDisagreesFilter,
     AsksQuestionFilter,
     EmptyFilter,
@@ -20,6 +19,7 @@ from tracegen.filters import (
     build_filters,
     load_refusals,
 )
+from tracegen.errors import ConfigError
 from tracegen.records import Record
 
 GOOD = "Paris is the capital of France. It has been the capital since the 10th century."

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from flan_helpers import REPO
-from tracegen.sources import FLAN_V2_DPI_PRESET, FLAN_V2_PRESET, OPEN_ORCA_FLAN_LAYOUT
+from tracegen.planning.sources import FLAN_V2_DPI_PRESET, FLAN_V2_PRESET, OPEN_ORCA_FLAN_LAYOUT
 from tracegen.testing.fake_hub import FakeHub
 from tracegen.testing.flan_hub import open_orca_flan_files, submix_original_files
 

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from tracegen.flan_options import END_STRINGS, ITEM_STYLES, OPTION_STARTS, has_options, render_options
-from tracegen.sources import SourceRow
-from tracegen.templates import auto_mc_detector
+from tracegen.planning.flan_options import (
+    END_STRINGS,
+    ITEM_STYLES,
+    OPTION_STARTS,
+    has_options,
+    render_options,
+)
+from tracegen.planning.sources import SourceRow
+from tracegen.planning.templates import auto_mc_detector
 from tracegen.testing.flan_rows import mc_rows
 
 

@@ -43,9 +43,9 @@ from tracegen.errors import (
     WaitTooLongError,
 )
 from tracegen.lock import LOCK_NAME, lock_run_dir
+from tracegen.planning.sources import Source
 from tracegen.records import Record
 from tracegen.redact import excerpt, redact, redact_url
-from tracegen.sources import Source
 from tracegen.testing import FakeOptions, FakeServer
 from tracegen.testing.hostile import MARKUP
 
@@ -417,7 +417,7 @@ def test_deeply_nested_json_is_one_bad_record_even_with_skip(tmp_path: Path) -> 
 def test_an_overlong_line_is_one_bad_record_never_held_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import tracegen.sources as sources
+    import tracegen.planning.sources as sources
 
     monkeypatch.setattr(sources, "MAX_LINE_BYTES", 4096)
     path = tmp_path / "flan.jsonl"
@@ -464,7 +464,7 @@ def test_batch_answers_with_malformed_usage_are_flagged() -> None:
 
 
 def test_the_card_reports_usage_anomalies_and_mismatches() -> None:
-    from tracegen import card
+    from tracegen.publish import card
 
     text = "\n".join(card._spend_section({"run": {"stats": {"usage_anomalies": 1, "usage_mismatches": 4}}}))
     assert "impossible usage for 1 answer" in text and "for 4 answer(s) (charged the larger" in text

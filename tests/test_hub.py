@@ -21,10 +21,10 @@ from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
 from export_helpers import make_records, make_run_dir
-from tracegen.card import split_card
 from tracegen.errors import HubError, RunDirError
-from tracegen.export import export
-from tracegen.hub import NO_TOKEN, push
+from tracegen.publish.card import split_card
+from tracegen.publish.export import export
+from tracegen.publish.hub import NO_TOKEN, push
 from tracegen.testing.fake_hub import FakeHub
 
 TOKEN = "hf_fakeTOKENforTESTS0123456789"

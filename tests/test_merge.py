@@ -16,10 +16,10 @@ from clean_helpers import (
     read_jsonl,
     write_jsonl,
 )
-from tracegen.dedup import DedupConfig
+from tracegen.cleaning.dedup import DedupConfig
+from tracegen.cleaning.merge import merge
+from tracegen.cleaning.postprocess import clean
 from tracegen.errors import RunDirError
-from tracegen.merge import merge
-from tracegen.postprocess import clean
 
 
 def two_runs(tmp_path: Path) -> tuple[Path, Path]:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from tracegen import pipeline
+from tracegen.cleaning.merge import IN_PROGRESS, claim_output
 from tracegen.errors import RunDirError
-from tracegen.merge import IN_PROGRESS, claim_output
 
 
 def run_dir(path: Path, prefix: str, n: int) -> Path:

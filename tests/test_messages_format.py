@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 
 from export_helpers import make_records, make_run_dir
 from test_hub import TOKEN, load_from_hub, local_rows
-from tracegen.card import split_card
 from tracegen.cli import app
-from tracegen.export import export
-from tracegen.hub import push
+from tracegen.publish.card import split_card
+from tracegen.publish.export import export
+from tracegen.publish.hub import push
 from tracegen.testing.fake_hub import FakeHub
 
 # A ChatML template as chat models ship it (tokenizer_config.json "chat_template"); transformers renders

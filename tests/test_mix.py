@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tracegen.errors import ConfigError
-from tracegen.mix import (
+from tracegen.planning.mix import (
     ORCA_TABLE3,
     algorithm1,
     interleave,

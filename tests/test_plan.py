@@ -18,11 +18,11 @@ import yaml
 from flan_helpers import REPO, SAMPLE, frow, grid, write_jsonl
 from tracegen.config import RunConfig
 from tracegen.errors import BadRecordError, ConfigError, PlanError, RunDirError, SourceError
-from tracegen.plan import Plan, PlanStats, build_plan, iter_plan, plan_parameters, write_plan
+from tracegen.planning.plan import Plan, PlanStats, build_plan, iter_plan, plan_parameters, write_plan
+from tracegen.planning.sources import Rejection, Source, SourceStats
+from tracegen.planning.templates import auto_mc_detector
+from tracegen.planning.tokens import count_chat_tokens, encoding_for_model, get_encoding
 from tracegen.records import Record
-from tracegen.sources import Rejection, Source, SourceStats
-from tracegen.templates import auto_mc_detector
-from tracegen.tokens import count_chat_tokens, encoding_for_model, get_encoding
 
 ALLOWED = {"cot": {6, 11, 16}, "niv": {1, 2, 5, 7, 9, 12, 13, 14, 15}, "t0": {1, 2, 3, 5, 7}}
 
@@ -75,7 +75,7 @@ def test_system_messages_follow_the_submix_lists(sample_plan: tuple[Plan, list[R
 
 
 def _row(r: Record) -> Any:
-    from tracegen.sources import SourceRow
+    from tracegen.planning.sources import SourceRow
 
     return SourceRow(r.question, r.target, r.submix, r.task_name, r.template_type, r.source)
 
@@ -153,7 +153,7 @@ def test_byte_identical_across_processes_and_hash_seeds(tmp_path: Path) -> None:
     script = (
         "import sys\n"
         "from tracegen.config import RunConfig\n"
-        "from tracegen.plan import build_plan, write_plan\n"
+        "from tracegen.planning.plan import build_plan, write_plan\n"
         "with build_plan(RunConfig(source=[sys.argv[1]], n=300, seed=4)) as p:\n"
         "    write_plan(p, sys.argv[2])\n"
     )
@@ -404,7 +404,7 @@ def test_closed_plan_cannot_be_read(tmp_path: Path) -> None:
 
 def _no_candidates(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make every task's candidates fall short, which forces the fallback second pass."""
-    import tracegen.plan as plan_module
+    import tracegen.planning.plan as plan_module
 
     original = plan_module._candidate_thresholds
     monkeypatch.setattr(plan_module, "_candidate_thresholds", lambda *a: dict.fromkeys(original(*a), 0))
@@ -488,8 +488,8 @@ def test_planning_heap_stays_small_tracemalloc(tmp_path: Path) -> None:
 _RSS_SCRIPT = """
 import resource, sys
 from tracegen.config import RunConfig
-from tracegen.plan import build_plan
-from tracegen.tokens import get_encoding
+from tracegen.planning.plan import build_plan
+from tracegen.planning.tokens import get_encoding
 get_encoding("o200k_base")
 plan = build_plan(RunConfig(source=[sys.argv[1]], n=2000, model="my-local-llm"))
 assert plan.stats.rows_read == int(sys.argv[2]), plan.stats.rows_read
@@ -554,7 +554,7 @@ def test_example_config_loads_and_plans() -> None:
 
 def test_submix_absent_from_source_is_left_out_and_shares_renormalised(tmp_path: Path) -> None:
     from tracegen.config import RunConfig
-    from tracegen.plan import build_plan
+    from tracegen.planning.plan import build_plan
 
     cot_only = Path(__file__).resolve().parents[1] / "examples" / "flan_sample" / "cot_submix.jsonl"
     config = RunConfig(source=[str(cot_only)], n=50, output_dir=tmp_path)
@@ -568,7 +568,7 @@ def test_submix_absent_from_source_is_left_out_and_shares_renormalised(tmp_path:
 
 # ---- shortfall -------------------------------------------------------------------------------------------
 def test_shortfall_is_reported_and_fill_shortfall_redistributes_by_the_mix() -> None:
-    from tracegen.plan import shortfall_message
+    from tracegen.planning.plan import shortfall_message
 
     mix = {"cot": 1.0, "niv": 1.0, "flan": 2.0}
     with build_plan(config(n=600, mix=mix)) as plan:
@@ -590,8 +590,8 @@ def test_shortfall_is_reported_and_fill_shortfall_redistributes_by_the_mix() -> 
 
 
 def test_fill_shortfall_splits_by_the_remaining_shares() -> None:
-    from tracegen.mix import mix_shares
-    from tracegen.plan import _submix_quotas
+    from tracegen.planning.mix import mix_shares
+    from tracegen.planning.plan import _submix_quotas
 
     shares = mix_shares({"cot": 1.0, "niv": 1.0, "flan": 1.0, "t0": 1.0})
     eligible = {"cot": 10, "niv": 1000, "flan": 1000, "t0": 1000}

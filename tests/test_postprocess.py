@@ -16,10 +16,10 @@ from clean_helpers import (
     read_jsonl,
     write_jsonl,
 )
-from tracegen.dedup import DedupConfig
+from tracegen.cleaning.dedup import DedupConfig
+from tracegen.cleaning.filters import FilterConfig
+from tracegen.cleaning.postprocess import clean, iter_jsonl, plan_order
 from tracegen.errors import RunDirError
-from tracegen.filters import FilterConfig
-from tracegen.postprocess import clean, iter_jsonl, plan_order
 
 
 def basic_run(tmp_path: Path) -> Path:

@@ -18,12 +18,12 @@ from tracegen.config import RunConfig, load_config
 from tracegen.engine import RunDir, generate
 from tracegen.engine.runner import FIRST_WAVE
 from tracegen.errors import ConfigError, EndpointError
-from tracegen.estimate import estimate
-from tracegen.params import REASONING_MAX_TOKENS, chat_body
-from tracegen.prices import price_table, resolve_prices
+from tracegen.planning.estimate import estimate
+from tracegen.planning.params import REASONING_MAX_TOKENS, chat_body
+from tracegen.planning.prices import price_table, resolve_prices
+from tracegen.planning.tokens import count_chat_tokens
 from tracegen.records import Record
 from tracegen.testing import FakeOptions, FakeServer
-from tracegen.tokens import count_chat_tokens
 
 
 def records(n: int, system_prompt: str = "You are an AI assistant.") -> list[Record]:
@@ -283,8 +283,8 @@ def test_cached_input_is_reported_at_its_price_while_the_ledger_stays_conservati
 
 
 def test_card_records_prices_and_reasoning_tokens(tmp_path: Path) -> None:
-    from tracegen.card import split_card
-    from tracegen.export import export
+    from tracegen.publish.card import split_card
+    from tracegen.publish.export import export
 
     run = tmp_path / "run"
     with FakeServer(FakeOptions(mean_completion_tokens=60)) as server:

@@ -9,7 +9,7 @@ from typing import Any
 from typer.testing import CliRunner
 
 from tracegen.cli import app
-from tracegen.export import iter_rows, load_manifest
+from tracegen.publish.export import iter_rows, load_manifest
 
 SAMPLE = str(Path(__file__).resolve().parents[1] / "examples" / "flan_sample")
 runner = CliRunner()

@@ -14,7 +14,7 @@ import pytest
 
 from flan_helpers import SAMPLE, frow, write_jsonl
 from tracegen.errors import BadRecordError, SourceError
-from tracegen.sources import (
+from tracegen.planning.sources import (
     FLAN_V2_PRESET,
     OPEN_ORCA_FLAN_LAYOUT,
     Rejection,

@@ -11,7 +11,7 @@ import pytest
 from tracegen import pipeline
 from tracegen.config import EndpointConfig, RunConfig, StageConfig, load_config
 from tracegen.errors import ConfigError, RunDirError
-from tracegen.export import iter_rows, load_manifest
+from tracegen.publish.export import iter_rows, load_manifest
 from tracegen.stages import select_mask, stage_path
 from tracegen.testing import FakeServer
 

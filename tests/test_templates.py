@@ -12,8 +12,8 @@ from pydantic import ValidationError
 
 from flan_helpers import REPO
 from tracegen.errors import ConfigError
-from tracegen.sources import SourceRow
-from tracegen.templates import (
+from tracegen.planning.sources import SourceRow
+from tracegen.planning.templates import (
     MC_DETECTORS,
     SubmixSystemMessages,
     SystemMessageChooser,

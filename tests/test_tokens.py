@@ -3,8 +3,14 @@ from __future__ import annotations
 import pytest
 
 from tracegen.errors import ConfigError
+from tracegen.planning.tokens import (
+    count_chat_tokens,
+    encoding_for_model,
+    get_encoding,
+    model_info,
+    pricing_for,
+)
 from tracegen.records import Record
-from tracegen.tokens import count_chat_tokens, encoding_for_model, get_encoding, model_info, pricing_for
 
 
 def test_encodings_offline_match_known_ids() -> None:

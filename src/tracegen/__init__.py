@@ -7,8 +7,6 @@
 The pieces compose on their own: ``build_plan`` → ``generate`` → ``clean`` → ``export`` → ``push``.
 """
 
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
@@ -30,41 +28,41 @@ from .errors import (
 from .records import Record
 
 if TYPE_CHECKING:  # the heavy modules (datasets, openai) load on first use, keeping `import tracegen` fast
-    from .answer_check import check_answer
     from .api import dry_run, run
-    from .dedup import DedupConfig
+    from .cleaning.answer_check import check_answer
+    from .cleaning.dedup import DedupConfig
+    from .cleaning.filters import FilterConfig
+    from .cleaning.merge import merge
+    from .cleaning.postprocess import clean
     from .engine import Progress, RunResult, generate
-    from .estimate import Estimate, estimate
-    from .export import export, run_summary
-    from .filters import FilterConfig
-    from .hub import push
-    from .merge import merge
-    from .plan import Plan, PlanStats, build_plan, iter_plan, write_plan
-    from .postprocess import clean
-    from .sources import Source
+    from .planning.estimate import Estimate, estimate
+    from .planning.plan import Plan, PlanStats, build_plan, iter_plan, write_plan
+    from .planning.sources import Source
+    from .publish.export import export, run_summary
+    from .publish.hub import push
 
 _LAZY: dict[str, str] = {
-    "check_answer": ".answer_check",
+    "check_answer": ".cleaning.answer_check",
     "dry_run": ".api",
     "run": ".api",
-    "DedupConfig": ".dedup",
+    "DedupConfig": ".cleaning.dedup",
     "Progress": ".engine",
     "RunResult": ".engine",
     "generate": ".engine",
-    "Estimate": ".estimate",
-    "estimate": ".estimate",
-    "export": ".export",
-    "run_summary": ".export",
-    "FilterConfig": ".filters",
-    "push": ".hub",
-    "merge": ".merge",
-    "Plan": ".plan",
-    "PlanStats": ".plan",
-    "build_plan": ".plan",
-    "iter_plan": ".plan",
-    "write_plan": ".plan",
-    "clean": ".postprocess",
-    "Source": ".sources",
+    "Estimate": ".planning.estimate",
+    "estimate": ".planning.estimate",
+    "export": ".publish.export",
+    "run_summary": ".publish.export",
+    "FilterConfig": ".cleaning.filters",
+    "push": ".publish.hub",
+    "merge": ".cleaning.merge",
+    "Plan": ".planning.plan",
+    "PlanStats": ".planning.plan",
+    "build_plan": ".planning.plan",
+    "iter_plan": ".planning.plan",
+    "write_plan": ".planning.plan",
+    "clean": ".cleaning.postprocess",
+    "Source": ".planning.sources",
 }
 
 
@@ -81,22 +79,6 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(__all__)
-
-
-class _Package(types.ModuleType):
-    """``tracegen.estimate``/``export``/``merge`` stay the functions after their submodules are imported.
-
-    Importing ``tracegen.estimate`` (the module) sets that attribute on the package, which would hide the
-    function ``tracegen.estimate`` exported here; the submodule is still ``sys.modules["tracegen.estimate"]``.
-    """
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if isinstance(value, types.ModuleType) and _LAZY.get(name) == "." + name:
-            value = getattr(value, name)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
 
 
 __all__ = [

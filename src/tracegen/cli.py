@@ -345,7 +345,9 @@ def run(
         typer.Option(
             "--format",
             metavar="FORMAT",
-            help=_h("Export formats: openorca, full, alpaca, sharegpt, messages (repeatable).", "export_formats"),
+            help=_h(
+                "Export formats: openorca, full, alpaca, sharegpt, messages (repeatable).", "export_formats"
+            ),
         ),
     ] = None,
     push_to_hub: Annotated[
@@ -422,7 +424,8 @@ def run(
                 rehearse=rehearse,
                 on_progress=on_progress,
                 on_stage=lambda msg: console.print(
-                    progress_view.safe(msg, "yellow" if msg.startswith("warning:") else "dim"), highlight=False
+                    progress_view.safe(msg, "yellow" if msg.startswith("warning:") else "dim"),
+                    highlight=False,
                 ),
             )
         _print(progress_view.summary_table(summary), summary, as_json)
@@ -434,7 +437,9 @@ def run(
         code, why = run_exit(summary, config.max_failure_rate)
         if code:
             console.print(
-                Text(f"exit {code}: ", style="bold red") + progress_view.safe(why), highlight=False, soft_wrap=True
+                Text(f"exit {code}: ", style="bold red") + progress_view.safe(why),
+                highlight=False,
+                soft_wrap=True,
             )
             raise typer.Exit(code)
 
@@ -502,7 +507,7 @@ def models(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """The price table: exact model ids, encoding, context window, online and batch prices, reasoning."""
-    from .prices import table_rows
+    from .planning.prices import table_rows
 
     def go() -> None:
         rows, note = table_rows(price_file)
@@ -547,7 +552,7 @@ def stats(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """Print the run summary: plan, spend, outcomes, filters, dedup."""
-    from .export import run_summary
+    from .publish.export import run_summary
 
     def go() -> None:
         summary = run_summary(run_dir)

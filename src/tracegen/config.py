@@ -273,9 +273,9 @@ class RunConfig(BaseModel):
     def _check_cleaning(cls, v: dict[str, Any], info: Any) -> dict[str, Any]:
         """Validate early, so a typo fails before anything is paid for, not after generation."""
         if info.field_name == "filters":
-            from .filters import FilterConfig as Model
+            from .cleaning.filters import FilterConfig as Model
         else:
-            from .dedup import DedupConfig as Model  # type: ignore[assignment]
+            from .cleaning.dedup import DedupConfig as Model  # type: ignore[assignment]
         try:
             Model.model_validate(v)
         except ValidationError as e:
@@ -339,7 +339,7 @@ class RunConfig(BaseModel):
     @model_validator(mode="after")
     def _model_defaults(self) -> RunConfig:
         """Reasoning models: their completion cap default, and no temperature/top_p (see params.py)."""
-        from .params import apply_model_defaults
+        from .planning.params import apply_model_defaults
 
         apply_model_defaults(self)
         return self

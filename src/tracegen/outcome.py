@@ -69,8 +69,7 @@ def run_exit(summary: Mapping[str, Any], max_failure_rate: float) -> tuple[int, 
         return EXIT_FAILED, f"the run was stopped by the teacher ({reason}); see the error above"
     if failed and succeeded + rejected == 0:
         return EXIT_FAILED, (
-            f"every request failed ({failed} in failed.jsonl): see the errors there; "
-            "a rerun retries them"
+            f"every request failed ({failed} in failed.jsonl): see the errors there; a rerun retries them"
         )
     if failed and failed > max_failure_rate * finished:
         return EXIT_FAILED, (

@@ -1,7 +1,10 @@
 """The whole job, as the CLI and ``tracegen.run()`` do it.
 
-    plan (sources → mix → templates → tokens)  →  generate (engine)  →  clean (filters, dedup)
-    →  export (parquet/jsonl + card)  →  push (optional)
+    planning/  (sources → mix → templates → tokens)  →  engine/ or batch/  (generate)
+    →  cleaning/  (filters, answer check, dedup)  →  publish/  (export + card, push)  →  report/
+
+Each stage is a package; a stage imports only those before it, and this module (with ``stages`` for
+progressive teachers) strings them together.
 
 Each step reads and writes the run directory (layout in the README), so every step can be rerun on its own
 and a rerun of the whole job continues where it stopped. ``asyncio.run`` is called once, here.
@@ -20,9 +23,10 @@ from typing import Any
 
 from .config import RunConfig
 from .engine import Progress, RunDir, RunResult, generate
+from .engine.preflight import check_endpoint, check_keys
 from .engine.store import REHEARSAL_BASE_URL
 from .errors import RunDirError
-from .preflight import check_endpoint, check_keys
+from .planning.sources import Rejection
 from .records import Record
 from .rundir import (
     RunPaths,
@@ -33,7 +37,6 @@ from .rundir import (
     read_manifest,
     write_manifest,
 )
-from .sources import Rejection
 
 __all__ = [
     "arun",
@@ -60,7 +63,7 @@ def _noop(_: str) -> None:
 
 def _rewrite_rejections(run_dir: Path, stages: tuple[str, ...], new: list[dict[str, Any]]) -> None:
     """Replace the rejected.jsonl lines of ``stages`` with ``new``, keeping other stages' lines (atomic)."""
-    from .postprocess import rejections_except
+    from .cleaning.postprocess import rejections_except
 
     path = RunPaths(run_dir).rejected
     data = b"".join(rejections_except(path, stages))
@@ -89,7 +92,7 @@ def prepare(
     A rehearsal pins its own teacher identity, so synthetic answers never mix with real ones in one
     run directory.
     """
-    from .plan import build_plan, plan_parameters, write_plan
+    from .planning.plan import build_plan, plan_parameters, write_plan
 
     public = config.public_dict()
     if rehearse:
@@ -135,7 +138,7 @@ def _dedup_settings(config: RunConfig) -> dict[str, Any]:
 
 def _shortfall(run_dir: Path) -> str | None:
     """What the plan in ``run_dir`` could not fill (--n or a submix's share) and why, or None."""
-    from .plan import PlanStats, shortfall_message
+    from .planning.plan import PlanStats, shortfall_message
 
     try:
         stats = PlanStats.from_dict(read_json(RunPaths(run_dir).plan_stats))
@@ -174,8 +177,8 @@ def estimate_run(
     With stages, every stage's subset is planned (``stages/<name>/plan.jsonl`` and ``requests.jsonl``) and
     estimated at its model's prices; the top-level numbers are the totals.
     """
-    from .estimate import estimate
-    from .plan import iter_plan
+    from .planning.estimate import estimate
+    from .planning.plan import iter_plan
 
     rd = prepare(config, extend=extend, on_stage=on_stage)
     _check_layout(rd, config)
@@ -209,8 +212,8 @@ def _plan_report(run_dir: Path) -> dict[str, Any]:
 
 
 def _estimate_stages(config: RunConfig, rd: RunDir, on_stage: StageCallback, extend: bool) -> dict[str, Any]:
-    from .estimate import estimate
-    from .plan import iter_plan
+    from .planning.estimate import estimate
+    from .planning.plan import iter_plan
     from .stages import prepare_stage
 
     per: list[dict[str, Any]] = []
@@ -261,7 +264,7 @@ async def arun(
     """The main job, async. Returns the run summary (``stats.json`` plus clean/export results).
 
     Holds the run directory's lock throughout (:mod:`tracegen.lock`): a second process is refused. The
-    teacher's key and endpoint are checked first (:mod:`tracegen.preflight`: no tokens billed), so a run that
+    teacher's key and endpoint are checked first (:mod:`tracegen.engine.preflight`: no tokens billed), so a run that
     cannot reach its teacher fails before it plans anything.
     """
     if not rehearse:
@@ -325,7 +328,7 @@ async def _answer(
     label: str = "",
 ) -> RunResult:
     """Generate the plan of ``rd`` online (one endpoint or a pool) or through the Batch API."""
-    from .plan import iter_plan
+    from .planning.plan import iter_plan
 
     total = _count_lines(rd.paths.plan)
     if cfg.mode == "batch":
@@ -544,10 +547,10 @@ def _finish(
     output_dir: str | Path | None,
     on_stage: StageCallback,
 ) -> dict[str, Any]:
-    from .dedup import DedupConfig
-    from .export import export
-    from .filters import FilterConfig
-    from .postprocess import clean
+    from .cleaning.dedup import DedupConfig
+    from .cleaning.filters import FilterConfig
+    from .cleaning.postprocess import clean
+    from .publish.export import export
     from .stages import combine_stages, is_staged, stage_names, stage_path
 
     cfg = config or _config_of(run)
@@ -587,7 +590,7 @@ def push(
     path: str | Path, repo_id: str, *, private: bool = True, config_name: str | None = None
 ) -> dict[str, Any]:
     """Push the exported dataset of ``path`` (a run dir or export dir) with its card to the Hub."""
-    from .hub import push as hub_push
+    from .publish.hub import push as hub_push
 
     where = Path(path)
     run = next((d for d in (where, where.parent) if RunPaths(d).manifest.is_file()), None)
@@ -609,8 +612,8 @@ def merge(run_dirs: list[Path], output: Path) -> dict[str, Any]:
 
 
 def _merge(run_dirs: list[Path], output: Path) -> dict[str, Any]:
-    from .merge import merge as merge_runs
-    from .merge import release_output
+    from .cleaning.merge import merge as merge_runs
+    from .cleaning.merge import release_output
     from .stages import is_staged
 
     staged = [is_staged(d) for d in run_dirs]
@@ -624,8 +627,8 @@ def _merge(run_dirs: list[Path], output: Path) -> dict[str, Any]:
 
 
 def _merge_stages(run_dirs: list[Path], output: Path, all_staged: bool) -> dict[str, Any]:
-    from .merge import claim_output, release_output
-    from .merge import merge as merge_runs
+    from .cleaning.merge import claim_output, release_output
+    from .cleaning.merge import merge as merge_runs
     from .stages import stage_names, stage_path
 
     if not all_staged:
@@ -679,6 +682,6 @@ def batch_cancel(run_dir: Path) -> list[dict[str, Any]]:
 
 def records_of(run_dir: str | Path) -> Iterator[Record]:
     """The answered records of a run directory, in plan order (after cleaning if it was cleaned)."""
-    from .export import read_records
+    from .publish.export import read_records
 
     return read_records(run_dir)[1]

@@ -8,8 +8,11 @@ Dicts exist only at the edges (readers, writers): :meth:`Record.to_dict` / :meth
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from dataclasses import dataclass, fields
 from typing import Any
+
+import xxhash
 
 __all__ = ["SUBMIXES", "Record", "content_key"]
 
@@ -93,3 +96,23 @@ class Record:
 
 _FIELD_ORDER: tuple[str, ...] = tuple(f.name for f in fields(Record))
 _FIELD_NAMES = frozenset(_FIELD_ORDER)
+
+
+# ---- normalization and exact keys: the plan's pre-send dedup and the clean step's dedup agree --------------------------------------------------------------------------
+def normalize_text(text: str) -> str:
+    """NFKC, casefold, whitespace collapsed: the form exact dedup compares."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def text_hash(text: str) -> int:
+    """64-bit xxh3 of the normalized text, as a Python int in [0, 2**64)."""
+    return _xxh(normalize_text(text))
+
+
+def pair_hash(system_prompt: str, question: str) -> int:
+    """The ``exact_pair`` key: 64-bit xxh3 of the normalized system message and question."""
+    return _xxh(normalize_text(system_prompt) + "\x00" + normalize_text(question))
+
+
+def _xxh(normalized: str) -> int:
+    return int(xxhash.xxh3_64_intdigest(normalized.encode("utf-8")))

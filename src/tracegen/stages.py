@@ -44,7 +44,8 @@ from .engine import RunDir
 from .engine.budget import Ledger, prior_spend_usd
 from .engine.store import money_spent
 from .errors import ConfigError, RunDirError
-from .params import apply_model_defaults
+from .planning.params import apply_model_defaults
+from .planning.tokens import count_chat_tokens, encoding_for_model
 from .records import SUBMIXES
 from .rundir import (
     STAGES,
@@ -54,7 +55,6 @@ from .rundir import (
     read_plan,
     write_files_atomically,
 )
-from .tokens import count_chat_tokens, encoding_for_model
 
 __all__ = [
     "STAGES_DIR",
@@ -251,7 +251,7 @@ def _write_stage_plan(
     shard: tuple[int, int] | None,
     fingerprint: Any,
 ) -> None:
-    from .plan import request_body
+    from .planning.plan import request_body
 
     mask = select_mask((rec.key for rec in read_plan(parent)), stage, seed, shard)
     parent_encoding = (read_json_if_exists(RunPaths(parent).plan_stats) or {}).get("encoding")

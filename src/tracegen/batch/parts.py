@@ -19,11 +19,11 @@ from ..config import RunConfig
 from ..engine import request_key
 from ..engine.runner import PROMPT_MARGIN, PROMPT_MARGIN_TOKENS
 from ..errors import RunDirError
-from ..params import with_cap
-from ..plan import request_body
+from ..planning.params import with_cap
+from ..planning.plan import request_body
+from ..planning.tokens import Pricing, count_chat_tokens
 from ..records import Record
 from ..rundir import write_jsonl
-from ..tokens import Pricing, count_chat_tokens
 
 __all__ = [
     "BATCH_ENDPOINT",

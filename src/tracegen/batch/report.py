@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from .._version import __version__
 from ..engine import Progress, RunResult
 from ..engine.budget import utc_now_iso
-from ..prices import prices_stats
+from ..planning.prices import prices_stats
 
 if TYPE_CHECKING:
     from .runner import BatchRunner

@@ -45,9 +45,15 @@ from ..engine.budget import utc_now_iso
 from ..engine.store import FAILED, REJECTED, DoneSet, answer_line, failed_line
 from ..engine.usage import check_usage
 from ..errors import EndpointError, RunDirError, TracegenError
-from ..prices import Pricing, ResolvedPrices, answered_model_problem, answered_pricing, resolve_prices
+from ..planning.prices import (
+    Pricing,
+    ResolvedPrices,
+    answered_model_problem,
+    answered_pricing,
+    resolve_prices,
+)
+from ..planning.tokens import count_chat_tokens, count_text_tokens, encoding_for_model
 from ..records import Record
-from ..tokens import count_chat_tokens, count_text_tokens, encoding_for_model
 from .accounting import open_budget
 from .api import BatchApi, BatchCallError, BatchInfo
 from .collect import Outcome, batch_failure, missing_outcome, parse_file

@@ -165,4 +165,3 @@ class SdkChatClient:
         if self._client is not None:
             await self._client.close()
             self._client = None
-

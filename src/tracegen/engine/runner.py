@@ -47,8 +47,8 @@ from .._version import __version__
 from ..config import RunConfig
 from ..errors import AuthError, EndpointError, FailingRunError, QuotaError, RunDirError, TracegenError
 from ..lock import lock_run_dir
-from ..params import body_cap, chat_body, with_cap
-from ..prices import (
+from ..planning.params import body_cap, chat_body, with_cap
+from ..planning.prices import (
     Pricing,
     ResolvedPrices,
     answered_model_problem,
@@ -56,9 +56,9 @@ from ..prices import (
     prices_stats,
     resolve_prices,
 )
+from ..planning.tokens import count_chat_tokens, count_text_tokens, encoding_for_model
 from ..records import Record
 from ..redact import excerpt, redact_url
-from ..tokens import count_chat_tokens, count_text_tokens, encoding_for_model
 from ._gc import fewer_gc_passes
 from ._json import canonical_json
 from .breaker import CircuitBreaker

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..tokens import count_chat_tokens, encoding_for_model, model_info
+from ..planning.tokens import count_chat_tokens, encoding_for_model, model_info
 from .content import completion_length, draw_for, tape_for
 from .ledger import request_key
 from .options import FakeOptions

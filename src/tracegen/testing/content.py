@@ -19,7 +19,7 @@ import random
 from bisect import bisect_right
 from dataclasses import dataclass
 
-from ..tokens import get_encoding
+from ..planning.tokens import get_encoding
 
 __all__ = ["INTRO", "Answer", "AnswerTape", "tape_for"]
 

@@ -57,7 +57,7 @@ from urllib.parse import quote, unquote, urlencode
 import yaml
 from aiohttp import web
 
-from ..card import HUB_LICENSES, SIZE_CATEGORIES
+from ..publish.card import HUB_LICENSES, SIZE_CATEGORIES
 
 __all__ = ["FakeCommit", "FakeHub", "check_card_metadata"]
 

@@ -1,6 +1,6 @@
 """Tiny replicas of the public FLAN v2 layouts, for the fake Hub (tests, rehearsals, benchmarks).
 
-* :func:`open_orca_flan_files`: ``Open-Orca/FLAN`` — 14 folders (:data:`~tracegen.sources.OPEN_ORCA_FLAN_LAYOUT`),
+* :func:`open_orca_flan_files`: ``Open-Orca/FLAN`` — 14 folders (:data:`~tracegen.planning.sources.OPEN_ORCA_FLAN_LAYOUT`),
   each of ``part.N.parquet`` files with the seqio columns ``inputs``, ``targets``, ``_template_idx``,
   ``_task_source``, ``_task_name``, ``_template_type``;
 * :func:`submix_original_files`: one ``*_submix_original`` repository (``conceptofmind/…`` or
@@ -8,7 +8,7 @@
   ``targets``, ``task_source``, ``task_name``, ``template_type``, and a README with ``configs``.
 
 Rows are generated (nothing copied from FLAN): a few tasks per submix, Flan2021 multiple-choice rows rendered
-by FLAN's option rule (:mod:`tracegen.flan_options`), some of them in ``*_noopt`` folders.
+by FLAN's option rule (:mod:`tracegen.planning.flan_options`), some of them in ``*_noopt`` folders.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import random
 from collections.abc import Iterator
 from typing import Any
 
-from ..flan_options import END_STRINGS, ITEM_STYLES, OPTION_STARTS, render_options
-from ..sources import OPEN_ORCA_FLAN_LAYOUT
+from ..planning.flan_options import END_STRINGS, ITEM_STYLES, OPTION_STARTS, render_options
+from ..planning.sources import OPEN_ORCA_FLAN_LAYOUT
 
 __all__ = ["SUBMIX_REPOS", "open_orca_flan_files", "parquet_bytes", "submix_original_files"]
 

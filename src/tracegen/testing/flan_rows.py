@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 
-from ..flan_options import END_STRINGS, ITEM_STYLES, OPTION_STARTS, render_options
+from ..planning.flan_options import END_STRINGS, ITEM_STYLES, OPTION_STARTS, render_options
 
 __all__ = ["mc_rows"]
 

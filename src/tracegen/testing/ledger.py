@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..tokens import Pricing, model_info, pricing_for
+from ..planning.tokens import Pricing, model_info, pricing_for
 
 __all__ = ["Counters", "Ledger", "LedgerEntry", "cost_usd", "request_key"]
 

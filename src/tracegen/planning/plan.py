@@ -2,17 +2,17 @@
 
 :func:`build_plan` reads the source **once** and never holds it in memory:
 
-0. **Task sizes, cheaply.** :meth:`tracegen.sources.Source.iter_task_keys` gives each row's (submix, task,
+0. **Task sizes, cheaply.** :meth:`tracegen.planning.sources.Source.iter_task_keys` gives each row's (submix, task,
    template): only the metadata columns of Parquet data are read (a few bytes per row), other formats
    are read whole. The sampling rules run on these sizes to learn how many rows each task will give;
    each task keeps as **candidates** the rows whose rank (a seeded hash of the row's id) falls in its
    lowest ~1.1x-expected-picks-plus-slack fraction.
 1. **The pass** classifies every row (bad / Dialog / few-shot / Big-Bench / too long, see
-   :mod:`tracegen.mix`), chooses its system message (:mod:`tracegen.templates`), keeps an 8-byte hash of
+   :mod:`tracegen.planning.mix`), chooses its system message (:mod:`tracegen.planning.templates`), keeps an 8-byte hash of
    what would be sent and a 4-byte task number per eligible row, and spills the candidates to a temporary
    SQLite file. Duplicates are then found from the hashes (first occurrence in source order is kept), the
    Orca rules run on the exact per-task counts, and the submixes are interleaved
-   (:func:`tracegen.mix.interleave`). A task picked ``k`` times contributes its ``k`` lowest-ranked kept
+   (:func:`tracegen.planning.mix.interleave`). A task picked ``k`` times contributes its ``k`` lowest-ranked kept
    rows (a uniformly random subset, as the rank is a hash); in the rare case its candidates fall short
    (dedup or too-long drops moved the sizes a lot), the source is read a second time for those tasks
    only (``source_passes`` = 2) — the plan is the same either way.
@@ -28,13 +28,13 @@ Decisions (documented for users):
   ``dropped["duplicate"]``. With ``dedup_questions=True`` (``plan_dedup_questions``) the question alone
   decides — off by default, because the same question under different system messages is a distinct Orca
   query. The keys are exactly the clean step's ``exact_pair`` / ``exact_question`` keys (NFKC, case-folded,
-  whitespace collapsed; :mod:`tracegen.dedup`), and the pipeline's clean step dedups questions only when
+  whitespace collapsed; :mod:`tracegen.cleaning.dedup`), and the pipeline's clean step dedups questions only when
   the plan did (unless ``dedup:`` says otherwise), so no answer paid for is thrown away as a duplicate
   of another planned request. Hashes are 64-bit.
 * **Too long**: ``prompt_tokens + max_tokens`` above the model's context window (known models only). With
   ``on_too_long: reject`` such rows are excluded before sampling and each goes to ``on_reject`` (stage
   ``plan``, reason ``too_long``); with ``fail`` the plan fails (PlanError) if a chosen row is too long.
-* **Prompt tokens** are counted with :func:`tracegen.tokens.count_chat_tokens` on ``Record.messages()`` in
+* **Prompt tokens** are counted with :func:`tracegen.planning.tokens.count_chat_tokens` on ``Record.messages()`` in
   the teacher's encoding: what the API bills for the prompt.
 """
 
@@ -56,14 +56,13 @@ from typing import IO, Any
 
 import numpy as np
 
-from .config import RunConfig
+from ..config import RunConfig
+from ..errors import ConfigError, PlanError, RunDirError, SourceError
+from ..records import SUBMIXES, Record, pair_hash, text_hash
+from ..rundir import RunPaths, read_plan, write_files_atomically
 from .decontaminate import Decontaminator, decontamination_parameters
-from .dedup import pair_hash, text_hash
-from .errors import ConfigError, PlanError, RunDirError, SourceError
 from .mix import interleave, is_bigbench, is_zero_shot, mix_shares, quotas, select_submix
 from .params import chat_body
-from .records import SUBMIXES, Record
-from .rundir import RunPaths, read_plan, write_files_atomically
 from .sources import RejectCallback, Rejection, Source, SourceRow, SourceStats
 from .templates import Choice, MCDetector, SystemMessageChooser, get_mc_detector, load_template_set
 from .tokens import count_chat_tokens, encoding_for_model, model_info
@@ -482,7 +481,7 @@ def build_plan(
     """Plan ``config.n`` requests over ``config.source`` by the Orca rules (see the module docstring).
 
     ``on_reject`` receives each rejected row (bad source records when ``skip_bad_records`` is set, and
-    ``too_long`` rows) as a :class:`~tracegen.sources.Rejection`, e.g. to append to ``rejected.jsonl``.
+    ``too_long`` rows) as a :class:`~tracegen.planning.sources.Rejection`, e.g. to append to ``rejected.jsonl``.
     ``mc_detector`` replaces the built-in multiple-choice detector named by ``config.mc_detector``.
     ``dedup_questions``: drop a repeated question whatever its system message (default: only repeated
     (system message, question) pairs); keys are the clean step's (see the module docstring).
@@ -808,7 +807,7 @@ def shortfall_message(stats: PlanStats) -> str | None:
 
 # ---- run directory files ---------------------------------------------------------------------------------
 def request_body(record: Record, config: RunConfig) -> dict[str, Any]:
-    """The chat-completions body for ``record`` (chat or reasoning model: see :mod:`tracegen.params`)."""
+    """The chat-completions body for ``record`` (chat or reasoning model: see :mod:`tracegen.planning.params`)."""
     return chat_body(record.messages(), config)
 
 

@@ -16,7 +16,7 @@ Rules (Orca §3.1.2, Table 3; see ``ORCA.md``):
 * Shortfall: a submix with fewer eligible rows than its quota gives all it has and the shortfall is
   reported; by default it is **not** redistributed to other submixes (the plan is then smaller than ``n``),
   so the plan keeps the shares the user asked for wherever rows exist; ``fill_shortfall`` gives the missing
-  rows to the other submixes in proportion to their shares (:func:`tracegen.plan.build_plan`).
+  rows to the other submixes in proportion to their shares (:func:`tracegen.planning.plan.build_plan`).
 
 Order: within a submix rows come in sampling order (the Algorithm 1 sequence, or a random order), so any
 prefix of a submix is itself a sample by the same rule. Submixes are interleaved by earliest-deadline-first
@@ -41,8 +41,8 @@ from fractions import Fraction
 import numpy as np
 import numpy.typing as npt
 
-from .errors import ConfigError
-from .records import SUBMIXES
+from ..errors import ConfigError
+from ..records import SUBMIXES
 
 __all__ = [
     "ORCA_TABLE3",

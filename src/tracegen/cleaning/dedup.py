@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import io
 import json
-import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -61,12 +60,11 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-import xxhash
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import ConfigError, RunDirError
-from .records import Record
-from .rundir import atomic_write_bytes
+from ..errors import ConfigError, RunDirError
+from ..records import Record, _xxh, normalize_text, pair_hash, text_hash
+from ..rundir import atomic_write_bytes
 
 __all__ = [
     "KINDS",
@@ -90,28 +88,9 @@ U32 = npt.NDArray[np.uint32]
 STATE_VERSION = 1
 
 
-# ---- normalization and exact keys --------------------------------------------------------------------------
-def normalize_text(text: str) -> str:
-    """NFKC, casefold, whitespace collapsed: the form exact dedup compares."""
-    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
-
-
-def text_hash(text: str) -> int:
-    """64-bit xxh3 of the normalized text, as a Python int in [0, 2**64)."""
-    return _xxh(normalize_text(text))
-
-
-def pair_hash(system_prompt: str, question: str) -> int:
-    """The ``exact_pair`` key: 64-bit xxh3 of the normalized system message and question."""
-    return _xxh(normalize_text(system_prompt) + "\x00" + normalize_text(question))
-
-
+# ---- normalization and exact keys (shared with the plan: records.py) ------------------------------------
 def _words(normalized: str) -> int:
     return normalized.count(" ") + 1 if normalized else 0
-
-
-def _xxh(normalized: str) -> int:
-    return int(xxhash.xxh3_64_intdigest(normalized.encode("utf-8")))
 
 
 # ---- config ------------------------------------------------------------------------------------------------

@@ -7,10 +7,10 @@
   reasoning tokens a reasoning model bills as output (``expected_reasoning_tokens``, default 1024; 0 for chat
   models); the worst case covers them already (they count against ``max_tokens``). Prompt tokens are exact.
 * **Budget**: how many requests ``budget_usd`` pays for *in plan order*, walking the plan prefix (prompt
-  lengths differ), for each price mode and assumption. From a :class:`~tracegen.plan.PlanStats` alone the
+  lengths differ), for each price mode and assumption. From a :class:`~tracegen.planning.plan.PlanStats` alone the
   per-request prompt lengths are unknown, so the mean is used and ``budget_requests_exact`` is False.
 
-Prices come from :func:`tracegen.prices.resolve_prices` (exact ids; ``input_price``/``output_price`` override,
+Prices come from :func:`tracegen.planning.prices.resolve_prices` (exact ids; ``input_price``/``output_price`` override,
 USD per 1M tokens; ``price_file`` adds models); an unknown model without both overrides is a ConfigError that
 says to pass them. The estimate records which prices it used (origin, date taken).
 """
@@ -21,11 +21,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import RunConfig
+from ..config import RunConfig
+from ..records import SUBMIXES, Record
 from .params import expected_reasoning_tokens
 from .plan import Plan, PlanStats
 from .prices import Pricing, ResolvedPrices, resolve_prices
-from .records import SUBMIXES, Record
 from .tokens import encoding_for_model
 
 __all__ = ["Estimate", "estimate"]

@@ -47,11 +47,11 @@ from huggingface_hub import (
 )
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, OfflineModeIsEnabled
 
+from .._version import __version__
+from ..errors import ConfigError, HubError
+from ..redact import register_secret
 from . import card as card_mod
-from ._version import __version__
-from .errors import ConfigError, HubError
 from .export import find_export_dir, load_manifest
-from .redact import register_secret
 
 __all__ = ["PushResult", "push", "resolve_token"]
 

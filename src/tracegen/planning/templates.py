@@ -17,7 +17,7 @@ depend on which other rows are planned, and is the same whatever ``n`` is.
   reproduction's rule; it over-detects generative tasks, whose opt and noopt templates are the same).
 * ``auto`` (default): the question carries an option list as FLAN renders it — any of its 16 start strings
   (the empty one included, found by the list's structure), item styles and end strings; see
-  :mod:`tracegen.flan_options`. The template type is not consulted: a ``*_noopt`` row that carries an
+  :mod:`tracegen.planning.flan_options`. The template type is not consulted: a ``*_noopt`` row that carries an
   option list is multiple choice.
 
 **Template sets** (Orca 2): a YAML/JSON file of task-specific system instructions, validated by
@@ -44,9 +44,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ._resources import prompt_path
-from ._syntax import syntax_error_line
-from .errors import ConfigError
+from .._resources import prompt_path
+from .._syntax import syntax_error_line
+from ..errors import ConfigError
 from .flan_options import has_options
 from .sources import SourceRow
 
@@ -158,7 +158,7 @@ def template_mc_detector(row: SourceRow) -> bool:
 
 
 def auto_mc_detector(row: SourceRow) -> bool:
-    """Iff the question carries a FLAN-rendered option list (:func:`tracegen.flan_options.has_options`)."""
+    """Iff the question carries a FLAN-rendered option list (:func:`tracegen.planning.flan_options.has_options`)."""
     return has_options(row.question)
 
 

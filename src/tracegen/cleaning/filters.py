@@ -40,10 +40,10 @@ from typing import ClassVar, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ._resources import prompt_path
-from ._syntax import syntax_error_line
-from .errors import ConfigError
-from .records import Record
+from .._resources import prompt_path
+from .._syntax import syntax_error_line
+from ..errors import ConfigError
+from ..records import Record
 
 __all__ = [
     "AnswerDisagreesFilter",

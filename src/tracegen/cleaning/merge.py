@@ -16,7 +16,7 @@ and ``push`` treat it like any other:
   models are allowed: each record keeps its own ``model``/``model_returned``, and ``models`` lists them all.
 * ``stats.json`` / ``plan_stats.json``: numbers summed over the runs (costs, tokens, counts), other values
   kept when equal and listed per run otherwise; ``totals``: cost and tokens summed from the traces themselves.
-* Then (``clean_output=True``) :func:`tracegen.postprocess.clean` runs on the result: filters and global
+* Then (``clean_output=True``) :func:`tracegen.cleaning.postprocess.clean` runs on the result: filters and global
   dedup across all runs, in merged plan order; ``requests.jsonl`` is not written (a merged directory is
   exported, not resumed).
 
@@ -44,13 +44,13 @@ import numpy as np
 import numpy.typing as npt
 import xxhash
 
-from ._version import __version__
+from .._version import __version__
+from ..errors import RunDirError
+from ..records import content_key
+from ..rundir import LOCK_NAME, AtomicFile, RunPaths, atomic_write_bytes, open_read, read_json, write_json
 from .dedup import DedupConfig
-from .errors import RunDirError
 from .filters import FilterConfig
 from .postprocess import ENGINE_STAGES, CleanResult, clean
-from .records import content_key
-from .rundir import LOCK_NAME, AtomicFile, RunPaths, atomic_write_bytes, open_read, read_json, write_json
 
 __all__ = ["IN_PROGRESS", "MergeResult", "claim_output", "merge", "release_output"]
 

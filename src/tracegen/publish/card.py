@@ -1,6 +1,6 @@
 """The dataset card (README.md): Hub-valid YAML metadata and a body that says how the data was made.
 
-The card is rendered from an export's ``export.json`` (see :mod:`tracegen.export`), so it can be rendered
+The card is rendered from an export's ``export.json`` (see :mod:`tracegen.publish.export`), so it can be rendered
 again at push time with the real repo id, without the run directory. It holds:
 
 - YAML metadata the Hub validates: ``license`` (default ``other``, see below), ``language``,
@@ -32,9 +32,9 @@ from typing import Any
 
 import yaml
 
-from . import redact as _redact
-from ._version import __version__
-from .errors import ConfigError
+from .. import redact as _redact
+from .._version import __version__
+from ..errors import ConfigError
 
 __all__ = [
     "DEFAULT_LICENSE",

@@ -11,8 +11,8 @@ and running it twice gives byte-identical files.
 2. A trace line that cannot be parsed (a torn last line after a crash; anything else is logged too) is
    skipped and counted (``unreadable_lines``). An id answered twice keeps its LAST answer; the earlier ones
    go to ``rejected.jsonl`` as ``stage="dedup", reason="duplicate_id"``.
-3. Each record gets ``agrees_with_target`` from :mod:`tracegen.answer_check`, then goes through the quality
-   filters (:mod:`tracegen.filters`) and dedup (:mod:`tracegen.dedup`), in plan order.
+3. Each record gets ``agrees_with_target`` from :mod:`tracegen.cleaning.answer_check`, then goes through the quality
+   filters (:mod:`tracegen.cleaning.filters`) and dedup (:mod:`tracegen.cleaning.dedup`), in plan order.
 4. Outputs, each written to a temp file, fsynced and renamed: ``clean.jsonl`` (kept records,
    ``Record.to_dict()`` per line, plan order), ``rejected.jsonl`` (the engine's own lines of stages
    source/plan/generate kept as they were, previous filter/dedup lines replaced by this run's),
@@ -36,12 +36,9 @@ import numpy as np
 import numpy.typing as npt
 import xxhash
 
-from .answer_check import check_answer
-from .dedup import DedupConfig, Deduper, DedupState
-from .errors import RunDirError
-from .filters import FilterConfig, FilterPipeline, build_filters
-from .records import Record
-from .rundir import (
+from ..errors import RunDirError
+from ..records import Record
+from ..rundir import (
     CLEAN,
     CLEAN_STATS,
     DEDUP_STATE,
@@ -53,6 +50,9 @@ from .rundir import (
     read_jsonl,
     write_json,
 )
+from .answer_check import check_answer
+from .dedup import DedupConfig, Deduper, DedupState
+from .filters import FilterConfig, FilterPipeline, build_filters
 
 __all__ = ["ENGINE_STAGES", "CleanResult", "clean", "iter_jsonl", "plan_order"]
 

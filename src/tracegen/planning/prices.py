@@ -7,7 +7,7 @@ row with its own list price, so ``gpt-4o-2024-05-13`` is never priced as ``gpt-4
 refused before anything is sent (when a budget is set), unless ``--input-price``/``--output-price`` give it.
 
 Reasoning models (table flag ``reasoning``) take ``max_completion_tokens``, no ``temperature``/``top_p``,
-and bill hidden reasoning tokens as output; see :mod:`tracegen.params` for what is sent.
+and bill hidden reasoning tokens as output; see :mod:`tracegen.planning.params` for what is sent.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 __all__ = [
     "ModelPrice",

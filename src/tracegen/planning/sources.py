@@ -20,7 +20,7 @@ A source spec (``--source``, ``RunConfig.source``) is one of
 
 A Hub folder or file that is missing is named in the error (with the folders the repository does have).
 
-The planner reads each source once (:mod:`tracegen.plan`); the per-task sizes it needs beforehand come from
+The planner reads each source once (:mod:`tracegen.planning.plan`); the per-task sizes it needs beforehand come from
 :meth:`Source.iter_task_keys`, which reads only the metadata columns of Parquet data (local files or Hub
 datasets, through ``datasets`` streaming with ``columns=``) and every row of other formats.
 
@@ -62,7 +62,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from .errors import BadRecordError, SourceError
+from ..errors import BadRecordError, SourceError
 
 __all__ = [
     "FLAN_V2_DPI_PRESET",

@@ -15,9 +15,9 @@ import urllib.request
 from collections.abc import Mapping
 from urllib.parse import urlsplit, urlunsplit
 
-from .config import RunConfig
-from .engine.client import Endpoint, resolve_endpoint
-from .errors import AuthError, EndpointError
+from ..config import RunConfig
+from ..errors import AuthError, EndpointError
+from .client import Endpoint, resolve_endpoint
 
 __all__ = ["check_endpoint", "check_keys"]
 

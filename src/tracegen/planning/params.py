@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .prices import lookup
 
 if TYPE_CHECKING:
-    from .config import RunConfig
+    from ..config import RunConfig
 
 __all__ = [
     "CHAT_MAX_TOKENS",

@@ -53,12 +53,10 @@ import pyarrow as pa
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
-from . import card as card_mod
-from ._version import __version__
-from .errors import ConfigError, RunDirError
-from .features import Features, List, Value
-from .records import Record
-from .rundir import (
+from .._version import __version__
+from ..errors import ConfigError, RunDirError
+from ..records import Record
+from ..rundir import (
     CLEAN_STATS,
     MANIFEST,
     PLAN_STATS,
@@ -68,6 +66,8 @@ from .rundir import (
     open_read,
     read_json_if_exists,
 )
+from . import card as card_mod
+from .features import Features, List, Value
 
 if TYPE_CHECKING:
     import datasets
