@@ -21,6 +21,7 @@ from rich.text import Text
 
 from .errors import SettingChangedError, TracegenError
 from .redact import terminal_text
+from .rundir import STAGES
 
 try:  # Typer >= 0.24 carries its own copy of Click
     from typer._click import exceptions as click
@@ -106,7 +107,7 @@ def rerun_commands(
     ``flag_names`` maps a RunConfig field to its flag where the two differ (``budget_usd`` -> ``--budget``).
     """
     top = Path(e.path)
-    if top.parent.name == "stages":  # a stage's sub directory: start the whole run over
+    if top.parent.name == STAGES:  # a stage's sub directory: start the whole run over
         top = top.parent.parent
     fresh = _fresh_dir(top)
     start = _set_flag(list(argv), ("--output-dir", "-o"), [str(fresh)])

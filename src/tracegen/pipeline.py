@@ -21,15 +21,22 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ._fileio import atomic_write_bytes
 from .config import RunConfig
 from .engine import Progress, RunDir, RunResult, generate
 from .engine.preflight import check_endpoint, check_keys
 from .engine.store import REHEARSAL_BASE_URL
 from .errors import RunDirError
-from .lock import lock_run_dir
 from .planning.sources import Rejection
 from .records import Record
+from .rundir import (
+    RunPaths,
+    atomic_write_bytes,
+    lock_run_dir,
+    open_read,
+    read_json,
+    read_manifest,
+    write_manifest,
+)
 
 __all__ = [
     "arun",
@@ -58,7 +65,7 @@ def _rewrite_rejections(run_dir: Path, stages: tuple[str, ...], new: list[dict[s
     """Replace the rejected.jsonl lines of ``stages`` with ``new``, keeping other stages' lines (atomic)."""
     from .cleaning.postprocess import rejections_except
 
-    path = run_dir / "rejected.jsonl"
+    path = RunPaths(run_dir).rejected
     data = b"".join(rejections_except(path, stages))
     data += "".join(json.dumps(entry, ensure_ascii=False) + "\n" for entry in new).encode("utf-8")
     try:
@@ -98,9 +105,9 @@ def prepare(
     )
     if before_planning is not None:
         before_planning()
-    plan_done = (rd.path / "plan.jsonl").exists() and (rd.path / "plan_stats.json").exists()
+    plan_done = rd.paths.plan.exists() and rd.paths.plan_stats.exists()
     if plan_done and not extend and not rd.replaced:
-        on_stage(f"reusing the plan in {rd.path / 'plan.jsonl'}")
+        on_stage(f"reusing the plan in {rd.paths.plan}")
         _say_shortfall(rd.path, on_stage)
         return rd
     on_stage("planning: reading the source and sampling the Orca mix")
@@ -114,7 +121,7 @@ def prepare(
     ) as plan:
         stats = write_plan(plan, rd.path, shard=config.shard_index())
     _rewrite_rejections(rd.path, PLAN_STAGES, rejected)
-    on_stage(f"planned {stats.planned_total:,} requests into {rd.path / 'plan.jsonl'}")
+    on_stage(f"planned {stats.planned_total:,} requests into {rd.paths.plan}")
     _say_shortfall(rd.path, on_stage)
     return rd
 
@@ -134,8 +141,8 @@ def _shortfall(run_dir: Path) -> str | None:
     from .planning.plan import PlanStats, shortfall_message
 
     try:
-        stats = PlanStats.from_dict(json.loads((run_dir / "plan_stats.json").read_text(encoding="utf-8")))
-    except (OSError, ValueError, TypeError):
+        stats = PlanStats.from_dict(read_json(RunPaths(run_dir).plan_stats))
+    except (OSError, ValueError, TypeError, RunDirError):
         return None
     return shortfall_message(stats)
 
@@ -151,7 +158,7 @@ def _check_layout(rd: RunDir, config: RunConfig) -> None:
     """A staged run directory stays staged, an unstaged one unstaged."""
     from .stages import is_staged
 
-    if config.stages and (rd.path / "traces.jsonl").exists():
+    if config.stages and rd.paths.traces.exists():
         raise RunDirError(
             f"{rd.path}: holds answers of a run without stages; give the staged run a new --output-dir"
         )
@@ -179,7 +186,7 @@ def estimate_run(
         return _estimate_stages(config, rd, on_stage, extend)
     est = estimate(iter_plan(rd.path), config).to_dict()
     est["run_dir"] = str(rd.path)
-    est["requests_jsonl"] = str(rd.path / "requests.jsonl")
+    est["requests_jsonl"] = str(rd.paths.requests)
     est.update(_plan_report(rd.path))
     return est
 
@@ -187,8 +194,8 @@ def estimate_run(
 def _plan_report(run_dir: Path) -> dict[str, Any]:
     """What the plan took and left out: quotas, shortfalls, absent submixes, drops (from plan_stats.json)."""
     try:
-        stats = json.loads((run_dir / "plan_stats.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        stats = read_json(RunPaths(run_dir).plan_stats)
+    except (OSError, ValueError, RunDirError):
         return {}
     report: dict[str, Any] = {
         "quota_per_submix": stats.get("quota", {}),
@@ -212,9 +219,9 @@ def _estimate_stages(config: RunConfig, rd: RunDir, on_stage: StageCallback, ext
     per: list[dict[str, Any]] = []
     for stage in config.stages:
         srd, scfg = prepare_stage(rd, config, stage, extend=extend)
-        on_stage(f"stage {stage.name}: planned {_count_lines(srd.path / 'plan.jsonl'):,} requests")
+        on_stage(f"stage {stage.name}: planned {_count_lines(srd.paths.plan):,} requests")
         est = estimate(iter_plan(srd.path), scfg).to_dict()
-        est.update(stage=stage.name, run_dir=str(srd.path), requests_jsonl=str(srd.path / "requests.jsonl"))
+        est.update(stage=stage.name, run_dir=str(srd.path), requests_jsonl=str(RunPaths(srd.path).requests))
         per.append(est)
     cost: dict[str, float] = {}
     for est in per:
@@ -241,7 +248,7 @@ def _estimate_stages(config: RunConfig, rd: RunDir, on_stage: StageCallback, ext
 
 
 def _count_lines(path: Path) -> int:
-    with open(path, "rb") as f:
+    with open_read(path) as f:
         return sum(1 for line in f if line.strip())
 
 
@@ -323,7 +330,7 @@ async def _answer(
     """Generate the plan of ``rd`` online (one endpoint or a pool) or through the Batch API."""
     from .planning.plan import iter_plan
 
-    total = _count_lines(rd.path / "plan.jsonl")
+    total = _count_lines(rd.paths.plan)
     if cfg.mode == "batch":
         from .batch import run_batches
 
@@ -351,7 +358,7 @@ async def _answer(
 
 def _refuse_online_over_open_batches(rd: RunDir) -> None:
     """Online mode cannot know which requests a batch still in flight will answer: it would pay twice."""
-    if not (rd.path / "batches.jsonl").exists():
+    if not rd.paths.batches.exists():
         return
     from .batch import outstanding_parts
 
@@ -549,7 +556,7 @@ def _finish(
     cfg = config or _config_of(run)
     if is_staged(run):
         names = stage_names(run, cfg)
-        answered = [n for n in names if (stage_path(run, n) / "traces.jsonl").exists()]
+        answered = [n for n in names if RunPaths(stage_path(run, n)).traces.exists()]
         if not answered:
             raise RunDirError(f"{run}: no stage has answers yet (stages/*/traces.jsonl); run it first")
         for name in answered:
@@ -560,7 +567,7 @@ def _finish(
         on_stage(f"exporting {', '.join(fmts)}, one config per stage")
         exported = export(run, output_dir, formats=fmts)
         return {"clean": cleaned_stages, "export": exported.to_dict()}
-    if not (run / "traces.jsonl").exists():
+    if not RunPaths(run).traces.exists():
         raise RunDirError(f"{run}: no traces.jsonl: not a run directory, or nothing was answered yet")
     on_stage("cleaning: quality filters, answer check, dedup")
     cleaned = clean(run, FilterConfig(**cfg.filters), DedupConfig(**_dedup_settings(cfg)))
@@ -573,9 +580,9 @@ def _finish(
 def _config_of(run: Path) -> RunConfig:
     """The RunConfig a run directory was made with (from manifest.json)."""
     try:
-        manifest = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
+        manifest = read_manifest(run) or {}
         return RunConfig.model_validate(manifest.get("config") or {})
-    except (OSError, ValueError):
+    except (OSError, ValueError, RunDirError):
         return RunConfig(output_dir=run)
 
 
@@ -586,7 +593,7 @@ def push(
     from .publish.hub import push as hub_push
 
     where = Path(path)
-    run = next((d for d in (where, where.parent) if (d / "manifest.json").is_file()), None)
+    run = next((d for d in (where, where.parent) if RunPaths(d).manifest.is_file()), None)
     with lock_run_dir(run, "tracegen push") if run is not None else contextlib.nullcontext():
         return hub_push(path, repo_id, private=private, config_name=config_name).to_dict()
 
@@ -635,12 +642,12 @@ def _merge_stages(run_dirs: list[Path], output: Path, all_staged: bool) -> dict[
         names += [n for n in stage_names(d, cfg) if n not in names]
     merged: dict[str, Any] = {}
     for name in names:
-        inputs = [stage_path(d, name) for d in run_dirs if (stage_path(d, name) / "traces.jsonl").is_file()]
+        inputs = [stage_path(d, name) for d in run_dirs if RunPaths(stage_path(d, name)).traces.is_file()]
         if inputs:
             merged[name] = merge_runs(inputs, stage_path(output, name), clean_output=False).to_dict()
     if not merged:
         raise RunDirError("no stage of these run directories has answers (stages/*/traces.jsonl)")
-    first = json.loads((run_dirs[0] / "manifest.json").read_text(encoding="utf-8"))
+    first = read_manifest(run_dirs[0]) or {}
     manifest = {
         "merged": True,
         "merged_from": [d.name for d in run_dirs],
@@ -648,7 +655,7 @@ def _merge_stages(run_dirs: list[Path], output: Path, all_staged: bool) -> dict[
         "plan_params": first.get("plan_params", {}),
         "tracegen_version": first.get("tracegen_version"),
     }
-    (output / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    write_manifest(output, manifest)
     budgets = [c.budget_usd for c in configs]
     budget = sum(b for b in budgets if b is not None) if all(b is not None for b in budgets) else None
     summary: dict[str, Any] = {"merge": merged}

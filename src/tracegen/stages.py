@@ -32,14 +32,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 import numpy.typing as npt
 
-from ._fileio import write_files_atomically
 from .config import RunConfig, StageConfig
 from .engine import RunDir
 from .engine.budget import Ledger, prior_spend_usd
@@ -47,7 +46,15 @@ from .engine.store import money_spent
 from .errors import ConfigError, RunDirError
 from .planning.params import apply_model_defaults
 from .planning.tokens import count_chat_tokens, encoding_for_model
-from .records import SUBMIXES, Record
+from .records import SUBMIXES
+from .rundir import (
+    STAGES,
+    RunPaths,
+    open_read,
+    read_json_if_exists,
+    read_plan,
+    write_files_atomically,
+)
 
 __all__ = [
     "STAGES_DIR",
@@ -64,7 +71,7 @@ __all__ = [
     "subset_draw",
 ]
 
-STAGES_DIR = "stages"
+STAGES_DIR = STAGES
 STAGE_FORMAT = 1
 _STAGE_STAT_KEYS = (
     "model",
@@ -99,12 +106,12 @@ _SUMMED = (
 
 def stage_path(run_dir: str | Path, name: str) -> Path:
     """``run_dir/stages/<name>``."""
-    return Path(run_dir) / STAGES_DIR / name
+    return RunPaths(Path(run_dir)).stage(name)
 
 
 def is_staged(run_dir: str | Path) -> bool:
     """Whether ``run_dir`` holds stage sub directories."""
-    return (Path(run_dir) / STAGES_DIR).is_dir()
+    return RunPaths(Path(run_dir)).stages.is_dir()
 
 
 def stage_names(run_dir: str | Path, config: RunConfig | None = None) -> list[str]:
@@ -196,22 +203,6 @@ def select_mask(
     return mask
 
 
-def _plan_lines(path: Path) -> Iterator[str]:
-    from .planning.plan import plan_lines
-
-    for _, line in plan_lines(path):
-        yield line
-
-
-def _plan_keys(path: Path) -> Iterator[str]:
-    for n, line in enumerate(_plan_lines(path), 1):
-        try:
-            key = json.loads(line)["key"]
-        except (ValueError, KeyError, TypeError) as e:
-            raise RunDirError(f"{path}:{n}: not a plan record ({e}); plan the run again") from None
-        yield str(key)
-
-
 # ---- writing a stage's plan --------------------------------------------------------------------------------
 def _stage_spec(stage: StageConfig, seed: int, encoding: str) -> dict[str, Any]:
     select: Any = "all"
@@ -231,7 +222,7 @@ def prepare_stage(
     encoding = encoding_for_model(stage.model, config.price_file)
     spec = _stage_spec(stage, seed, encoding)
     path = stage_path(parent.path, stage.name)
-    old = _read_json(path / "manifest.json")
+    old = read_json_if_exists(RunPaths(path).manifest)
     if isinstance(old, dict):
         old_spec = (old.get("plan_params") or {}).get("stage")
         if old_spec is not None and old_spec != spec and money_spent(path) is not None:
@@ -242,11 +233,11 @@ def prepare_stage(
     params = {**(parent.manifest.get("plan_params") or {}), "stage": spec}
     srd = RunDir.open(path, params, scfg.public_dict(), extend=extend)
     fingerprint = parent.manifest.get("plan_fingerprint")
-    stats = _read_json(path / "plan_stats.json")
+    stats = read_json_if_exists(RunPaths(path).plan_stats)
     written_for = (
         (stats.get("stage") or {}).get("parent_plan_fingerprint") if isinstance(stats, dict) else None
     )
-    if not (path / "plan.jsonl").exists() or written_for != fingerprint or srd.replaced:
+    if not RunPaths(path).plan.exists() or written_for != fingerprint or srd.replaced:
         _write_stage_plan(parent.path, path, stage, scfg, seed, config.shard_index(), fingerprint)
     return srd, scfg
 
@@ -262,9 +253,8 @@ def _write_stage_plan(
 ) -> None:
     from .planning.plan import request_body
 
-    plan_path = parent / "plan.jsonl"
-    mask = select_mask(_plan_keys(plan_path), stage, seed, shard)
-    parent_encoding = (_read_json(parent / "plan_stats.json") or {}).get("encoding")
+    mask = select_mask((rec.key for rec in read_plan(parent)), stage, seed, shard)
+    parent_encoding = (read_json_if_exists(RunPaths(parent).plan_stats) or {}).get("encoding")
     encoding = encoding_for_model(stage.model, scfg.price_file)
     planned = dict.fromkeys(SUBMIXES, 0)
     tokens = dict.fromkeys(SUBMIXES, 0)
@@ -274,11 +264,10 @@ def _write_stage_plan(
     def write(files: list[IO[str]]) -> None:
         nonlocal of_planned
         plan_file, requests_file = files
-        for i, line in enumerate(_plan_lines(plan_path)):
+        for i, rec in enumerate(read_plan(parent)):
             of_planned += 1
             if mask is not None and not mask[i]:
                 continue
-            rec = Record.from_dict(json.loads(line))
             rec.stage = stage.name
             if parent_encoding != encoding:  # the stage's tokenizer bills other prompt counts
                 rec.prompt_tokens = count_chat_tokens(rec.messages(), encoding)
@@ -291,8 +280,8 @@ def _write_stage_plan(
             label = str(rec.system_message_id) if rec.system_message_id is not None else "template"
             per_message[label] = per_message.get(label, 0) + 1
 
-    write_files_atomically([path / "plan.jsonl", path / "requests.jsonl"], write)
-    base = _read_json(parent / "plan_stats.json")
+    write_files_atomically([RunPaths(path).plan, RunPaths(path).requests], write)
+    base = read_json_if_exists(RunPaths(parent).plan_stats)
     stats: dict[str, Any] = dict(base) if isinstance(base, dict) else {}
     stats.update(
         {
@@ -317,7 +306,7 @@ def _write_stage_plan(
         json.dump(stats, files[0], indent=2, ensure_ascii=False)
         files[0].write("\n")
 
-    write_files_atomically([path / "plan_stats.json"], write_stats)
+    write_files_atomically([RunPaths(path).plan_stats], write_stats)
 
 
 def _label_order(item: tuple[str, int]) -> tuple[int, int, str]:
@@ -330,7 +319,7 @@ def spent_usd(run_dir: str | Path) -> float:
     path = Path(run_dir)
     if not path.is_dir():
         return 0.0
-    ledger = prior_spend_usd(Ledger(path / "ledger.jsonl").read())
+    ledger = prior_spend_usd(Ledger(RunPaths(path).ledger).read())
     return max(ledger, RunDir(path, {}).load_done().cost_usd)
 
 
@@ -348,15 +337,6 @@ def stage_budget_usd(config: RunConfig, stage: StageConfig, run_dir: str | Path)
 
 
 # ---- combining the stages ----------------------------------------------------------------------------------
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as e:
-        raise RunDirError(f"{path}: unreadable ({e}); fix or delete the file") from None
-
-
 def _add(total: dict[str, Any], data: Mapping[str, Any]) -> None:
     """Sum numbers (and one level of number tables) of ``data`` into ``total``."""
     for k, v in data.items():
@@ -378,7 +358,7 @@ def stages_stats(run_dir: str | Path, names: list[str], config: RunConfig | None
     per_stage: dict[str, Any] = {}
     stop_reason = "completed"
     for name in names:
-        st = _read_json(stage_path(run_dir, name) / "stats.json")
+        st = read_json_if_exists(RunPaths(stage_path(run_dir, name)).stats)
         if not isinstance(st, dict):
             per_stage[f"stage_{name}"] = {"stop_reason": "not started"}
             stop_reason = "not started" if stop_reason == "completed" else stop_reason
@@ -409,16 +389,17 @@ def combine_stages(run_dir: str | Path, names: list[str], config: RunConfig | No
 
     def write(files: list[IO[str]]) -> None:
         for name in names:
-            path = stage_path(run, name) / "clean.jsonl"
+            path = RunPaths(stage_path(run, name)).clean
             if not path.exists():
                 continue
-            with open(path, encoding="utf-8") as f:
-                for line in f:
+            with open_read(path) as f:
+                for raw in f:
+                    line = raw.decode("utf-8")
                     files[0].write(line if line.endswith("\n") else line + "\n")
 
-    write_files_atomically([run / "clean.jsonl"], write)
+    write_files_atomically([RunPaths(run).clean], write)
     for name in names:
-        cs = _read_json(stage_path(run, name) / "clean_stats.json")
+        cs = read_json_if_exists(RunPaths(stage_path(run, name)).clean_stats)
         if isinstance(cs, dict):
             _add(totals, cs)
             per_stage[f"stage_{name}"] = {
@@ -426,7 +407,7 @@ def combine_stages(run_dir: str | Path, names: list[str], config: RunConfig | No
             }
     clean_stats.update({k: round(v, 6) if isinstance(v, float) else v for k, v in totals.items()})
     clean_stats.update(per_stage)
-    for target, data in ((run / "clean_stats.json", clean_stats), (run / "stats.json", None)):
+    for target, data in ((RunPaths(run).clean_stats, clean_stats), (RunPaths(run).stats, None)):
         payload = data if data is not None else stages_stats(run, names, config)
 
         def write_json(files: list[IO[str]], payload: Any = payload) -> None:

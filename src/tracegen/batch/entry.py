@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -14,8 +13,8 @@ import openai
 from ..config import RunConfig
 from ..engine import Progress, RunDir, RunResult, generate, make_client, resolve_endpoint, retry_policy
 from ..errors import RunDirError
-from ..lock import lock_run_dir
 from ..records import Record
+from ..rundir import lock_run_dir, read_manifest
 from .api import CANCELLABLE, BatchApi, BatchInfo, open_client
 from .journal import JOURNAL_NAME, Journal
 from .parts import MAX_BYTES_PER_FILE, MAX_REQUESTS_PER_FILE
@@ -159,9 +158,9 @@ def _open_journal(run_dir: Path) -> Journal:
 
 def _config_of(run_dir: Path) -> RunConfig:
     try:
-        manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+        manifest = read_manifest(run_dir) or {}
         return RunConfig.model_validate(manifest.get("config") or {})
-    except (OSError, ValueError):
+    except (OSError, ValueError, RunDirError):
         return RunConfig(output_dir=run_dir)
 
 

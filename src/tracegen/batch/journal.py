@@ -26,14 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._fileio import open_append, truncate_durably
 from ..engine.budget import utc_now_iso
 from ..errors import RunDirError
+from ..rundir import BATCH_PARTS, BATCHES, open_append, truncate_durably
 
 __all__ = ["JOURNAL_NAME", "PARTS_DIR", "Journal", "PartState"]
 
-JOURNAL_NAME = "batches.jsonl"
-PARTS_DIR = "batches"
+JOURNAL_NAME = BATCHES
+PARTS_DIR = BATCH_PARTS
 
 
 @dataclass

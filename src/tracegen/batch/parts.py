@@ -7,21 +7,19 @@ settings (which the run manifest pins), so a resume re-creates them byte for byt
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from .._fileio import open_nofollow
 from ..config import RunConfig
 from ..engine.core import Request
 from ..errors import RunDirError
 from ..planning.tokens import Pricing
 from ..records import Record
+from ..rundir import write_jsonl
 
 __all__ = [
     "BATCH_ENDPOINT",
@@ -116,36 +114,19 @@ class Part:
 
 def write_part(path: Path, items: Iterable[Item]) -> None:
     """The part's requests, atomically (temp file, fsync, rename, directory fsync)."""
-    tmp = path.with_name(path.name + ".tmp")
+    rows: list[dict[str, Any]] = []
+    for it in items:
+        row: dict[str, Any] = {"custom_id": it.custom_id, "attempt": it.attempt, "request_key": it.key}
+        if it.cap is not None:
+            row["cap"] = it.cap
+            row["cut"] = it.cut
+        row["record"] = it.rec.to_dict()
+        rows.append(row)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with os.fdopen(open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "wb") as f:
-            for it in items:
-                row: dict[str, Any] = {
-                    "custom_id": it.custom_id,
-                    "attempt": it.attempt,
-                    "request_key": it.key,
-                }
-                if it.cap is not None:
-                    row["cap"] = it.cap
-                    row["cut"] = it.cut
-                row["record"] = it.rec.to_dict()
-                f.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")).encode() + b"\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            with contextlib.suppress(OSError):
-                os.fsync(fd)
-        finally:
-            os.close(fd)
     except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise RunDirError(
-            f"{path}: cannot write ({e.strerror}); free disk space, then rerun the same command"
-        ) from None
+        raise RunDirError(f"{path.parent}: cannot create ({e.strerror}); check permissions") from None
+    write_jsonl(path, rows)
 
 
 def read_part(path: Path, config: RunConfig, pricing: Pricing, encoding: str) -> list[Item]:

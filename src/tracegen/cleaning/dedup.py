@@ -62,9 +62,9 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
-from .._fileio import atomic_write_bytes
 from ..errors import ConfigError, RunDirError
 from ..records import Record, _xxh, normalize_text, pair_hash, text_hash
+from ..rundir import atomic_write_bytes
 
 __all__ = [
     "KINDS",

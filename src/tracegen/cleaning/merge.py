@@ -31,7 +31,6 @@ marker and redoes the merge from scratch instead of refusing a non-empty output.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from array import array
@@ -39,17 +38,16 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import xxhash
 
-from .._fileio import atomic_write_bytes, open_nofollow
 from .._version import __version__
 from ..errors import RunDirError
-from ..lock import LOCK_NAME
 from ..records import content_key
+from ..rundir import LOCK_NAME, AtomicFile, RunPaths, atomic_write_bytes, open_read, read_json, write_json
 from .dedup import DedupConfig
 from .filters import FilterConfig
 from .postprocess import ENGINE_STAGES, CleanResult, clean
@@ -196,7 +194,7 @@ def _lines(path: Path) -> Iterator[bytes]:
     """Complete lines of a JSONL file (a torn last line without newline is skipped)."""
     if not path.is_file():
         return
-    with open(path, "rb") as f:
+    with open_read(path) as f:
         for line in f:
             if line.strip() and line.endswith(b"\n"):
                 yield line
@@ -217,8 +215,8 @@ def _rename_line(line: bytes, rename: _Renamer, nested: str | None = None) -> by
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return read_json(path)
+    except (OSError, RunDirError):
         return None
 
 
@@ -240,16 +238,12 @@ def _combine(values: list[Any]) -> Any:
     return values
 
 
-def _write_json(path: Path, data: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
-
-
 def _check_inputs(run_dirs: Sequence[Path], output: Path, overwrite: bool) -> list[Path]:
     if not run_dirs:
         raise RunDirError("merge needs at least one run directory")
     resolved = []
     for d in run_dirs:
-        if not (d / "traces.jsonl").is_file():
+        if not RunPaths(d).traces.is_file():
             raise RunDirError(f"{d}: not a run directory (no traces.jsonl); check the path")
         r = d.resolve()
         if r in resolved:
@@ -315,16 +309,23 @@ def merge(
     result = MergeResult(output=out)
     index = _IdIndex()
     max_n: dict[str, int] = {}
-    manifests = [_read_json(d / "manifest.json") for d in dirs]
-    files: dict[str, IO[bytes]] = {
-        name: os.fdopen(open_nofollow(out / (name + ".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "wb")
-        for name in ("plan.jsonl", "traces.jsonl", "failed.jsonl", "rejected.jsonl", "ledger.jsonl")
+    manifests = [_read_json(RunPaths(d).manifest) for d in dirs]
+    paths = RunPaths(out)
+    files = {
+        name: AtomicFile(path)
+        for name, path in (
+            ("plan", paths.plan),
+            ("traces", paths.traces),
+            ("failed", paths.failed),
+            ("rejected", paths.rejected),
+            ("ledger", paths.ledger),
+        )
     }
     models: Counter[str] = Counter()
     try:
         for k, d in enumerate(dirs):
-            plan_file = d / "plan.jsonl"
-            sources = [plan_file, d / "traces.jsonl"] if plan_file.is_file() else [d / "traces.jsonl"]
+            plan_file = RunPaths(d).plan
+            sources = [plan_file, RunPaths(d).traces] if plan_file.is_file() else [RunPaths(d).traces]
             ids, keys, maxes = _id_key_hashes(sources)
             known, old_keys = index.lookup(ids)
             conflict = bool((known & (old_keys != keys)).any())
@@ -352,14 +353,14 @@ def merge(
                 if seen[0] and seen_key[0] == key_h:
                     result.repeated_plan_rows += 1
                     continue
-                files["plan.jsonl"].write(_rename_line(line, rename))
+                files["plan"].write(_rename_line(line, rename))
                 written_ids.append(id_h)
                 written_keys.append(key_h)
                 _note_max(max_n, new_id)
                 info["plan_rows"] += 1
             # traces.jsonl
-            for line in _lines(d / "traces.jsonl"):
-                files["traces.jsonl"].write(_rename_line(line, rename))
+            for line in _lines(RunPaths(d).traces):
+                files["traces"].write(_rename_line(line, rename))
                 info["trace_rows"] += 1
                 m = _ID.search(line)
                 if m is not None:
@@ -369,31 +370,27 @@ def merge(
                     written_keys.append(_h(_line_key(line)))
                 _tally(line, result, models)
             index.add(_u64(written_ids), _u64(written_keys))
-            for line in _lines(d / "failed.jsonl"):
-                files["failed.jsonl"].write(_rename_line(line, rename))
+            for line in _lines(RunPaths(d).failed):
+                files["failed"].write(_rename_line(line, rename))
                 result.failed_rows += 1
-            for line in _lines(d / "rejected.jsonl"):
+            for line in _lines(RunPaths(d).rejected):
                 try:
                     stage = json.loads(line).get("stage")
                 except (ValueError, AttributeError):
                     continue
                 if stage in ENGINE_STAGES:
-                    files["rejected.jsonl"].write(_rename_line(line, rename, nested="record"))
+                    files["rejected"].write(_rename_line(line, rename, nested="record"))
                     result.engine_rejected_rows += 1
-            for line in _lines(d / "ledger.jsonl"):
-                files["ledger.jsonl"].write(line)
+            for line in _lines(RunPaths(d).ledger):
+                files["ledger"].write(line)
             result.plan_rows += info["plan_rows"]
             result.trace_rows += info["trace_rows"]
             result.runs.append(info)
-        for name, f in files.items():
-            f.flush()
-            os.fsync(f.fileno())
-            f.close()
-            os.replace(out / (name + ".tmp"), out / name)
+        for f in files.values():
+            f.commit()
     except BaseException:
-        for name, f in files.items():
-            f.close()
-            (out / (name + ".tmp")).unlink(missing_ok=True)
+        for f in files.values():
+            f.abort()
         raise
     result.models = dict(models)
 
@@ -410,8 +407,8 @@ def merge(
         "teacher": first.get("teacher", {}),
         "plan_params": first.get("plan_params", {}),
     }
-    _write_json(out / "manifest.json", manifest)
-    stats = [_read_json(d / "stats.json") for d in dirs]
+    write_json(paths.manifest, manifest)
+    stats = [_read_json(RunPaths(d).stats) for d in dirs]
     combined = _combine([s for s in stats if isinstance(s, dict)]) or {}
     combined["merged_runs"] = len(dirs)
     combined["totals"] = {
@@ -420,10 +417,10 @@ def merge(
         "completion_tokens": result.completion_tokens,
         "answered": result.trace_rows,
     }
-    _write_json(out / "stats.json", combined)
-    plan_stats = [s for s in (_read_json(d / "plan_stats.json") for d in dirs) if isinstance(s, dict)]
+    write_json(paths.stats, combined)
+    plan_stats = [s for s in (_read_json(RunPaths(d).plan_stats) for d in dirs) if isinstance(s, dict)]
     if plan_stats:
-        _write_json(out / "plan_stats.json", _combine(plan_stats))
+        write_json(paths.plan_stats, _combine(plan_stats))
 
     if clean_output:
         config: dict[str, Any] = first["config"] if isinstance(first.get("config"), dict) else {}

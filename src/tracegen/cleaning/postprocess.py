@@ -24,22 +24,32 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import xxhash
 
-from .._fileio import open_nofollow
 from ..errors import RunDirError
 from ..records import Record
+from ..rundir import (
+    CLEAN,
+    CLEAN_STATS,
+    DEDUP_STATE,
+    PLAN,
+    REJECTED,
+    TRACES,
+    AtomicFile,
+    open_read,
+    read_jsonl,
+    write_json,
+)
 from .answer_check import check_answer
 from .dedup import DedupConfig, Deduper, DedupState
 from .filters import FilterConfig, FilterPipeline, build_filters
@@ -52,12 +62,6 @@ ENGINE_STAGES = frozenset({"source", "plan", "generate"})
 """rejected.jsonl stages written by the engine; clean() keeps these lines untouched."""
 CLEAN_STAGES = frozenset({"filter", "dedup"})
 
-TRACES = "traces.jsonl"
-PLAN = "plan.jsonl"
-CLEAN = "clean.jsonl"
-REJECTED = "rejected.jsonl"
-CLEAN_STATS = "clean_stats.json"
-DEDUP_STATE = "dedup_state.npz"
 
 _ID = re.compile(rb'"id"\s*:\s*"((?:[^"\\]|\\.)*)"')
 Progress = Callable[[int, int], None]
@@ -147,7 +151,7 @@ def _line_id(line: bytes) -> bytes | None:
 def _scan(path: Path) -> Iterator[tuple[int, int, bytes | None]]:
     """(offset, length, id or None if unreadable) for every non-blank line of a JSONL file."""
     offset = 0
-    with open(path, "rb") as f:
+    with open_read(path) as f:
         for line in f:
             n = len(line)
             if line.strip():
@@ -166,19 +170,9 @@ def _parses(line: bytes) -> bool:
 
 def iter_jsonl(path: Path, *, tolerate_torn_tail: bool = True) -> Iterator[dict[str, Any]]:
     """Dicts from a JSONL file; a torn last line (no newline, not valid JSON) is skipped and logged."""
-    with open(path, "rb") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                data = json.loads(line)
-            except ValueError as e:
-                if tolerate_torn_tail and not line.endswith(b"\n"):
-                    log.warning("%s:%d: skipping a torn last line", path, lineno)
-                    continue
-                raise RunDirError(f"{path}:{lineno}: not valid JSON ({e}); fix or remove the line") from e
-            if isinstance(data, dict):
-                yield data
+    for data in read_jsonl(path, torn_tail_ok=tolerate_torn_tail):
+        if isinstance(data, dict):
+            yield data
 
 
 @dataclass
@@ -211,38 +205,6 @@ def plan_order(plan_path: Path) -> _PlanIndex:
 
 
 # ---- writing -----------------------------------------------------------------------------------------------
-class _AtomicWriter:
-    """Write a file under a temp name, fsync, rename over the target on commit()."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.tmp = path.with_name(path.name + ".tmp")
-        try:
-            self.file: IO[bytes] = os.fdopen(
-                open_nofollow(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "wb"
-            )
-        except OSError as e:
-            raise RunDirError(f"{path}: cannot write ({e.strerror}); check permissions and free space") from e
-
-    def write(self, data: bytes) -> None:
-        try:
-            self.file.write(data)
-        except OSError as e:
-            self.abort()
-            raise RunDirError(f"{self.path}: write failed ({e.strerror}); check free space") from e
-
-    def commit(self) -> None:
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
-        os.replace(self.tmp, self.path)
-
-    def abort(self) -> None:
-        if not self.file.closed:
-            self.file.close()
-        self.tmp.unlink(missing_ok=True)
-
-
 _FIELDS = tuple(f.name for f in fields(Record))
 
 
@@ -331,8 +293,8 @@ def clean(
     del hashes, pos, by_id
 
     # 2. Read records back in plan order, annotate, filter, dedup, write.
-    rejected = _AtomicWriter(run_dir / REJECTED)
-    kept_out = _AtomicWriter(run_dir / CLEAN)
+    rejected = AtomicFile(run_dir / REJECTED)
+    kept_out = AtomicFile(run_dir / CLEAN)
     try:
         _copy_engine_rejections(run_dir / REJECTED, rejected)
 
@@ -347,7 +309,7 @@ def clean(
         total = int(order.size)
 
         def records() -> Iterator[Record]:
-            with open(traces, "rb") as f:
+            with open_read(traces) as f:
                 for done, i in enumerate(order.tolist(), 1):
                     f.seek(offsets[i])
                     line = f.read(lengths[i])
@@ -400,9 +362,7 @@ def clean(
     result.rows_per_system_message = dict(message)
     result.rows_per_model = dict(model)
     deduper.state.save(run_dir / DEDUP_STATE)
-    stats = _AtomicWriter(run_dir / CLEAN_STATS)
-    stats.write((json.dumps(result.to_dict(), indent=2) + "\n").encode("utf-8"))
-    stats.commit()
+    write_json(run_dir / CLEAN_STATS, result.to_dict())
     return result
 
 
@@ -415,7 +375,7 @@ def rejections_except(path: Path, stages: Iterable[str]) -> Iterator[bytes]:
     if not path.is_file():
         return
     drop = frozenset(stages)
-    with open(path, "rb") as f:
+    with open_read(path) as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -428,7 +388,7 @@ def rejections_except(path: Path, stages: Iterable[str]) -> Iterator[bytes]:
                 yield line if line.endswith(b"\n") else line + b"\n"
 
 
-def _copy_engine_rejections(path: Path, out: _AtomicWriter) -> None:
+def _copy_engine_rejections(path: Path, out: AtomicFile) -> None:
     """Keep the engine's rejected.jsonl lines (source/plan/generate) verbatim; drop old filter/dedup."""
     for line in rejections_except(path, CLEAN_STAGES):
         out.write(line)

@@ -40,8 +40,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .._fileio import open_append, open_read, truncate_durably
 from ..errors import RunDirError
+from ..rundir import open_append, open_read, truncate_durably
 from ._json import dumps, loads
 
 __all__ = ["Budget", "Ledger", "Reservation"]

@@ -33,11 +33,11 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol
 
-from .._fileio import atomic_write_bytes, fsync_dir, open_nofollow, open_read, truncate_durably
 from .._version import __version__
 from ..errors import RunDirError, SettingChangedError
 from ..records import Record
 from ..redact import scrub
+from ..rundir import RunPaths, atomic_write_bytes, fsync_dir, open_nofollow, open_read, truncate_durably
 from ._json import dumps, loads
 from .budget import utc_now_iso
 
@@ -228,12 +228,17 @@ class RunDir:
         self.replaced = False
         """True when :meth:`open` replaced the plan parameters of a directory that had spent nothing."""
 
-    traces_path = property(lambda self: self.path / "traces.jsonl")
-    failed_path = property(lambda self: self.path / "failed.jsonl")
-    rejected_path = property(lambda self: self.path / "rejected.jsonl")
-    ledger_path = property(lambda self: self.path / "ledger.jsonl")
-    stats_path = property(lambda self: self.path / "stats.json")
-    manifest_path = property(lambda self: self.path / "manifest.json")
+    @property
+    def paths(self) -> RunPaths:
+        """The named files of this run directory (:mod:`tracegen.rundir`)."""
+        return RunPaths(self.path)
+
+    traces_path = property(lambda self: self.paths.traces)
+    failed_path = property(lambda self: self.paths.failed)
+    rejected_path = property(lambda self: self.paths.rejected)
+    ledger_path = property(lambda self: self.paths.ledger)
+    stats_path = property(lambda self: self.paths.stats)
+    manifest_path = property(lambda self: self.paths.manifest)
 
     @classmethod
     def open(
@@ -257,7 +262,7 @@ class RunDir:
             raise RunDirError(f"cannot create run directory {path}: {_strerror(e)}; {_fix_hint(e)}") from None
         if not path.is_dir():
             raise RunDirError(f"{path} is not a directory; choose another --output-dir")
-        manifest_path = path / "manifest.json"
+        manifest_path = RunPaths(path).manifest
         plan = dict(plan_params or {})
         teacher = {k: (config_public or {}).get(k) for k in TEACHER_FIELDS} if config_public else {}
         if manifest_path.exists():
@@ -411,17 +416,17 @@ def money_spent(path: Path) -> str | None:
     """
     from .budget import Ledger, prior_spend_usd
 
-    dirs = [path]
-    stages = path / "stages"
+    dirs = [RunPaths(path)]
+    stages = dirs[0].stages
     if stages.is_dir():
-        dirs += sorted(p for p in stages.iterdir() if p.is_dir())
+        dirs += [RunPaths(p) for p in sorted(stages.iterdir()) if p.is_dir()]
     usd = 0.0
     answers = batches = False
     for d in dirs:
-        usd += prior_spend_usd(Ledger(d / "ledger.jsonl").read())
+        usd += prior_spend_usd(Ledger(d.ledger).read())
         with contextlib.suppress(OSError):
-            answers = answers or (d / "traces.jsonl").stat().st_size > 0
-        batches = batches or (d / "batches.jsonl").exists()
+            answers = answers or d.traces.stat().st_size > 0
+        batches = batches or d.batches.exists()
     if usd > 0:
         return f"spent ${usd:,.4f}"
     if answers:

@@ -56,10 +56,10 @@ from typing import IO, Any
 
 import numpy as np
 
-from .._fileio import write_files_atomically
 from ..config import RunConfig
 from ..errors import ConfigError, PlanError, RunDirError, SourceError
 from ..records import SUBMIXES, Record, pair_hash, text_hash
+from ..rundir import RunPaths, read_plan, write_files_atomically
 from .decontaminate import Decontaminator, decontamination_parameters
 from .mix import interleave, is_bigbench, is_zero_shot, mix_shares, quotas, select_submix
 from .params import chat_body
@@ -73,7 +73,6 @@ __all__ = [
     "PlanStats",
     "build_plan",
     "iter_plan",
-    "plan_lines",
     "plan_parameters",
     "request_body",
     "shortfall_message",
@@ -850,7 +849,7 @@ def write_plan(plan: Plan, run_dir: str | Path, *, shard: tuple[int, int] | None
             tokens[record.submix] += record.prompt_tokens
             per_message[label] = per_message.get(label, 0) + 1
 
-    write_files_atomically([run / "plan.jsonl", run / "requests.jsonl"], write_lines)
+    write_files_atomically([RunPaths(run).plan, RunPaths(run).requests], write_lines)
     if shard is not None:
         stats.shard = f"{shard[0] + 1}/{shard[1]}"
         stats.planned = planned
@@ -863,32 +862,13 @@ def write_plan(plan: Plan, run_dir: str | Path, *, shard: tuple[int, int] | None
         json.dump(stats.to_dict(), files[0], indent=2, ensure_ascii=False)
         files[0].write("\n")
 
-    write_files_atomically([run / "plan_stats.json"], write_stats)
+    write_files_atomically([RunPaths(run).plan_stats], write_stats)
     return stats
-
-
-def plan_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """Stream the non-blank lines of the plan file ``path`` with their line numbers (1-based)."""
-    try:
-        f = open(path, encoding="utf-8")  # noqa: SIM115 - closed below, the generator may stop early
-    except OSError as e:
-        raise RunDirError(
-            f"{path}: cannot read the plan ({e.strerror}); plan the run first (--dry-run)"
-        ) from None
-    with f:
-        for lineno, line in enumerate(f, start=1):
-            if line.strip():
-                yield lineno, line
 
 
 def iter_plan(run_dir: str | Path) -> Iterator[Record]:
     """Stream the Records of ``run_dir/plan.jsonl`` in plan order."""
-    path = Path(run_dir) / "plan.jsonl"
-    for lineno, line in plan_lines(path):
-        try:
-            yield Record.from_dict(json.loads(line))
-        except (json.JSONDecodeError, TypeError) as e:
-            raise RunDirError(f"{path}:{lineno}: not a plan record ({e}); plan the run again") from None
+    return read_plan(Path(run_dir))
 
 
 def plan_parameters(config: RunConfig, *, dedup_questions: bool = False) -> dict[str, Any]:

@@ -56,6 +56,16 @@ import pyarrow.parquet as pq
 from .._version import __version__
 from ..errors import ConfigError, RunDirError
 from ..records import Record
+from ..rundir import (
+    CLEAN_STATS,
+    MANIFEST,
+    PLAN_STATS,
+    STATS,
+    RunPaths,
+    iter_records,
+    open_read,
+    read_json_if_exists,
+)
 from . import card as card_mod
 from .features import Features, List, Value
 
@@ -80,7 +90,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_FORMAT = "openorca"
 EXPORT_MANIFEST = "export.json"
-PUBLIC_RUN_FILES = ("manifest.json", "stats.json", "plan_stats.json", "clean_stats.json")
+PUBLIC_RUN_FILES = (MANIFEST, STATS, PLAN_STATS, CLEAN_STATS)
 PARQUET_COMPRESSION = "zstd"
 
 _S = Value("string")
@@ -223,7 +233,7 @@ def _hash64(text: str) -> int:
 def _plan_index(plan_path: Path) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
     """Sorted id hashes of plan.jsonl and their plan positions (two int64 arrays, ~16 bytes per record)."""
     hashes = array("q")
-    with plan_path.open("rb") as f:
+    with open_read(plan_path) as f:
         for lineno, line in enumerate(f, 1):
             if line.strip():
                 hashes.append(_hash64(_line_id(line, plan_path, lineno)))
@@ -251,7 +261,7 @@ def _traces_in_plan_order(traces: Path, plan: Path | None) -> Iterator[Record]:
     else:
         sorted_keys, positions = np.empty(0, np.int64), np.empty(0, np.int64)
     n_plan = len(sorted_keys)
-    with traces.open("rb") as f:
+    with open_read(traces) as f:
         pos = 0
         for lineno, line in enumerate(f, 1):
             if line.strip():
@@ -265,7 +275,7 @@ def _traces_in_plan_order(traces: Path, plan: Path | None) -> Iterator[Record]:
     rank = np.frombuffer(ranks, dtype=np.int64)
     del offsets, ranks
     order = np.lexsort((off, rank))  # by plan rank, then file position
-    with traces.open("rb") as f:
+    with open_read(traces) as f:
         for j, idx in enumerate(order):
             # a later answer to the same id (same rank) supersedes the earlier one
             if j + 1 < len(order) and rank[order[j + 1]] == rank[idx] and rank[idx] < n_plan:
@@ -292,21 +302,14 @@ def read_records(run_dir: str | Path) -> tuple[str, Iterator[Record]]:
     ``traces.jsonl`` put into plan order with ``plan.jsonl``.
     """
     run = Path(run_dir)
-    clean, traces = run / "clean.jsonl", run / "traces.jsonl"
+    clean, traces = RunPaths(run).clean, RunPaths(run).traces
     if clean.exists():
-        return clean.name, _iter_jsonl(clean)
+        return clean.name, iter_records(clean)
     if traces.exists():
-        return traces.name, _traces_in_plan_order(traces, run / "plan.jsonl")
+        return traces.name, _traces_in_plan_order(traces, RunPaths(run).plan)
     if not run.is_dir():
         raise RunDirError(f"{run}: no such run directory")
     raise RunDirError(f"{run}: nothing to export (no clean.jsonl or traces.jsonl); run `tracegen run` first")
-
-
-def _iter_jsonl(path: Path) -> Iterator[Record]:
-    with path.open("rb") as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                yield _parse_record(line, path, lineno)
 
 
 # ---- writing -----------------------------------------------------------------------------------------------
@@ -532,7 +535,7 @@ def export(
     Parquet file, ``batch_rows`` the rows held in memory per config (also the Parquet row-group size).
     """
     run = Path(run_dir)
-    out = Path(output_dir) if output_dir is not None else run / "dataset"
+    out = Path(output_dir) if output_dir is not None else RunPaths(run).dataset
     fmts = list(dict.fromkeys(formats)) or [DEFAULT_FORMAT]
     for f in fmts:
         _format(f)
@@ -636,7 +639,7 @@ def _finish_configs(
 
 def _write_public_run_files(run: Path, tmp: Path) -> None:
     """Copy the run's manifest and stats JSON, secrets scrubbed, under ``tracegen/``."""
-    files = {name: _read_json(run / name) for name in PUBLIC_RUN_FILES}
+    files = {name: read_json_if_exists(run / name) for name in PUBLIC_RUN_FILES}
     found = card_mod.secret_values(list(files.values()))  # a key in one file is scrubbed from all of them
     dest = tmp / "tracegen"
     for name, data in files.items():
@@ -687,19 +690,6 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
 # ---- summaries ---------------------------------------------------------------------------------------------
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        raise RunDirError(f"{path}: cannot read ({e.strerror})") from e
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise RunDirError(f"{path}:{e.lineno}: not valid JSON ({e.msg}); fix or delete the file") from None
-
-
 def run_summary(run_dir: str | Path) -> dict[str, Any]:
     """The run summary for ``tracegen stats``: manifest config, stats.json, plan_stats.json, clean_stats.json.
 
@@ -709,7 +699,7 @@ def run_summary(run_dir: str | Path) -> dict[str, Any]:
     run = Path(run_dir)
     if not run.is_dir():
         raise RunDirError(f"{run}: no such run directory")
-    manifest = _read_json(run / "manifest.json")
+    manifest = read_json_if_exists(RunPaths(run).manifest)
     summary: dict[str, Any] = {"run_dir": run.name}
     if isinstance(manifest, dict):
         summary["tracegen_version"] = manifest.get("tracegen_version", manifest.get("version", ""))
@@ -718,14 +708,14 @@ def run_summary(run_dir: str | Path) -> dict[str, Any]:
         if isinstance(config, dict):
             summary["config"] = config
     for key, name in (
-        ("stats", "stats.json"),
-        ("plan_stats", "plan_stats.json"),
-        ("clean_stats", "clean_stats.json"),
+        ("stats", STATS),
+        ("plan_stats", PLAN_STATS),
+        ("clean_stats", CLEAN_STATS),
     ):
-        data = _read_json(run / name)
+        data = read_json_if_exists(run / name)
         if data is not None:
             summary[key] = data
-    exported = _read_json(run / "dataset" / EXPORT_MANIFEST)
+    exported = read_json_if_exists(RunPaths(run).dataset / EXPORT_MANIFEST)
     if isinstance(exported, dict) and isinstance(exported.get("configs"), list):
         summary["export"] = {
             str(c.get("name")): c.get("rows") for c in exported["configs"] if isinstance(c, dict)
@@ -738,7 +728,7 @@ def run_summary(run_dir: str | Path) -> dict[str, Any]:
 def find_export_dir(path: str | Path) -> Path:
     """The export dir for a run dir or an export dir (the one holding ``export.json``)."""
     p = Path(path)
-    for candidate in (p, p / "dataset"):
+    for candidate in (p, RunPaths(p).dataset):
         if (candidate / EXPORT_MANIFEST).is_file():
             return candidate
     raise RunDirError(f"{p}: no exported dataset found; run `tracegen export {p}` first")
@@ -747,7 +737,7 @@ def find_export_dir(path: str | Path) -> Path:
 def load_manifest(export_dir: str | Path) -> dict[str, Any]:
     """Read an export's ``export.json``."""
     path = Path(export_dir) / EXPORT_MANIFEST
-    data = _read_json(path)
+    data = read_json_if_exists(path)
     if not isinstance(data, dict) or not isinstance(data.get("configs"), list):
         raise RunDirError(f"{path}: not a tracegen export manifest; run `tracegen export` again")
     return data

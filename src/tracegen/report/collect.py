@@ -10,7 +10,6 @@ reason, a few per staged question. A million-row run gives a report of a few hun
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from collections import Counter
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RunDirError
+from ..rundir import RunPaths, read_json_if_exists, read_jsonl
 
 __all__ = ["LENGTH_BINS", "collect"]
 
@@ -35,29 +35,13 @@ TEXT_CHARS = 3000
 MAX_POINTS = 240
 
 
-def _json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as e:
-        raise RunDirError(f"{path}: cannot read it for the report ({e}); fix or delete the file") from None
-
-
 def _lines(path: Path) -> Iterator[dict[str, Any]]:
     """Objects of a JSONL file; a torn or foreign line is skipped (the report never fails on one)."""
-    try:
-        f = path.open("rb")
-    except FileNotFoundError:
+    if not path.exists():
         return
-    with f:
-        for line in f:
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(obj, dict):
-                yield obj
+    for obj in read_jsonl(path, skip_invalid=True):
+        if isinstance(obj, dict):
+            yield obj
 
 
 def _bin(value: float, edges: tuple[float, ...]) -> int:
@@ -210,7 +194,7 @@ def _order(label: str) -> tuple[int, int, str]:
 
 def _stages(run: Path, manifest: Mapping[str, Any]) -> list[tuple[str, Path]]:
     """(stage name, directory holding traces) in training order; ("", run) for an unstaged run."""
-    root = run / "stages"
+    root = RunPaths(run).stages
     if not root.is_dir():
         return [("", run)]
     configured = [
@@ -243,7 +227,7 @@ class _Collector:
 
     # ---- traces ---------------------------------------------------------------------------------------------
     def traces(self, stage: str, path: Path) -> None:
-        for rec in _lines(path / "traces.jsonl"):
+        for rec in _lines(RunPaths(path).traces):
             self.timeline.add(rec)
             submix, sm = str(rec.get("submix", "")), _label(rec)
             self.answered_submix[submix] += 1
@@ -254,13 +238,13 @@ class _Collector:
             self.lengths["submix"].add(submix, tokens)
             self.lengths["system message"].add(sm, tokens)
             self.lengths["stage"].add(stage or str(rec.get("model") or "teacher"), tokens)
-        for rec in _lines(path / "failed.jsonl"):
+        for rec in _lines(RunPaths(path).failed):
             err = rec.get("error") or {}
             self.failed[str(err.get("code") or err.get("status") or err.get("type") or "error")] += 1
             self.failed_429 += sum(
                 1 for c in rec.get("chain") or [] if isinstance(c, dict) and c.get("status") == 429
             )
-        for ev in _lines(path / "ledger.jsonl"):
+        for ev in _lines(RunPaths(path).ledger):
             if ev.get("event") == "open":
                 self.ledger["sessions"] = int(self.ledger["sessions"] or 0) + 1
                 if ev.get("budget_usd") is not None:
@@ -272,7 +256,7 @@ class _Collector:
 
     # ---- rejections and kept rows ---------------------------------------------------------------------------
     def rejected(self, stage: str, path: Path) -> None:
-        for line in _lines(path / "rejected.jsonl"):
+        for line in _lines(RunPaths(path).rejected):
             st, reason = str(line.get("stage", "")), str(line.get("reason", ""))
             if stage and st == "plan":
                 continue  # a stage's copy of the plan's rejections: counted once, at the top
@@ -301,7 +285,7 @@ class _Collector:
             )
 
     def clean(self, stage: str, path: Path) -> None:
-        for rec in _lines(path / "clean.jsonl"):
+        for rec in _lines(RunPaths(path).clean):
             self._verdict(rec)
             self.kept_seen += 1
             self._reservoir(self.kept, SAMPLE_KEPT, self.kept_seen, lambda r=rec: _row(r, "kept", stage))
@@ -325,7 +309,7 @@ def _side_by_side(stages: list[tuple[str, Path]], rng: random.Random) -> list[di
     if len(stages) < 2:
         return []
     chosen: list[str] = []
-    for seen, rec in enumerate(_lines(stages[-1][1] / "traces.jsonl"), 1):
+    for seen, rec in enumerate(_lines(RunPaths(stages[-1][1]).traces), 1):
         if len(chosen) < SAMPLE_STAGED:
             chosen.append(str(rec.get("id")))
         elif (j := rng.randrange(seen)) < SAMPLE_STAGED:
@@ -333,7 +317,7 @@ def _side_by_side(stages: list[tuple[str, Path]], rng: random.Random) -> list[di
     wanted = set(chosen)
     rows: dict[str, dict[str, Any]] = {}
     for name, path in stages:
-        for rec in _lines(path / "traces.jsonl"):
+        for rec in _lines(RunPaths(path).traces):
             rid = str(rec.get("id"))
             if rid in wanted:
                 row = rows.setdefault(rid, {**_row(rec, "answered"), "answers": {}})
@@ -348,14 +332,14 @@ def _side_by_side(stages: list[tuple[str, Path]], rng: random.Random) -> list[di
 def collect(run_dir: str | Path, *, seed: int = 0) -> dict[str, Any]:
     """The report's data for ``run_dir`` (JSON-able), streamed from its files."""
     run = Path(run_dir)
-    if not (run / "manifest.json").is_file() and not (run / "plan.jsonl").is_file():
+    if not RunPaths(run).manifest.is_file() and not RunPaths(run).plan.is_file():
         raise RunDirError(
             f"{run}: not a tracegen run directory (no manifest.json / plan.jsonl); pass a run dir"
         )
-    manifest = _json(run / "manifest.json") or {}
-    stats = _json(run / "stats.json") or {}
-    plan = _json(run / "plan_stats.json") or {}
-    clean = _json(run / "clean_stats.json") or {}
+    manifest = read_json_if_exists(RunPaths(run).manifest) or {}
+    stats = read_json_if_exists(RunPaths(run).stats) or {}
+    plan = read_json_if_exists(RunPaths(run).plan_stats) or {}
+    clean = read_json_if_exists(RunPaths(run).clean_stats) or {}
     stages = _stages(run, manifest)
     c = _Collector(run, seed)
     c.rejected("", run) if len(stages) > 1 else None
@@ -363,7 +347,7 @@ def collect(run_dir: str | Path, *, seed: int = 0) -> dict[str, Any]:
         c.traces(name, path)
         c.rejected(name, path) if len(stages) > 1 else c.rejected("", path)
         c.clean(name, path)
-    stage_stats = {name: _json(path / "stats.json") or {} for name, path in stages if name}
+    stage_stats = {name: read_json_if_exists(RunPaths(path).stats) or {} for name, path in stages if name}
     config = manifest.get("config") or stats.get("config") or {}
     budget = stats.get("budget_usd", config.get("budget_usd"))
     spent = stats.get("total_spent_usd", stats.get("cost_usd"))
@@ -422,7 +406,7 @@ def _mix(
 
 def _planned(plan: Mapping[str, Any], stage_dirs: list[Path]) -> tuple[Counter[str], Counter[str]]:
     """Planned requests per submix and per system message: the plan's, or the sum of the stages' plans."""
-    sources = [_json(d / "plan_stats.json") or {} for d in stage_dirs] or [plan]
+    sources = [read_json_if_exists(RunPaths(d).plan_stats) or {} for d in stage_dirs] or [plan]
     submix: Counter[str] = Counter()
     sm: Counter[str] = Counter()
     for p in sources:

@@ -12,18 +12,18 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..rundir import REPORT, RunPaths, atomic_write_bytes
 from .collect import collect
 
 __all__ = ["REPORT_FILE", "embed_json", "render", "write_report"]
 
 log = logging.getLogger(__name__)
 
-REPORT_FILE = "report.html"
+REPORT_FILE = REPORT
 _CSP = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:"
 
 
@@ -60,9 +60,7 @@ def write_report(run_dir: str | Path, *, seed: int = 0) -> Path:
     """Write ``RUN_DIR/report.html`` (atomically) and return its path."""
     run = Path(run_dir)
     page = render(collect(run, seed=seed))
-    path = run / REPORT_FILE
-    tmp = path.with_name(f".{REPORT_FILE}.tmp-{os.getpid()}")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, path)
+    path = RunPaths(run).report
+    atomic_write_bytes(path, page.encode("utf-8"))
     log.debug("wrote %s (%d bytes)", path, len(page))
     return path
