@@ -37,8 +37,7 @@ if TYPE_CHECKING:  # the heavy modules (datasets, openai) load on first use, kee
     from .estimate import Estimate, estimate
     from .export import export, run_summary
     from .filters import FilterConfig
-    from .hub import push
-    from .merge import merge
+    from .pipeline import merge, push
     from .plan import Plan, PlanStats, build_plan, iter_plan, write_plan
     from .postprocess import clean
     from .sources import Source
@@ -56,8 +55,8 @@ _LAZY: dict[str, str] = {
     "export": ".export",
     "run_summary": ".export",
     "FilterConfig": ".filters",
-    "push": ".hub",
-    "merge": ".merge",
+    "push": ".pipeline",
+    "merge": ".pipeline",
     "Plan": ".plan",
     "PlanStats": ".plan",
     "build_plan": ".plan",
@@ -88,10 +87,13 @@ class _Package(types.ModuleType):
 
     Importing ``tracegen.estimate`` (the module) sets that attribute on the package, which would hide the
     function ``tracegen.estimate`` exported here; the submodule is still ``sys.modules["tracegen.estimate"]``.
+    ``tracegen.merge`` is :func:`tracegen.pipeline.merge` (what ``tracegen merge`` calls), not the submodule's.
     """
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if isinstance(value, types.ModuleType) and _LAZY.get(name) == "." + name:
+        if isinstance(value, types.ModuleType) and name in _LAZY:
+            if _LAZY[name] != "." + name:
+                return  # the exported function loads from its own module on first use (__getattr__)
             value = getattr(value, name)
         super().__setattr__(name, value)
 

@@ -1064,11 +1064,6 @@ def annotate(record: Record) -> Record:
     return replace(record, agrees_with_target=check_answer(record.question, record.target, record.response))
 
 
-def annotate_all(records: Iterable[Record]) -> Iterable[Record]:
-    """Annotate a stream of records (lazy)."""
-    return (annotate(r) for r in records)
-
-
 # ---- evaluation on labelled examples -----------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Evaluation:

@@ -570,7 +570,7 @@ def push(
 
     def go() -> None:
         result = pipeline.push(run_dir, repo_id, private=private, config_name=config_name)
-        out.print(progress_view.safe(f"pushed to {result['url']}"), highlight=False)
+        out.print(progress_view.safe(f"pushed to {result.url}"), highlight=False)
 
     _guard(go)
 

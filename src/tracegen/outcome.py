@@ -39,8 +39,9 @@ EXIT_CAP = 3
 EXIT_FAILED = 4
 EXIT_INTERRUPTED = 130
 
-#: stop reasons that mean "a cap the user set was reached" (stats.json ``stop_reason``).
-CAP_REASONS = frozenset({"budget", "max_requests", "max_tokens", "not started"})
+#: stop reasons that mean "a cap the user set was reached" (stats.json ``stop_reason``; "max_tokens" is
+#: how run directories written before "max_total_tokens" name the token cap).
+CAP_REASONS = frozenset({"budget", "max_requests", "max_total_tokens", "max_tokens", "not started"})
 #: stop reasons that mean "the teacher refused the run" (normally raised as a TeacherError).
 FAILED_REASONS = frozenset({"auth", "quota", "endpoint", "circuit_breaker"})
 

@@ -14,9 +14,9 @@ import contextlib
 import json
 import logging
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._fileio import atomic_write_bytes
 from .config import RunConfig
@@ -25,8 +25,10 @@ from .engine.store import REHEARSAL_BASE_URL
 from .errors import RunDirError
 from .lock import lock_run_dir
 from .preflight import check_endpoint, check_keys
-from .records import Record
 from .sources import Rejection
+
+if TYPE_CHECKING:  # huggingface_hub loads on first push
+    from .hub import PushResult
 
 __all__ = [
     "arun",
@@ -577,28 +579,53 @@ def _config_of(run: Path) -> RunConfig:
 
 
 def push(
-    path: str | Path, repo_id: str, *, private: bool = True, config_name: str | None = None
-) -> dict[str, Any]:
-    """Push the exported dataset of ``path`` (a run dir or export dir) with its card to the Hub."""
+    path: str | Path,
+    repo_id: str,
+    *,
+    private: bool = True,
+    config_name: str | None = None,
+    token: str | None = None,
+    endpoint: str | None = None,
+    commit_message: str | None = None,
+    include_jsonl: bool = False,
+    timeout_s: float = 10.0,
+) -> PushResult:
+    """Push the exported dataset of ``path`` (a run dir or export dir) with its card to the Hub.
+
+    The run directory is locked while it is read (``tracegen push`` calls this too); the arguments are
+    those of :func:`tracegen.hub.push`.
+    """
     from .hub import push as hub_push
 
     where = Path(path)
     run = next((d for d in (where, where.parent) if (d / "manifest.json").is_file()), None)
     with lock_run_dir(run, "tracegen push") if run is not None else contextlib.nullcontext():
-        return hub_push(path, repo_id, private=private, config_name=config_name).to_dict()
+        return hub_push(
+            path,
+            repo_id,
+            private=private,
+            config_name=config_name,
+            token=token,
+            endpoint=endpoint,
+            commit_message=commit_message,
+            include_jsonl=include_jsonl,
+            timeout_s=timeout_s,
+        )
 
 
-def merge(run_dirs: list[Path], output: Path) -> dict[str, Any]:
-    """Combine run directories with global dedup into ``output`` (then export it).
+def merge(run_dirs: Sequence[str | Path], output: str | Path) -> dict[str, Any]:
+    """Combine run directories with global dedup into ``output``, then clean and export it (``tracegen merge``).
 
     Staged run directories (shards of one staged run) are merged stage by stage into
     ``output/stages/<name>``, with global dedup within each stage, and exported as one dataset.
+    Returns the summary ``tracegen merge --json`` prints: ``merge``, ``clean``, ``export``.
     """
+    dirs, out = [Path(d) for d in run_dirs], Path(output)
     with contextlib.ExitStack() as locks:
-        for d in dict.fromkeys([*run_dirs, output]):
-            if Path(d).is_dir():
+        for d in dict.fromkeys([*dirs, out]):
+            if d.is_dir():
                 locks.enter_context(lock_run_dir(d, "tracegen merge"))
-        return _merge(run_dirs, output)
+        return _merge(dirs, out)
 
 
 def _merge(run_dirs: list[Path], output: Path) -> dict[str, Any]:
@@ -669,9 +696,3 @@ def batch_cancel(run_dir: Path) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = cancel(run_dir)
     return rows
 
-
-def records_of(run_dir: str | Path) -> Iterator[Record]:
-    """The answered records of a run directory, in plan order (after cleaning if it was cleaned)."""
-    from .export import read_records
-
-    return read_records(run_dir)[1]

@@ -247,12 +247,6 @@ class BatchApi:
         """Batches created at or after ``since`` (unix seconds), newest first."""
         return await self.call("list batches", lambda: self._scan_batches(since))
 
-    async def find_batches(
-        self, metadata: Mapping[str, str], input_file_id: str | None, since: int
-    ) -> list[BatchInfo]:
-        """Batches carrying ``metadata`` (or reading ``input_file_id``), oldest first."""
-        return _matching(await self.list_batches(since=since), metadata, input_file_id)
-
     async def create(self, input_file_id: str, metadata: Mapping[str, str], since: int) -> BatchInfo:
         """Create a batch; after an unknown outcome, look for it by metadata before trying again."""
 
