@@ -25,7 +25,10 @@ SAMPLE = str(Path(__file__).resolve().parents[1] / "examples" / "flan_sample")
 
 
 def staged_shard(out: Path, base_url: str, index: int) -> Path:
-    stages = [StageConfig(name="small", model="gpt-3.5-turbo"), StageConfig(name="big", model="gpt-4", count=4)]
+    stages = [
+        StageConfig(name="small", model="gpt-3.5-turbo"),
+        StageConfig(name="big", model="gpt-4", count=4),
+    ]
     config = RunConfig(
         source=[SAMPLE], n=16, output_dir=out, base_url=base_url, max_tokens=200, budget_usd=2.0,
         stages=stages, shard=f"{index}/2",

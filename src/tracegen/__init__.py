@@ -32,11 +32,10 @@ from .records import Record
 if TYPE_CHECKING:  # the heavy modules (datasets, openai) load on first use, keeping `import tracegen` fast
     from .answer_check import check_answer
     from .api import dry_run, run
-    from .dedup import DedupConfig
+    from .clean_config import DedupConfig, FilterConfig
     from .engine import Progress, RunResult, generate
     from .estimate import Estimate, estimate
     from .export import export, run_summary
-    from .filters import FilterConfig
     from .pipeline import merge, push
     from .plan import Plan, PlanStats, build_plan, iter_plan, write_plan
     from .postprocess import clean
@@ -46,7 +45,7 @@ _LAZY: dict[str, str] = {
     "check_answer": ".answer_check",
     "dry_run": ".api",
     "run": ".api",
-    "DedupConfig": ".dedup",
+    "DedupConfig": ".clean_config",
     "Progress": ".engine",
     "RunResult": ".engine",
     "generate": ".engine",
@@ -54,7 +53,7 @@ _LAZY: dict[str, str] = {
     "estimate": ".estimate",
     "export": ".export",
     "run_summary": ".export",
-    "FilterConfig": ".filters",
+    "FilterConfig": ".clean_config",
     "push": ".pipeline",
     "merge": ".pipeline",
     "Plan": ".plan",

@@ -118,16 +118,6 @@ def prepare(
     return rd
 
 
-def _dedup_settings(config: RunConfig) -> dict[str, Any]:
-    """The clean step's dedup settings: exact_question follows the plan's dedup unless ``dedup:`` sets it.
-
-    The plan already dropped what its dedup key repeats, so the default clean step drops no answer that
-    was paid for as a duplicate of another planned request (pair plans keep one question under several
-    system messages; dropping all but one of them after paying would waste the rest).
-    """
-    return {"exact_question": config.plan_dedup_questions, **config.dedup}
-
-
 def _shortfall(run_dir: Path) -> str | None:
     """What the plan in ``run_dir`` could not fill (--n or a submix's share) and why, or None."""
     from .plan import PlanStats, shortfall_message
@@ -539,9 +529,7 @@ def _finish(
     output_dir: str | Path | None,
     on_stage: StageCallback,
 ) -> dict[str, Any]:
-    from .dedup import DedupConfig
     from .export import export
-    from .filters import FilterConfig
     from .postprocess import clean
     from .stages import combine_stages, is_staged, stage_names, stage_path
 
@@ -553,7 +541,7 @@ def _finish(
             raise RunDirError(f"{run}: no stage has answers yet (stages/*/traces.jsonl); run it first")
         for name in answered:
             on_stage(f"cleaning stage {name}: quality filters, answer check, dedup")
-            clean(stage_path(run, name), FilterConfig(**cfg.filters), DedupConfig(**_dedup_settings(cfg)))
+            clean(stage_path(run, name), cfg.filters, cfg.dedup_config())
         cleaned_stages = combine_stages(run, names, cfg)
         fmts = tuple(formats or cfg.export_formats)
         on_stage(f"exporting {', '.join(fmts)}, one config per stage")
@@ -562,7 +550,7 @@ def _finish(
     if not (run / "traces.jsonl").exists():
         raise RunDirError(f"{run}: no traces.jsonl: not a run directory, or nothing was answered yet")
     on_stage("cleaning: quality filters, answer check, dedup")
-    cleaned = clean(run, FilterConfig(**cfg.filters), DedupConfig(**_dedup_settings(cfg)))
+    cleaned = clean(run, cfg.filters, cfg.dedup_config())
     fmts = tuple(formats or cfg.export_formats)
     on_stage(f"exporting {', '.join(fmts)}")
     exported = export(run, output_dir, formats=fmts)
@@ -695,4 +683,3 @@ def batch_cancel(run_dir: Path) -> list[dict[str, Any]]:
 
     rows: list[dict[str, Any]] = cancel(run_dir)
     return rows
-
