@@ -31,7 +31,7 @@ from ..engine import (
     fatal_error,
 )
 from ..engine.client_sdk import open_sdk_client, sdk_http_error
-from ..errors import BatchError, TracegenError
+from ..errors import BatchCallError, TracegenError
 from .parts import BATCH_ENDPOINT
 
 __all__ = ["CANCELLABLE", "TERMINAL", "BatchApi", "BatchCallError", "BatchInfo", "open_client"]
@@ -86,20 +86,6 @@ class BatchInfo:
 def open_client(endpoint: Endpoint, *, timeout_s: float) -> openai.AsyncOpenAI:
     """``AsyncOpenAI`` for ``endpoint`` with the SDK's own retries off (ours are the engine's policy)."""
     return open_sdk_client(endpoint, timeout_s=timeout_s)
-
-
-class BatchCallError(BatchError):
-    """A Files/Batches call failed for good; ``cause`` is the last neutral error (status, code)."""
-
-    def __init__(self, message: str, cause: TeacherCallError) -> None:
-        super().__init__(message)
-        self.cause = cause
-
-    @property
-    def rejected(self) -> bool:
-        """True when the endpoint surely refused the call (a 4xx that no retry or wait will change)."""
-        c = self.cause
-        return isinstance(c, TeacherHTTPError) and 400 <= c.status < 500 and c.status not in (408, 409, 429)
 
 
 def _never_connected(e: BaseException) -> bool:
