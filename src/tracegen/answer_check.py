@@ -53,7 +53,10 @@ from .answer_check_response import (
     _final_number,
     _numbers_in,
 )
+from .answer_check_targets import MAX_OPTION_WORDS as MAX_OPTION_WORDS
+from .answer_check_targets import MAX_PHRASE_WORDS as MAX_PHRASE_WORDS
 from .answer_check_targets import Option, Target, _clean, parse_options, resolve_target
+from .answer_check_targets import TargetKind as TargetKind
 from .records import Record
 
 __all__ = [
