@@ -23,9 +23,26 @@ from .config import RunConfig
 from .engine import Progress, RunDir, RunResult, generate
 from .engine.store import REHEARSAL_BASE_URL
 from .errors import RunDirError
+from .estimate import estimate
+from .export import export
 from .lock import lock_run_dir
+from .merge import claim_output, release_output
+from .merge import merge as merge_runs
+from .plan import PlanStats, build_plan, iter_plan, plan_parameters, shortfall_message, write_plan
+from .postprocess import clean, rejections_except
 from .preflight import check_endpoint, check_keys
+from .report import write_report
 from .sources import Rejection
+from .stages import (
+    combine_stages,
+    is_staged,
+    prepare_stage,
+    stage_budget_usd,
+    stage_config,
+    stage_names,
+    stage_path,
+    stages_stats,
+)
 
 if TYPE_CHECKING:  # huggingface_hub loads on first push
     from .hub import PushResult
@@ -55,7 +72,6 @@ def _noop(_: str) -> None:
 
 def _rewrite_rejections(run_dir: Path, stages: tuple[str, ...], new: list[dict[str, Any]]) -> None:
     """Replace the rejected.jsonl lines of ``stages`` with ``new``, keeping other stages' lines (atomic)."""
-    from .postprocess import rejections_except
 
     path = run_dir / "rejected.jsonl"
     data = b"".join(rejections_except(path, stages))
@@ -84,7 +100,6 @@ def prepare(
     A rehearsal pins its own teacher identity, so synthetic answers never mix with real ones in one
     run directory.
     """
-    from .plan import build_plan, plan_parameters, write_plan
 
     public = config.public_dict()
     if rehearse:
@@ -120,7 +135,6 @@ def prepare(
 
 def _shortfall(run_dir: Path) -> str | None:
     """What the plan in ``run_dir`` could not fill (--n or a submix's share) and why, or None."""
-    from .plan import PlanStats, shortfall_message
 
     try:
         stats = PlanStats.from_dict(json.loads((run_dir / "plan_stats.json").read_text(encoding="utf-8")))
@@ -138,7 +152,6 @@ def _say_shortfall(run_dir: Path, on_stage: StageCallback) -> None:
 
 def _check_layout(rd: RunDir, config: RunConfig) -> None:
     """A staged run directory stays staged, an unstaged one unstaged."""
-    from .stages import is_staged
 
     if config.stages and (rd.path / "traces.jsonl").exists():
         raise RunDirError(
@@ -159,8 +172,6 @@ def estimate_run(
     With stages, every stage's subset is planned (``stages/<name>/plan.jsonl`` and ``requests.jsonl``) and
     estimated at its model's prices; the top-level numbers are the totals.
     """
-    from .estimate import estimate
-    from .plan import iter_plan
 
     rd = prepare(config, extend=extend, on_stage=on_stage)
     _check_layout(rd, config)
@@ -194,9 +205,6 @@ def _plan_report(run_dir: Path) -> dict[str, Any]:
 
 
 def _estimate_stages(config: RunConfig, rd: RunDir, on_stage: StageCallback, extend: bool) -> dict[str, Any]:
-    from .estimate import estimate
-    from .plan import iter_plan
-    from .stages import prepare_stage
 
     per: list[dict[str, Any]] = []
     for stage in config.stages:
@@ -310,11 +318,10 @@ async def _answer(
     label: str = "",
 ) -> RunResult:
     """Generate the plan of ``rd`` online (one endpoint or a pool) or through the Batch API."""
-    from .plan import iter_plan
 
     total = _count_lines(rd.path / "plan.jsonl")
     if cfg.mode == "batch":
-        from .batch import run_batches
+        from .batch import run_batches  # lazy: the openai SDK loads only for the Batch API
 
         on_stage(f"{label}Batch API mode: uploading and polling batches")
         result: RunResult = await run_batches(
@@ -342,7 +349,7 @@ def _refuse_online_over_open_batches(rd: RunDir) -> None:
     """Online mode cannot know which requests a batch still in flight will answer: it would pay twice."""
     if not (rd.path / "batches.jsonl").exists():
         return
-    from .batch import outstanding_parts
+    from .batch import outstanding_parts  # lazy: openai SDK
 
     parts = outstanding_parts(rd.path)
     if parts:
@@ -364,7 +371,6 @@ async def _arun_stages(
     stop: asyncio.Event,
 ) -> dict[str, Any]:
     """Each stage in order, in its own sub run directory (see :mod:`tracegen.stages`)."""
-    from .stages import prepare_stage, stage_budget_usd, stage_config, stage_names, stages_stats
 
     answered = 0
     sent = tokens = 0
@@ -430,7 +436,6 @@ def run(
 
 def _report(run: Path, summary: dict[str, Any], on_stage: StageCallback) -> None:
     """Write RUN_DIR/report.html; a failure is logged, never fatal (the data is already safe on disk)."""
-    from .report import write_report
 
     try:
         summary["report"] = str(write_report(run))
@@ -447,7 +452,7 @@ def _rehearsal(config: RunConfig, rehearse: bool) -> Iterator[tuple[RunConfig, d
     if not rehearse:
         yield config, None
         return
-    from .testing import FakeOptions, FakeServer
+    from .testing import FakeOptions, FakeServer  # lazy: the fake server loads only to rehearse
 
     def options(rpm: float | None, tpm: float | None) -> FakeOptions:
         return FakeOptions(
@@ -529,9 +534,6 @@ def _finish(
     output_dir: str | Path | None,
     on_stage: StageCallback,
 ) -> dict[str, Any]:
-    from .export import export
-    from .postprocess import clean
-    from .stages import combine_stages, is_staged, stage_names, stage_path
 
     cfg = config or _config_of(run)
     if is_staged(run):
@@ -583,7 +585,7 @@ def push(
     The run directory is locked while it is read (``tracegen push`` calls this too); the arguments are
     those of :func:`tracegen.hub.push`.
     """
-    from .hub import push as hub_push
+    from .hub import push as hub_push  # lazy: huggingface_hub loads only to push
 
     where = Path(path)
     run = next((d for d in (where, where.parent) if (d / "manifest.json").is_file()), None)
@@ -617,9 +619,6 @@ def merge(run_dirs: Sequence[str | Path], output: str | Path) -> dict[str, Any]:
 
 
 def _merge(run_dirs: list[Path], output: Path) -> dict[str, Any]:
-    from .merge import merge as merge_runs
-    from .merge import release_output
-    from .stages import is_staged
 
     staged = [is_staged(d) for d in run_dirs]
     if any(staged):
@@ -632,9 +631,6 @@ def _merge(run_dirs: list[Path], output: Path) -> dict[str, Any]:
 
 
 def _merge_stages(run_dirs: list[Path], output: Path, all_staged: bool) -> dict[str, Any]:
-    from .merge import claim_output, release_output
-    from .merge import merge as merge_runs
-    from .stages import stage_names, stage_path
 
     if not all_staged:
         raise RunDirError(
@@ -671,7 +667,7 @@ def _merge_stages(run_dirs: list[Path], output: Path, all_staged: bool) -> dict[
 
 def batch_status(run_dir: Path) -> list[dict[str, Any]]:
     """Every Batch API job of a run directory with its status and request counts."""
-    from .batch import status
+    from .batch import status  # lazy: openai SDK
 
     rows: list[dict[str, Any]] = status(run_dir)
     return rows
@@ -679,7 +675,7 @@ def batch_status(run_dir: Path) -> list[dict[str, Any]]:
 
 def batch_cancel(run_dir: Path) -> list[dict[str, Any]]:
     """Cancel every batch of the run still in flight."""
-    from .batch import cancel
+    from .batch import cancel  # lazy: openai SDK
 
     rows: list[dict[str, Any]] = cancel(run_dir)
     return rows
