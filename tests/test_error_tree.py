@@ -59,3 +59,11 @@ def test_http_error_messages_are_redacted_and_cut() -> None:
     )
     assert "sk-proj-abcdefghijklmnopqrstuvwxyz0123" not in str(e)
     assert len(e.message) <= errors.MAX_ERROR_MESSAGE_CHARS + 1
+
+
+def test_batch_call_errors_name_the_endpoint_through_the_one_url_redactor() -> None:
+    url = "https://user:s3cret-pass@gateway.example:8443/v1?api-key=hidden"
+    err = batch_api.as_tracegen_error("upload the batch file", TeacherTimeout(), url)
+    assert isinstance(err, BatchCallError)
+    assert "https://gateway.example:8443/v1" in str(err)
+    assert "s3cret-pass" not in str(err) and "hidden" not in str(err)

@@ -15,6 +15,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -33,6 +34,7 @@ from pydantic import (
 from ._syntax import syntax_error_line
 from .clean_config import DedupConfig, FilterConfig
 from .errors import ConfigError
+from .redact import redact_url
 from .shards import AUTO, shard_from_scheduler
 
 __all__ = ["ENV_PREFIX", "EndpointConfig", "RunConfig", "StageConfig", "load_config"]
@@ -137,8 +139,6 @@ class EndpointConfig(BaseModel):
         """The endpoint's name, else host:port of its URL (never a key)."""
         if self.name:
             return self.name
-        from urllib.parse import urlsplit
-
         parts = urlsplit(self.base_url)
         return f"{parts.hostname or 'endpoint'}{f':{parts.port}' if parts.port else ''}"
 
@@ -395,20 +395,13 @@ class RunConfig(BaseModel):
         """The configuration as JSON-able data; never holds a secret (none is ever stored here)."""
         data = self.model_dump(mode="json")
         if self.base_url:
-            data["base_url"] = _redact_url(self.base_url)
+            data["base_url"] = redact_url(self.base_url)
         for i, e in enumerate(self.endpoints):
-            data["endpoints"][i]["base_url"] = _redact_url(e.base_url)
+            data["endpoints"][i]["base_url"] = redact_url(e.base_url)
         for i, st in enumerate(self.stages):
             if st.base_url:
-                data["stages"][i]["base_url"] = _redact_url(st.base_url)
+                data["stages"][i]["base_url"] = redact_url(st.base_url)
         return data
-
-
-def _redact_url(url: str) -> str:
-    """Drop user:password@ and query strings (some gateways put keys there): :func:`tracegen.redact.redact_url`."""
-    from .redact import redact_url
-
-    return redact_url(url)
 
 
 _NESTED: dict[str, type[BaseModel]] = {"stages": StageConfig, "endpoints": EndpointConfig}

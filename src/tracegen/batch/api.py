@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx2
 import openai
@@ -32,6 +31,7 @@ from ..engine import (
 )
 from ..engine.client_sdk import open_sdk_client, sdk_http_error
 from ..errors import BatchCallError, TracegenError
+from ..redact import redact_url
 from .parts import BATCH_ENDPOINT
 
 __all__ = ["CANCELLABLE", "TERMINAL", "BatchApi", "BatchCallError", "BatchInfo", "open_client"]
@@ -285,20 +285,13 @@ def _matching(
     return sorted(found, key=lambda b: (b.created_at, b.id))
 
 
-def _public_url(url: str) -> str:
-    """``url`` without user:password@ or a query string (some gateways put keys there)."""
-    parts = urlsplit(url)
-    netloc = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
 def as_tracegen_error(what: str, e: TeacherCallError, base_url: str) -> TracegenError:
     """The error to raise after a control-plane call failed for good."""
     fatal = fatal_error(e)
     if fatal is not None:
         return fatal
     return BatchCallError(
-        f"cannot {what} at {_public_url(base_url)}: {e}; check the endpoint (--base-url) and rerun the same command: "
+        f"cannot {what} at {redact_url(base_url)}: {e}; check the endpoint (--base-url) and rerun the same command: "
         "batches already created are polled again, never created twice",
         e,
     )
