@@ -36,7 +36,8 @@ if TYPE_CHECKING:  # the heavy modules (datasets, openai) load on first use, kee
     from .engine import Progress, RunResult, generate
     from .estimate import Estimate, estimate
     from .export import export, run_summary
-    from .pipeline import merge, push
+    from .hub import push
+    from .pipeline import merge
     from .plan import Plan, PlanStats, build_plan, iter_plan, write_plan
     from .postprocess import clean
     from .sources import Source
@@ -54,7 +55,7 @@ _LAZY: dict[str, str] = {
     "export": ".export",
     "run_summary": ".export",
     "FilterConfig": ".clean_config",
-    "push": ".pipeline",
+    "push": ".hub",
     "merge": ".pipeline",
     "Plan": ".plan",
     "PlanStats": ".plan",

@@ -16,7 +16,7 @@ import logging
 import signal
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ._fileio import atomic_write_bytes
 from .config import RunConfig
@@ -44,9 +44,6 @@ from .stages import (
     stages_stats,
 )
 
-if TYPE_CHECKING:  # huggingface_hub loads on first push
-    from .hub import PushResult
-
 __all__ = [
     "arun",
     "batch_cancel",
@@ -55,7 +52,6 @@ __all__ = [
     "finish",
     "merge",
     "prepare",
-    "push",
     "run",
 ]
 
@@ -303,7 +299,7 @@ async def _arun(
         _report(rd.path, summary, on_stage)
     if config.push_to_hub:
         on_stage(f"pushing to the Hub: {config.push_to_hub}")
-        summary["push"] = push(rd.path, config.push_to_hub, private=config.private)
+        summary["push"] = _push(rd.path, config.push_to_hub, config.private)
     return summary
 
 
@@ -416,7 +412,7 @@ async def _arun_stages(
         _report(rd.path, summary, on_stage)
     if config.push_to_hub:
         on_stage(f"pushing to the Hub: {config.push_to_hub}")
-        summary["push"] = push(rd.path, config.push_to_hub, private=config.private)
+        summary["push"] = _push(rd.path, config.push_to_hub, config.private)
     return summary
 
 
@@ -568,39 +564,11 @@ def _config_of(run: Path) -> RunConfig:
         return RunConfig(output_dir=run)
 
 
-def push(
-    path: str | Path,
-    repo_id: str,
-    *,
-    private: bool = True,
-    config_name: str | None = None,
-    token: str | None = None,
-    endpoint: str | None = None,
-    commit_message: str | None = None,
-    include_jsonl: bool = False,
-    timeout_s: float = 10.0,
-) -> PushResult:
-    """Push the exported dataset of ``path`` (a run dir or export dir) with its card to the Hub.
+def _push(run: Path, repo_id: str, private: bool) -> dict[str, Any]:
+    """Push a finished run (``push_to_hub``); what the summary records of it."""
+    from .hub import push  # lazy: huggingface_hub loads only to push
 
-    The run directory is locked while it is read (``tracegen push`` calls this too); the arguments are
-    those of :func:`tracegen.hub.push`.
-    """
-    from .hub import push as hub_push  # lazy: huggingface_hub loads only to push
-
-    where = Path(path)
-    run = next((d for d in (where, where.parent) if (d / "manifest.json").is_file()), None)
-    with lock_run_dir(run, "tracegen push") if run is not None else contextlib.nullcontext():
-        return hub_push(
-            path,
-            repo_id,
-            private=private,
-            config_name=config_name,
-            token=token,
-            endpoint=endpoint,
-            commit_message=commit_message,
-            include_jsonl=include_jsonl,
-            timeout_s=timeout_s,
-        )
+    return push(run, repo_id, private=private).to_dict()
 
 
 def merge(run_dirs: Sequence[str | Path], output: str | Path) -> dict[str, Any]:
