@@ -8,7 +8,6 @@ is loaded, so a typo fails before anything is paid for), and the clean step (:mo
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -72,16 +71,3 @@ class DedupConfig(BaseModel):
     shingle_words: int = Field(default=5, ge=1, le=16, description="Words per shingle.")
     seed: int = Field(default=1, ge=0, description="MinHash permutation seed (datasketch's default 1).")
     batch_size: int = Field(default=2048, ge=1, description="Records hashed together (numpy batch).")
-
-    def public_dict(self) -> dict[str, Any]:
-        """JSON-able settings plus the LSH bands/rows in use, for stats and the dataset card."""
-        from .dedup import lsh_params  # numpy: loaded by the clean step, not by `import tracegen`
-
-        data = self.model_dump(mode="json")
-        data["question_lsh"] = dict(
-            zip(("bands", "rows"), lsh_params(self.question_threshold, self.num_perm), strict=True)
-        )
-        data["response_lsh"] = dict(
-            zip(("bands", "rows"), lsh_params(self.response_threshold, self.num_perm), strict=True)
-        )
-        return data

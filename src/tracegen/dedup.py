@@ -78,6 +78,7 @@ __all__ = [
     "lsh_params",
     "normalize_text",
     "pair_hash",
+    "public_settings",
     "text_hash",
 ]
 
@@ -112,6 +113,18 @@ def _words(normalized: str) -> int:
 
 def _xxh(normalized: str) -> int:
     return int(xxhash.xxh3_64_intdigest(normalized.encode("utf-8")))
+
+
+def public_settings(config: DedupConfig) -> dict[str, Any]:
+    """JSON-able dedup settings plus the LSH bands/rows in use, for stats and the dataset card."""
+    data = config.model_dump(mode="json")
+    data["question_lsh"] = dict(
+        zip(("bands", "rows"), lsh_params(config.question_threshold, config.num_perm), strict=True)
+    )
+    data["response_lsh"] = dict(
+        zip(("bands", "rows"), lsh_params(config.response_threshold, config.num_perm), strict=True)
+    )
+    return data
 
 
 # ---- LSH parameters (datasketch's optimiser, vectorized) ---------------------------------------------------

@@ -39,7 +39,7 @@ import xxhash
 
 from ._fileio import open_nofollow
 from .answer_check import check_answer
-from .dedup import DedupConfig, Deduper, DedupState
+from .dedup import DedupConfig, Deduper, DedupState, public_settings
 from .errors import RunDirError
 from .filters import FilterConfig, FilterPipeline, build_filters
 from .records import Record
@@ -295,7 +295,7 @@ def clean(
     result = CleanResult(
         run_dir=run_dir,
         filter_config=filter_config.public_dict(),
-        dedup_config=dedup_config.public_dict(),
+        dedup_config=public_settings(dedup_config),
         answer_check=answer_check,
     )
 
