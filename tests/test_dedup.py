@@ -18,6 +18,7 @@ from tracegen.cleaning.dedup import (
     MinHasher,
     lsh_params,
     normalize_text,
+    public_settings,
     text_hash,
 )
 from tracegen.errors import ConfigError, RunDirError
@@ -263,7 +264,7 @@ def test_state_update_merges_keys() -> None:
 
 
 def test_public_dict_names_lsh_bands() -> None:
-    data = DedupConfig().public_dict()
+    data = public_settings(DedupConfig())
     assert data["response_lsh"] == {"bands": 8, "rows": 16}
     assert data["question_lsh"] == {"bands": 5, "rows": 25}
     assert data["near_question"] is False and data["near_response"] is True

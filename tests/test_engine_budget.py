@@ -45,7 +45,7 @@ def test_caps_on_requests_and_tokens() -> None:
     assert r is not None
     t.settle(r, 0.0, 30)
     assert t.try_reserve(0.0, 80) is None
-    assert t.exhausted == "max_tokens"
+    assert t.exhausted == "max_total_tokens"
 
 
 async def test_reserve_awaits_requests_in_flight() -> None:

@@ -321,7 +321,7 @@ async def test_caps_stop_dispatch_with_their_reason(tmp_path: Path) -> None:
         assert (capped.stop_reason, capped.sent, capped.succeeded) == ("max_requests", 7, 7)
         cfg2 = RunConfig(base_url=srv.base_url, max_total_tokens=3000, max_tokens=200, concurrency=4)
         tok = await generate(records(50), cfg2, tmp_path / "b")
-    assert tok.stop_reason == "max_tokens"
+    assert tok.stop_reason == "max_total_tokens"
     assert 0 < tok.succeeded < 50
     assert tok.stats["prompt_tokens"] + tok.stats["completion_tokens"] <= 3000
 

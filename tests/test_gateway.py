@@ -303,7 +303,8 @@ async def test_first_wave_then_full_concurrency(tmp_path: Path) -> None:
         ("completed", 0, 7, 4),  # every request failed
         ("budget", 50, 0, 3),
         ("max_requests", 50, 0, 3),
-        ("max_tokens", 50, 0, 3),
+        ("max_total_tokens", 50, 0, 3),
+        ("max_tokens", 50, 0, 3),  # a stats.json written before the rename
         ("budget", 0, 9, 4),  # failing matters more than the cap
         ("interrupted", 5, 0, 130),
         ("quota", 0, 0, 4),

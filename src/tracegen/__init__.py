@@ -29,12 +29,11 @@ from .records import Record
 
 if TYPE_CHECKING:  # the heavy modules (datasets, openai) load on first use, keeping `import tracegen` fast
     from .api import dry_run, run
+    from .clean_config import DedupConfig, FilterConfig
     from .cleaning.answer_check import check_answer
-    from .cleaning.dedup import DedupConfig
-    from .cleaning.filters import FilterConfig
-    from .cleaning.merge import merge
     from .cleaning.postprocess import clean
     from .engine import Progress, RunResult, generate
+    from .pipeline import merge
     from .planning.estimate import Estimate, estimate
     from .planning.plan import Plan, PlanStats, build_plan, iter_plan, write_plan
     from .planning.sources import Source
@@ -45,7 +44,7 @@ _LAZY: dict[str, str] = {
     "check_answer": ".cleaning.answer_check",
     "dry_run": ".api",
     "run": ".api",
-    "DedupConfig": ".cleaning.dedup",
+    "DedupConfig": ".clean_config",
     "Progress": ".engine",
     "RunResult": ".engine",
     "generate": ".engine",
@@ -53,9 +52,9 @@ _LAZY: dict[str, str] = {
     "estimate": ".planning.estimate",
     "export": ".publish.export",
     "run_summary": ".publish.export",
-    "FilterConfig": ".cleaning.filters",
+    "FilterConfig": ".clean_config",
     "push": ".publish.hub",
-    "merge": ".cleaning.merge",
+    "merge": ".pipeline",
     "Plan": ".planning.plan",
     "PlanStats": ".planning.plan",
     "build_plan": ".planning.plan",

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from . import pipeline
 from .config import RunConfig, load_config
 from .engine import Progress
 
@@ -31,13 +32,9 @@ def run(
     ``config`` is a RunConfig, a config file path, or None; ``fields`` override it (RunConfig field names).
     ``rehearse=True`` answers with the built-in fake server (no key, no network, no cost).
     """
-    from .pipeline import run as run_pipeline
-
-    return run_pipeline(_config(config, fields), extend=extend, rehearse=rehearse, on_progress=on_progress)
+    return pipeline.run(_config(config, fields), extend=extend, rehearse=rehearse, on_progress=on_progress)
 
 
 def dry_run(config: RunConfig | str | Path | None = None, **fields: Any) -> dict[str, Any]:
     """Plan and estimate the cost, sending nothing; writes plan.jsonl and requests.jsonl to the run dir."""
-    from .pipeline import estimate_run
-
-    return estimate_run(_config(config, fields))
+    return pipeline.estimate_run(_config(config, fields))

@@ -571,11 +571,11 @@ def push(
     config_name: Annotated[str | None, typer.Option(help="Push only this export config.")] = None,
 ) -> None:
     """Push an exported dataset with its card to the Hugging Face Hub (token: HF_TOKEN or `hf auth login`)."""
-    from . import pipeline
+    from .publish.hub import push as hub_push
 
     def go() -> None:
-        result = pipeline.push(run_dir, repo_id, private=private, config_name=config_name)
-        out.print(progress_view.safe(f"pushed to {result['url']}"), highlight=False)
+        result = hub_push(run_dir, repo_id, private=private, config_name=config_name)
+        out.print(progress_view.safe(f"pushed to {result.url}"), highlight=False)
 
     _guard(go)
 

@@ -15,12 +15,26 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializationInfo,
+    ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from ._syntax import syntax_error_line
+from .clean_config import DedupConfig, FilterConfig
 from .errors import ConfigError
+from .redact import redact_url
 from .shards import AUTO, shard_from_scheduler
 
 __all__ = ["ENV_PREFIX", "EndpointConfig", "RunConfig", "StageConfig", "load_config"]
@@ -125,8 +139,6 @@ class EndpointConfig(BaseModel):
         """The endpoint's name, else host:port of its URL (never a key)."""
         if self.name:
             return self.name
-        from urllib.parse import urlsplit
-
         parts = urlsplit(self.base_url)
         return f"{parts.hostname or 'endpoint'}{f':{parts.port}' if parts.port else ''}"
 
@@ -265,28 +277,45 @@ class RunConfig(BaseModel):
     )
     push_to_hub: str | None = Field(None, description="Hub dataset repo to push to when the run is done.")
     private: bool = Field(True, description="Create the Hub repo private.")
-    filters: dict[str, Any] = Field(default_factory=dict, description="Quality filter settings (filters.py).")
-    dedup: dict[str, Any] = Field(default_factory=dict, description="Dedup settings (dedup.py).")
+    filters: FilterConfig = Field(
+        default_factory=FilterConfig, description="Quality filter settings (clean_config.FilterConfig)."
+    )
+    dedup: DedupConfig = Field(
+        default_factory=DedupConfig, description="Dedup settings (clean_config.DedupConfig)."
+    )
 
-    @field_validator("filters", "dedup")
+    @field_validator("filters", "dedup", mode="wrap")
     @classmethod
-    def _check_cleaning(cls, v: dict[str, Any], info: Any) -> dict[str, Any]:
-        """Validate early, so a typo fails before anything is paid for, not after generation."""
-        if info.field_name == "filters":
-            from .cleaning.filters import FilterConfig as Model
-        else:
-            from .cleaning.dedup import DedupConfig as Model  # type: ignore[assignment]
+    def _check_cleaning(cls, v: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> Any:
+        """Validated when the config loads, so a typo fails before anything is paid for, not after generation."""
+        model: type[BaseModel] = FilterConfig if info.field_name == "filters" else DedupConfig
         try:
-            Model.model_validate(v)
+            return handler(v)
         except ValidationError as e:
             err = e.errors()[0]
             key = ".".join(str(p) for p in err["loc"])
             if err["type"] == "extra_forbidden":
                 raise ValueError(
-                    f"unknown key {key!r}; known keys: {', '.join(Model.model_fields)}"
+                    f"unknown key {key!r}; known keys: {', '.join(model.model_fields)}"
                 ) from None
             raise ValueError(f"{key}: {err['msg']}") from None
-        return v
+
+    @field_serializer("filters", "dedup")
+    def _given_keys(self, v: BaseModel, info: SerializationInfo) -> dict[str, Any]:
+        """Only the keys the config set (as before they were typed): a manifest read back keeps "not set",
+        which matters for ``dedup.exact_question`` (it follows ``plan_dedup_questions`` unless set)."""
+        return v.model_dump(mode=info.mode, exclude_unset=True)
+
+    def dedup_config(self) -> DedupConfig:
+        """The clean step's dedup: ``exact_question`` follows ``plan_dedup_questions`` unless ``dedup:`` sets it.
+
+        The plan already dropped what its dedup key repeats, so the default clean step drops no answer that
+        was paid for as a duplicate of another planned request (pair plans keep one question under several
+        system messages; dropping all but one of them after paying would waste the rest).
+        """
+        if "exact_question" in self.dedup.model_fields_set:
+            return self.dedup
+        return self.dedup.model_copy(update={"exact_question": self.plan_dedup_questions})
 
     @field_validator("shard")
     @classmethod
@@ -366,20 +395,13 @@ class RunConfig(BaseModel):
         """The configuration as JSON-able data; never holds a secret (none is ever stored here)."""
         data = self.model_dump(mode="json")
         if self.base_url:
-            data["base_url"] = _redact_url(self.base_url)
+            data["base_url"] = redact_url(self.base_url)
         for i, e in enumerate(self.endpoints):
-            data["endpoints"][i]["base_url"] = _redact_url(e.base_url)
+            data["endpoints"][i]["base_url"] = redact_url(e.base_url)
         for i, st in enumerate(self.stages):
             if st.base_url:
-                data["stages"][i]["base_url"] = _redact_url(st.base_url)
+                data["stages"][i]["base_url"] = redact_url(st.base_url)
         return data
-
-
-def _redact_url(url: str) -> str:
-    """Drop user:password@ and query strings (some gateways put keys there): :func:`tracegen.redact.redact_url`."""
-    from .redact import redact_url
-
-    return redact_url(url)
 
 
 _NESTED: dict[str, type[BaseModel]] = {"stages": StageConfig, "endpoints": EndpointConfig}

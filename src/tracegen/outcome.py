@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import ConfigError, TeacherError, TracegenError
+from .errors import ConfigError, TeacherCallError, TeacherError, TracegenError
 
 __all__ = [
     "EXIT_CAP",
@@ -39,8 +39,9 @@ EXIT_CAP = 3
 EXIT_FAILED = 4
 EXIT_INTERRUPTED = 130
 
-#: stop reasons that mean "a cap the user set was reached" (stats.json ``stop_reason``).
-CAP_REASONS = frozenset({"budget", "max_requests", "max_tokens", "not started"})
+#: stop reasons that mean "a cap the user set was reached" (stats.json ``stop_reason``; "max_tokens" is
+#: how run directories written before "max_total_tokens" name the token cap).
+CAP_REASONS = frozenset({"budget", "max_requests", "max_total_tokens", "max_tokens", "not started"})
 #: stop reasons that mean "the teacher refused the run" (normally raised as a TeacherError).
 FAILED_REASONS = frozenset({"auth", "quota", "endpoint", "circuit_breaker"})
 
@@ -48,8 +49,11 @@ FAILED_REASONS = frozenset({"auth", "quota", "endpoint", "circuit_breaker"})
 def error_exit_code(err: TracegenError) -> int:
     """4 for an error of the teacher (auth, quota, endpoint, circuit breaker), 1 for the user's.
 
-    A missing key is the user's (a :class:`ConfigError` too): nothing was sent.
+    A missing key is the user's (a :class:`ConfigError` too): nothing was sent. A :class:`TeacherCallError`
+    (one call failed) is handled inside the library; should one escape, the run failed: 4, not the user's 1.
     """
+    if isinstance(err, TeacherCallError):
+        return EXIT_FAILED
     if isinstance(err, TeacherError) and not isinstance(err, ConfigError):
         return EXIT_FAILED
     return EXIT_USER_ERROR

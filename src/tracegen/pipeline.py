@@ -17,17 +17,23 @@ import contextlib
 import json
 import logging
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from .cleaning.merge import claim_output, release_output
+from .cleaning.merge import merge as merge_runs
+from .cleaning.postprocess import clean, rejections_except
 from .config import RunConfig
 from .engine import Progress, RunDir, RunResult, generate
 from .engine.preflight import check_endpoint, check_keys
 from .engine.store import REHEARSAL_BASE_URL
 from .errors import RunDirError
+from .planning.estimate import estimate
+from .planning.plan import PlanStats, build_plan, iter_plan, plan_parameters, shortfall_message, write_plan
 from .planning.sources import Rejection
-from .records import Record
+from .publish.export import export
+from .report import write_report
 from .rundir import (
     RunPaths,
     atomic_write_bytes,
@@ -36,6 +42,16 @@ from .rundir import (
     read_json,
     read_manifest,
     write_manifest,
+)
+from .stages import (
+    combine_stages,
+    is_staged,
+    prepare_stage,
+    stage_budget_usd,
+    stage_config,
+    stage_names,
+    stage_path,
+    stages_stats,
 )
 
 __all__ = [
@@ -46,7 +62,6 @@ __all__ = [
     "finish",
     "merge",
     "prepare",
-    "push",
     "run",
 ]
 
@@ -63,7 +78,6 @@ def _noop(_: str) -> None:
 
 def _rewrite_rejections(run_dir: Path, stages: tuple[str, ...], new: list[dict[str, Any]]) -> None:
     """Replace the rejected.jsonl lines of ``stages`` with ``new``, keeping other stages' lines (atomic)."""
-    from .cleaning.postprocess import rejections_except
 
     path = RunPaths(run_dir).rejected
     data = b"".join(rejections_except(path, stages))
@@ -92,7 +106,6 @@ def prepare(
     A rehearsal pins its own teacher identity, so synthetic answers never mix with real ones in one
     run directory.
     """
-    from .planning.plan import build_plan, plan_parameters, write_plan
 
     public = config.public_dict()
     if rehearse:
@@ -126,19 +139,8 @@ def prepare(
     return rd
 
 
-def _dedup_settings(config: RunConfig) -> dict[str, Any]:
-    """The clean step's dedup settings: exact_question follows the plan's dedup unless ``dedup:`` sets it.
-
-    The plan already dropped what its dedup key repeats, so the default clean step drops no answer that
-    was paid for as a duplicate of another planned request (pair plans keep one question under several
-    system messages; dropping all but one of them after paying would waste the rest).
-    """
-    return {"exact_question": config.plan_dedup_questions, **config.dedup}
-
-
 def _shortfall(run_dir: Path) -> str | None:
     """What the plan in ``run_dir`` could not fill (--n or a submix's share) and why, or None."""
-    from .planning.plan import PlanStats, shortfall_message
 
     try:
         stats = PlanStats.from_dict(read_json(RunPaths(run_dir).plan_stats))
@@ -156,7 +158,6 @@ def _say_shortfall(run_dir: Path, on_stage: StageCallback) -> None:
 
 def _check_layout(rd: RunDir, config: RunConfig) -> None:
     """A staged run directory stays staged, an unstaged one unstaged."""
-    from .stages import is_staged
 
     if config.stages and rd.paths.traces.exists():
         raise RunDirError(
@@ -177,8 +178,6 @@ def estimate_run(
     With stages, every stage's subset is planned (``stages/<name>/plan.jsonl`` and ``requests.jsonl``) and
     estimated at its model's prices; the top-level numbers are the totals.
     """
-    from .planning.estimate import estimate
-    from .planning.plan import iter_plan
 
     rd = prepare(config, extend=extend, on_stage=on_stage)
     _check_layout(rd, config)
@@ -212,9 +211,6 @@ def _plan_report(run_dir: Path) -> dict[str, Any]:
 
 
 def _estimate_stages(config: RunConfig, rd: RunDir, on_stage: StageCallback, extend: bool) -> dict[str, Any]:
-    from .planning.estimate import estimate
-    from .planning.plan import iter_plan
-    from .stages import prepare_stage
 
     per: list[dict[str, Any]] = []
     for stage in config.stages:
@@ -313,7 +309,7 @@ async def _arun(
         _report(rd.path, summary, on_stage)
     if config.push_to_hub:
         on_stage(f"pushing to the Hub: {config.push_to_hub}")
-        summary["push"] = push(rd.path, config.push_to_hub, private=config.private)
+        summary["push"] = _push(rd.path, config.push_to_hub, config.private)
     return summary
 
 
@@ -328,11 +324,10 @@ async def _answer(
     label: str = "",
 ) -> RunResult:
     """Generate the plan of ``rd`` online (one endpoint or a pool) or through the Batch API."""
-    from .planning.plan import iter_plan
 
     total = _count_lines(rd.paths.plan)
     if cfg.mode == "batch":
-        from .batch import run_batches
+        from .batch import run_batches  # lazy: the openai SDK loads only for the Batch API
 
         on_stage(f"{label}Batch API mode: uploading and polling batches")
         result: RunResult = await run_batches(
@@ -360,7 +355,7 @@ def _refuse_online_over_open_batches(rd: RunDir) -> None:
     """Online mode cannot know which requests a batch still in flight will answer: it would pay twice."""
     if not rd.paths.batches.exists():
         return
-    from .batch import outstanding_parts
+    from .batch import outstanding_parts  # lazy: openai SDK
 
     parts = outstanding_parts(rd.path)
     if parts:
@@ -382,7 +377,6 @@ async def _arun_stages(
     stop: asyncio.Event,
 ) -> dict[str, Any]:
     """Each stage in order, in its own sub run directory (see :mod:`tracegen.stages`)."""
-    from .stages import prepare_stage, stage_budget_usd, stage_config, stage_names, stages_stats
 
     answered = 0
     sent = tokens = 0
@@ -428,7 +422,7 @@ async def _arun_stages(
         _report(rd.path, summary, on_stage)
     if config.push_to_hub:
         on_stage(f"pushing to the Hub: {config.push_to_hub}")
-        summary["push"] = push(rd.path, config.push_to_hub, private=config.private)
+        summary["push"] = _push(rd.path, config.push_to_hub, config.private)
     return summary
 
 
@@ -448,7 +442,6 @@ def run(
 
 def _report(run: Path, summary: dict[str, Any], on_stage: StageCallback) -> None:
     """Write RUN_DIR/report.html; a failure is logged, never fatal (the data is already safe on disk)."""
-    from .report import write_report
 
     try:
         summary["report"] = str(write_report(run))
@@ -465,7 +458,7 @@ def _rehearsal(config: RunConfig, rehearse: bool) -> Iterator[tuple[RunConfig, d
     if not rehearse:
         yield config, None
         return
-    from .testing import FakeOptions, FakeServer
+    from .testing import FakeOptions, FakeServer  # lazy: the fake server loads only to rehearse
 
     def options(rpm: float | None, tpm: float | None) -> FakeOptions:
         return FakeOptions(
@@ -547,11 +540,6 @@ def _finish(
     output_dir: str | Path | None,
     on_stage: StageCallback,
 ) -> dict[str, Any]:
-    from .cleaning.dedup import DedupConfig
-    from .cleaning.filters import FilterConfig
-    from .cleaning.postprocess import clean
-    from .publish.export import export
-    from .stages import combine_stages, is_staged, stage_names, stage_path
 
     cfg = config or _config_of(run)
     if is_staged(run):
@@ -561,7 +549,7 @@ def _finish(
             raise RunDirError(f"{run}: no stage has answers yet (stages/*/traces.jsonl); run it first")
         for name in answered:
             on_stage(f"cleaning stage {name}: quality filters, answer check, dedup")
-            clean(stage_path(run, name), FilterConfig(**cfg.filters), DedupConfig(**_dedup_settings(cfg)))
+            clean(stage_path(run, name), cfg.filters, cfg.dedup_config())
         cleaned_stages = combine_stages(run, names, cfg)
         fmts = tuple(formats or cfg.export_formats)
         on_stage(f"exporting {', '.join(fmts)}, one config per stage")
@@ -570,7 +558,7 @@ def _finish(
     if not RunPaths(run).traces.exists():
         raise RunDirError(f"{run}: no traces.jsonl: not a run directory, or nothing was answered yet")
     on_stage("cleaning: quality filters, answer check, dedup")
-    cleaned = clean(run, FilterConfig(**cfg.filters), DedupConfig(**_dedup_settings(cfg)))
+    cleaned = clean(run, cfg.filters, cfg.dedup_config())
     fmts = tuple(formats or cfg.export_formats)
     on_stage(f"exporting {', '.join(fmts)}")
     exported = export(run, output_dir, formats=fmts)
@@ -586,35 +574,29 @@ def _config_of(run: Path) -> RunConfig:
         return RunConfig(output_dir=run)
 
 
-def push(
-    path: str | Path, repo_id: str, *, private: bool = True, config_name: str | None = None
-) -> dict[str, Any]:
-    """Push the exported dataset of ``path`` (a run dir or export dir) with its card to the Hub."""
-    from .publish.hub import push as hub_push
+def _push(run: Path, repo_id: str, private: bool) -> dict[str, Any]:
+    """Push a finished run (``push_to_hub``); what the summary records of it."""
+    from .publish.hub import push  # lazy: huggingface_hub loads only to push
 
-    where = Path(path)
-    run = next((d for d in (where, where.parent) if RunPaths(d).manifest.is_file()), None)
-    with lock_run_dir(run, "tracegen push") if run is not None else contextlib.nullcontext():
-        return hub_push(path, repo_id, private=private, config_name=config_name).to_dict()
+    return push(run, repo_id, private=private).to_dict()
 
 
-def merge(run_dirs: list[Path], output: Path) -> dict[str, Any]:
-    """Combine run directories with global dedup into ``output`` (then export it).
+def merge(run_dirs: Sequence[str | Path], output: str | Path) -> dict[str, Any]:
+    """Combine run directories with global dedup into ``output``, then clean and export it (``tracegen merge``).
 
     Staged run directories (shards of one staged run) are merged stage by stage into
     ``output/stages/<name>``, with global dedup within each stage, and exported as one dataset.
+    Returns the summary ``tracegen merge --json`` prints: ``merge``, ``clean``, ``export``.
     """
+    dirs, out = [Path(d) for d in run_dirs], Path(output)
     with contextlib.ExitStack() as locks:
-        for d in dict.fromkeys([*run_dirs, output]):
-            if Path(d).is_dir():
+        for d in dict.fromkeys([*dirs, out]):
+            if d.is_dir():
                 locks.enter_context(lock_run_dir(d, "tracegen merge"))
-        return _merge(run_dirs, output)
+        return _merge(dirs, out)
 
 
 def _merge(run_dirs: list[Path], output: Path) -> dict[str, Any]:
-    from .cleaning.merge import merge as merge_runs
-    from .cleaning.merge import release_output
-    from .stages import is_staged
 
     staged = [is_staged(d) for d in run_dirs]
     if any(staged):
@@ -627,9 +609,6 @@ def _merge(run_dirs: list[Path], output: Path) -> dict[str, Any]:
 
 
 def _merge_stages(run_dirs: list[Path], output: Path, all_staged: bool) -> dict[str, Any]:
-    from .cleaning.merge import claim_output, release_output
-    from .cleaning.merge import merge as merge_runs
-    from .stages import stage_names, stage_path
 
     if not all_staged:
         raise RunDirError(
@@ -666,7 +645,7 @@ def _merge_stages(run_dirs: list[Path], output: Path, all_staged: bool) -> dict[
 
 def batch_status(run_dir: Path) -> list[dict[str, Any]]:
     """Every Batch API job of a run directory with its status and request counts."""
-    from .batch import status
+    from .batch import status  # lazy: openai SDK
 
     rows: list[dict[str, Any]] = status(run_dir)
     return rows
@@ -674,14 +653,7 @@ def batch_status(run_dir: Path) -> list[dict[str, Any]]:
 
 def batch_cancel(run_dir: Path) -> list[dict[str, Any]]:
     """Cancel every batch of the run still in flight."""
-    from .batch import cancel
+    from .batch import cancel  # lazy: openai SDK
 
     rows: list[dict[str, Any]] = cancel(run_dir)
     return rows
-
-
-def records_of(run_dir: str | Path) -> Iterator[Record]:
-    """The answered records of a run directory, in plan order (after cleaning if it was cleaned)."""
-    from .publish.export import read_records
-
-    return read_records(run_dir)[1]

@@ -72,7 +72,8 @@ _STOP_WORDS = {
     "completed": "completed: every planned request is done",
     "budget": "the budget ran out",
     "max_requests": "--max-requests reached",
-    "max_tokens": "--max-total-tokens reached",
+    "max_total_tokens": "--max-total-tokens reached",
+    "max_tokens": "--max-total-tokens reached",  # stats.json written before "max_total_tokens"
     "interrupted": "interrupted (rerun to continue)",
     "auth": "the API key was refused",
     "quota": "the account has no credit left",

@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx2
 import openai
@@ -31,7 +30,8 @@ from ..engine import (
     fatal_error,
 )
 from ..engine.client_sdk import open_sdk_client, sdk_http_error
-from ..errors import BatchError, TracegenError
+from ..errors import BatchCallError, TracegenError
+from ..redact import redact_url
 from .parts import BATCH_ENDPOINT
 
 __all__ = ["CANCELLABLE", "TERMINAL", "BatchApi", "BatchCallError", "BatchInfo", "open_client"]
@@ -86,20 +86,6 @@ class BatchInfo:
 def open_client(endpoint: Endpoint, *, timeout_s: float) -> openai.AsyncOpenAI:
     """``AsyncOpenAI`` for ``endpoint`` with the SDK's own retries off (ours are the engine's policy)."""
     return open_sdk_client(endpoint, timeout_s=timeout_s)
-
-
-class BatchCallError(BatchError):
-    """A Files/Batches call failed for good; ``cause`` is the last neutral error (status, code)."""
-
-    def __init__(self, message: str, cause: TeacherCallError) -> None:
-        super().__init__(message)
-        self.cause = cause
-
-    @property
-    def rejected(self) -> bool:
-        """True when the endpoint surely refused the call (a 4xx that no retry or wait will change)."""
-        c = self.cause
-        return isinstance(c, TeacherHTTPError) and 400 <= c.status < 500 and c.status not in (408, 409, 429)
 
 
 def _never_connected(e: BaseException) -> bool:
@@ -247,12 +233,6 @@ class BatchApi:
         """Batches created at or after ``since`` (unix seconds), newest first."""
         return await self.call("list batches", lambda: self._scan_batches(since))
 
-    async def find_batches(
-        self, metadata: Mapping[str, str], input_file_id: str | None, since: int
-    ) -> list[BatchInfo]:
-        """Batches carrying ``metadata`` (or reading ``input_file_id``), oldest first."""
-        return _matching(await self.list_batches(since=since), metadata, input_file_id)
-
     async def create(self, input_file_id: str, metadata: Mapping[str, str], since: int) -> BatchInfo:
         """Create a batch; after an unknown outcome, look for it by metadata before trying again."""
 
@@ -305,20 +285,13 @@ def _matching(
     return sorted(found, key=lambda b: (b.created_at, b.id))
 
 
-def _public_url(url: str) -> str:
-    """``url`` without user:password@ or a query string (some gateways put keys there)."""
-    parts = urlsplit(url)
-    netloc = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
 def as_tracegen_error(what: str, e: TeacherCallError, base_url: str) -> TracegenError:
     """The error to raise after a control-plane call failed for good."""
     fatal = fatal_error(e)
     if fatal is not None:
         return fatal
     return BatchCallError(
-        f"cannot {what} at {_public_url(base_url)}: {e}; check the endpoint (--base-url) and rerun the same command: "
+        f"cannot {what} at {redact_url(base_url)}: {e}; check the endpoint (--base-url) and rerun the same command: "
         "batches already created are polled again, never created twice",
         e,
     )

@@ -63,7 +63,7 @@ async def run_batches(
     Rerunning on the same run directory resumes: batches in flight are polled again (never re-created),
     records already answered (online or in batch) are skipped. Returns when every record is answered,
     failed or rejected (``stop_reason="completed"``), when the budget or a cap leaves nothing that fits
-    (``"budget"``, ``"max_requests"``, ``"max_tokens"``), or when ``stop`` is set or a batch is cancelled
+    (``"budget"``, ``"max_requests"``, ``"max_total_tokens"``), or when ``stop`` is set or a batch is cancelled
     (``"interrupted"``: batches in flight keep running; rerun to collect them).
 
     ``poll_interval_s``: default ``config.batch_poll_interval_s`` (30 s). ``max_requests_per_file`` /

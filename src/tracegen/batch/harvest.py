@@ -10,9 +10,9 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from .._fileio import atomic_write_bytes
 from ..engine.budget import utc_now_iso
 from ..errors import EndpointError, RunDirError, TracegenError
+from ..rundir import atomic_write_bytes
 from .collect import Outcome, batch_failure, missing_outcome, parse_file
 from .journal import PartState
 from .parts import Item, read_part, write_part

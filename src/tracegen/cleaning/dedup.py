@@ -60,8 +60,8 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field
 
+from ..clean_config import DedupConfig
 from ..errors import ConfigError, RunDirError
 from ..records import Record, _xxh, normalize_text, pair_hash, text_hash
 from ..rundir import atomic_write_bytes
@@ -76,6 +76,7 @@ __all__ = [
     "lsh_params",
     "normalize_text",
     "pair_hash",
+    "public_settings",
     "text_hash",
 ]
 
@@ -93,36 +94,16 @@ def _words(normalized: str) -> int:
     return normalized.count(" ") + 1 if normalized else 0
 
 
-# ---- config ------------------------------------------------------------------------------------------------
-class DedupConfig(BaseModel):
-    """Which duplicates are removed and how near is near. Defaults are documented in the module docstring."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    exact_pair: bool = Field(default=True, description="Same system message + question.")
-    exact_question: bool = Field(default=True, description="Same question (OpenOrca).")
-    exact_response: bool = Field(default=True, description="Same response (long responses only).")
-    near_question: bool = Field(default=False, description="MinHash LSH on questions (off: FLAN passages).")
-    near_response: bool = Field(default=True, description="MinHash LSH on responses.")
-    question_threshold: float = Field(default=0.9, gt=0, lt=1, description="Jaccard threshold, questions.")
-    response_threshold: float = Field(default=0.85, gt=0, lt=1, description="Jaccard threshold, responses.")
-    response_min_words: int = Field(default=20, ge=1, description="Shorter responses are never deduped.")
-    question_min_words: int = Field(default=20, ge=1, description="Shorter questions skip near dedup.")
-    num_perm: int = Field(default=128, ge=8, le=1024, description="MinHash permutations.")
-    shingle_words: int = Field(default=5, ge=1, le=16, description="Words per shingle.")
-    seed: int = Field(default=1, ge=0, description="MinHash permutation seed (datasketch's default 1).")
-    batch_size: int = Field(default=2048, ge=1, description="Records hashed together (numpy batch).")
-
-    def public_dict(self) -> dict[str, Any]:
-        """JSON-able settings plus the LSH bands/rows in use, for stats and the dataset card."""
-        data = self.model_dump(mode="json")
-        data["question_lsh"] = dict(
-            zip(("bands", "rows"), lsh_params(self.question_threshold, self.num_perm), strict=True)
-        )
-        data["response_lsh"] = dict(
-            zip(("bands", "rows"), lsh_params(self.response_threshold, self.num_perm), strict=True)
-        )
-        return data
+def public_settings(config: DedupConfig) -> dict[str, Any]:
+    """JSON-able dedup settings plus the LSH bands/rows in use, for stats and the dataset card."""
+    data = config.model_dump(mode="json")
+    data["question_lsh"] = dict(
+        zip(("bands", "rows"), lsh_params(config.question_threshold, config.num_perm), strict=True)
+    )
+    data["response_lsh"] = dict(
+        zip(("bands", "rows"), lsh_params(config.response_threshold, config.num_perm), strict=True)
+    )
+    return data
 
 
 # ---- LSH parameters (datasketch's optimiser, vectorized) ---------------------------------------------------

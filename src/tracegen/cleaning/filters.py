@@ -38,10 +38,11 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from .._resources import prompt_path
 from .._syntax import syntax_error_line
+from ..clean_config import FilterConfig
 from ..errors import ConfigError
 from ..records import Record
 
@@ -67,46 +68,6 @@ OnReject = Callable[[Record, str, str, str], None]
 """``on_reject(record, stage, reason, detail)``: called once per dropped record."""
 
 REFUSALS_FILE = "refusals.yaml"
-
-
-# ---- config ------------------------------------------------------------------------------------------------
-class FilterConfig(BaseModel):
-    """Which quality filters run and how. Defaults = OpenOrca's cleaning (module docstring)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    empty: bool = Field(default=True, description="Drop missing / whitespace-only responses.")
-    too_short: bool = Field(default=True, description="Drop responses shorter than min_response_chars.")
-    min_response_chars: int = Field(default=10, ge=1, description="OpenOrca: 10 characters.")
-    min_chars_only_with_system: bool = Field(
-        default=True, description="OpenOrca applied the length rule only when a system message was set."
-    )
-    truncated: bool = Field(default=True, description="Drop finish_reason == 'length' answers.")
-    refusal: bool = Field(default=True, description="Drop answers containing a refusal/alignment phrase.")
-    refusal_file: Path | None = Field(
-        default=None, description="Phrase list (YAML); default prompts/refusals.yaml."
-    )
-    extra_refusal_phrases: list[str] = Field(default_factory=list, description="Added to the list.")
-    not_enough_information: bool = Field(default=True, description="OpenOrca: drop 'not enough information'.")
-    not_enough_information_phrases: list[str] = Field(default_factory=lambda: ["not enough information"])
-    keep_not_enough_information_if_target: bool = Field(
-        default=False, description="Keep the row when FLAN's own target says so too (OpenOrca did not)."
-    )
-    asks_question: bool = Field(
-        default=True, description="Drop answers ending in '?' to a prompt that asked none."
-    )
-    asks_question_exempt_markers: list[str] = Field(
-        default_factory=lambda: ["question", "?"],
-        description="Question text containing any of these (case-insensitive) exempts the row.",
-    )
-    answer_disagrees: bool = Field(default=False, description="Drop rows whose answer check says False.")
-
-    def public_dict(self) -> dict[str, object]:
-        """JSON-able settings for stats and the dataset card."""
-        data = self.model_dump(mode="json")
-        if self.refusal_file is not None:  # a file name, not a local path, goes into stats and the card
-            data["refusal_file"] = self.refusal_file.name
-        return data
 
 
 # ---- refusal phrase list (validated data) ------------------------------------------------------------------

@@ -51,7 +51,7 @@ from ..rundir import (
     write_json,
 )
 from .answer_check import check_answer
-from .dedup import DedupConfig, Deduper, DedupState
+from .dedup import DedupConfig, Deduper, DedupState, public_settings
 from .filters import FilterConfig, FilterPipeline, build_filters
 
 __all__ = ["ENGINE_STAGES", "CleanResult", "clean", "iter_jsonl", "plan_order"]
@@ -257,7 +257,7 @@ def clean(
     result = CleanResult(
         run_dir=run_dir,
         filter_config=filter_config.public_dict(),
-        dedup_config=dedup_config.public_dict(),
+        dedup_config=public_settings(dedup_config),
         answer_check=answer_check,
     )
 

@@ -187,7 +187,7 @@ class Budget:
         self.requests = 0
         """Records dispatched this session (first attempts)."""
         self.exhausted: str | None = None
-        """Why dispatch stopped for good: "budget" | "max_requests" | "max_tokens", else None."""
+        """Why dispatch stopped for good: "budget" | "max_requests" | "max_total_tokens", else None."""
         self._waiters: list[asyncio.Future[None]] = []
         if ledger is not None:
             ledger.append(
@@ -236,7 +236,7 @@ class Budget:
             return None
         if self.max_total_tokens is not None:
             if self.spent_tokens + tokens > self.max_total_tokens:
-                self.exhausted = "max_tokens"
+                self.exhausted = "max_total_tokens"
                 return None
             if self.spent_tokens + self.reserved_tokens + tokens > self.max_total_tokens:
                 return None

@@ -34,7 +34,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..errors import ConfigError, MissingKeyError, TracegenError
+from ..errors import (
+    ConfigError,
+    MissingKeyError,
+    TeacherCallError,
+    TeacherConnectionError,
+    TeacherHTTPError,
+    TeacherProtocolError,
+    TeacherTimeout,
+)
 from ..redact import excerpt, redact, redact_url, register_secret
 from ._json import loads
 from .retry_after import retry_after_s
@@ -65,8 +73,6 @@ __all__ = [
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 #: Largest response body read (16 MiB): far above any real chat completion (a 128k-token answer is ~1 MiB).
 DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
-#: Longest error message kept (failed.jsonl, terminal); redacted whole before it is cut.
-MAX_ERROR_MESSAGE_CHARS = 1000
 #: Longest wait a ``retry-after`` may ask for; beyond it the run stops with the server's figure.
 MAX_RETRY_AFTER_S = 900.0
 
@@ -95,74 +101,6 @@ class ChatResult:
     usage_problem: str | None = None
     """What was malformed in ``usage`` (a string, a float, a negative count), else None; the malformed
     count is left None and the engine charges the reservation (:mod:`.usage`)."""
-
-
-class TeacherCallError(TracegenError):
-    """One call to the teacher failed; the engine retries it, fails the record or stops the run."""
-
-    sent: bool | None = None
-
-    def describe(self) -> dict[str, Any]:
-        """The error as failed.jsonl stores it: type, status, code, message."""
-        return {"type": type(self).__name__, "status": None, "code": None, "message": str(self)}
-
-
-class TeacherHTTPError(TeacherCallError):
-    """The endpoint answered with a non-2xx status."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str | None,
-        message: str,
-        retry_after_s: float | None = None,
-        headers: Mapping[str, str] | None = None,
-        error_type: str | None = None,
-    ) -> None:
-        message = redact(message)
-        if len(message) > MAX_ERROR_MESSAGE_CHARS:
-            message = message[:MAX_ERROR_MESSAGE_CHARS] + "…"
-        self.status = status
-        self.code = code
-        self.message = message
-        self.retry_after_s = retry_after_s
-        self.headers: Mapping[str, str] = headers if headers is not None else {}
-        self.error_type = error_type
-        """The body's ``error.type`` (``code`` falls back to it), for :mod:`.classify`."""
-        self.sent = True
-        super().__init__(f"HTTP {status}{f' ({code})' if code else ''}: {message}")
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "type": type(self).__name__,
-            "status": self.status,
-            "code": self.code,
-            "message": self.message,
-        }
-
-
-class TeacherConnectionError(TeacherCallError):
-    """No usable answer: connection refused or reset, dropped mid-answer, or an unreadable body."""
-
-    def __init__(self, message: str, *, sent: bool | None) -> None:
-        self.sent = sent
-        super().__init__(message)
-
-
-class TeacherProtocolError(TeacherConnectionError):
-    """The answer is not an OpenAI chat completion (not JSON, no ``choices``, wrong shape, too large)."""
-
-    def __init__(self, message: str, *, billed: bool = False) -> None:
-        super().__init__(message, sent=True)
-        self.billed = billed
-
-
-class TeacherTimeout(TeacherCallError):
-    """No answer within ``timeout_s``."""
-
-    def __init__(self, message: str = "request timed out", *, sent: bool | None = None) -> None:
-        self.sent = sent
-        super().__init__(message)
 
 
 class ChatClient(Protocol):

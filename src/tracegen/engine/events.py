@@ -13,7 +13,7 @@ STOP_REASONS = (
     "completed",  # every planned record is done, failed or rejected
     "budget",  # the next reservation did not fit the dollar budget
     "max_requests",  # --max-requests reached
-    "max_tokens",  # the token cap reached
+    "max_total_tokens",  # --max-total-tokens reached (stats.json before 13: "max_tokens")
     "interrupted",  # stop event / Ctrl-C / cancellation
     "auth",  # 401/403
     "quota",  # 429 insufficient_quota

@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from ..errors import AuthError, ConfigError, EndpointError, MissingKeyError, QuotaError, TracegenError
+from ..redact import redact_url
 from ._waitqueue import WaitQueue
 from .classify import is_auth_failure, is_quota_exhausted
 from .client import (
@@ -460,10 +462,6 @@ def make_pool(
 
     Raises AuthError naming the variable when an endpoint's ``api_key_env`` is not set.
     """
-    import os
-
-    from ..config import _redact_url
-
     env = os.environ if env is None else env
     members: list[Member] = []
     for e in config.endpoints:
@@ -490,7 +488,7 @@ def make_pool(
                 e.label(),
                 _member_client(config, e, endpoint, concurrency),
                 limiter,
-                base_url=_redact_url(e.base_url),
+                base_url=redact_url(e.base_url),
                 model=e.model,
                 key_env=e.api_key_env,
             )

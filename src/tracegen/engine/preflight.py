@@ -13,10 +13,10 @@ import os
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from urllib.parse import urlsplit, urlunsplit
 
 from ..config import RunConfig
 from ..errors import AuthError, EndpointError
+from ..redact import redact_url
 from .client import Endpoint, resolve_endpoint
 
 __all__ = ["check_endpoint", "check_keys"]
@@ -43,14 +43,6 @@ def check_keys(config: RunConfig, env: Mapping[str, str] | None = None) -> None:
     _endpoints(config, env)
 
 
-def _public(url: str) -> str:
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
 def check_endpoint(config: RunConfig, env: Mapping[str, str] | None = None) -> None:
     """One ``GET /models`` per endpoint the run asks first (not for endpoint pools: they ease off on their own)."""
     env = os.environ if env is None else env
@@ -70,7 +62,7 @@ def _get_models(endpoint: Endpoint) -> None:
     if endpoint.api_key:
         headers["Authorization"] = f"Bearer {endpoint.api_key}"
     request = urllib.request.Request(url, headers=headers, method="GET")
-    where = _public(endpoint.base_url)
+    where = redact_url(endpoint.base_url)
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT_S):
             return

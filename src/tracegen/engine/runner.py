@@ -42,9 +42,9 @@ from pathlib import Path
 from typing import Any
 
 from ..config import RunConfig
-from ..lock import lock_run_dir
 from ..records import Record
 from ..redact import redact_url
+from ..rundir import lock_run_dir
 from ._gc import fewer_gc_passes
 from .client import (
     DEFAULT_BASE_URL,

@@ -110,7 +110,7 @@ class Sender(Core):
 
     # ---- stopping --------------------------------------------------------------------------------------
     def _retry_blocked(self) -> bool:
-        return self.stopping or self.budget.exhausted in ("budget", "max_tokens")
+        return self.stopping or self.budget.exhausted in ("budget", "max_total_tokens")
 
     def _on_retry(self, _state: Any) -> None:
         self.n_retries += 1

@@ -26,15 +26,17 @@ The endpoint is ``endpoint=``, else ``HF_ENDPOINT`` (read at call time), else hu
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
+import functools
 import logging
 import os
 import re
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Concatenate, NoReturn, ParamSpec, TypeVar
 
 import httpx2
 from huggingface_hub import (
@@ -50,6 +52,7 @@ from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, OfflineMo
 from .._version import __version__
 from ..errors import ConfigError, HubError
 from ..redact import register_secret
+from ..rundir import RunPaths, lock_run_dir
 from . import card as card_mod
 from .export import find_export_dir, load_manifest
 
@@ -257,7 +260,26 @@ def _kept_remote(
 
 _FORMAT_NAMES = ("openorca", "full", "alpaca", "sharegpt", "messages")
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
+
+def _locking_the_run(
+    fn: Callable[Concatenate[str | Path, _P], _R],
+) -> Callable[Concatenate[str | Path, _P], _R]:
+    """``fn(path, ...)`` holding the lock of the run directory ``path`` is (or whose export dir it is), if any."""
+
+    @functools.wraps(fn)
+    def locked(path: str | Path, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        where = Path(path)
+        run = next((d for d in (where, where.parent) if RunPaths(d).manifest.is_file()), None)
+        with lock_run_dir(run, "tracegen push") if run is not None else contextlib.nullcontext():
+            return fn(path, *args, **kwargs)
+
+    return locked
+
+
+@_locking_the_run
 def push(
     run_dir_or_export_dir: str | Path,
     repo_id: str,

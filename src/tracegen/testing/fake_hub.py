@@ -34,247 +34,48 @@ huggingface_hub's client code, version 2.x):
 
 Errors carry the Hub's ``X-Error-Code`` / ``X-Error-Message`` headers and a JSON ``{"error": ...}`` body, so
 huggingface_hub raises its usual exception classes. Tokens are never logged.
+
+Parts: :mod:`.fake_hub_repos` (repos, commits, users, permissions), :mod:`.fake_hub_files` (upload,
+listing and download routes), :mod:`.fake_hub_card` (metadata checks); this module serves and routes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import fnmatch
 import hashlib
-import hmac
-import json
-import re
-import secrets
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import quote, unquote, urlencode
+from urllib.parse import unquote
 
 import yaml
 from aiohttp import web
 
-from ..publish.card import HUB_LICENSES, SIZE_CATEGORIES
+from .fake_hub_card import check_card_metadata
+from .fake_hub_files import _FileRoutes
+from .fake_hub_repos import (
+    _NAME,
+    _TYPES,
+    _YAML_BLOCK,
+    DEFAULT_GITATTRIBUTES,
+    FakeCommit,
+    _Entry,
+    _git_blob_sha1,
+    _HubError,
+    _json,
+    _now,
+    _Repo,
+    _User,
+)
 
 __all__ = ["FakeCommit", "FakeHub", "check_card_metadata"]
-
-DEFAULT_GITATTRIBUTES = (
-    "*.7z filter=lfs diff=lfs merge=lfs -text\n"
-    "*.arrow filter=lfs diff=lfs merge=lfs -text\n"
-    "*.bin filter=lfs diff=lfs merge=lfs -text\n"
-    "*.gz filter=lfs diff=lfs merge=lfs -text\n"
-    "*.parquet filter=lfs diff=lfs merge=lfs -text\n"
-    "*.safetensors filter=lfs diff=lfs merge=lfs -text\n"
-    "*.zip filter=lfs diff=lfs merge=lfs -text\n"
-    "*.zst filter=lfs diff=lfs merge=lfs -text\n"
-)
-_YAML_BLOCK = re.compile(r"^(\s*---(?:\r\n|\r|\n))([\S\s]*?)((?:\r\n|\r|\n)---[ \t]*(\r\n|\n|$))")
-_NAME = re.compile(r"^(?!.*(--|\.\.))[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
-_TYPES = {"datasets": "dataset", "models": "model", "spaces": "space"}
-_TASKS = """text-generation question-answering text-classification token-classification summarization
-    translation
-    text2text-generation fill-mask zero-shot-classification sentence-similarity feature-extraction
-    table-question-answering multiple-choice conversational text-retrieval other"""
-_KNOWN_TASKS = frozenset(_TASKS.split())
-_LIST_KEYS = (
-    "tags",
-    "task_categories",
-    "task_ids",
-    "size_categories",
-    "annotations_creators",
-    "language_creators",
-    "multilinguality",
-    "source_datasets",
-    "language_details",
-)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-
-
-def _git_blob_sha1(data: bytes) -> str:
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-
-@dataclass(frozen=True)
-class _Entry:
-    """A file in a commit's tree."""
-
-    size: int
-    sha256: str
-    lfs: bool
-    git_oid: str
-    pointer_size: int = 0
-
-
-@dataclass(frozen=True)
-class FakeCommit:
-    """One commit: its id, title and the full tree (path → entry)."""
-
-    oid: str
-    title: str
-    description: str
-    date: str
-    tree: Mapping[str, _Entry]
-    parent: str | None
-
-
-@dataclass
-class _Repo:
-    repo_type: str
-    repo_id: str
-    private: bool
-    created_at: str
-    commits: list[FakeCommit] = field(default_factory=list)
-    lfs_objects: set[str] = field(default_factory=set)
-
-    @property
-    def namespace(self) -> str:
-        return self.repo_id.split("/", 1)[0]
-
-    @property
-    def head(self) -> FakeCommit:
-        return self.commits[-1]
-
-
-@dataclass(frozen=True)
-class _User:
-    name: str
-    orgs: tuple[str, ...]
-
-    def owns(self, namespace: str) -> bool:
-        return namespace == self.name or namespace in self.orgs
-
-
-class _HubError(Exception):
-    def __init__(self, status: int, message: str, code: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.code = status, message, code
-
-
-# ---- card metadata checks (what /api/validate-yaml enforces) ---------------------------------------------
-
-
-def _str_or_list(value: Any) -> bool:
-    return isinstance(value, str) or (isinstance(value, list) and all(isinstance(x, str) for x in value))
-
-
-def _check_data_files(where: str, value: Any, errors: list[str]) -> None:
-    if _str_or_list(value):
-        return
-    if not isinstance(value, list):
-        errors.append(f'"{where}.data_files" must be a string or an array')
-        return
-    for item in value:
-        if (
-            not isinstance(item, dict)
-            or not isinstance(item.get("split"), str)
-            or not _str_or_list(item.get("path"))
-        ):
-            errors.append(f'"{where}.data_files" items must be {{split: string, path: string | string[]}}')
-            return
-
-
-def _check_configs(value: Any, errors: list[str]) -> None:
-    if not isinstance(value, list):
-        errors.append('"configs" must be an array')
-        return
-    seen: set[str] = set()
-    for i, cfg in enumerate(value):
-        where = f"configs[{i}]"
-        if not isinstance(cfg, dict) or not isinstance(cfg.get("config_name"), str):
-            errors.append(f'"{where}.config_name" is required and must be a string')
-            continue
-        if cfg["config_name"] in seen:
-            errors.append(f'"{where}.config_name" {cfg["config_name"]!r} is duplicated')
-        seen.add(cfg["config_name"])
-        if "data_files" in cfg:
-            _check_data_files(where, cfg["data_files"], errors)
-        if "data_dir" in cfg and not isinstance(cfg["data_dir"], str):
-            errors.append(f'"{where}.data_dir" must be a string')
-        if "default" in cfg and not isinstance(cfg["default"], bool):
-            errors.append(f'"{where}.default" must be a boolean')
-
-
-def _check_dataset_info(value: Any, errors: list[str]) -> None:
-    infos = value if isinstance(value, list) else [value]
-    for i, info in enumerate(infos):
-        where = f"dataset_info[{i}]" if isinstance(value, list) else "dataset_info"
-        if not isinstance(info, dict):
-            errors.append(f'"{where}" must be an object')
-            continue
-        if "features" in info and not isinstance(info["features"], (list, dict)):
-            errors.append(f'"{where}.features" must be an array')
-        for split in info.get("splits") or []:
-            if not isinstance(split, dict) or not isinstance(split.get("name"), str):
-                errors.append(f'"{where}.splits" items need a string "name"')
-            elif any(k in split and not isinstance(split[k], int) for k in ("num_bytes", "num_examples")):
-                errors.append(f'"{where}.splits" num_bytes / num_examples must be integers')
-
-
-def check_card_metadata(content: str, repo_type: str = "dataset") -> tuple[list[str], list[str]]:
-    """(errors, warnings) for a README's YAML metadata, the checks ``/api/validate-yaml`` makes."""
-    match = _YAML_BLOCK.search(content)
-    if match is None:
-        return [], ["empty or missing yaml metadata in repo card"]
-    try:
-        meta = yaml.safe_load(match.group(2))
-    except yaml.YAMLError as e:
-        return [f"Invalid YAML in metadata: {e}"], []
-    if meta is None:
-        return [], ["empty or missing yaml metadata in repo card"]
-    if not isinstance(meta, dict):
-        return ["metadata must be a YAML object (key: value)"], []
-    errors: list[str] = []
-    warnings: list[str] = []
-    lic = meta.get("license")
-    if lic is not None and not (
-        (isinstance(lic, str) and lic in HUB_LICENSES)
-        or (isinstance(lic, list) and lic and all(isinstance(x, str) and x in HUB_LICENSES for x in lic))
-    ):
-        errors.append('"license" must be one of [' + ", ".join(sorted(HUB_LICENSES)) + "]")
-    if "language" in meta:
-        langs = meta["language"]
-        if not _str_or_list(langs):
-            errors.append('"language" must be a string or an array of strings')
-        else:
-            for lang in [langs] if isinstance(langs, str) else langs:
-                if not re.fullmatch(r"[a-z]{2,3}(-[A-Za-z0-9]+)*|code|multilingual", lang):
-                    errors.append(f'"language" {lang!r} is not an ISO 639-1/2/3 code')
-    for key in _LIST_KEYS:
-        if key in meta and not _str_or_list(meta[key]):
-            errors.append(f'"{key}" must be an array of strings')
-    buckets = {name for name, _ in SIZE_CATEGORIES} | {"other"}
-    sizes = meta.get("size_categories")
-    for size in [sizes] if isinstance(sizes, str) else sizes if isinstance(sizes, list) else []:
-        if size not in buckets:
-            errors.append(
-                f'"size_categories" must be one of [{", ".join(n for n, _ in SIZE_CATEGORIES)}, other]'
-            )
-    tasks = meta.get("task_categories")
-    for task in [tasks] if isinstance(tasks, str) else tasks if isinstance(tasks, list) else []:
-        if isinstance(task, str) and task not in _KNOWN_TASKS:
-            warnings.append(f'"task_categories" {task!r} is not a known task category')
-    for key in ("pretty_name", "license_name", "license_link", "paperswithcode_id"):
-        if key in meta and not isinstance(meta[key], str):
-            errors.append(f'"{key}" must be a string')
-    if "configs" in meta:
-        _check_configs(meta["configs"], errors)
-    if "dataset_info" in meta:
-        _check_dataset_info(meta["dataset_info"], errors)
-    if repo_type not in ("dataset", "model", "space"):
-        errors.append(f'"repoType" must be one of dataset, model, space, not {repo_type!r}')
-    return errors, warnings
 
 
 # ---- the server ------------------------------------------------------------------------------------------
 
 
-class FakeHub:
+class FakeHub(_FileRoutes):
     """A Hub-protocol server in a background thread. Use as a context manager."""
 
     def __init__(
@@ -288,20 +89,14 @@ class FakeHub:
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
-        self._users: dict[str, _User] = {token: _User(user, tuple(orgs))}
-        self.lfs_threshold_bytes = lfs_threshold_bytes
-        self.page_size = page_size
+        super().__init__({token: _User(user, tuple(orgs))}, lfs_threshold_bytes, page_size)
         self._host, self._port = host, port
-        self._repos: dict[tuple[str, str], _Repo] = {}
-        self._blobs: dict[str, bytes] = {}
         self._log: list[tuple[str, str, int]] = []
         self._served: list[tuple[str, int]] = []
         self._lock = threading.Lock()
-        self._secret = secrets.token_bytes(16)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
-        self.endpoint = ""
 
     # ---- lifecycle ----------------------------------------------------------------------------------------
 
@@ -495,30 +290,6 @@ class FakeHub:
 
     # ---- repos and permissions ----------------------------------------------------------------------------
 
-    def _readable(self, repo_type: str, repo_id: str, user: _User | None) -> _Repo:
-        repo = self._repos.get((repo_type, repo_id))
-        if repo is None or (repo.private and (user is None or not user.owns(repo.namespace))):
-            if user is None:
-                raise _HubError(401, "Repository not found", "RepoNotFound")
-            raise _HubError(404, "Repository not found", "RepoNotFound")
-        return repo
-
-    def _writable(self, repo_type: str, repo_id: str, user: _User | None) -> _Repo:
-        if user is None:
-            raise _HubError(401, "You must be authenticated to access this resource")
-        repo = self._readable(repo_type, repo_id, user)
-        if not user.owns(repo.namespace):
-            raise _HubError(403, f"You don't have write access to {repo_type} repo {repo_id}")
-        return repo
-
-    def _commit_at(self, repo: _Repo, revision: str) -> FakeCommit:
-        if revision == "main":
-            return repo.head
-        for c in repo.commits:
-            if c.oid == revision:
-                return c
-        raise _HubError(404, f"Invalid rev id: {revision}", "RevisionNotFound")
-
     def _whoami(self, user: _User | None) -> web.Response:
         if user is None:
             raise _HubError(401, "You must be authenticated to access this resource")
@@ -579,18 +350,6 @@ class FakeHub:
         del self._repos[(repo.repo_type, repo.repo_id)]
         return web.Response(status=200)
 
-    def _repo_url(self, repo_type: str, repo_id: str) -> str:
-        prefix = "" if repo_type == "model" else f"{repo_type}s/"
-        return f"{self.endpoint}/{prefix}{repo_id}"
-
-    def _new_commit(self, repo: _Repo, title: str, description: str, tree: dict[str, _Entry]) -> FakeCommit:
-        parent = repo.commits[-1].oid if repo.commits else None
-        digest = hashlib.sha1()
-        digest.update(f"{parent}\n{title}\n{description}\n{len(repo.commits)}\n".encode())
-        for path, e in sorted(tree.items()):
-            digest.update(f"{path}\0{e.git_oid}\n".encode())
-        return FakeCommit(digest.hexdigest(), title, description, _now(), dict(tree), parent)
-
     def _info(
         self, repo_type: str, repo_id: str, rev: str, req: web.Request, user: _User | None
     ) -> web.Response:
@@ -633,284 +392,6 @@ class FakeHub:
             }
         )
 
-    # ---- uploads ------------------------------------------------------------------------------------------
-
-    def _lfs_patterns(self, commit: FakeCommit) -> list[str]:
-        entry = commit.tree.get(".gitattributes")
-        if entry is None:
-            return []
-        patterns = []
-        for line in self._blobs[entry.sha256].decode("utf-8", "replace").splitlines():
-            parts = line.split()
-            if len(parts) >= 2 and "filter=lfs" in parts[1:]:
-                patterns.append(parts[0])
-        return patterns
-
-    def _wants_lfs(self, path: str, size: int, sample: bytes, patterns: list[str]) -> bool:
-        name = path.rsplit("/", 1)[-1]
-        matched = any(fnmatch.fnmatch(path if "/" in p else name, p) for p in patterns)
-        return matched or size >= self.lfs_threshold_bytes or b"\0" in sample
-
-    def _preupload(
-        self, repo_type: str, repo_id: str, rev: str, data: dict[str, Any], user: _User | None
-    ) -> web.Response:
-        repo = self._writable(repo_type, repo_id, user)
-        commit = self._commit_at(repo, rev)
-        patterns = self._lfs_patterns(commit)
-        out = []
-        for f in data.get("files") or []:
-            path, size = str(f.get("path")), int(f.get("size", 0))
-            sample = base64.b64decode(f.get("sample") or "")
-            lfs = self._wants_lfs(path, size, sample, patterns)
-            info: dict[str, Any] = {
-                "path": path,
-                "uploadMode": "lfs" if lfs else "regular",
-                "shouldIgnore": False,
-            }
-            existing = commit.tree.get(path)
-            if existing is not None:
-                info["oid"] = existing.sha256 if existing.lfs else existing.git_oid
-            out.append(info)
-        return web.json_response({"files": out, "commitOid": commit.oid})
-
-    def _sign(self, repo_type: str, repo_id: str, oid: str) -> str:
-        return hmac.new(self._secret, f"{repo_type}/{repo_id}/{oid}".encode(), hashlib.sha256).hexdigest()[
-            :32
-        ]
-
-    def _lfs_batch(
-        self, repo_type: str, repo_id: str, data: dict[str, Any], user: _User | None
-    ) -> web.Response:
-        repo = self._writable(repo_type, repo_id, user)
-        if data.get("operation") != "upload":
-            raise _HubError(400, "only the upload operation is supported by this fake")
-        objects = []
-        for obj in data.get("objects") or []:
-            oid, size = str(obj.get("oid")), obj.get("size")
-            item: dict[str, Any] = {"oid": oid, "size": size, "authenticated": True}
-            if not re.fullmatch(r"[0-9a-f]{64}", oid) or not isinstance(size, int):
-                item["error"] = {"code": 422, "message": "invalid oid or size"}
-            elif oid not in repo.lfs_objects:
-                base = f"{self.endpoint}/_lfs/{{}}/{repo_type}s/{quote(repo_id, safe='/')}/{oid}"
-                item["actions"] = {
-                    "upload": {"href": base.format("upload") + f"/{self._sign(repo_type, repo_id, oid)}"},
-                    "verify": {"href": base.format("verify") + "/v"},
-                }
-            objects.append(item)
-        response = web.json_response({"transfer": "basic", "objects": objects})
-        response.content_type = "application/vnd.git-lfs+json"
-        return response
-
-    def _lfs_upload(self, repo_type: str, repo_id: str, oid: str, sig: str, body: bytes) -> web.Response:
-        if not hmac.compare_digest(sig, self._sign(repo_type, repo_id, oid)):
-            raise _HubError(403, "Invalid upload signature")
-        repo = self._repos.get((repo_type, repo_id))
-        if repo is None:
-            raise _HubError(404, "Repository not found", "RepoNotFound")
-        if hashlib.sha256(body).hexdigest() != oid:
-            raise _HubError(400, "Uploaded content does not match its sha256 oid")
-        self._blobs[oid] = body
-        repo.lfs_objects.add(oid)
-        return web.Response(status=200)
-
-    def _lfs_verify(
-        self, repo_type: str, repo_id: str, oid: str, data: dict[str, Any], user: _User | None
-    ) -> web.Response:
-        repo = self._writable(repo_type, repo_id, user)
-        if oid not in repo.lfs_objects or len(self._blobs[oid]) != data.get("size"):
-            raise _HubError(404, f"LFS object {oid} was not uploaded")
-        return web.Response(status=200)
-
-    def _commit(
-        self, repo_type: str, repo_id: str, rev: str, body: bytes, req: web.Request, user: _User | None
-    ) -> web.Response:
-        repo = self._writable(repo_type, repo_id, user)
-        if req.query.get("create_pr"):
-            raise _HubError(400, "pull requests are not supported by this fake")
-        if rev != "main":
-            raise _HubError(400, f"can only commit to the main branch, not {rev!r}")
-        lines = [json.loads(line) for line in body.splitlines() if line.strip()]
-        if not lines or lines[0].get("key") != "header":
-            raise _HubError(400, "the first ndjson line must be the commit header")
-        header = lines[0].get("value") or {}
-        summary = header.get("summary")
-        if not isinstance(summary, str) or not summary:
-            raise _HubError(400, "commit summary is required")
-        parent = header.get("parentCommit")
-        if parent is not None and parent != repo.head.oid:
-            raise _HubError(412, "A commit has happened since. Please refresh and try again.")
-        tree = dict(repo.head.tree)
-        for op in lines[1:]:
-            key, value = op.get("key"), op.get("value") or {}
-            path = str(value.get("path", ""))
-            if not path or path.startswith("/") or ".." in path.split("/"):
-                raise _HubError(400, f"invalid path {path!r}")
-            if key == "file":
-                if value.get("encoding") != "base64":
-                    raise _HubError(400, "file content must be base64")
-                content = base64.b64decode(value.get("content") or "")
-                sha = hashlib.sha256(content).hexdigest()
-                self._blobs.setdefault(sha, content)
-                tree[path] = _Entry(len(content), sha, False, _git_blob_sha1(content))
-            elif key == "lfsFile":
-                oid = str(value.get("oid"))
-                if oid not in repo.lfs_objects:
-                    raise _HubError(
-                        422,
-                        f"Your push was rejected because an LFS pointer pointed to a file that does not "
-                        f"exist ({path})",
-                    )
-                size = len(self._blobs[oid])
-                pointer = (
-                    f"version https://git-lfs.github.com/spec/v1\noid sha256:{oid}\nsize {size}\n".encode()
-                )
-                tree[path] = _Entry(size, oid, True, _git_blob_sha1(pointer), len(pointer))
-            elif key == "deletedFile":
-                if path not in tree:
-                    raise _HubError(404, f"A file with this name doesn't exist: {path}", "EntryNotFound")
-                del tree[path]
-            elif key == "deletedFolder":
-                prefix = path.rstrip("/") + "/"
-                doomed = [p for p in tree if p.startswith(prefix)]
-                if not doomed:
-                    raise _HubError(404, f"A folder with this name doesn't exist: {path}", "EntryNotFound")
-                for p in doomed:
-                    del tree[p]
-            else:
-                raise _HubError(400, f"unknown commit operation {key!r}")
-        if "README.md" in tree:
-            errors, _ = check_card_metadata(
-                self._blobs[tree["README.md"].sha256].decode("utf-8", "replace"), repo_type
-            )
-            if errors:
-                raise _HubError(400, "Invalid metadata in README.md.\n" + "\n".join(f"- {e}" for e in errors))
-        commit = self._new_commit(repo, summary, str(header.get("description") or ""), tree)
-        repo.commits.append(commit)
-        url = self._repo_url(repo_type, repo_id)
-        return web.json_response(
-            {
-                "success": True,
-                "commitOid": commit.oid,
-                "commitUrl": f"{url}/commit/{commit.oid}",
-                "commitMessage": summary,
-                "hookOutput": "",
-                "pullRequestUrl": None,
-            }
-        )
-
-    # ---- listing and downloads ----------------------------------------------------------------------------
-
-    def _last_commit(self, repo: _Repo, upto: FakeCommit, path: str, is_dir: bool) -> dict[str, str]:
-        idx = repo.commits.index(upto)
-
-        def view(c: FakeCommit) -> Any:
-            if not is_dir:
-                return c.tree.get(path)
-            prefix = path + "/" if path else ""
-            return sorted((p, e.git_oid) for p, e in c.tree.items() if p.startswith(prefix))
-
-        found = upto
-        for i in range(idx, 0, -1):
-            if view(repo.commits[i]) != view(repo.commits[i - 1]):
-                found = repo.commits[i]
-                break
-        else:
-            found = repo.commits[0]
-        return {"id": found.oid, "title": found.title, "date": found.date}
-
-    def _entries(
-        self, repo: _Repo, commit: FakeCommit, paths: list[str], expand: bool
-    ) -> list[dict[str, Any]]:
-        dirs = {"/".join(p.split("/")[:i]) for p in commit.tree for i in range(1, p.count("/") + 1)}
-        out: list[dict[str, Any]] = []
-        for path in paths:
-            if path in commit.tree:
-                e = commit.tree[path]
-                item: dict[str, Any] = {"type": "file", "oid": e.git_oid, "size": e.size, "path": path}
-                if e.lfs:
-                    item["lfs"] = {"oid": e.sha256, "size": e.size, "pointerSize": e.pointer_size}
-            elif path in dirs:
-                oid = hashlib.sha1(f"{commit.oid}:{path}".encode()).hexdigest()
-                item = {"type": "directory", "oid": oid, "size": 0, "path": path}
-            else:
-                continue
-            if expand:
-                item["lastCommit"] = self._last_commit(repo, commit, path, item["type"] == "directory")
-            out.append(item)
-        return out
-
-    def _tree(
-        self, repo_type: str, repo_id: str, rev: str, path: str, req: web.Request, user: _User | None
-    ) -> web.Response:
-        repo = self._readable(repo_type, repo_id, user)
-        commit = self._commit_at(repo, rev)
-        path = path.strip("/")
-        recursive = req.query.get("recursive", "").lower() in ("1", "true")
-        expand = req.query.get("expand", "").lower() in ("1", "true")
-        prefix = path + "/" if path else ""
-        if path and path in commit.tree:
-            raise _HubError(404, f"{path} is a file, not a directory", "EntryNotFound")
-        under = [p for p in commit.tree if p.startswith(prefix)]
-        if path and not under:
-            raise _HubError(404, f"{path} does not exist on {rev}", "EntryNotFound")
-        names: set[str] = set()
-        for p in under:
-            parts = p[len(prefix) :].split("/")
-            if recursive:
-                names.update(prefix + "/".join(parts[:i]) for i in range(1, len(parts) + 1))
-            else:
-                names.add(prefix + parts[0])
-        listing = self._entries(repo, commit, sorted(names), expand)
-        cursor = int(req.query.get("cursor", "0") or 0)
-        page = listing[cursor : cursor + self.page_size]
-        response = web.json_response(page)
-        if cursor + self.page_size < len(listing):
-            query = dict(req.query) | {"cursor": str(cursor + self.page_size)}
-            response.headers["Link"] = (
-                f'<{self.endpoint}{req.rel_url.raw_path}?{urlencode(query)}>; rel="next"'
-            )
-        return response
-
-    def _paths_info(
-        self, repo_type: str, repo_id: str, rev: str, req: web.Request, body: bytes, user: _User | None
-    ) -> web.Response:
-        repo = self._readable(repo_type, repo_id, user)
-        commit = self._commit_at(repo, rev)
-        if req.content_type == "application/json":
-            data = _json(body)
-            paths, expand = list(data.get("paths") or []), bool(data.get("expand"))
-        else:
-            from urllib.parse import parse_qs
-
-            form = parse_qs(body.decode("utf-8"))
-            paths = form.get("paths", [])
-            expand = (form.get("expand") or ["false"])[0].lower() in ("1", "true")
-        return web.json_response(self._entries(repo, commit, [str(p).strip("/") for p in paths], expand))
-
-    def _resolve(
-        self, repo_type: str, repo_id: str, rev: str, path: str, req: web.Request, user: _User | None
-    ) -> web.Response:
-        repo = self._readable(repo_type, repo_id, user)
-        commit = self._commit_at(repo, rev)
-        entry = commit.tree.get(path)
-        if entry is None:
-            raise _HubError(404, f"Entry not found: {path}", "EntryNotFound")
-        data = self._blobs[entry.sha256]
-        headers = {
-            "X-Repo-Commit": commit.oid,
-            "ETag": f'"{entry.sha256 if entry.lfs else entry.git_oid}"',
-            "Accept-Ranges": "bytes",
-            "Content-Type": "application/octet-stream",
-        }
-        if entry.lfs:
-            headers |= {"X-Linked-Etag": f'"{entry.sha256}"', "X-Linked-Size": str(entry.size)}
-        rng = req.headers.get("Range")
-        if rng:
-            start, end = _parse_range(rng, len(data))
-            headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
-            return web.Response(status=206, body=data[start : end + 1], headers=headers)
-        return web.Response(status=200, body=data, headers=headers)
-
     def _validate_yaml(self, req: web.Request, data: dict[str, Any]) -> web.Response:
         content = data.get("content")
         if not isinstance(content, str):
@@ -926,29 +407,3 @@ class FakeHub:
         if errors:
             response.headers["X-Error-Message"] = errors[0][:500]
         return response
-
-
-def _json(body: bytes) -> dict[str, Any]:
-    if not body:
-        return {}
-    try:
-        data = json.loads(body)
-    except ValueError:
-        raise _HubError(400, "request body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise _HubError(400, "request body must be a JSON object")
-    return data
-
-
-def _parse_range(header: str, size: int) -> tuple[int, int]:
-    m = re.fullmatch(r"bytes=(\d*)-(\d*)", header.strip())
-    if m is None or (not m.group(1) and not m.group(2)):
-        raise _HubError(416, f"unsupported Range {header!r}")
-    if not m.group(1):
-        start, end = max(size - int(m.group(2)), 0), size - 1
-    else:
-        start = int(m.group(1))
-        end = min(int(m.group(2)), size - 1) if m.group(2) else size - 1
-    if start >= size or start > end:
-        raise _HubError(416, f"Range {header!r} not satisfiable for {size} bytes")
-    return start, end
