@@ -74,19 +74,8 @@ def _read_hub(repo_id: str, label: str, split: str, data_files: str | None) -> I
         iterator = iter(ds)
     except Exception as e:  # datasets raises many types here; all mean "cannot read"
         raise _hub_read_error(repo_id, data_files, e) from None
-    row = 0
-    while True:
-        try:
-            raw = next(iterator)
-        except StopIteration:
-            return
-        except Exception as e:  # a network failure in the middle of the stream
-            raise SourceError(
-                f"Hub dataset {repo_id!r}: reading stopped at row {row} ({type(e).__name__}: {_short(e)}); "
-                "rerun, or download it and pass a local --source"
-            ) from None
-        yield f"{label}[{row}]", dict(raw)
-        row += 1
+    for row, raw in _stream(iterator, repo_id, "reading"):
+        yield f"{label}[{row}]", raw
 
 
 def _read_hub_columns(
@@ -110,6 +99,12 @@ def _read_hub_columns(
         iterator = iter(datasets.load_dataset(repo_id, columns=columns, storage_options=storage, **kwargs))
     except Exception as e:  # datasets raises many types here; all mean "cannot read"
         raise _hub_read_error(repo_id, data_files, e) from None
+    for _row, raw in _stream(iterator, label, "reading task names"):
+        yield raw
+
+
+def _stream(iterator: Iterator[Any], name: str, reading: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(row number, row) of a Hub stream; a network failure in the middle of it is one SourceError line."""
     row = 0
     while True:
         try:
@@ -118,10 +113,10 @@ def _read_hub_columns(
             return
         except Exception as e:  # a network failure in the middle of the stream
             raise SourceError(
-                f"Hub dataset {label!r}: reading task names stopped at row {row} "
-                f"({type(e).__name__}: {_short(e)}); rerun, or download it and pass a local --source"
+                f"Hub dataset {name!r}: {reading} stopped at row {row} ({type(e).__name__}: {_short(e)}); "
+                "rerun, or download it and pass a local --source"
             ) from None
-        yield dict(raw)
+        yield row, dict(raw)
         row += 1
 
 
