@@ -18,53 +18,65 @@ Manifest. :meth:`RunDir.open` writes manifest.json on first use. On reuse, once 
 (ledger, answers or Batch API jobs), it refuses a changed plan parameter or teacher setting with
 :class:`~tracegen.errors.SettingChangedError`, naming the field and both ways out; before any spend the new
 settings simply replace the old ones.
+
+Modules: the line format and the done set live in :mod:`tracegen.engine.lines`, the manifest's binding rules
+in :mod:`tracegen.engine.manifest`; this module (RunDir, ResultWriter) re-exports their names.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
-import hashlib
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from .._version import __version__
 from ..errors import RunDirError, SettingChangedError
-from ..records import Record
 from ..redact import scrub
 from ..rundir import RunPaths, atomic_write_bytes, fsync_dir, open_nofollow, open_read, truncate_durably
 from ._json import dumps, loads
 from .budget import utc_now_iso
+from .lines import (
+    FAILED,
+    REJECTED,
+    TRACES,
+    Answer,
+    DoneSet,
+    _parse_head,
+    _slow_head,
+    answer_line,
+    engine_line,
+    failed_line,
+    key_digest,
+)
+from .manifest import (
+    REHEARSAL_BASE_URL,
+    TEACHER_FIELDS,
+    _changed,
+    _fingerprint,
+    _new_manifest,
+    _same,
+    money_spent,
+)
 
 __all__ = [
+    "FAILED",
+    "REHEARSAL_BASE_URL",
+    "REJECTED",
     "TEACHER_FIELDS",
+    "TRACES",
+    "Answer",
     "DoneSet",
     "ResultWriter",
     "RunDir",
     "answer_line",
+    "engine_line",
     "failed_line",
+    "key_digest",
     "money_spent",
 ]
-
-#: Config fields that decide what the teacher answers: changing them mixes two datasets in one directory.
-TEACHER_FIELDS: tuple[str, ...] = ("model", "base_url", "temperature", "top_p", "max_tokens")
-
-#: The base_url a rehearsal (``--rehearse``) pins in the manifest, so fake answers never mix with real ones.
-REHEARSAL_BASE_URL = "tracegen-rehearsal (built-in fake server)"
-
-_PREFIX = b'{"request_key":"'
-_COST_AT = len(_PREFIX) + 64
-_COST_PREFIX = b'","cost_usd":'
-
-#: Which file a ResultWriter line goes to.
-TRACES, FAILED, REJECTED = 0, 1, 2
-
-_RECORD_FIELDS = tuple(f.name for f in fields(Record))
 
 # Indirection so tests can simulate a full disk.
 _os_write = os.write
@@ -78,118 +90,6 @@ def _fix_hint(e: OSError) -> str:
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
         return "free disk space (or choose another --output-dir), then rerun the same command to resume"
     return "fix the directory's permissions or choose another --output-dir, then rerun the same command"
-
-
-def key_digest(request_key: str) -> bytes:
-    """The in-memory form of a request key in the done set (16 bytes: ~3x smaller than the hex string)."""
-    return bytes.fromhex(request_key[:32])
-
-
-@dataclass(slots=True)
-class DoneSet:
-    """What a run directory already holds: request keys answered (or rejected at generate) and their cost."""
-
-    keys: set[bytes]
-    n_traces: int
-    n_rejected: int
-    cost_usd: float
-
-    def __contains__(self, request_key: str) -> bool:
-        return key_digest(request_key) in self.keys
-
-    def add(self, request_key: str) -> None:
-        self.keys.add(key_digest(request_key))
-
-
-def engine_line(request_key: str, cost_usd: float, fields: Mapping[str, Any]) -> bytes:
-    """One JSONL line with request_key and cost_usd first (see module docstring), newline included."""
-    rest = dict(fields)
-    rest.pop("request_key", None)
-    rest.pop("cost_usd", None)
-    body = dumps(rest)
-    head = b'{"request_key":"%s","cost_usd":%s' % (request_key.encode(), repr(float(cost_usd)).encode())
-    if body == b"{}":
-        return head + b"}\n"
-    return head + b"," + body[1:] + b"\n"
-
-
-class Answer(Protocol):
-    """What :func:`answer_line` reads from an answer (an online ChatResult, a batch Outcome)."""
-
-    @property
-    def content(self) -> str | None: ...
-    @property
-    def model_returned(self) -> str: ...
-    @property
-    def finish_reason(self) -> str | None: ...
-
-
-def answer_line(
-    rec: Record,
-    request_key: str,
-    answer: Answer,
-    *,
-    model: str,
-    prompt_tokens: int,
-    completion_tokens: int,
-    cost_usd: float,
-    reasoning_tokens: int = 0,
-    timing: Mapping[str, Any] | None = None,
-) -> tuple[int, bytes]:
-    """Fill ``rec``'s answer fields; return the file its line goes to and the line: TRACES, or REJECTED
-    (stage ``generate``) when the teacher answered ``content_filter`` (paid for, so done all the same).
-    ``timing`` (online mode: ``answered_at``, ``latency_s``, ``retried``) is appended to a traces line."""
-    rec.response = answer.content
-    rec.model = model
-    rec.model_returned = answer.model_returned
-    rec.prompt_tokens = prompt_tokens
-    rec.completion_tokens = completion_tokens
-    rec.cost_usd = cost_usd
-    rec.finish_reason = answer.finish_reason
-    rec.reasoning_tokens = reasoning_tokens
-    fields_ = {name: getattr(rec, name) for name in _RECORD_FIELDS}
-    if rec.finish_reason == "content_filter":
-        line = engine_line(
-            request_key,
-            cost_usd,
-            {
-                "id": rec.id,
-                "stage": "generate",
-                "reason": "content_filter",
-                "detail": "the teacher answered finish_reason=content_filter",
-                "record": fields_,
-            },
-        )
-        return REJECTED, line
-    if timing:
-        fields_.update(timing)
-    return TRACES, engine_line(request_key, cost_usd, fields_)
-
-
-def failed_line(
-    request_key: str, rec: Record, attempts: int, error: dict[str, Any], chain: list[dict[str, Any]]
-) -> bytes:
-    """A failed.jsonl line: the record's id and key, attempts made, the last error and every error
-    (redacted: a server may echo a key in any field)."""
-    return engine_line(
-        request_key,
-        0.0,
-        {"id": rec.id, "key": rec.key, "attempts": attempts, "error": scrub(error), "chain": scrub(chain)},
-    )
-
-
-def _parse_head(line: bytes) -> tuple[str, float] | None:
-    """(request_key, cost_usd) from an engine line's fixed-format head, or None."""
-    if not line.startswith(_PREFIX) or line[_COST_AT : _COST_AT + len(_COST_PREFIX)] != _COST_PREFIX:
-        return None
-    start = _COST_AT + len(_COST_PREFIX)
-    end = line.find(b",", start)
-    if end < 0:
-        end = line.find(b"}", start)
-    try:
-        return line[len(_PREFIX) : _COST_AT].decode("ascii"), float(line[start:end])
-    except ValueError:
-        return None
 
 
 def _repair_tail(path: Path) -> None:
@@ -393,98 +293,6 @@ class RunDir:
 
         data = json.dumps(scrub(dict(stats)), indent=2, ensure_ascii=False).encode() + b"\n"
         _atomic_write(self.stats_path, data)
-
-
-def _slow_head(path: Path, lineno: int, line: bytes) -> tuple[str, float] | None:
-    try:
-        obj = loads(line)
-    except ValueError:
-        raise RunDirError(
-            f"{path}:{lineno}: corrupt line (not JSON); move the file aside or use a new --output-dir"
-        ) from None
-    key = obj.get("request_key") if isinstance(obj, dict) else None
-    if not isinstance(key, str) or len(key) != 64:
-        return None
-    return key, float(obj.get("cost_usd") or 0.0)
-
-
-def money_spent(path: Path) -> str | None:
-    """What makes the manifest of ``path`` binding, in words ("spent $1.23"), or None when nothing was paid.
-
-    Money counts once the budget ledger shows spend, answers exist, or Batch API jobs were created, in the
-    directory or in one of its stages (``stages/*/``).
-    """
-    from .budget import Ledger, prior_spend_usd
-
-    dirs = [RunPaths(path)]
-    stages = dirs[0].stages
-    if stages.is_dir():
-        dirs += [RunPaths(p) for p in sorted(stages.iterdir()) if p.is_dir()]
-    usd = 0.0
-    answers = batches = False
-    for d in dirs:
-        usd += prior_spend_usd(Ledger(d.ledger).read())
-        with contextlib.suppress(OSError):
-            answers = answers or d.traces.stat().st_size > 0
-        batches = batches or d.batches.exists()
-    if usd > 0:
-        return f"spent ${usd:,.4f}"
-    if answers:
-        return "holds answers"
-    if batches:
-        return "created Batch API jobs"
-    return None
-
-
-def _new_manifest(
-    plan: Mapping[str, Any], teacher: Mapping[str, Any], config_public: Mapping[str, Any] | None
-) -> dict[str, Any]:
-    return {
-        "tracegen_version": __version__,
-        "created_at": utc_now_iso(),
-        "plan_fingerprint": _fingerprint(plan),
-        "plan_params": dict(plan),
-        "teacher": dict(teacher),
-        "config": dict(config_public or {}),
-    }
-
-
-def _same(manifest: Mapping[str, Any], plan: Mapping[str, Any] | None, teacher: Mapping[str, Any]) -> bool:
-    old_teacher = manifest.get("teacher") or {}
-    if teacher and any(teacher.get(k) != old_teacher.get(k) for k in TEACHER_FIELDS if k in old_teacher):
-        return False
-    return plan is None or dict(manifest.get("plan_params") or {}) == dict(plan)
-
-
-def _changed(path: Path, spent: str, kind: str, name: str, old: Any, new: Any) -> SettingChangedError:
-    """The refusal of a changed setting, with both ways out (the CLI adds the exact commands)."""
-    if name == "base_url" and REHEARSAL_BASE_URL in (old, new):
-        was = "a rehearsal (--rehearse)" if old == REHEARSAL_BASE_URL else f"the real teacher ({old!r})"
-        cont = "without --rehearse" if old != REHEARSAL_BASE_URL else "with --rehearse"
-        return SettingChangedError(
-            f"{path}: this run directory {spent} as {was}; answers would mix",
-            f"use a new --output-dir to start over, or rerun {cont} to continue",
-            path=str(path),
-            field="rehearse",
-            old=old == REHEARSAL_BASE_URL,
-            new=new == REHEARSAL_BASE_URL,
-        )
-    flag = "--" + name.replace("_", "-")
-    return SettingChangedError(
-        f"{path}: {kind} {name!r} changed ({old!r} -> {new!r}) after this run directory {spent}; answers "
-        "would mix two settings",
-        f"use a new --output-dir to start over, or rerun with {flag} {old!r} to continue",
-        path=str(path),
-        field=name,
-        old=old,
-        new=new,
-    )
-
-
-def _fingerprint(plan: Mapping[str, Any]) -> str:
-    import json
-
-    return hashlib.sha256(json.dumps(dict(plan), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -29,48 +29,35 @@ Input: ``clean.jsonl`` (filtered, deduplicated, plan order) when present, else `
 plan order with ``plan.jsonl`` (a second answer for the same id replaces the first). Memory stays bounded:
 records stream through, rows are written in batches of ``batch_rows``, and plan ordering keeps two int64
 arrays per record, not the records.
+
+Modules: the formats live in :mod:`~tracegen.publish.export_formats`, the plan-order reader in
+:mod:`~tracegen.publish.export_records`, the Parquet/JSONL shard writer and the tally in
+:mod:`~tracegen.publish.export_writers`; this module is the export API and re-exports their public names.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import logging
 import os
 import re
 import shutil
-from array import array
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from .._version import __version__
 from ..errors import ConfigError, RunDirError
-from ..records import Record
-from ..rundir import (
-    CLEAN_STATS,
-    MANIFEST,
-    PLAN_STATS,
-    STATS,
-    RunPaths,
-    iter_records,
-    open_read,
-    read_json_if_exists,
-)
+from ..rundir import CLEAN_STATS, MANIFEST, PLAN_STATS, STATS, RunPaths, read_json_if_exists
 from . import card as card_mod
-from .features import Features, List, Value
-
-if TYPE_CHECKING:
-    import datasets
+from .export_formats import DEFAULT_FORMAT, FORMATS, _format, features_for
+from .export_records import read_records
+from .export_writers import _arrow_table as _arrow_table
+from .export_writers import _ShardWriter, _Tally
 
 __all__ = [
     "DEFAULT_FORMAT",
@@ -88,376 +75,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_FORMAT = "openorca"
 EXPORT_MANIFEST = "export.json"
 PUBLIC_RUN_FILES = (MANIFEST, STATS, PLAN_STATS, CLEAN_STATS)
-PARQUET_COMPRESSION = "zstd"
-
-_S = Value("string")
-
-# ---- formats -----------------------------------------------------------------------------------------------
-
-
-def _system_for_training(r: Record) -> str:
-    """Prompt erasure: the student's system message when the template set gives one, else the teacher's."""
-    return r.train_system_prompt if r.train_system_prompt is not None else r.system_prompt
-
-
-def _row_openorca(r: Record) -> dict[str, Any]:
-    return {
-        "id": r.id,
-        "system_prompt": _system_for_training(r),
-        "question": r.question,
-        "response": r.response,
-    }
-
-
-def _row_alpaca(r: Record) -> dict[str, Any]:
-    return {"instruction": _system_for_training(r), "input": r.question, "output": r.response}
-
-
-def _row_sharegpt(r: Record) -> dict[str, Any]:
-    system = _system_for_training(r)
-    turns: list[dict[str, str | None]] = [{"from": "system", "value": system}] if system else []
-    turns += [{"from": "human", "value": r.question}, {"from": "gpt", "value": r.response}]
-    return {"conversations": turns}
-
-
-def _row_messages(r: Record) -> dict[str, Any]:
-    system = _system_for_training(r)
-    turns: list[dict[str, str | None]] = [{"role": "system", "content": system}] if system else []
-    turns += [{"role": "user", "content": r.question}, {"role": "assistant", "content": r.response}]
-    return {"messages": turns}
-
-
-_FULL_COLUMNS: dict[str, Value] = {
-    "id": _S,
-    "submix": _S,
-    "system_prompt": _S,
-    "train_system_prompt": _S,
-    "system_message_id": Value("int32"),
-    "question": _S,
-    "response": _S,
-    "target": _S,
-    "agrees_with_target": Value("bool"),
-    "task_name": _S,
-    "template_type": _S,
-    "source": _S,
-    "stage": _S,
-    "model": _S,
-    "model_returned": _S,
-    "finish_reason": _S,
-    "prompt_tokens": Value("int64"),
-    "completion_tokens": Value("int64"),
-    "cost_usd": Value("float64"),
-    "key": _S,
-}
-
-
-def _row_full(r: Record) -> dict[str, Any]:
-    return {name: getattr(r, name) for name in _FULL_COLUMNS}
-
-
-@dataclass(frozen=True)
-class Format:
-    """One export format: its explicit features and how a Record becomes a row."""
-
-    name: str
-    features: Features
-    row: Callable[[Record], dict[str, Any]]
-    description: str
-
-
-FORMATS: dict[str, Format] = {
-    f.name: f
-    for f in (
-        Format(
-            "openorca",
-            Features({"id": _S, "system_prompt": _S, "question": _S, "response": _S}),
-            _row_openorca,
-            "id, system_prompt, question, response — the Open-Orca/OpenOrca columns",
-        ),
-        Format(
-            "full",
-            Features(_FULL_COLUMNS),
-            _row_full,
-            "every record field: provenance, FLAN target, answer check, tokens, cost",
-        ),
-        Format(
-            "alpaca",
-            Features({"instruction": _S, "input": _S, "output": _S}),
-            _row_alpaca,
-            "instruction (system message), input (question), output (response) — as Dolphin",
-        ),
-        Format(
-            "sharegpt",
-            Features({"conversations": List({"from": _S, "value": _S})}),
-            _row_sharegpt,
-            "conversations: [{from: system|human|gpt, value}] — as SlimOrca",
-        ),
-        Format(
-            "messages",
-            Features({"messages": List({"role": _S, "content": _S})}),
-            _row_messages,
-            "messages: [{role: system|user|assistant, content}] — TRL's conversational format (SFTTrainer)",
-        ),
-    )
-}
-
-
-def features_for(fmt: str) -> datasets.Features:
-    """The explicit ``datasets.Features`` of an export format (imports ``datasets``; export itself does not)."""
-    import datasets
-
-    return datasets.Features.from_dict(_format(fmt).features.to_dict())
-
-
-def _format(name: str) -> Format:
-    try:
-        return FORMATS[name]
-    except KeyError:
-        raise ConfigError(
-            f"unknown export format {name!r}; choose from {', '.join(FORMATS)} (--format)"
-        ) from None
-
-
-# ---- reading records in plan order -------------------------------------------------------------------------
-
-
-def _hash64(text: str) -> int:
-    return int.from_bytes(
-        hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little", signed=True
-    )
-
-
-def _plan_index(plan_path: Path) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-    """Sorted id hashes of plan.jsonl and their plan positions (two int64 arrays, ~16 bytes per record)."""
-    hashes = array("q")
-    with open_read(plan_path) as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                hashes.append(_hash64(_line_id(line, plan_path, lineno)))
-    keys = np.frombuffer(hashes, dtype=np.int64).copy()
-    del hashes
-    order = np.argsort(keys, kind="stable")
-    return keys[order], order.astype(np.int64)
-
-
-def _line_id(line: bytes, path: Path, lineno: int) -> str:
-    try:
-        rid = json.loads(line)["id"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise RunDirError(f"{path}:{lineno}: not a record line ({e}); fix or remove the line") from None
-    if not isinstance(rid, str):
-        raise RunDirError(f"{path}:{lineno}: field 'id' is not a string; fix or remove the line")
-    return rid
-
-
-def _traces_in_plan_order(traces: Path, plan: Path | None) -> Iterator[Record]:
-    """traces.jsonl is appended in completion order; yield it in plan order (ids not in the plan go last)."""
-    offsets, ranks = array("q"), array("q")
-    if plan is not None and plan.exists():
-        sorted_keys, positions = _plan_index(plan)
-    else:
-        sorted_keys, positions = np.empty(0, np.int64), np.empty(0, np.int64)
-    n_plan = len(sorted_keys)
-    with open_read(traces) as f:
-        pos = 0
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                key = _hash64(_line_id(line, traces, lineno))
-                i = int(np.searchsorted(sorted_keys, key))
-                found = i < n_plan and sorted_keys[i] == key
-                offsets.append(pos)
-                ranks.append(int(positions[i]) if found else n_plan + lineno)
-            pos += len(line)
-    off = np.frombuffer(offsets, dtype=np.int64)
-    rank = np.frombuffer(ranks, dtype=np.int64)
-    del offsets, ranks
-    order = np.lexsort((off, rank))  # by plan rank, then file position
-    with open_read(traces) as f:
-        for j, idx in enumerate(order):
-            # a later answer to the same id (same rank) supersedes the earlier one
-            if j + 1 < len(order) and rank[order[j + 1]] == rank[idx] and rank[idx] < n_plan:
-                continue
-            f.seek(int(off[idx]))
-            yield _parse_record(f.readline(), traces, None)
-
-
-def _parse_record(line: bytes, path: Path, lineno: int | None) -> Record:
-    where = f"{path}:{lineno}" if lineno else str(path)
-    try:
-        data = json.loads(line)
-        if not isinstance(data, dict):
-            raise TypeError("not a JSON object")
-        return Record.from_dict(data)
-    except (ValueError, TypeError) as e:
-        raise RunDirError(f"{where}: not a Record line ({e}); fix or remove the line") from None
-
-
-def read_records(run_dir: str | Path) -> tuple[str, Iterator[Record]]:
-    """Answered records to export, in plan order: ``(source file name, iterator)``.
-
-    Reads ``clean.jsonl`` (written by post-processing, already in plan order) when present, else
-    ``traces.jsonl`` put into plan order with ``plan.jsonl``.
-    """
-    run = Path(run_dir)
-    clean, traces = RunPaths(run).clean, RunPaths(run).traces
-    if clean.exists():
-        return clean.name, iter_records(clean)
-    if traces.exists():
-        return traces.name, _traces_in_plan_order(traces, RunPaths(run).plan)
-    if not run.is_dir():
-        raise RunDirError(f"{run}: no such run directory")
-    raise RunDirError(f"{run}: nothing to export (no clean.jsonl or traces.jsonl); run `tracegen run` first")
-
-
-# ---- writing -----------------------------------------------------------------------------------------------
-
-
-class _ShardWriter:
-    """One config's rows → Parquet shards of ``shard_rows`` rows, flushed every ``batch_rows`` rows; JSONL."""
-
-    def __init__(self, root: Path, features: Features, shard_rows: int, batch_rows: int, jsonl: bool):
-        self.root = root
-        self.schema = features.arrow_schema  # carries the datasets features as schema metadata
-        self.shard_rows, self.batch_rows = shard_rows, batch_rows
-        self.rows = 0
-        self.nbytes = 0
-        """Arrow (in-memory) size of the rows: ``datasets``' ``num_bytes``."""
-        self._buffer: list[str] = []
-        """JSON lines of the rows not yet in Parquet (the Arrow table is parsed from them in C++)."""
-        self._shards: list[Path] = []
-        self._writer: pq.ParquetWriter | None = None
-        self._in_shard = 0
-        (root / "data").mkdir(parents=True)
-        self._jsonl: IO[str] | None = (root / "train.jsonl").open("w", encoding="utf-8") if jsonl else None
-
-    def add(self, row: dict[str, Any]) -> None:
-        line = json.dumps(row, ensure_ascii=False) + "\n"
-        self._buffer.append(line)
-        if self._jsonl is not None:
-            self._jsonl.write(line)
-        self.rows += 1
-        if len(self._buffer) >= self.batch_rows or self._in_shard + len(self._buffer) >= self.shard_rows:
-            self._flush()
-
-    def _flush(self) -> None:
-        if not self._buffer and self._shards:
-            return
-        if self._writer is None:
-            path = self.root / "data" / f"train-{len(self._shards):05d}.parquet.partial"
-            self._shards.append(path)
-            self._writer = pq.ParquetWriter(path, self.schema, compression=PARQUET_COMPRESSION)
-        table = _arrow_table(self._buffer, self.schema)
-        self.nbytes += table.nbytes
-        self._writer.write_table(table)
-        self._in_shard += len(self._buffer)
-        self._buffer.clear()
-        if self._in_shard >= self.shard_rows:
-            self._writer.close()
-            self._writer, self._in_shard = None, 0
-
-    def close(self) -> list[Path]:
-        """Finish the last shard and name the shards ``-of-N``."""
-        if self._buffer or not self._shards:
-            self._flush()
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-        if self._jsonl is not None:
-            self._jsonl.close()
-        n = len(self._shards)
-        final = []
-        for i, path in enumerate(self._shards):
-            target = path.with_name(f"train-{i:05d}-of-{n:05d}.parquet")
-            path.rename(target)
-            final.append(target)
-        return final
-
-    def abort(self) -> None:
-        with contextlib.suppress(Exception):
-            if self._writer is not None:
-                self._writer.close()
-        if self._jsonl is not None:
-            self._jsonl.close()
-
-
-def _arrow_table(lines: list[str], schema: pa.Schema) -> pa.Table:
-    """The rows (JSON lines) as one Arrow table of ``schema``: what ``Table.from_pylist`` gives.
-
-    Parsed by pyarrow's JSON reader: from_pylist would import pandas (~0.3 s) for its array-like check,
-    and the rows are serialised for train.jsonl anyway. Anything that reader refuses goes through
-    from_pylist, so the table is always the same (tests/test_export_fast.py compares the two).
-    """
-    data = "".join(lines).encode("utf-8")
-    if len(data) < _JSON_BLOCK_MAX:
-        parse = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error")
-        read = pa_json.ReadOptions(use_threads=False, block_size=max(len(data), 1) + 1)
-        try:
-            table = pa_json.read_json(pa.BufferReader(data), read_options=read, parse_options=parse)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            pass
-        else:
-            if table.num_rows == len(lines) and table.schema.equals(schema):
-                return table.combine_chunks().replace_schema_metadata(schema.metadata)
-    return pa.Table.from_pylist([json.loads(line) for line in lines], schema=schema)
-
-
-_JSON_BLOCK_MAX = 2**31 - 2
-"""pyarrow's JSON block size is an int32: larger buffers go through from_pylist."""
-
-
-@dataclass
-class _Tally:
-    """What ended up in the dataset: counts the card's tables are built from."""
-
-    rows: int = 0
-    by_submix: Counter[str] = field(default_factory=Counter)
-    by_stage: Counter[str] = field(default_factory=Counter)
-    by_model: Counter[tuple[str, str]] = field(default_factory=Counter)
-    by_system: dict[tuple[int | None, str, str | None], int] = field(default_factory=dict)
-    agreement: Counter[str] = field(default_factory=Counter)
-    finish_reason: Counter[str] = field(default_factory=Counter)
-    erased: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float = 0.0
-
-    def add(self, r: Record) -> None:
-        self.rows += 1
-        self.by_submix[r.submix] += 1
-        self.by_stage[r.stage] += 1
-        self.by_model[(r.model, r.model_returned)] += 1
-        key = (r.system_message_id, r.system_prompt, r.train_system_prompt)
-        self.by_system[key] = self.by_system.get(key, 0) + 1
-        verdict = {True: "agrees", False: "disagrees", None: "unknown"}[r.agrees_with_target]
-        self.agreement[verdict] += 1
-        self.finish_reason[r.finish_reason or "unknown"] += 1
-        self.erased += r.train_system_prompt is not None
-        self.prompt_tokens += r.prompt_tokens
-        self.completion_tokens += r.completion_tokens
-        self.cost_usd += r.cost_usd
-
-    def to_dict(self) -> dict[str, Any]:
-        systems = sorted(self.by_system.items(), key=lambda kv: (kv[0][0] is None, kv[0][0] or 0, -kv[1]))
-        return {
-            "rows": self.rows,
-            "by_submix": dict(self.by_submix.most_common()),
-            "by_stage": dict(self.by_stage),
-            "by_model": [
-                {"model": m, "model_returned": mr, "rows": n} for (m, mr), n in self.by_model.most_common()
-            ],
-            "by_system_message": [
-                {"id": sid, "text": text, "train_text": train, "rows": n} for (sid, text, train), n in systems
-            ],
-            "answer_check": {k: self.agreement.get(k, 0) for k in ("agrees", "disagrees", "unknown")},
-            "finish_reason": dict(self.finish_reason.most_common()),
-            "prompt_erasure_rows": self.erased,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "cost_usd": round(self.cost_usd, 6),
-        }
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,166 @@
+"""Writing an export: one config's rows to Parquet shards and JSONL, and the tally the card is built from."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import pyarrow as pa
+import pyarrow.json as pa_json
+import pyarrow.parquet as pq
+
+from ..records import Record
+from .features import Features
+
+__all__ = ["PARQUET_COMPRESSION"]
+
+PARQUET_COMPRESSION = "zstd"
+
+
+class _ShardWriter:
+    """One config's rows → Parquet shards of ``shard_rows`` rows, flushed every ``batch_rows`` rows; JSONL."""
+
+    def __init__(self, root: Path, features: Features, shard_rows: int, batch_rows: int, jsonl: bool):
+        self.root = root
+        self.schema = features.arrow_schema  # carries the datasets features as schema metadata
+        self.shard_rows, self.batch_rows = shard_rows, batch_rows
+        self.rows = 0
+        self.nbytes = 0
+        """Arrow (in-memory) size of the rows: ``datasets``' ``num_bytes``."""
+        self._buffer: list[str] = []
+        """JSON lines of the rows not yet in Parquet (the Arrow table is parsed from them in C++)."""
+        self._shards: list[Path] = []
+        self._writer: pq.ParquetWriter | None = None
+        self._in_shard = 0
+        (root / "data").mkdir(parents=True)
+        self._jsonl: IO[str] | None = (root / "train.jsonl").open("w", encoding="utf-8") if jsonl else None
+
+    def add(self, row: dict[str, Any]) -> None:
+        line = json.dumps(row, ensure_ascii=False) + "\n"
+        self._buffer.append(line)
+        if self._jsonl is not None:
+            self._jsonl.write(line)
+        self.rows += 1
+        if len(self._buffer) >= self.batch_rows or self._in_shard + len(self._buffer) >= self.shard_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._buffer and self._shards:
+            return
+        if self._writer is None:
+            path = self.root / "data" / f"train-{len(self._shards):05d}.parquet.partial"
+            self._shards.append(path)
+            self._writer = pq.ParquetWriter(path, self.schema, compression=PARQUET_COMPRESSION)
+        table = _arrow_table(self._buffer, self.schema)
+        self.nbytes += table.nbytes
+        self._writer.write_table(table)
+        self._in_shard += len(self._buffer)
+        self._buffer.clear()
+        if self._in_shard >= self.shard_rows:
+            self._writer.close()
+            self._writer, self._in_shard = None, 0
+
+    def close(self) -> list[Path]:
+        """Finish the last shard and name the shards ``-of-N``."""
+        if self._buffer or not self._shards:
+            self._flush()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self._jsonl is not None:
+            self._jsonl.close()
+        n = len(self._shards)
+        final = []
+        for i, path in enumerate(self._shards):
+            target = path.with_name(f"train-{i:05d}-of-{n:05d}.parquet")
+            path.rename(target)
+            final.append(target)
+        return final
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            if self._writer is not None:
+                self._writer.close()
+        if self._jsonl is not None:
+            self._jsonl.close()
+
+
+def _arrow_table(lines: list[str], schema: pa.Schema) -> pa.Table:
+    """The rows (JSON lines) as one Arrow table of ``schema``: what ``Table.from_pylist`` gives.
+
+    Parsed by pyarrow's JSON reader: from_pylist would import pandas (~0.3 s) for its array-like check,
+    and the rows are serialised for train.jsonl anyway. Anything that reader refuses goes through
+    from_pylist, so the table is always the same (tests/test_export_fast.py compares the two).
+    """
+    data = "".join(lines).encode("utf-8")
+    if len(data) < _JSON_BLOCK_MAX:
+        parse = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error")
+        read = pa_json.ReadOptions(use_threads=False, block_size=max(len(data), 1) + 1)
+        try:
+            table = pa_json.read_json(pa.BufferReader(data), read_options=read, parse_options=parse)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
+        else:
+            if table.num_rows == len(lines) and table.schema.equals(schema):
+                return table.combine_chunks().replace_schema_metadata(schema.metadata)
+    return pa.Table.from_pylist([json.loads(line) for line in lines], schema=schema)
+
+
+_JSON_BLOCK_MAX = 2**31 - 2
+"""pyarrow's JSON block size is an int32: larger buffers go through from_pylist."""
+
+
+@dataclass
+class _Tally:
+    """What ended up in the dataset: counts the card's tables are built from."""
+
+    rows: int = 0
+    by_submix: Counter[str] = field(default_factory=Counter)
+    by_stage: Counter[str] = field(default_factory=Counter)
+    by_model: Counter[tuple[str, str]] = field(default_factory=Counter)
+    by_system: dict[tuple[int | None, str, str | None], int] = field(default_factory=dict)
+    agreement: Counter[str] = field(default_factory=Counter)
+    finish_reason: Counter[str] = field(default_factory=Counter)
+    erased: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+
+    def add(self, r: Record) -> None:
+        self.rows += 1
+        self.by_submix[r.submix] += 1
+        self.by_stage[r.stage] += 1
+        self.by_model[(r.model, r.model_returned)] += 1
+        key = (r.system_message_id, r.system_prompt, r.train_system_prompt)
+        self.by_system[key] = self.by_system.get(key, 0) + 1
+        verdict = {True: "agrees", False: "disagrees", None: "unknown"}[r.agrees_with_target]
+        self.agreement[verdict] += 1
+        self.finish_reason[r.finish_reason or "unknown"] += 1
+        self.erased += r.train_system_prompt is not None
+        self.prompt_tokens += r.prompt_tokens
+        self.completion_tokens += r.completion_tokens
+        self.cost_usd += r.cost_usd
+
+    def to_dict(self) -> dict[str, Any]:
+        systems = sorted(self.by_system.items(), key=lambda kv: (kv[0][0] is None, kv[0][0] or 0, -kv[1]))
+        return {
+            "rows": self.rows,
+            "by_submix": dict(self.by_submix.most_common()),
+            "by_stage": dict(self.by_stage),
+            "by_model": [
+                {"model": m, "model_returned": mr, "rows": n} for (m, mr), n in self.by_model.most_common()
+            ],
+            "by_system_message": [
+                {"id": sid, "text": text, "train_text": train, "rows": n} for (sid, text, train), n in systems
+            ],
+            "answer_check": {k: self.agreement.get(k, 0) for k in ("agrees", "disagrees", "unknown")},
+            "finish_reason": dict(self.finish_reason.most_common()),
+            "prompt_erasure_rows": self.erased,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost_usd": round(self.cost_usd, 6),
+        }
