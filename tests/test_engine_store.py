@@ -78,6 +78,20 @@ def test_changed_teacher_setting_is_refused(tmp_path: Path) -> None:
     assert "'model'" in str(info.value) and "--model" in str(info.value)
 
 
+def test_changed_reasoning_effort_is_refused_once_money_was_spent(tmp_path: Path) -> None:
+    RunDir.open(tmp_path, PLAN, RunConfig(model="gpt-5-mini", reasoning_effort="low").public_dict())
+    _spend(tmp_path)
+    with pytest.raises(SettingChangedError) as info:
+        RunDir.open(tmp_path, PLAN, RunConfig(model="gpt-5-mini", reasoning_effort="high").public_dict())
+    assert "'reasoning_effort'" in str(info.value)
+    # a manifest written before the field was checked does not name it: reusing it is not refused
+    manifest = tmp_path / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["teacher"].pop("reasoning_effort")
+    manifest.write_text(json.dumps(data))
+    RunDir.open(tmp_path, PLAN, RunConfig(model="gpt-5-mini", reasoning_effort="high").public_dict())
+
+
 def test_unusable_directory_is_a_run_dir_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
