@@ -58,6 +58,7 @@ out = Console()
 
 T = TypeVar("T")
 
+
 def _h(text: str, field: str) -> str:
     """Help text with the default a left-out flag means."""
     return f"{text}  [default: {DEFAULTS[field]}]"

@@ -98,7 +98,6 @@ DEFAULTS = {
 }
 
 
-
 # `tracegen run`/`estimate` parameter -> RunConfig field, where the names differ; parameters that are not fields.
 _RUN_FIELDS = {
     "budget": "budget_usd",
@@ -150,7 +149,6 @@ def run_exit_line(console: Console, summary: Mapping[str, Any], max_failure_rate
             soft_wrap=True,
         )
     return code
-
 
 
 def error_line(e: BaseException) -> str:
