@@ -21,20 +21,14 @@ from rich.console import Console
 from . import progress_view
 from ._version import __version__
 from .cli_support import (
-    ARGV,
     DEFAULTS,
-    EXIT_USER_ERROR,
     FLAGS,
     TracegenGroup,
     config_flags,
-    error_line,
-    print_error,
-    rerun_commands,
+    guard,
     run_exit_line,
     stage_printer,
 )
-from .errors import SettingChangedError, TracegenError
-from .outcome import EXIT_INTERRUPTED, error_exit_code
 from .redact import redact
 
 app = typer.Typer(
@@ -82,21 +76,11 @@ def _main_options(
 
 def _guard(fn: Callable[[], T]) -> T:
     """Run ``fn``; a TracegenError or an OSError (a path tracegen writes) becomes one line; exit 1 (4: the teacher's)."""
-    try:
-        return fn()
-    except SettingChangedError as e:
-        flags = {opt for p in typer.main.get_command(app).commands["run"].params for opt in p.opts}  # type: ignore[attr-defined]
-        print_error(console, rerun_commands(e, ARGV, flags, FLAGS))
-        raise typer.Exit(EXIT_USER_ERROR) from None
-    except TracegenError as e:
-        print_error(console, error_line(e))
-        raise typer.Exit(error_exit_code(e)) from None
-    except OSError as e:
-        print_error(console, error_line(e))
-        raise typer.Exit(EXIT_USER_ERROR) from None
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]: rerun the same command to continue where it stopped")
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+    return guard(fn, console, lambda: {opt for p in _run_params() for opt in p.opts})
+
+
+def _run_params() -> list[Any]:
+    return typer.main.get_command(app).commands["run"].params  # type: ignore[attr-defined,no-any-return]
 
 
 def _config(config_file: Path | None, **flags: Any) -> Any:

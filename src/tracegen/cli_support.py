@@ -12,7 +12,7 @@ import shlex
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import typer
 import typer.core
@@ -21,7 +21,7 @@ from rich.text import Text
 
 from . import progress_view
 from .errors import SettingChangedError, TracegenError
-from .outcome import run_exit
+from .outcome import EXIT_INTERRUPTED, error_exit_code, run_exit
 from .redact import terminal_text
 from .rundir import STAGES
 
@@ -37,6 +37,7 @@ __all__ = [
     "TracegenGroup",
     "config_flags",
     "error_line",
+    "guard",
     "print_error",
     "rerun_commands",
     "rerun_with",
@@ -288,3 +289,28 @@ def _continue(
     if isinstance(old, (str, int, float)) and not isinstance(old, bool):
         return _set_flag(argv, names, [str(old)])
     return None
+
+
+T = TypeVar("T")
+
+
+def guard(fn: Callable[[], T], console: Console, run_flags: Callable[[], set[str]]) -> T:
+    """Run ``fn``; a TracegenError or an OSError (a path tracegen writes) becomes one line on ``console``.
+
+    Exits 1 (4: the teacher's; 130: Ctrl-C). A changed setting gets the commands that resolve it, naming only
+    flags of ``tracegen run`` (``run_flags``).
+    """
+    try:
+        return fn()
+    except SettingChangedError as e:
+        print_error(console, rerun_commands(e, ARGV, run_flags(), FLAGS))
+        raise typer.Exit(EXIT_USER_ERROR) from None
+    except TracegenError as e:
+        print_error(console, error_line(e))
+        raise typer.Exit(error_exit_code(e)) from None
+    except OSError as e:
+        print_error(console, error_line(e))
+        raise typer.Exit(EXIT_USER_ERROR) from None
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]: rerun the same command to continue where it stopped")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
