@@ -17,21 +17,18 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.text import Text
 
 from . import progress_view
 from ._version import __version__
 from .cli_support import (
-    ARGV,
-    EXIT_USER_ERROR,
+    DEFAULTS,
+    FLAGS,
     TracegenGroup,
-    error_line,
-    print_error,
-    rerun_commands,
-    rerun_with,
+    config_flags,
+    guard,
+    run_exit_line,
+    stage_printer,
 )
-from .errors import SettingChangedError, TracegenError
-from .outcome import EXIT_INTERRUPTED, error_exit_code, run_exit
 from .redact import redact
 
 app = typer.Typer(
@@ -54,54 +51,6 @@ console = Console(stderr=True)
 out = Console()
 
 T = TypeVar("T")
-
-# CLI flag -> RunConfig field, so errors name the flag the user typed.
-FLAGS = {
-    "budget_usd": "--budget",
-    "requests_per_minute": "--rpm",
-    "tokens_per_minute": "--tpm",
-    "timeout_s": "--timeout",
-    "system_message_spelling": "--spelling",
-    "output_dir": "--output-dir",
-    "batch_poll_interval_s": "--poll-interval",
-    "batch_finish_online": "--finish-online",
-    "max_failure_rate": "--max-failure-rate",
-    "batch_max_in_flight": "--max-batches-in-flight",
-    "batch_keep_files": "--keep-batch-files",
-}
-
-# What a flag left out means (RunConfig's defaults, pinned by tests/test_newcomer_cli.py), shown in --help.
-DEFAULTS = {
-    "source": "flan-v2 (streamed from the Hub)",
-    "output_dir": "tracegen-run",
-    "n": "1000000",
-    "seed": "0",
-    "mix": "orca",
-    "model": "gpt-4o-mini",
-    "base_url": "$OPENAI_BASE_URL, else https://api.openai.com/v1",
-    "budget_usd": "no cap",
-    "max_tokens": "1024",
-    "temperature": "0.7",
-    "top_p": "0.95",
-    "requests_per_minute": "none; learned from x-ratelimit headers",
-    "tokens_per_minute": "none; learned from x-ratelimit headers",
-    "concurrency": "256",
-    "max_requests": "no cap",
-    "max_total_tokens": "no cap",
-    "timeout_s": "600",
-    "max_attempts": "8",
-    "input_price": "the model's list price",
-    "output_price": "the model's list price",
-    "expected_output_tokens": "350",
-    "templates": "Orca's 16 system messages",
-    "system_message_spelling": "verbatim",
-    "mc_detector": "auto",
-    "on_too_long": "reject",
-    "mode": "online",
-    "transport": "aiohttp",
-    "batch_poll_interval_s": "30",
-    "export_formats": "openorca, full",
-}
 
 
 def _h(text: str, field: str) -> str:
@@ -127,21 +76,11 @@ def _main_options(
 
 def _guard(fn: Callable[[], T]) -> T:
     """Run ``fn``; a TracegenError or an OSError (a path tracegen writes) becomes one line; exit 1 (4: the teacher's)."""
-    try:
-        return fn()
-    except SettingChangedError as e:
-        flags = {opt for p in typer.main.get_command(app).commands["run"].params for opt in p.opts}  # type: ignore[attr-defined]
-        print_error(console, rerun_commands(e, ARGV, flags, FLAGS))
-        raise typer.Exit(EXIT_USER_ERROR) from None
-    except TracegenError as e:
-        print_error(console, error_line(e))
-        raise typer.Exit(error_exit_code(e)) from None
-    except OSError as e:
-        print_error(console, error_line(e))
-        raise typer.Exit(EXIT_USER_ERROR) from None
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]: rerun the same command to continue where it stopped")
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+    return guard(fn, console, lambda: {opt for p in _run_params() for opt in p.opts})
+
+
+def _run_params() -> list[Any]:
+    return typer.main.get_command(app).commands["run"].params  # type: ignore[attr-defined,no-any-return]
 
 
 def _config(config_file: Path | None, **flags: Any) -> Any:
@@ -364,55 +303,11 @@ def run(
     ] = None,
 ) -> None:
     """Plan, ask the teacher within --budget, clean, export (and push). Rerun to resume."""
+    params = dict(locals())
     from . import pipeline
 
     def go() -> None:
-        config = _config(
-            config_file,
-            source=source or None,
-            output_dir=output_dir,
-            n=n,
-            seed=seed,
-            mix=mix,
-            model=model,
-            base_url=base_url,
-            budget_usd=budget,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            requests_per_minute=rpm,
-            tokens_per_minute=tpm,
-            concurrency=concurrency,
-            max_requests=max_requests,
-            max_total_tokens=max_total_tokens,
-            timeout_s=timeout,
-            max_attempts=max_attempts,
-            input_price=input_price,
-            output_price=output_price,
-            expected_output_tokens=expected_output_tokens,
-            price_file=price_file,
-            reasoning_effort=reasoning_effort,
-            expected_reasoning_tokens=expected_reasoning_tokens,
-            templates=templates,
-            system_message_spelling=spelling,
-            mc_detector=mc_detector,
-            skip_bad_records=skip_bad_records,
-            on_too_long=on_too_long,
-            fill_shortfall=fill_shortfall,
-            mode=mode,
-            transport=transport,
-            batch_poll_interval_s=poll_interval,
-            batch_finish_online=finish_online,
-            batch_max_in_flight=max_batches_in_flight,
-            batch_keep_files=keep_batch_files,
-            retry_length=retry_length,
-            max_failure_rate=max_failure_rate,
-            shard=shard,
-            shard_count=shard_count,
-            export_formats=export_format or None,
-            push_to_hub=push_to_hub,
-            decontaminate=decontaminate or None,
-        )
+        config = _config(config_file, **config_flags(params))
         if dry_run:
             est = pipeline.estimate_run(config, extend=extend)
             _print(progress_view.estimate_table(est), est, as_json)
@@ -423,24 +318,11 @@ def run(
                 extend=extend,
                 rehearse=rehearse,
                 on_progress=on_progress,
-                on_stage=lambda msg: console.print(
-                    progress_view.safe(msg, "yellow" if msg.startswith("warning:") else "dim"),
-                    highlight=False,
-                ),
+                on_stage=stage_printer(console),
             )
         _print(progress_view.summary_table(summary), summary, as_json)
-        stopped = progress_view.budget_stop_line(
-            summary.get("run") or {}, lambda usd: rerun_with(ARGV, "--budget", f"{usd:g}")
-        )
-        if stopped:
-            console.print(progress_view.safe(stopped, "yellow"), highlight=False, soft_wrap=True)
-        code, why = run_exit(summary, config.max_failure_rate)
+        code = run_exit_line(console, summary, config.max_failure_rate)
         if code:
-            console.print(
-                Text(f"exit {code}: ", style="bold red") + progress_view.safe(why),
-                highlight=False,
-                soft_wrap=True,
-            )
             raise typer.Exit(code)
 
     _guard(go)
@@ -478,21 +360,11 @@ def estimate(
     ] = None,
 ) -> None:
     """Same as `run --dry-run`: the plan and its cost, nothing sent."""
+    params = dict(locals())
     from . import pipeline
 
     def go() -> None:
-        config = _config(
-            config_file,
-            source=source or None,
-            n=n,
-            model=model,
-            budget_usd=budget,
-            max_tokens=max_tokens,
-            seed=seed,
-            output_dir=output_dir,
-            price_file=price_file,
-            decontaminate=decontaminate or None,
-        )
+        config = _config(config_file, **config_flags(params))
         est = pipeline.estimate_run(config)
         _print(progress_view.estimate_table(est), est, as_json)
 

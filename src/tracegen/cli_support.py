@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import shlex
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import typer
 import typer.core
 from rich.console import Console
 from rich.text import Text
 
+from . import progress_view
 from .errors import SettingChangedError, TracegenError
+from .outcome import EXIT_INTERRUPTED, error_exit_code, run_exit
 from .redact import terminal_text
 from .rundir import STAGES
 
@@ -29,18 +31,125 @@ except ImportError:  # pragma: no cover - older Typer over Click
     from click import exceptions as click  # type: ignore[no-redef]
 
 __all__ = [
+    "DEFAULTS",
     "EXIT_USER_ERROR",
+    "FLAGS",
     "TracegenGroup",
+    "config_flags",
     "error_line",
+    "guard",
     "print_error",
     "rerun_commands",
     "rerun_with",
+    "run_exit_line",
+    "stage_printer",
 ]
 
 EXIT_USER_ERROR = 1
 
 #: The arguments of the command line being run (``sys.argv[1:]`` or what a test passed), for rerun commands.
 ARGV: list[str] = []
+
+# CLI flag -> RunConfig field, so errors name the flag the user typed.
+FLAGS = {
+    "budget_usd": "--budget",
+    "requests_per_minute": "--rpm",
+    "tokens_per_minute": "--tpm",
+    "timeout_s": "--timeout",
+    "system_message_spelling": "--spelling",
+    "output_dir": "--output-dir",
+    "batch_poll_interval_s": "--poll-interval",
+    "batch_finish_online": "--finish-online",
+    "max_failure_rate": "--max-failure-rate",
+    "batch_max_in_flight": "--max-batches-in-flight",
+    "batch_keep_files": "--keep-batch-files",
+}
+
+# What a flag left out means (RunConfig's defaults, pinned by tests/test_newcomer_cli.py), shown in --help.
+DEFAULTS = {
+    "source": "flan-v2 (streamed from the Hub)",
+    "output_dir": "tracegen-run",
+    "n": "1000000",
+    "seed": "0",
+    "mix": "orca",
+    "model": "gpt-4o-mini",
+    "base_url": "$OPENAI_BASE_URL, else https://api.openai.com/v1",
+    "budget_usd": "no cap",
+    "max_tokens": "1024",
+    "temperature": "0.7",
+    "top_p": "0.95",
+    "requests_per_minute": "none; learned from x-ratelimit headers",
+    "tokens_per_minute": "none; learned from x-ratelimit headers",
+    "concurrency": "256",
+    "max_requests": "no cap",
+    "max_total_tokens": "no cap",
+    "timeout_s": "600",
+    "max_attempts": "8",
+    "input_price": "the model's list price",
+    "output_price": "the model's list price",
+    "expected_output_tokens": "350",
+    "templates": "Orca's 16 system messages",
+    "system_message_spelling": "verbatim",
+    "mc_detector": "auto",
+    "on_too_long": "reject",
+    "mode": "online",
+    "transport": "aiohttp",
+    "batch_poll_interval_s": "30",
+    "export_formats": "openorca, full",
+}
+
+
+# `tracegen run`/`estimate` parameter -> RunConfig field, where the names differ; parameters that are not fields.
+_RUN_FIELDS = {
+    "budget": "budget_usd",
+    "rpm": "requests_per_minute",
+    "tpm": "tokens_per_minute",
+    "timeout": "timeout_s",
+    "spelling": "system_message_spelling",
+    "poll_interval": "batch_poll_interval_s",
+    "finish_online": "batch_finish_online",
+    "max_batches_in_flight": "batch_max_in_flight",
+    "keep_batch_files": "batch_keep_files",
+    "export_format": "export_formats",
+}
+_NOT_FIELDS = {"config_file", "dry_run", "extend", "rehearse", "as_json"}
+
+
+def config_flags(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The RunConfig overrides of a command's parameters (an empty repeatable flag = not given)."""
+    return {
+        _RUN_FIELDS.get(k, k): (v or None) if isinstance(v, list) else v
+        for k, v in params.items()
+        if k not in _NOT_FIELDS
+    }
+
+
+def stage_printer(console: Console) -> Callable[[str], None]:
+    """The run's ``on_stage``: one dim line per step, warnings in yellow."""
+
+    def on_stage(msg: str) -> None:
+        console.print(
+            progress_view.safe(msg, "yellow" if msg.startswith("warning:") else "dim"), highlight=False
+        )
+
+    return on_stage
+
+
+def run_exit_line(console: Console, summary: Mapping[str, Any], max_failure_rate: float) -> int:
+    """Say why the run stopped short (budget: the rerun command), and return its exit code."""
+    stopped = progress_view.budget_stop_line(
+        summary.get("run") or {}, lambda usd: rerun_with(ARGV, "--budget", f"{usd:g}")
+    )
+    if stopped:
+        console.print(progress_view.safe(stopped, "yellow"), highlight=False, soft_wrap=True)
+    code, why = run_exit(summary, max_failure_rate)
+    if code:
+        console.print(
+            Text(f"exit {code}: ", style="bold red") + progress_view.safe(why),
+            highlight=False,
+            soft_wrap=True,
+        )
+    return code
 
 
 def error_line(e: BaseException) -> str:
@@ -99,11 +208,11 @@ class TracegenGroup(typer.core.TyperGroup):
 
 
 def rerun_commands(
-    e: SettingChangedError, argv: Sequence[str], run_flags: set[str], flag_names: Mapping[str, str]
+    e: SettingChangedError, argv: Sequence[str], config_flags: set[str], flag_names: Mapping[str, str]
 ) -> str:
     """``e``'s problem with the exact commands that start over (a new --output-dir) or continue.
 
-    ``argv`` is the command line as typed (``run …``); ``run_flags`` the option names ``run`` accepts;
+    ``argv`` is the command line as typed (``run …``); ``config_flags`` the option names ``run`` accepts;
     ``flag_names`` maps a RunConfig field to its flag where the two differ (``budget_usd`` -> ``--budget``).
     """
     top = Path(e.path)
@@ -112,7 +221,7 @@ def rerun_commands(
     fresh = _fresh_dir(top)
     start = _set_flag(list(argv), ("--output-dir", "-o"), [str(fresh)])
     parts = [f"{e.what}: start over with `{_cmd(start)}`"]
-    cont = _continue(list(argv), e, run_flags, flag_names)
+    cont = _continue(list(argv), e, config_flags, flag_names)
     if cont is not None:
         parts.append(f"or continue with `{_cmd(cont)}`")
     else:
@@ -163,13 +272,13 @@ def _set_flag(argv: list[str], names: Sequence[str], values: Sequence[str]) -> l
 
 
 def _continue(
-    argv: list[str], e: SettingChangedError, run_flags: set[str], flag_names: Mapping[str, str]
+    argv: list[str], e: SettingChangedError, config_flags: set[str], flag_names: Mapping[str, str]
 ) -> list[str] | None:
     if e.field == "rehearse":
         plain = [a for a in argv if a != "--rehearse"]
         return [*plain, "--rehearse"] if e.old else plain
     flag = flag_names.get(e.field, "--" + e.field.replace("_", "-"))
-    if flag not in run_flags:
+    if flag not in config_flags:
         return None
     names = [flag] + (["-s"] if flag == "--source" else ["-m"] if flag == "--model" else [])
     old = e.old
@@ -180,3 +289,28 @@ def _continue(
     if isinstance(old, (str, int, float)) and not isinstance(old, bool):
         return _set_flag(argv, names, [str(old)])
     return None
+
+
+T = TypeVar("T")
+
+
+def guard(fn: Callable[[], T], console: Console, run_flags: Callable[[], set[str]]) -> T:
+    """Run ``fn``; a TracegenError or an OSError (a path tracegen writes) becomes one line on ``console``.
+
+    Exits 1 (4: the teacher's; 130: Ctrl-C). A changed setting gets the commands that resolve it, naming only
+    flags of ``tracegen run`` (``run_flags``).
+    """
+    try:
+        return fn()
+    except SettingChangedError as e:
+        print_error(console, rerun_commands(e, ARGV, run_flags(), FLAGS))
+        raise typer.Exit(EXIT_USER_ERROR) from None
+    except TracegenError as e:
+        print_error(console, error_line(e))
+        raise typer.Exit(error_exit_code(e)) from None
+    except OSError as e:
+        print_error(console, error_line(e))
+        raise typer.Exit(EXIT_USER_ERROR) from None
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]: rerun the same command to continue where it stopped")
+        raise typer.Exit(EXIT_INTERRUPTED) from None

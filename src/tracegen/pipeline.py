@@ -4,7 +4,11 @@
     →  cleaning/  (filters, answer check, dedup)  →  publish/  (export + card, push)  →  report/
 
 Each stage is a package; a stage imports only those before it, and this module (with ``stages`` for
-progressive teachers) strings them together.
+progressive teachers, ``run_support`` for rehearsal, Ctrl-C, the report and push) strings them together.
+
+Every run is a list of teacher stages (:class:`Leg`): a run without ``stages:`` is the one stage whose
+directory is the run directory itself (its files at the root, no ``stages/``), so estimate, run, finish and
+merge have one code path each.
 
 Each step reads and writes the run directory (layout in the README), so every step can be rerun on its own
 and a rerun of the whole job continues where it stopped. ``asyncio.run`` is called once, here.
@@ -15,36 +19,46 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
-import signal
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .cleaning.merge import claim_output, release_output
 from .cleaning.merge import merge as merge_runs
 from .cleaning.postprocess import clean, rejections_except
-from .config import RunConfig
-from .engine import Progress, RunDir, RunResult, generate
+from .config import RunConfig, StageConfig
+from .engine import Progress, RunDir, RunResult
 from .engine.preflight import check_endpoint, check_keys
 from .engine.store import REHEARSAL_BASE_URL
 from .errors import RunDirError
 from .planning.estimate import estimate
-from .planning.plan import PlanStats, build_plan, iter_plan, plan_parameters, shortfall_message, write_plan
+from .planning.plan import build_plan, iter_plan, plan_parameters, write_plan
 from .planning.sources import Rejection
 from .publish.export import export
-from .report import write_report
+from .run_support import (
+    answer,
+    batch_cancel,
+    batch_status,
+    count_lines,
+    graceful_interrupt,
+    plan_report,
+    push_run,
+    rehearsal,
+    say_shortfall,
+    shortfall,
+    write_report_safely,
+)
 from .rundir import (
     RunPaths,
     atomic_write_bytes,
     lock_run_dir,
-    open_read,
-    read_json,
     read_manifest,
     write_manifest,
 )
 from .stages import (
     combine_stages,
+    estimate_totals,
     is_staged,
     prepare_stage,
     stage_budget_usd,
@@ -67,9 +81,6 @@ __all__ = [
 
 StageCallback = Callable[[str], None]
 PLAN_STAGES = ("source", "plan")
-
-
-log = logging.getLogger(__name__)
 
 
 def _noop(_: str) -> None:
@@ -121,7 +132,7 @@ def prepare(
     plan_done = rd.paths.plan.exists() and rd.paths.plan_stats.exists()
     if plan_done and not extend and not rd.replaced:
         on_stage(f"reusing the plan in {rd.paths.plan}")
-        _say_shortfall(rd.path, on_stage)
+        say_shortfall(rd.path, on_stage)
         return rd
     on_stage("planning: reading the source and sampling the Orca mix")
     rejected: list[dict[str, Any]] = []
@@ -135,25 +146,8 @@ def prepare(
         stats = write_plan(plan, rd.path, shard=config.shard_index())
     _rewrite_rejections(rd.path, PLAN_STAGES, rejected)
     on_stage(f"planned {stats.planned_total:,} requests into {rd.paths.plan}")
-    _say_shortfall(rd.path, on_stage)
+    say_shortfall(rd.path, on_stage)
     return rd
-
-
-def _shortfall(run_dir: Path) -> str | None:
-    """What the plan in ``run_dir`` could not fill (--n or a submix's share) and why, or None."""
-
-    try:
-        stats = PlanStats.from_dict(read_json(RunPaths(run_dir).plan_stats))
-    except (OSError, ValueError, TypeError, RunDirError):
-        return None
-    return shortfall_message(stats)
-
-
-def _say_shortfall(run_dir: Path, on_stage: StageCallback) -> None:
-    """Tell the run what its plan could not fill and why (a stage line starting with ``warning:``)."""
-    message = _shortfall(run_dir)
-    if message is not None:
-        on_stage("warning: " + message)
 
 
 def _check_layout(rd: RunDir, config: RunConfig) -> None:
@@ -170,6 +164,46 @@ def _check_layout(rd: RunDir, config: RunConfig) -> None:
         )
 
 
+# ---- the stages of a run -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Leg:
+    """One teacher stage of a run. A run without ``stages:`` is one leg: the run directory itself."""
+
+    rd: RunDir
+    config: RunConfig  #: the stage's settings (the real teacher's, even when rehearsing)
+    stage: StageConfig | None = None  #: None: the run's only stage, at the run directory's root
+    index: int = 0
+
+    @property
+    def label(self) -> str:
+        """The prefix of this stage's progress lines (none for an unstaged run)."""
+        return f"stage {self.stage.name}: " if self.stage is not None else ""
+
+    def live_config(self, cfg: RunConfig, run_dir: Path) -> RunConfig:
+        """The stage's settings over ``cfg``: where requests go (the rehearsal's fake server, if any)."""
+        if self.stage is None:
+            return cfg
+        return stage_config(cfg, cfg.stages[self.index], run_dir)
+
+
+def _legs(config: RunConfig, rd: RunDir, *, extend: bool) -> Iterator[Leg]:
+    """The run's stages in order, each prepared (its plan written) only when reached."""
+    if not config.stages:
+        yield Leg(rd, config)
+        return
+    for i, stage in enumerate(config.stages):
+        srd, scfg = prepare_stage(rd, config, stage, extend=extend)
+        yield Leg(srd, scfg, stage, i)
+
+
+def _stage_dirs(run: Path, config: RunConfig) -> list[tuple[str | None, Path]]:
+    """The (stage name, directory) of every stage of a run directory on disk; (None, run) when unstaged."""
+    if not is_staged(run):
+        return [(None, run)]
+    return [(name, stage_path(run, name)) for name in stage_names(run, config)]
+
+
+# ---- estimate ----------------------------------------------------------------------------------------------
 def estimate_run(
     config: RunConfig, *, extend: bool = False, on_stage: StageCallback = _noop
 ) -> dict[str, Any]:
@@ -181,73 +215,21 @@ def estimate_run(
 
     rd = prepare(config, extend=extend, on_stage=on_stage)
     _check_layout(rd, config)
-    if config.stages:
-        return _estimate_stages(config, rd, on_stage, extend)
-    est = estimate(iter_plan(rd.path), config).to_dict()
-    est["run_dir"] = str(rd.path)
-    est["requests_jsonl"] = str(rd.paths.requests)
-    est.update(_plan_report(rd.path))
-    return est
-
-
-def _plan_report(run_dir: Path) -> dict[str, Any]:
-    """What the plan took and left out: quotas, shortfalls, absent submixes, drops (from plan_stats.json)."""
-    try:
-        stats = read_json(RunPaths(run_dir).plan_stats)
-    except (OSError, ValueError, RunDirError):
-        return {}
-    report: dict[str, Any] = {
-        "quota_per_submix": stats.get("quota", {}),
-        "shortfall_per_submix": {k: v for k, v in stats.get("shortfall", {}).items() if v},
-        "dropped_before_sending": {k: v for k, v in stats.get("dropped", {}).items() if v},
-    }
-    if stats.get("redistributed"):
-        report["redistributed_per_submix"] = stats["redistributed"]
-    if (shortfall := _shortfall(run_dir)) is not None:
-        report["plan_shortfall"] = shortfall
-    if stats.get("absent"):
-        report["absent_submixes"] = ", ".join(stats["absent"]) + " (no eligible rows; shares renormalised)"
-    return report
-
-
-def _estimate_stages(config: RunConfig, rd: RunDir, on_stage: StageCallback, extend: bool) -> dict[str, Any]:
-
     per: list[dict[str, Any]] = []
-    for stage in config.stages:
-        srd, scfg = prepare_stage(rd, config, stage, extend=extend)
-        on_stage(f"stage {stage.name}: planned {_count_lines(srd.paths.plan):,} requests")
-        est = estimate(iter_plan(srd.path), scfg).to_dict()
-        est.update(stage=stage.name, run_dir=str(srd.path), requests_jsonl=str(RunPaths(srd.path).requests))
+    for leg in _legs(config, rd, extend=extend):
+        if leg.stage is not None:
+            on_stage(f"{leg.label}planned {count_lines(leg.rd.paths.plan):,} requests")
+        est = estimate(iter_plan(leg.rd.path), leg.config).to_dict()
+        if leg.stage is not None:
+            est["stage"] = leg.stage.name
+        est.update(run_dir=str(leg.rd.path), requests_jsonl=str(leg.rd.paths.requests))
         per.append(est)
-    cost: dict[str, float] = {}
-    for est in per:
-        for k, v in est["cost_usd"].items():
-            cost[k] = cost.get(k, 0.0) + v
-    total: dict[str, Any] = {
-        "stages": per,
-        "requests": sum(e["requests"] for e in per),
-        "prompt_tokens": sum(e["prompt_tokens"] for e in per),
-        "budget_usd": config.budget_usd,
-        "run_dir": str(rd.path),
-        "cost_usd": cost,
-    }
-    for est in per:
-        total[f"stage_{est['stage']}"] = {
-            "model": est["model"],
-            "requests": est["requests"],
-            "prompt_tokens": est["prompt_tokens"],
-            "max_tokens": est["max_tokens"],
-            **est["cost_usd"],
-            "budget_usd": est["budget_usd"],
-        }
-    return total
+    if not config.stages:
+        return {**per[0], **plan_report(rd.path)}
+    return estimate_totals(config, rd.path, per)
 
 
-def _count_lines(path: Path) -> int:
-    with open_read(path) as f:
-        return sum(1 for line in f if line.strip())
-
-
+# ---- run ---------------------------------------------------------------------------------------------------
 async def arun(
     config: RunConfig,
     *,
@@ -280,6 +262,7 @@ async def _arun(
     on_stage: StageCallback,
     stop: asyncio.Event | None,
 ) -> dict[str, Any]:
+    """Each stage in order (an unstaged run: its one stage), then finish, report and push."""
     rd = prepare(
         config,
         extend=extend,
@@ -289,141 +272,61 @@ async def _arun(
     )
     _check_layout(rd, config)
     stop = stop or asyncio.Event()
-    if config.stages:
-        return await _arun_stages(
-            config,
-            rd,
-            extend=extend,
-            rehearse=rehearse,
-            on_progress=on_progress,
-            on_stage=on_stage,
-            stop=stop,
-        )
-    with _rehearsal(config, rehearse) as (cfg, env), _graceful_interrupt(stop, on_stage):
-        result = await _answer(cfg, rd, env, on_progress=on_progress, on_stage=on_stage, stop=stop)
-    summary: dict[str, Any] = {"stop_reason": result.stop_reason, "run": result.stats}
-    if (shortfall := _shortfall(rd.path)) is not None:
-        summary["plan_shortfall"] = shortfall
-    if result.succeeded + result.skipped_done > 0:
-        summary.update(finish(rd.path, config=config, on_stage=on_stage))
-        _report(rd.path, summary, on_stage)
-    if config.push_to_hub:
-        on_stage(f"pushing to the Hub: {config.push_to_hub}")
-        summary["push"] = _push(rd.path, config.push_to_hub, config.private)
-    return summary
-
-
-async def _answer(
-    cfg: RunConfig,
-    rd: RunDir,
-    env: dict[str, str] | None,
-    *,
-    on_progress: Callable[[Progress], None] | None,
-    on_stage: StageCallback,
-    stop: asyncio.Event,
-    label: str = "",
-) -> RunResult:
-    """Generate the plan of ``rd`` online (one endpoint or a pool) or through the Batch API."""
-
-    total = _count_lines(rd.paths.plan)
-    if cfg.mode == "batch":
-        from .batch import run_batches  # lazy: the openai SDK loads only for the Batch API
-
-        on_stage(f"{label}Batch API mode: uploading and polling batches")
-        result: RunResult = await run_batches(
-            iter_plan(rd.path),
-            cfg,
-            rd,
-            on_stage=on_stage,
-            on_progress=on_progress,
-            stop=stop,
-            env=env,
-            total=total,
-            # the fake server finishes a batch in about a second: poll it often when rehearsing
-            poll_interval_s=min(cfg.batch_poll_interval_s, 1.0) if env is not None else None,
-        )
-        return result
-    _refuse_online_over_open_batches(rd)
-    where = f" over {len(cfg.endpoints)} endpoints" if cfg.endpoints else ""
-    on_stage(f"{label}asking {cfg.model}{where} ({total:,} planned requests)")
-    return await generate(
-        iter_plan(rd.path), cfg, rd, on_progress=on_progress, stop=stop, total=total, env=env
-    )
-
-
-def _refuse_online_over_open_batches(rd: RunDir) -> None:
-    """Online mode cannot know which requests a batch still in flight will answer: it would pay twice."""
-    if not rd.paths.batches.exists():
-        return
-    from .batch import outstanding_parts  # lazy: openai SDK
-
-    parts = outstanding_parts(rd.path)
-    if parts:
-        raise RunDirError(
-            f"{rd.path}: {parts} Batch API part(s) are still in flight or uncollected; answering online now "
-            "could pay twice for them: rerun with --mode batch to collect them first "
-            "(or `tracegen batch cancel` it, then --mode batch to harvest the partial results)"
-        )
-
-
-async def _arun_stages(
-    config: RunConfig,
-    rd: RunDir,
-    *,
-    extend: bool,
-    rehearse: bool,
-    on_progress: Callable[[Progress], None] | None,
-    on_stage: StageCallback,
-    stop: asyncio.Event,
-) -> dict[str, Any]:
-    """Each stage in order, in its own sub run directory (see :mod:`tracegen.stages`)."""
-
-    answered = 0
+    results: list[RunResult] = []
     sent = tokens = 0
-    with _rehearsal(config, rehearse) as (cfg, env), _graceful_interrupt(stop, on_stage):
-        for stage, live in zip(config.stages, cfg.stages, strict=True):
-            label = f"stage {stage.name}: "
-            srd, _ = prepare_stage(rd, config, stage, extend=extend)  # checked against the real settings
-            scfg = stage_config(cfg, live, rd.path)  # sent where the rehearsal (if any) points
-            caps: dict[str, Any] = {"budget_usd": stage_budget_usd(cfg, stage, rd.path)}
+    with rehearsal(config, rehearse) as (cfg, env), graceful_interrupt(stop, on_stage):
+        for leg in _legs(config, rd, extend=extend):  # each checked against the real settings
+            live = leg.live_config(cfg, rd.path)  # sent where the rehearsal (if any) points
+            budget = cfg.budget_usd if leg.stage is None else stage_budget_usd(cfg, leg.stage, rd.path)
+            caps: dict[str, Any] = {"budget_usd": budget}
             if cfg.max_requests is not None:  # caps of one session count over all stages
                 caps["max_requests"] = cfg.max_requests - sent
             if cfg.max_total_tokens is not None:
                 caps["max_total_tokens"] = cfg.max_total_tokens - tokens
             if any(v is not None and v <= 0 for v in caps.values()):
-                on_stage(f"{label}skipped: nothing left of the run's budget / caps")
+                on_stage(f"{leg.label}skipped: nothing left of the run's budget / caps")
                 continue
-            result = await _answer(
-                scfg.model_copy(update=caps),
-                srd,
+            result = await answer(
+                live.model_copy(update=caps),
+                leg.rd,
                 env,
                 on_progress=on_progress,
                 on_stage=on_stage,
                 stop=stop,
-                label=label,
+                label=leg.label,
             )
-            answered += result.succeeded + result.skipped_done
+            results.append(result)
             sent += int(result.stats.get("sent", 0))
             tokens += int(result.stats.get("prompt_tokens", 0)) + int(
                 result.stats.get("completion_tokens", 0)
             )
             if result.stop_reason not in ("completed", "budget") or stop.is_set():
                 break  # interrupted, or a run-wide cap reached: later stages wait for the rerun
-    names = stage_names(rd.path, config)
-    stats = stages_stats(rd.path, names, config)
+    summary = _run_summary(config, rd, results)
+    if sum(r.succeeded + r.skipped_done for r in results) > 0:
+        summary.update(finish(rd.path, config=config, on_stage=on_stage))
+        write_report_safely(rd.path, summary, on_stage)
+    if config.push_to_hub:
+        on_stage(f"pushing to the Hub: {config.push_to_hub}")
+        summary["push"] = push_run(rd.path, config.push_to_hub, config.private)
+    return summary
+
+
+def _run_summary(config: RunConfig, rd: RunDir, results: list[RunResult]) -> dict[str, Any]:
+    """The summary of the generation: the one stage's stats, or a staged run's totals (written to stats.json)."""
+    if not config.stages:
+        (result,) = results
+        summary: dict[str, Any] = {"stop_reason": result.stop_reason, "run": result.stats}
+        if (message := shortfall(rd.path)) is not None:
+            summary["plan_shortfall"] = message
+        return summary
+    stats = stages_stats(rd.path, stage_names(rd.path, config), config)
     rd.write_stats(stats)
-    summary: dict[str, Any] = {
+    return {
         "stop_reason": stats["stop_reason"],
         "run": {k: v for k, v in stats.items() if not isinstance(v, (dict, list))},
         **{k: v for k, v in stats.items() if k.startswith("stage_")},
     }
-    if answered > 0:
-        summary.update(finish(rd.path, config=config, on_stage=on_stage))
-        _report(rd.path, summary, on_stage)
-    if config.push_to_hub:
-        on_stage(f"pushing to the Hub: {config.push_to_hub}")
-        summary["push"] = _push(rd.path, config.push_to_hub, config.private)
-    return summary
 
 
 def run(
@@ -440,78 +343,7 @@ def run(
     )
 
 
-def _report(run: Path, summary: dict[str, Any], on_stage: StageCallback) -> None:
-    """Write RUN_DIR/report.html; a failure is logged, never fatal (the data is already safe on disk)."""
-
-    try:
-        summary["report"] = str(write_report(run))
-        on_stage(f"report: {summary['report']}")
-    except Exception as e:  # the report is a view: it must not turn a finished run into a failed one
-        log.warning(
-            "could not write the run report (%s: %s); try `tracegen report %s`", type(e).__name__, e, run
-        )
-
-
-@contextlib.contextmanager
-def _rehearsal(config: RunConfig, rehearse: bool) -> Iterator[tuple[RunConfig, dict[str, str] | None]]:
-    """With ``rehearse``, answer with the in-package fake server: no key, no network, no cost."""
-    if not rehearse:
-        yield config, None
-        return
-    from .testing import FakeOptions, FakeServer  # lazy: the fake server loads only to rehearse
-
-    def options(rpm: float | None, tpm: float | None) -> FakeOptions:
-        return FakeOptions(
-            requests_per_minute=int(rpm) if rpm else None, tokens_per_minute=int(tpm) if tpm else None
-        )
-
-    key = "sk-tracegen-rehearsal"
-    if config.endpoints:  # one fake server per endpoint, with that endpoint's limits
-        with contextlib.ExitStack() as servers:
-            endpoints, env = [], {}
-            for e in config.endpoints:
-                srv = servers.enter_context(FakeServer(options(e.requests_per_minute, e.tokens_per_minute)))
-                endpoints.append(e.model_copy(update={"base_url": srv.base_url, "azure_deployment": None}))
-                if e.api_key_env:
-                    env[e.api_key_env] = key
-            yield config.model_copy(update={"endpoints": endpoints}), env
-        return
-    with FakeServer(options(config.requests_per_minute, config.tokens_per_minute)) as srv:
-        stages = [s.model_copy(update={"base_url": None}) for s in config.stages]
-        cfg = config.model_copy(update={"base_url": srv.base_url, "stages": stages})
-        yield cfg, {"OPENAI_API_KEY": key, "OPENAI_BASE_URL": srv.base_url}
-
-
-@contextlib.contextmanager
-def _graceful_interrupt(stop: asyncio.Event, on_stage: StageCallback) -> Iterator[None]:
-    """First Ctrl-C: stop dispatching, let requests in flight finish, flush. Second: stop at once."""
-    try:
-        loop = asyncio.get_running_loop()
-        main = asyncio.current_task()
-    except RuntimeError:
-        yield
-        return
-
-    def on_sigint() -> None:
-        if stop.is_set() and main is not None:
-            main.cancel()
-            return
-        on_stage("interrupted: finishing requests in flight (Ctrl-C again to stop at once)")
-        stop.set()
-
-    try:
-        loop.add_signal_handler(signal.SIGINT, on_sigint)
-        loop.add_signal_handler(signal.SIGTERM, on_sigint)
-    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or Windows
-        yield
-        return
-    try:
-        yield
-    finally:
-        loop.remove_signal_handler(signal.SIGINT)
-        loop.remove_signal_handler(signal.SIGTERM)
-
-
+# ---- finish ------------------------------------------------------------------------------------------------
 def finish(
     run_dir: str | Path,
     *,
@@ -542,27 +374,23 @@ def _finish(
 ) -> dict[str, Any]:
 
     cfg = config or _config_of(run)
-    if is_staged(run):
-        names = stage_names(run, cfg)
-        answered = [n for n in names if RunPaths(stage_path(run, n)).traces.exists()]
-        if not answered:
-            raise RunDirError(f"{run}: no stage has answers yet (stages/*/traces.jsonl); run it first")
-        for name in answered:
-            on_stage(f"cleaning stage {name}: quality filters, answer check, dedup")
-            clean(stage_path(run, name), cfg.filters, cfg.dedup_config())
-        cleaned_stages = combine_stages(run, names, cfg)
-        fmts = tuple(formats or cfg.export_formats)
-        on_stage(f"exporting {', '.join(fmts)}, one config per stage")
-        exported = export(run, output_dir, formats=fmts)
-        return {"clean": cleaned_stages, "export": exported.to_dict()}
-    if not RunPaths(run).traces.exists():
+    staged = is_staged(run)
+    stages = _stage_dirs(run, cfg)
+    answered = [(name, path) for name, path in stages if RunPaths(path).traces.exists()]
+    if not answered and staged:
+        raise RunDirError(f"{run}: no stage has answers yet (stages/*/traces.jsonl); run it first")
+    if not answered:
         raise RunDirError(f"{run}: no traces.jsonl: not a run directory, or nothing was answered yet")
-    on_stage("cleaning: quality filters, answer check, dedup")
-    cleaned = clean(run, cfg.filters, cfg.dedup_config())
+    cleaned: dict[str, Any] = {}
+    for name, path in answered:
+        on_stage(f"cleaning{'' if name is None else f' stage {name}'}: quality filters, answer check, dedup")
+        cleaned = clean(path, cfg.filters, cfg.dedup_config()).to_dict()
+    if staged:  # the stages' clean.jsonl, combined in stage order
+        cleaned = combine_stages(run, [name for name, _ in stages if name is not None], cfg)
     fmts = tuple(formats or cfg.export_formats)
-    on_stage(f"exporting {', '.join(fmts)}")
+    on_stage(f"exporting {', '.join(fmts)}{', one config per stage' if staged else ''}")
     exported = export(run, output_dir, formats=fmts)
-    return {"clean": cleaned.to_dict(), "export": exported.to_dict()}
+    return {"clean": cleaned, "export": exported.to_dict()}
 
 
 def _config_of(run: Path) -> RunConfig:
@@ -574,13 +402,7 @@ def _config_of(run: Path) -> RunConfig:
         return RunConfig(output_dir=run)
 
 
-def _push(run: Path, repo_id: str, private: bool) -> dict[str, Any]:
-    """Push a finished run (``push_to_hub``); what the summary records of it."""
-    from .publish.hub import push  # lazy: huggingface_hub loads only to push
-
-    return push(run, repo_id, private=private).to_dict()
-
-
+# ---- merge -------------------------------------------------------------------------------------------------
 def merge(run_dirs: Sequence[str | Path], output: str | Path) -> dict[str, Any]:
     """Combine run directories with global dedup into ``output``, then clean and export it (``tracegen merge``).
 
@@ -597,63 +419,54 @@ def merge(run_dirs: Sequence[str | Path], output: str | Path) -> dict[str, Any]:
 
 
 def _merge(run_dirs: list[Path], output: Path) -> dict[str, Any]:
+    """Merge stage by stage (an unstaged run: its one stage, at the root), then finish the output once."""
 
     staged = [is_staged(d) for d in run_dirs]
+    if any(staged) and not all(staged):
+        raise RunDirError(
+            "cannot merge staged run directories (with stages/) with unstaged ones; merge each kind"
+        )
+    configs = [_config_of(d) for d in run_dirs]
     if any(staged):
-        return _merge_stages(run_dirs, output, all(staged))
-    result = merge_runs(run_dirs, output, clean_output=False)  # finish() cleans once
-    summary: dict[str, Any] = {"merge": result.to_dict()}
-    summary.update(finish(output))
+        claim_output(output)  # an interrupted merge is redone from scratch (the root merge claims its own)
+    merged: dict[str | None, Any] = {}
+    for name, inputs in _merge_inputs(run_dirs, configs, any(staged)):
+        target = output if name is None else stage_path(output, name)
+        merged[name] = merge_runs(inputs, target, clean_output=False).to_dict()  # finish() cleans once
+    if not merged:
+        raise RunDirError("no stage of these run directories has answers (stages/*/traces.jsonl)")
+    config = None
+    if any(staged):
+        first = read_manifest(run_dirs[0]) or {}
+        manifest = {
+            "merged": True,
+            "merged_from": [d.name for d in run_dirs],
+            "config": first.get("config", {}),
+            "plan_params": first.get("plan_params", {}),
+            "tracegen_version": first.get("tracegen_version"),
+        }
+        write_manifest(output, manifest)
+        budgets = [c.budget_usd for c in configs]
+        budget = sum(b for b in budgets if b is not None) if all(b is not None for b in budgets) else None
+        config = configs[0].model_copy(update={"budget_usd": budget})
+    summary: dict[str, Any] = {"merge": merged.get(None, merged)}
+    summary.update(finish(output, config=config))
     release_output(output)  # a kill before this: the rerun redoes the merge
     return summary
 
 
-def _merge_stages(run_dirs: list[Path], output: Path, all_staged: bool) -> dict[str, Any]:
-
-    if not all_staged:
-        raise RunDirError(
-            "cannot merge staged run directories (with stages/) with unstaged ones; merge each kind"
-        )
-    claim_output(output)  # an interrupted merge is redone from scratch
-    configs = [_config_of(d) for d in run_dirs]
+def _merge_inputs(
+    run_dirs: list[Path], configs: list[RunConfig], staged: bool
+) -> Iterator[tuple[str | None, list[Path]]]:
+    """Each stage's name and the directories to merge into it: all of them for the one unstaged stage, else
+    every run's stage directory that holds answers."""
+    if not staged:
+        yield None, run_dirs  # merge_runs checks each
+        return
     names: list[str] = []
     for d, cfg in zip(run_dirs, configs, strict=True):
         names += [n for n in stage_names(d, cfg) if n not in names]
-    merged: dict[str, Any] = {}
     for name in names:
         inputs = [stage_path(d, name) for d in run_dirs if RunPaths(stage_path(d, name)).traces.is_file()]
         if inputs:
-            merged[name] = merge_runs(inputs, stage_path(output, name), clean_output=False).to_dict()
-    if not merged:
-        raise RunDirError("no stage of these run directories has answers (stages/*/traces.jsonl)")
-    first = read_manifest(run_dirs[0]) or {}
-    manifest = {
-        "merged": True,
-        "merged_from": [d.name for d in run_dirs],
-        "config": first.get("config", {}),
-        "plan_params": first.get("plan_params", {}),
-        "tracegen_version": first.get("tracegen_version"),
-    }
-    write_manifest(output, manifest)
-    budgets = [c.budget_usd for c in configs]
-    budget = sum(b for b in budgets if b is not None) if all(b is not None for b in budgets) else None
-    summary: dict[str, Any] = {"merge": merged}
-    summary.update(finish(output, config=configs[0].model_copy(update={"budget_usd": budget})))
-    release_output(output)
-    return summary
-
-
-def batch_status(run_dir: Path) -> list[dict[str, Any]]:
-    """Every Batch API job of a run directory with its status and request counts."""
-    from .batch import status  # lazy: openai SDK
-
-    rows: list[dict[str, Any]] = status(run_dir)
-    return rows
-
-
-def batch_cancel(run_dir: Path) -> list[dict[str, Any]]:
-    """Cancel every batch of the run still in flight."""
-    from .batch import cancel  # lazy: openai SDK
-
-    rows: list[dict[str, Any]] = cancel(run_dir)
-    return rows
+            yield name, inputs

@@ -59,6 +59,7 @@ from .rundir import (
 __all__ = [
     "STAGES_DIR",
     "combine_stages",
+    "estimate_totals",
     "is_staged",
     "prepare_stage",
     "select_mask",
@@ -416,3 +417,29 @@ def combine_stages(run_dir: str | Path, names: list[str], config: RunConfig | No
 
         write_files_atomically([target], write_json)
     return clean_stats
+
+
+def estimate_totals(config: RunConfig, run_dir: str | Path, per: list[dict[str, Any]]) -> dict[str, Any]:
+    """A staged run's estimate: the totals, the stages' estimates, one flat table per stage."""
+    cost: dict[str, float] = {}
+    for est in per:
+        for k, v in est["cost_usd"].items():
+            cost[k] = cost.get(k, 0.0) + v
+    total: dict[str, Any] = {
+        "stages": per,
+        "requests": sum(e["requests"] for e in per),
+        "prompt_tokens": sum(e["prompt_tokens"] for e in per),
+        "budget_usd": config.budget_usd,
+        "run_dir": str(run_dir),
+        "cost_usd": cost,
+    }
+    for est in per:
+        total[f"stage_{est['stage']}"] = {
+            "model": est["model"],
+            "requests": est["requests"],
+            "prompt_tokens": est["prompt_tokens"],
+            "max_tokens": est["max_tokens"],
+            **est["cost_usd"],
+            "budget_usd": est["budget_usd"],
+        }
+    return total
