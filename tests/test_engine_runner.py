@@ -117,6 +117,31 @@ async def test_401_stops_the_run_after_the_first_wave(tmp_path: Path, monkeypatc
     assert "sk-wrong" not in (tmp_path / "stats.json").read_text()
 
 
+async def test_a_quiet_first_wave_opens_full_concurrency_before_the_first_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # answers take 3 s; nothing came back wrong within WAVE_QUIET_S: the rest go out without waiting 3 s
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-right")
+    with FakeServer(FakeOptions(api_key="sk-right", latency_mean_s=3.0)) as srv:
+        cfg = RunConfig(base_url=srv.base_url, concurrency=64)
+        run = asyncio.create_task(generate(records(64), cfg, tmp_path))
+        await asyncio.sleep(2.0)  # well past WAVE_QUIET_S, well before the first answer (3 s)
+        received_before_any_answer = srv.counters()["requests"]
+        result = await run
+    assert result.succeeded == 64
+    assert received_before_any_answer == 64  # held to the wave (8) until an answer, it would be FIRST_WAVE
+
+
+async def test_a_refused_key_with_slow_answers_still_costs_only_the_wave(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong")
+    with FakeServer(FakeOptions(api_key="sk-right", latency_mean_s=3.0)) as srv:
+        with pytest.raises(AuthError):
+            await generate(records(200), RunConfig(base_url=srv.base_url, concurrency=64), tmp_path)
+        assert 1 <= srv.counters()["requests"] <= FIRST_WAVE  # the 401s came back at once: the gate held
+
+
 async def test_insufficient_quota_stops_the_run(tmp_path: Path) -> None:
     with FakeServer(FakeOptions(insufficient_quota=True)) as srv:
         cfg = RunConfig(base_url=srv.base_url, concurrency=64)

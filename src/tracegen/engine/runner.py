@@ -8,7 +8,8 @@ durably and only then counts it. Every record ends in exactly one of: traces.jso
 chain; retried on rerun) or, when the run stops first, nowhere (sent again on rerun).
 
 The first records go out as a wave of at most ``FIRST_WAVE`` (8): nothing else is sent until one of them
-has an answer (when all of them fail, the next wave goes, so the circuit breaker sees the same error
+has an answer or ``WAVE_QUIET_S`` passed with no error back (errors come back at once; answers take their
+generation time) (when all of them fail, the next wave goes, so the circuit breaker sees the same error
 again before the window opens), so a bad key (401/403), an empty account (quota exhaustion, also
 as a gateway rewrites it), an unknown model (404) or an unreachable endpoint stops the run after at most
 that wave, not a storm -- without the cost of one lone probe's full latency. Later auth/quota answers stop
@@ -66,6 +67,8 @@ PROGRESS_INTERVAL_S = 0.5
 RATE_WINDOW_S = 10.0
 #: Records sent before the rest wait for a first answer (a bad key costs at most this many requests).
 FIRST_WAVE = 8
+#: A first wave with no error back after this long was accepted by the server: full concurrency (seconds).
+WAVE_QUIET_S = 0.5
 
 
 class _Engine(Sender):
@@ -198,9 +201,27 @@ class _Engine(Sender):
         if not self.wave_opened:
             self.wave.add(item)
             if len(self.wave) >= self.wave_size:
-                self.wave_turn.clear()
-                await self.wave_turn.wait()
+                await self._hold_the_wave()
         return not self.stopping and self.pricer.model_problem is None
+
+    async def _hold_the_wave(self) -> None:
+        """Wait for the first wave: its first answer, or :data:`WAVE_QUIET_S` with no error back.
+
+        A refused key, an empty account or an unknown model answer at once (no generation runs), while an
+        accepted request takes as long as its answer: a wave that stayed quiet that long was accepted, so
+        full concurrency need not wait a whole answer's latency. Any error keeps the gate shut until an
+        answer arrives (or the wave has all failed and the next one goes).
+        """
+        self.wave_turn.clear()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.wave_turn.wait(), WAVE_QUIET_S)
+        if self.wave_opened or self.wave_turn.is_set():
+            return
+        if self.attempt_errors == 0 and not self.stopping:
+            self.wave_opened = True
+            self.wave.clear()
+            return
+        await self.wave_turn.wait()
 
     # ---- progress ---------------------------------------------------------------------------------------
     def snapshot(self) -> Progress:

@@ -96,7 +96,8 @@ class Sender(Core):
         self.writing: set[asyncio.Task[Any]] = set()
         self.failed_keys: set[bytes] = set()
         self.wave: set[Request] = set()  # records of the first wave not finished yet
-        self.wave_opened = False  # the first answer came: full concurrency from now on
+        self.wave_opened = False  # the first answer came (or the wave stayed quiet): full concurrency from now on
+        self.attempt_errors = 0  # attempts that failed other than by load (429/503/timeouts): the wave's check
         self.wave_turn = asyncio.Event()  # wakes the producer: first answer, the wave all failed, or stop
         self.breaker = CircuitBreaker()
         self.wave_items: set[Request] = set()  # first-wave records that finished (for the endpoint check)
@@ -177,6 +178,7 @@ class Sender(Core):
         except TeacherProtocolError as e:
             self.n_protocol += 1
             self.protocol_in_a_row += 1
+            self.attempt_errors += 1
             limiter.release(permit, None)
             if e.billed:
                 budget.charge_unknown(res)
@@ -252,6 +254,7 @@ class Sender(Core):
         return fixed, res.usd, res.tokens
 
     def _watch_failure(self, e: TeacherCallError) -> None:
+        self.attempt_errors += 1
         if fatal_error(e) is None and self.breaker.failure(e):
             same, of = self.breaker.tripped or (0, 0)
             if self.succeeded == 0 and self._endpoint_broken(e):

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
+
 from ..errors import SourceError
 from .source_rows import META_COLUMNS, _Bad
 
@@ -57,6 +59,9 @@ def _lines(f: IO[bytes], max_line_bytes: int) -> Iterator[tuple[int, bytes | Non
         yield lineno, None, size
 
 
+_NOT_FAST = object()
+
+
 def _read_jsonl(path: Path, label: str, max_line_bytes: int) -> Iterator[RawItem]:
     with _open_text(path) as f:
         for lineno, line, size in _lines(f, max_line_bytes):
@@ -70,7 +75,14 @@ def _read_jsonl(path: Path, label: str, max_line_bytes: int) -> Iterator[RawItem
             if not line.strip():
                 continue
             try:
-                value = _decode_json(line.decode("utf-8"))
+                value = orjson.loads(
+                    line
+                )  # fast path; anything it refuses gets the standard parser's verdict
+            except orjson.JSONDecodeError:
+                value = _NOT_FAST
+            try:
+                if value is _NOT_FAST:
+                    value = _decode_json(line.decode("utf-8"))
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 text = line[:8000].decode("utf-8", errors="replace").rstrip("\r\n")
                 yield where, _Bad("malformed_json", "line", f"is not valid JSON ({_short(e)})", text[:2000])
