@@ -134,3 +134,21 @@ def test_command(tmp_path: Path, cache: Path) -> None:
     )
     assert {r["row"] for r in doc["all_repetitions"]} == {"bare loop process", "tracegen run"}
     assert all(r["ok"] == r["server_requests"] == 120 for r in doc["all_repetitions"])
+
+
+# ---- chaos: kill -9 at a handful of moments (the full benchmark runs >= 50) --------------------------------
+def test_a_handful_of_kills_breaks_no_invariant(tmp_path: Path) -> None:
+    report = _bench("bench_chaos").run(
+        kills=4, n=12, seed=7, scenarios=("online", "batch", "export"), quick=True, out_dir=tmp_path
+    )
+    rows = {r["scenario"]: r for r in report.rows}
+    assert set(rows) == {"online", "batch", "export"}
+    failed = [f"{c.name}: {c.value} (target {c.target})" for c in report.checks if not c.passed]
+    assert not failed, (failed, report.rows, (tmp_path / "chaos-quick.log").read_text()[-3000:])
+    assert sum(r["kills"] for r in report.rows) == 4
+    for name in ("online", "batch"):
+        row = rows[name]
+        assert row["billed_usd"] > 0 and row["over_budget_usd"] == 0 and row["answers_lost"] == 0
+        assert row["paid_twice"] <= row["in_flight_at_kills"]
+    doc = json.loads(report.path.read_text())
+    assert doc["params"]["kills"] == 4 and doc["checks"]
