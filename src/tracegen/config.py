@@ -33,11 +33,12 @@ from pydantic import (
 
 from ._syntax import syntax_error_line
 from .clean_config import DedupConfig, FilterConfig
-from .errors import ConfigError
+from .errors import ConfigError, RunDirError
 from .redact import redact_url
+from .rundir import read_manifest
 from .shards import AUTO, shard_from_scheduler
 
-__all__ = ["ENV_PREFIX", "EndpointConfig", "RunConfig", "StageConfig", "load_config"]
+__all__ = ["ENV_PREFIX", "EndpointConfig", "RunConfig", "StageConfig", "config_of_run", "load_config"]
 
 ENV_PREFIX = "TRACEGEN_"
 
@@ -538,3 +539,13 @@ def load_config(
             raise ConfigError(f"{where}: {msg}") from None
         what = where if where.startswith("flag") and field == top else f"{where}: {field}"
         raise ConfigError(f"{what}: {msg}") from None
+
+
+def config_of_run(run_dir: Path) -> RunConfig:
+    """The RunConfig a run directory was made with (its manifest's ``config``); the defaults, pointed at
+    ``run_dir``, when the manifest is missing or unreadable."""
+    try:
+        manifest = read_manifest(run_dir) or {}
+        return RunConfig.model_validate(manifest.get("config") or {})
+    except (OSError, ValueError, RunDirError):
+        return RunConfig(output_dir=run_dir)

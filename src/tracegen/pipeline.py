@@ -27,7 +27,7 @@ from typing import Any
 from .cleaning.merge import claim_output, release_output
 from .cleaning.merge import merge as merge_runs
 from .cleaning.postprocess import clean, rejections_except
-from .config import RunConfig, StageConfig
+from .config import RunConfig, StageConfig, config_of_run
 from .engine import Progress, RunDir, RunResult
 from .engine.preflight import check_endpoint, check_keys
 from .engine.store import REHEARSAL_BASE_URL
@@ -373,7 +373,7 @@ def _finish(
     on_stage: StageCallback,
 ) -> dict[str, Any]:
 
-    cfg = config or _config_of(run)
+    cfg = config or config_of_run(run)
     staged = is_staged(run)
     stages = _stage_dirs(run, cfg)
     answered = [(name, path) for name, path in stages if RunPaths(path).traces.exists()]
@@ -392,14 +392,6 @@ def _finish(
     exported = export(run, output_dir, formats=fmts)
     return {"clean": cleaned, "export": exported.to_dict()}
 
-
-def _config_of(run: Path) -> RunConfig:
-    """The RunConfig a run directory was made with (from manifest.json)."""
-    try:
-        manifest = read_manifest(run) or {}
-        return RunConfig.model_validate(manifest.get("config") or {})
-    except (OSError, ValueError, RunDirError):
-        return RunConfig(output_dir=run)
 
 
 # ---- merge -------------------------------------------------------------------------------------------------
@@ -426,7 +418,7 @@ def _merge(run_dirs: list[Path], output: Path) -> dict[str, Any]:
         raise RunDirError(
             "cannot merge staged run directories (with stages/) with unstaged ones; merge each kind"
         )
-    configs = [_config_of(d) for d in run_dirs]
+    configs = [config_of_run(d) for d in run_dirs]
     if any(staged):
         claim_output(output)  # an interrupted merge is redone from scratch (the root merge claims its own)
     merged: dict[str | None, Any] = {}

@@ -10,11 +10,11 @@ from typing import Any
 
 import openai
 
-from ..config import RunConfig
+from ..config import RunConfig, config_of_run
 from ..engine import Progress, RunDir, RunResult, generate, make_client, resolve_endpoint, retry_policy
 from ..errors import RunDirError
 from ..records import Record
-from ..rundir import lock_run_dir, read_manifest
+from ..rundir import lock_run_dir
 from .api import CANCELLABLE, BatchApi, BatchInfo, open_client
 from .journal import JOURNAL_NAME, Journal
 from .parts import MAX_BYTES_PER_FILE, MAX_REQUESTS_PER_FILE
@@ -156,13 +156,6 @@ def _open_journal(run_dir: Path) -> Journal:
     return Journal(run_dir, readonly=True)
 
 
-def _config_of(run_dir: Path) -> RunConfig:
-    try:
-        manifest = read_manifest(run_dir) or {}
-        return RunConfig.model_validate(manifest.get("config") or {})
-    except (OSError, ValueError, RunDirError):
-        return RunConfig(output_dir=run_dir)
-
 
 async def _rows(
     run_dir: Path,
@@ -175,7 +168,7 @@ async def _rows(
     live = [p for p in journal.parts.values() if p.outstanding and p.batch_id is not None]
     infos: dict[int, BatchInfo] = {}
     if live:
-        api = _api(config or _config_of(run_dir), env, client)
+        api = _api(config or config_of_run(run_dir), env, client)
         try:
             for p in live:
                 assert p.batch_id is not None
