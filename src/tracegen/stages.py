@@ -45,6 +45,7 @@ from .engine.budget import Ledger, prior_spend_usd
 from .engine.store import money_spent
 from .errors import ConfigError, RunDirError
 from .planning.params import apply_model_defaults
+from .planning.plan_stats import label_order
 from .planning.tokens import count_chat_tokens, encoding_for_model
 from .records import SUBMIXES
 from .rundir import (
@@ -289,7 +290,9 @@ def _write_stage_plan(
             "encoding": encoding,
             "planned": planned,
             "planned_total": sum(planned.values()),
-            "planned_per_system_message": dict(sorted(per_message.items(), key=_label_order)),
+            "planned_per_system_message": dict(
+                sorted(per_message.items(), key=lambda item: label_order(item[0]))
+            ),
             "prompt_tokens": sum(tokens.values()),
             "prompt_tokens_per_submix": tokens,
             "stage": {
@@ -308,10 +311,6 @@ def _write_stage_plan(
         files[0].write("\n")
 
     write_files_atomically([RunPaths(path).plan_stats], write_stats)
-
-
-def _label_order(item: tuple[str, int]) -> tuple[int, int, str]:
-    return (0, int(item[0]), "") if item[0].isdigit() else (1, 0, item[0])
 
 
 # ---- budgets -----------------------------------------------------------------------------------------------

@@ -64,7 +64,7 @@ from .plan_select import _candidate_thresholds, _choose_and_spill, _estimate
 from .plan_select import _submix_quotas as _submix_quotas
 from .plan_spill import _prepare_db
 from .plan_stats import DROP_REASONS as DROP_REASONS
-from .plan_stats import PlanStats, _label_order, shortfall_message
+from .plan_stats import PlanStats, label_order, shortfall_message
 from .sources import RejectCallback
 from .templates import MCDetector
 from .tokens import encoding_for_model, model_info
@@ -231,7 +231,7 @@ def write_plan(plan: Plan, run_dir: str | Path, *, shard: tuple[int, int] | None
         stats.shard = f"{shard[0] + 1}/{shard[1]}"
         stats.planned = planned
         stats.planned_total = sum(planned.values())
-        stats.planned_per_system_message = {k: per_message[k] for k in sorted(per_message, key=_label_order)}
+        stats.planned_per_system_message = {k: per_message[k] for k in sorted(per_message, key=label_order)}
         stats.prompt_tokens_per_submix = tokens
         stats.prompt_tokens = sum(tokens.values())
 

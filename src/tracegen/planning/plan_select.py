@@ -15,7 +15,7 @@ from ..records import SUBMIXES
 from .mix import interleave, is_bigbench, is_zero_shot, quotas, select_submix
 from .plan_pass import _RANK_SPACE, REJECTIONS_PER_REASON, _second_pass, _Setup, _too_long_detail
 from .plan_spill import _SPILL_BATCH, _cand_record, _lowest_ranked, _scan
-from .plan_stats import PlanStats, _label_order
+from .plan_stats import PlanStats, label_order
 from .sources import RejectCallback, Rejection
 from .tokens import count_chat_tokens
 
@@ -204,7 +204,7 @@ def _spill_plan(
             batch.clear()
     con.executemany("INSERT INTO plan VALUES (?, ?, ?)", batch)
     con.commit()
-    stats.planned_per_system_message = {k: per_message[k] for k in sorted(per_message, key=_label_order)}
+    stats.planned_per_system_message = {k: per_message[k] for k in sorted(per_message, key=label_order)}
     stats.prompt_tokens_per_submix = tokens_per_submix
     stats.prompt_tokens = sum(tokens_per_submix.values())
 

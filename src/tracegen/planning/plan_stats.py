@@ -7,7 +7,7 @@ from typing import Any
 
 from ..records import SUBMIXES
 
-__all__ = ["DROP_REASONS", "PlanStats", "shortfall_message"]
+__all__ = ["DROP_REASONS", "PlanStats", "label_order", "shortfall_message"]
 
 DROP_REASONS = ("bad_record", "dialog", "fewshot", "bigbench", "too_long", "duplicate", "contaminated")
 
@@ -66,7 +66,8 @@ class PlanStats:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
-def _label_order(label: str) -> tuple[int, int, str]:
+def label_order(label: str) -> tuple[int, int, str]:
+    """Sort key of system-message labels: numbered ones in number order, then the named ones."""
     return (0, int(label), "") if label.isdigit() else (1, 0, label)
 
 
