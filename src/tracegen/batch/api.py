@@ -34,7 +34,7 @@ from ..errors import BatchCallError, TracegenError
 from ..redact import redact_url
 from .parts import BATCH_ENDPOINT
 
-__all__ = ["CANCELLABLE", "TERMINAL", "BatchApi", "BatchCallError", "BatchInfo", "open_client"]
+__all__ = ["CANCELLABLE", "TERMINAL", "BatchApi", "BatchCallError", "BatchInfo", "matching_batches", "open_client"]
 
 T = TypeVar("T")
 
@@ -246,7 +246,7 @@ class BatchApi:
             return BatchInfo.of(b)
 
         async def find() -> list[BatchInfo]:
-            return _matching(await self._scan_batches(since), metadata, input_file_id)
+            return matching_batches(await self._scan_batches(since), metadata, input_file_id)
 
         return await self._make_once(f"create the batch of {input_file_id}", make, find)
 
@@ -273,9 +273,10 @@ class BatchApi:
             raise as_tracegen_error(f"cancel batch {batch_id}", e, self.endpoint.base_url) from None
 
 
-def _matching(
+def matching_batches(
     batches: list[BatchInfo], metadata: Mapping[str, str], input_file_id: str | None
 ) -> list[BatchInfo]:
+    """The batches that are ours for one part: its metadata, or its input file; oldest first."""
     found = [
         b
         for b in batches

@@ -38,7 +38,7 @@ from ..engine import Progress, Reservation, RunResult
 from ..engine.budget import utc_now_iso
 from ..engine.core import stop_reason_of
 from ..errors import RunDirError, TracegenError
-from .api import BatchCallError, BatchInfo
+from .api import BatchCallError, BatchInfo, matching_batches
 from .harvest import Harvest
 from .parts import Item, Part, sha256_hex, write_part
 from .report import progress, run_result, run_stats
@@ -232,15 +232,7 @@ class BatchRunner(Harvest):
         p = run.state
         n = p.part
         meta = self._metadata(n)
-        found = sorted(
-            (
-                b
-                for b in listed
-                if all(b.metadata.get(k) == v for k, v in meta.items())
-                or (p.file_id is not None and b.input_file_id == p.file_id)
-            ),
-            key=lambda b: (b.created_at, b.id),
-        )
+        found = matching_batches(listed, meta, p.file_id)
         if found:
             first = found[0]
             self.journal.append({"event": "created", "part": n, "batch_id": first.id, "recovered": True})
