@@ -103,7 +103,9 @@ async def test_rerun_skips_done_and_pays_nothing_twice(tmp_path: Path) -> None:
     assert len(ledger) == len({e["request_key"] for e in ledger}) == 35
 
 
-async def test_401_stops_the_run_after_the_first_wave(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_401_stops_the_run_after_the_first_wave(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong-SECRET-1234")
     with FakeServer(FakeOptions(api_key="sk-right")) as srv:
         cfg = RunConfig(base_url=srv.base_url, concurrency=256)
@@ -140,6 +142,46 @@ async def test_a_refused_key_with_slow_answers_still_costs_only_the_wave(
         with pytest.raises(AuthError):
             await generate(records(200), RunConfig(base_url=srv.base_url, concurrency=64), tmp_path)
         assert 1 <= srv.counters()["requests"] <= FIRST_WAVE  # the 401s came back at once: the gate held
+
+
+def test_the_preflight_measures_the_round_trip_and_the_wave_waits_a_few_of_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tracegen.engine import preflight, runner
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-right")
+    with FakeServer(FakeOptions(api_key="sk-right")) as srv:
+        assert preflight.round_trip_s(srv.base_url) is None
+        preflight.check_endpoint(RunConfig(base_url=srv.base_url))
+        rtt = preflight.round_trip_s(srv.base_url + "/")
+    assert rtt is not None and 0 < rtt < preflight.TIMEOUT_S
+    assert runner.wave_quiet_s(None) == runner.WAVE_QUIET_S  # not measured: the fixed half second
+    assert runner.wave_quiet_s(0.001) == runner.WAVE_QUIET_MIN_S  # a local server: the floor
+    assert runner.wave_quiet_s(0.05) == pytest.approx(runner.QUIET_ROUND_TRIPS * 0.05)
+    assert runner.wave_quiet_s(2.0) == runner.WAVE_QUIET_S  # a slow link: never more than the default
+
+
+async def test_a_measured_round_trip_opens_the_wave_sooner_and_a_bad_key_still_costs_only_the_wave(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tracegen.engine import preflight, runner
+
+    monkeypatch.setattr(runner, "WAVE_QUIET_S", 30.0)  # unmeasured, the wave would wait for the 3-s answer
+    with FakeServer(FakeOptions(api_key="sk-right", latency_mean_s=3.0)) as srv:
+        monkeypatch.setitem(preflight._ROUND_TRIPS, srv.base_url, 0.05)  # quiet: 4 x 0.05 s
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-right")
+        run = asyncio.create_task(
+            generate(records(64), RunConfig(base_url=srv.base_url, concurrency=64), tmp_path / "ok")
+        )
+        await asyncio.sleep(1.5)  # well past 0.2 s, well before the first answer (3 s)
+        received_before_any_answer = srv.counters()["requests"]
+        assert (await run).succeeded == 64
+        assert received_before_any_answer == 64
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong")
+        before = srv.counters()["requests"]
+        with pytest.raises(AuthError):
+            await generate(records(200), RunConfig(base_url=srv.base_url, concurrency=64), tmp_path / "bad")
+        assert 1 <= srv.counters()["requests"] - before <= FIRST_WAVE  # the 401s came back within the quiet
 
 
 async def test_insufficient_quota_stops_the_run(tmp_path: Path) -> None:

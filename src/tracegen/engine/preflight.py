@@ -4,12 +4,16 @@ Planning can take minutes (it streams the Hub by default), so a run that cannot 
 say so first. :func:`check_keys` needs no network: a missing key (and no local base URL) is an AuthError.
 :func:`check_endpoint` sends one ``GET /models`` (free: it bills no tokens): a refused key (401/403) is an
 AuthError, an endpoint that cannot be reached an EndpointError. Anything else (a 404 from a server without
-``/models``, a slow answer) lets the run go on: the engine's first request is a probe that decides.
+``/models``, a slow answer) lets the run go on: the engine's first wave decides.
+
+The check also measures the endpoint's round trip (:func:`round_trip_s`): the engine's first wave waits for
+errors only a few round trips, not a fixed half second, before it opens full concurrency.
 """
 
 from __future__ import annotations
 
 import os
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -19,9 +23,21 @@ from ..errors import AuthError, EndpointError
 from ..redact import redact_url
 from .client import Endpoint, resolve_endpoint
 
-__all__ = ["check_endpoint", "check_keys"]
+__all__ = ["check_endpoint", "check_keys", "round_trip_s"]
 
 TIMEOUT_S = 5.0
+
+#: The last measured ``GET /models`` round trip (connection included) per endpoint, seconds.
+_ROUND_TRIPS: dict[str, float] = {}
+
+
+def _url_key(base_url: str) -> str:
+    return redact_url(base_url).rstrip("/")
+
+
+def round_trip_s(base_url: str) -> float | None:
+    """The round trip :func:`check_endpoint` measured to ``base_url`` in this process, or None."""
+    return _ROUND_TRIPS.get(_url_key(base_url))
 
 
 def _endpoints(config: RunConfig, env: Mapping[str, str]) -> list[Endpoint]:
@@ -63,10 +79,13 @@ def _get_models(endpoint: Endpoint) -> None:
         headers["Authorization"] = f"Bearer {endpoint.api_key}"
     request = urllib.request.Request(url, headers=headers, method="GET")
     where = redact_url(endpoint.base_url)
+    t0 = time.monotonic()
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT_S):
+            _ROUND_TRIPS[_url_key(endpoint.base_url)] = time.monotonic() - t0
             return
     except urllib.error.HTTPError as e:
+        _ROUND_TRIPS[_url_key(endpoint.base_url)] = time.monotonic() - t0
         if e.code in (401, 403):
             raise AuthError(
                 f"{where} refused the API key (HTTP {e.code} at GET /models): check OPENAI_API_KEY "

@@ -8,8 +8,9 @@ durably and only then counts it. Every record ends in exactly one of: traces.jso
 chain; retried on rerun) or, when the run stops first, nowhere (sent again on rerun).
 
 The first records go out as a wave of at most ``FIRST_WAVE`` (8): nothing else is sent until one of them
-has an answer or ``WAVE_QUIET_S`` passed with no error back (errors come back at once; answers take their
-generation time) (when all of them fail, the next wave goes, so the circuit breaker sees the same error
+has an answer or the wave stayed quiet -- no error back -- for a few round trips of the endpoint (measured by
+the pre-flight ``GET /models``; ``WAVE_QUIET_S`` when unmeasured, never less than ``WAVE_QUIET_MIN_S``):
+errors come back in one round trip, answers take their generation time (when all of them fail, the next wave goes, so the circuit breaker sees the same error
 again before the window opens), so a bad key (401/403), an empty account (quota exhaustion, also
 as a gateway rewrites it), an unknown model (404) or an unreachable endpoint stops the run after at most
 that wave, not a storm -- without the cost of one lone probe's full latency. Later auth/quota answers stop
@@ -56,6 +57,7 @@ from .client import (
 from .core import Request
 from .events import Progress, RunResult
 from .pool import EndpointPool, make_pool
+from .preflight import round_trip_s
 from .send import Sender
 from .store import DoneSet, RunDir
 
@@ -68,7 +70,19 @@ RATE_WINDOW_S = 10.0
 #: Records sent before the rest wait for a first answer (a bad key costs at most this many requests).
 FIRST_WAVE = 8
 #: A first wave with no error back after this long was accepted by the server: full concurrency (seconds).
+#: The most the wave waits; with a measured round trip it waits ``QUIET_ROUND_TRIPS`` of them instead.
 WAVE_QUIET_S = 0.5
+#: Round trips (the pre-flight's, connection set-up included) a quiet wave waits for an error.
+QUIET_ROUND_TRIPS = 4.0
+#: The least a quiet wave waits, however close the endpoint (seconds).
+WAVE_QUIET_MIN_S = 0.05
+
+
+def wave_quiet_s(round_trip: float | None) -> float:
+    """How long the first wave waits for an error before full concurrency: a few round trips, bounded."""
+    if round_trip is None:
+        return WAVE_QUIET_S
+    return min(WAVE_QUIET_S, max(WAVE_QUIET_MIN_S, QUIET_ROUND_TRIPS * round_trip))
 
 
 class _Engine(Sender):
@@ -87,6 +101,7 @@ class _Engine(Sender):
         grace_s: float,
         pool: EndpointPool | None = None,
         endpoint_url: str = "",
+        quiet_s: float = WAVE_QUIET_S,
     ) -> None:
         super().__init__(
             config,
@@ -105,6 +120,7 @@ class _Engine(Sender):
         self.tasks: set[asyncio.Task[None]] = set()
         self.producer: asyncio.Task[None] | None = None
         self.wave_size = min(FIRST_WAVE, config.concurrency)
+        self.quiet_s = quiet_s
         self.grace_handle: asyncio.TimerHandle | None = None
         self.dispatched = 0
         self.failed_unsent = 0
@@ -205,7 +221,7 @@ class _Engine(Sender):
         return not self.stopping and self.pricer.model_problem is None
 
     async def _hold_the_wave(self) -> None:
-        """Wait for the first wave: its first answer, or :data:`WAVE_QUIET_S` with no error back.
+        """Wait for the first wave: its first answer, or ``quiet_s`` (:func:`wave_quiet_s`) with no error back.
 
         A refused key, an empty account or an unknown model answer at once (no generation runs), while an
         accepted request takes as long as its answer: a wave that stayed quiet that long was accepted, so
@@ -214,7 +230,7 @@ class _Engine(Sender):
         """
         self.wave_turn.clear()
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self.wave_turn.wait(), WAVE_QUIET_S)
+            await asyncio.wait_for(self.wave_turn.wait(), self.quiet_s)
         if self.wave_opened or self.wave_turn.is_set():
             return
         if self.attempt_errors == 0 and not self.stopping:
@@ -459,9 +475,15 @@ async def _generate(
         grace_s=grace_s,
         pool=pool,
         endpoint_url=_display_url(config, env),
+        quiet_s=WAVE_QUIET_S if pool is not None else wave_quiet_s(round_trip_s(_base_url(config, env))),
     )
     with fewer_gc_passes():
         return await engine.run(records)
+
+
+def _base_url(config: RunConfig, env: Mapping[str, str] | None) -> str:
+    env = os.environ if env is None else env
+    return config.base_url or env.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
 
 
 def _display_url(config: RunConfig, env: Mapping[str, str] | None) -> str:
