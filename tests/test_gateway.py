@@ -41,7 +41,9 @@ LITELLM_QUOTA = (
 )
 
 
-def http(status: int, code: str | None, message: str, etype: str | None = None, **headers: str) -> TeacherHTTPError:
+def http(
+    status: int, code: str | None, message: str, etype: str | None = None, **headers: str
+) -> TeacherHTTPError:
     return TeacherHTTPError(status, code, message, headers=headers, error_type=etype)
 
 
@@ -125,7 +127,10 @@ def test_retry_after_in_every_form() -> None:
     reset = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "6m0s"}
     assert retry_after_s(reset) == 360.0
     assert retry_after_s({"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "20ms"}) == 0.02
-    prefixed = {"llm_provider-x-ratelimit-remaining-requests": "0", "llm_provider-x-ratelimit-reset-requests": "1s"}
+    prefixed = {
+        "llm_provider-x-ratelimit-remaining-requests": "0",
+        "llm_provider-x-ratelimit-reset-requests": "1s",
+    }
     assert retry_after_s(prefixed) == 1.0
     assert retry_after_s({"x-ratelimit-remaining-requests": "5", "x-ratelimit-reset-requests": "1s"}) is None
     assert retry_after_s({"retry-after": "soon"}) is None

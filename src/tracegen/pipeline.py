@@ -393,7 +393,6 @@ def _finish(
     return {"clean": cleaned, "export": exported.to_dict()}
 
 
-
 # ---- merge -------------------------------------------------------------------------------------------------
 def merge(run_dirs: Sequence[str | Path], output: str | Path) -> dict[str, Any]:
     """Combine run directories with global dedup into ``output``, then clean and export it (``tracegen merge``).

@@ -34,7 +34,15 @@ from ..errors import BatchCallError, TracegenError
 from ..redact import redact_url
 from .parts import BATCH_ENDPOINT
 
-__all__ = ["CANCELLABLE", "TERMINAL", "BatchApi", "BatchCallError", "BatchInfo", "matching_batches", "open_client"]
+__all__ = [
+    "CANCELLABLE",
+    "TERMINAL",
+    "BatchApi",
+    "BatchCallError",
+    "BatchInfo",
+    "matching_batches",
+    "open_client",
+]
 
 T = TypeVar("T")
 

@@ -156,7 +156,6 @@ def _open_journal(run_dir: Path) -> Journal:
     return Journal(run_dir, readonly=True)
 
 
-
 async def _rows(
     run_dir: Path,
     act: Callable[[BatchApi, BatchInfo], Awaitable[BatchInfo]] | None,

@@ -22,7 +22,14 @@ from .budget import Ledger, prior_spend_usd, utc_now_iso
 __all__ = ["REHEARSAL_BASE_URL", "TEACHER_FIELDS", "money_spent"]
 
 #: Config fields that decide what the teacher answers: changing them mixes two datasets in one directory.
-TEACHER_FIELDS: tuple[str, ...] = ("model", "base_url", "temperature", "top_p", "max_tokens", "reasoning_effort")
+TEACHER_FIELDS: tuple[str, ...] = (
+    "model",
+    "base_url",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "reasoning_effort",
+)
 
 #: The base_url a rehearsal (``--rehearse``) pins in the manifest, so fake answers never mix with real ones.
 REHEARSAL_BASE_URL = "tracegen-rehearsal (built-in fake server)"

@@ -96,8 +96,12 @@ class Sender(Core):
         self.writing: set[asyncio.Task[Any]] = set()
         self.failed_keys: set[bytes] = set()
         self.wave: set[Request] = set()  # records of the first wave not finished yet
-        self.wave_opened = False  # the first answer came (or the wave stayed quiet): full concurrency from now on
-        self.attempt_errors = 0  # attempts that failed other than by load (429/503/timeouts): the wave's check
+        self.wave_opened = (
+            False  # the first answer came (or the wave stayed quiet): full concurrency from now on
+        )
+        self.attempt_errors = (
+            0  # attempts that failed other than by load (429/503/timeouts): the wave's check
+        )
         self.wave_turn = asyncio.Event()  # wakes the producer: first answer, the wave all failed, or stop
         self.breaker = CircuitBreaker()
         self.wave_items: set[Request] = set()  # first-wave records that finished (for the endpoint check)
