@@ -27,6 +27,7 @@ from typing import Any
 from .cleaning.merge import claim_output, release_output
 from .cleaning.merge import merge as merge_runs
 from .cleaning.postprocess import clean, rejections_except
+from .cleaning.precheck import Prechecker
 from .config import RunConfig, StageConfig, config_of_run
 from .engine import Progress, RunDir, RunResult
 from .engine.preflight import check_endpoint, check_keys
@@ -273,43 +274,60 @@ async def _arun(
     _check_layout(rd, config)
     stop = stop or asyncio.Event()
     results: list[RunResult] = []
-    sent = tokens = 0
+    precheck = Prechecker(config.filters)  # clean's per-answer work, done while answers are awaited
     with rehearsal(config, rehearse) as (cfg, env), graceful_interrupt(stop, on_stage):
-        for leg in _legs(config, rd, extend=extend):  # each checked against the real settings
-            live = leg.live_config(cfg, rd.path)  # sent where the rehearsal (if any) points
-            budget = cfg.budget_usd if leg.stage is None else stage_budget_usd(cfg, leg.stage, rd.path)
-            caps: dict[str, Any] = {"budget_usd": budget}
-            if cfg.max_requests is not None:  # caps of one session count over all stages
-                caps["max_requests"] = cfg.max_requests - sent
-            if cfg.max_total_tokens is not None:
-                caps["max_total_tokens"] = cfg.max_total_tokens - tokens
-            if any(v is not None and v <= 0 for v in caps.values()):
-                on_stage(f"{leg.label}skipped: nothing left of the run's budget / caps")
-                continue
-            result = await answer(
-                live.model_copy(update=caps),
-                leg.rd,
-                env,
-                on_progress=on_progress,
-                on_stage=on_stage,
-                stop=stop,
-                label=leg.label,
-            )
-            results.append(result)
-            sent += int(result.stats.get("sent", 0))
-            tokens += int(result.stats.get("prompt_tokens", 0)) + int(
-                result.stats.get("completion_tokens", 0)
-            )
-            if result.stop_reason not in ("completed", "budget") or stop.is_set():
-                break  # interrupted, or a run-wide cap reached: later stages wait for the rerun
+        async with precheck.running():
+            await _answer_legs(config, cfg, env, rd, results, extend, on_progress, on_stage, stop, precheck)
     summary = _run_summary(config, rd, results)
     if sum(r.succeeded + r.skipped_done for r in results) > 0:
-        summary.update(finish(rd.path, config=config, on_stage=on_stage))
+        summary.update(finish(rd.path, config=config, on_stage=on_stage, prechecked=precheck))
         write_report_safely(rd.path, summary, on_stage)
     if config.push_to_hub:
         on_stage(f"pushing to the Hub: {config.push_to_hub}")
         summary["push"] = push_run(rd.path, config.push_to_hub, config.private)
     return summary
+
+
+async def _answer_legs(
+    config: RunConfig,
+    cfg: RunConfig,
+    env: dict[str, str] | None,
+    rd: RunDir,
+    results: list[RunResult],
+    extend: bool,
+    on_progress: Callable[[Progress], None] | None,
+    on_stage: StageCallback,
+    stop: asyncio.Event,
+    precheck: Prechecker,
+) -> None:
+    """Generate each stage in order (an unstaged run: its one stage), appending to ``results``."""
+    sent = tokens = 0
+    for leg in _legs(config, rd, extend=extend):  # each checked against the real settings
+        live = leg.live_config(cfg, rd.path)  # sent where the rehearsal (if any) points
+        budget = cfg.budget_usd if leg.stage is None else stage_budget_usd(cfg, leg.stage, rd.path)
+        caps: dict[str, Any] = {"budget_usd": budget}
+        if cfg.max_requests is not None:  # caps of one session count over all stages
+            caps["max_requests"] = cfg.max_requests - sent
+        if cfg.max_total_tokens is not None:
+            caps["max_total_tokens"] = cfg.max_total_tokens - tokens
+        if any(v is not None and v <= 0 for v in caps.values()):
+            on_stage(f"{leg.label}skipped: nothing left of the run's budget / caps")
+            continue
+        result = await answer(
+            live.model_copy(update=caps),
+            leg.rd,
+            env,
+            on_progress=on_progress,
+            on_stage=on_stage,
+            stop=stop,
+            label=leg.label,
+            on_traces=precheck.feed,
+        )
+        results.append(result)
+        sent += int(result.stats.get("sent", 0))
+        tokens += int(result.stats.get("prompt_tokens", 0)) + int(result.stats.get("completion_tokens", 0))
+        if result.stop_reason not in ("completed", "budget") or stop.is_set():
+            break  # interrupted, or a run-wide cap reached: later stages wait for the rerun
 
 
 def _run_summary(config: RunConfig, rd: RunDir, results: list[RunResult]) -> dict[str, Any]:
@@ -351,18 +369,20 @@ def finish(
     formats: list[str] | None = None,
     output_dir: str | Path | None = None,
     on_stage: StageCallback = _noop,
+    prechecked: Prechecker | None = None,
 ) -> dict[str, Any]:
     """Clean (filters + dedup) and export a run directory. Calls no API; safe to rerun.
 
     A staged run directory: each stage is cleaned on its own (dedup within a stage: the stages answer the
     same pairs on purpose), their clean.jsonl are combined in stage order and exported as one dataset with
-    one config per stage.
+    one config per stage. ``prechecked``: answer checks and filter verdicts already computed while the
+    teacher answered (:mod:`tracegen.cleaning.precheck`); the output is the same without it.
     """
     run = Path(run_dir)
     if not run.is_dir():
         raise RunDirError(f"{run}: no such run directory")
     with lock_run_dir(run, "tracegen export"):
-        return _finish(run, config, formats, output_dir, on_stage)
+        return _finish(run, config, formats, output_dir, on_stage, prechecked)
 
 
 def _finish(
@@ -371,6 +391,7 @@ def _finish(
     formats: list[str] | None,
     output_dir: str | Path | None,
     on_stage: StageCallback,
+    prechecked: Prechecker | None = None,
 ) -> dict[str, Any]:
 
     cfg = config or config_of_run(run)
@@ -384,7 +405,7 @@ def _finish(
     cleaned: dict[str, Any] = {}
     for name, path in answered:
         on_stage(f"cleaning{'' if name is None else f' stage {name}'}: quality filters, answer check, dedup")
-        cleaned = clean(path, cfg.filters, cfg.dedup_config()).to_dict()
+        cleaned = clean(path, cfg.filters, cfg.dedup_config(), prechecked=prechecked).to_dict()
     if staged:  # the stages' clean.jsonl, combined in stage order
         cleaned = combine_stages(run, [name for name, _ in stages if name is not None], cfg)
     fmts = tuple(formats or cfg.export_formats)

@@ -156,8 +156,12 @@ async def answer(
     on_stage: StageCallback,
     stop: asyncio.Event,
     label: str = "",
+    on_traces: Callable[[list[bytes]], None] | None = None,
 ) -> RunResult:
-    """Generate the plan of ``rd`` online (one endpoint or a pool) or through the Batch API."""
+    """Generate the plan of ``rd`` online (one endpoint or a pool) or through the Batch API.
+
+    ``on_traces``: see :func:`~tracegen.engine.generate` (online mode only).
+    """
 
     total = count_lines(rd.paths.plan)
     if cfg.mode == "batch":
@@ -181,7 +185,14 @@ async def answer(
     where = f" over {len(cfg.endpoints)} endpoints" if cfg.endpoints else ""
     on_stage(f"{label}asking {cfg.model}{where} ({total:,} planned requests)")
     return await generate(
-        iter_plan(rd.path), cfg, rd, on_progress=on_progress, stop=stop, total=total, env=env
+        iter_plan(rd.path),
+        cfg,
+        rd,
+        on_progress=on_progress,
+        stop=stop,
+        total=total,
+        env=env,
+        on_traces=on_traces,
     )
 
 

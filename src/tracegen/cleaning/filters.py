@@ -298,15 +298,19 @@ class FilterPipeline:
     def run(self, records: Iterable[Record], on_reject: OnReject | None = None) -> Iterator[Record]:
         """Yield kept records; report and count the others."""
         for record in records:
-            self.seen += 1
-            verdict = self.check(record)
-            if verdict is None:
-                self.kept += 1
+            if self.take(record, self.check(record), on_reject):
                 yield record
-                continue
-            self.counts[verdict.reason] += 1
-            if on_reject is not None:
-                on_reject(record, "filter", verdict.reason, verdict.detail)
+
+    def take(self, record: Record, verdict: Rejection | None, on_reject: OnReject | None = None) -> bool:
+        """Count ``record`` under its ``verdict`` (from :meth:`check`, maybe computed earlier); True = kept."""
+        self.seen += 1
+        if verdict is None:
+            self.kept += 1
+            return True
+        self.counts[verdict.reason] += 1
+        if on_reject is not None:
+            on_reject(record, "filter", verdict.reason, verdict.detail)
+        return False
 
 
 # ---- the filters -------------------------------------------------------------------------------------------

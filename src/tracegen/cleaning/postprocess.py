@@ -53,6 +53,7 @@ from ..rundir import (
 from .answer_check import check_answer
 from .dedup import DedupConfig, Deduper, DedupState, public_settings
 from .filters import FilterConfig, FilterPipeline, build_filters
+from .precheck import Prechecker
 
 __all__ = ["ENGINE_STAGES", "CleanResult", "clean", "iter_jsonl", "plan_order"]
 
@@ -237,11 +238,14 @@ def clean(
     against: Sequence[str | Path] = (),
     answer_check: bool = True,
     progress: Progress | None = None,
+    prechecked: Prechecker | None = None,
 ) -> CleanResult:
     """Filter, answer-check and deduplicate ``run_dir/traces.jsonl`` into ``run_dir/clean.jsonl``.
 
     ``against``: dedup state files (``dedup_state.npz`` of other run dirs) whose records count as already
     kept, so this run drops what they already hold. ``progress(done, total)`` is called every 1000 records.
+    ``prechecked``: verdicts computed during generation (:mod:`.precheck`), used for the lines they cover
+    when computed with the same settings (the files are the same either way).
     """
     run_dir = Path(run_dir)
     traces = run_dir / TRACES
@@ -249,6 +253,8 @@ def clean(
         raise RunDirError(f"{run_dir}: no {TRACES}; run `tracegen run` first (or check the directory)")
     filter_config = filter_config or FilterConfig()
     dedup_config = dedup_config or DedupConfig()
+    if prechecked is not None and not prechecked.serves(filter_config, answer_check):
+        prechecked = None
     pipeline = FilterPipeline(build_filters(filter_config))
     state = DedupState.empty(dedup_config)
     for path in against:
@@ -319,9 +325,12 @@ def clean(
                         result.unreadable_lines += 1
                         log.warning("%s: skipping an unreadable line at byte %d (%s)", traces, offsets[i], e)
                         continue
+                    known = prechecked.verdict(line) if prechecked is not None else None
                     if answer_check:
-                        record.agrees_with_target = check_answer(
-                            record.question, record.target, record.response
+                        record.agrees_with_target = (
+                            known[0]
+                            if known is not None
+                            else check_answer(record.question, record.target, record.response)
                         )
                     if progress is not None and done % 1000 == 0:
                         progress(done, total)
@@ -329,9 +338,11 @@ def clean(
                         on_reject(record, "dedup", "duplicate_id", "id answered again later in traces.jsonl")
                         continue
                     agree_all[record.agrees_with_target] += 1
-                    yield record
+                    verdict = known[1] if known is not None else pipeline.check(record)
+                    if pipeline.take(record, verdict, on_reject):
+                        yield record
 
-        for record in deduper.run(pipeline.run(records(), on_reject), on_reject):
+        for record in deduper.run(records(), on_reject):
             kept_out.write(_dumps(_record_dict(record)))
             result.kept += 1
             agree_kept[record.agrees_with_target] += 1

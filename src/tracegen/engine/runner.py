@@ -420,6 +420,7 @@ async def generate(
     grace_s: float = 30.0,
     pool: EndpointPool | None = None,
     env: Mapping[str, str] | None = None,
+    on_traces: Callable[[list[bytes]], None] | None = None,
 ) -> RunResult:
     """Answer ``records`` with the teacher into ``run_dir``, within the config's budget and limits.
 
@@ -432,10 +433,25 @@ async def generate(
 
     With ``config.endpoints`` (and no ``client``), requests go to an :class:`~.pool.EndpointPool` of the
     endpoints serving ``config.model`` (keys from ``env``, default os.environ); ``pool`` passes one in.
+
+    ``on_traces`` (on the event loop, must return quickly) receives each group of traces.jsonl lines once
+    they are durable: the pipeline cleans answers while later ones are on the wire.
     """
     with lock_run_dir(run_dir.path if isinstance(run_dir, RunDir) else run_dir, "tracegen run"):
         return await _generate(
-            records, config, run_dir, client, on_progress, stop, sleep, clock, total, grace_s, pool, env
+            records,
+            config,
+            run_dir,
+            client,
+            on_progress,
+            stop,
+            sleep,
+            clock,
+            total,
+            grace_s,
+            pool,
+            env,
+            on_traces,
         )
 
 
@@ -452,6 +468,7 @@ async def _generate(
     grace_s: float,
     pool: EndpointPool | None,
     env: Mapping[str, str] | None,
+    on_traces: Callable[[list[bytes]], None] | None = None,
 ) -> RunResult:
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir.open(run_dir, None, config.public_dict())
     if total is None and isinstance(records, Sized):
@@ -477,6 +494,7 @@ async def _generate(
         endpoint_url=_display_url(config, env),
         quiet_s=WAVE_QUIET_S if pool is not None else wave_quiet_s(round_trip_s(_base_url(config, env))),
     )
+    engine.writer.on_traces = on_traces
     with fewer_gc_passes():
         return await engine.run(records)
 

@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,8 @@ from .manifest import (
     _same,
     money_spent,
 )
+
+log = logging.getLogger("tracegen.engine")
 
 __all__ = [
     "FAILED",
@@ -343,6 +346,8 @@ class ResultWriter:
         self._closing = False
         self.error: RunDirError | None = None
         self.lines_written = [0, 0, 0]
+        #: Called (on the event loop) with each group of traces.jsonl lines once they are durable.
+        self.on_traces: Callable[[list[bytes]], None] | None = None
 
     async def start(self) -> None:
         """Open the files (creating them) and start the writer task."""
@@ -392,6 +397,8 @@ class ResultWriter:
             ok, failure = await asyncio.to_thread(self._write_groups, groups)
             for which in ok:
                 self.lines_written[which] += len(groups[which])
+            if self.on_traces is not None and TRACES in ok:
+                self._tell(groups[TRACES])
             if failure is not None:
                 which, e = failure
                 path = self._files[which].path
@@ -403,6 +410,15 @@ class ResultWriter:
                 fut.set_result(None)
             else:
                 fut.set_exception(self.error or RunDirError("write failed"))
+
+    def _tell(self, lines: list[bytes]) -> None:
+        """Hand durable traces lines to the observer; its failure never touches the run."""
+        assert self.on_traces is not None
+        try:
+            self.on_traces(lines)
+        except Exception:  # an observer's bug: log it, stop telling it, keep writing
+            log.exception("the traces observer failed; it gets no more lines")
+            self.on_traces = None
 
     def _write_groups(self, groups: dict[int, list[bytes]]) -> tuple[set[int], tuple[int, OSError] | None]:
         ok: set[int] = set()
