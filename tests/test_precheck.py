@@ -10,6 +10,7 @@ import pytest
 
 from test_postprocess import basic_run
 from tracegen import pipeline
+from tracegen.cleaning.dedup import DedupConfig, Deduper
 from tracegen.cleaning.filters import FilterConfig, Rejection
 from tracegen.cleaning.postprocess import clean
 from tracegen.cleaning.precheck import Prechecker, line_key
@@ -29,8 +30,8 @@ def _outputs(run: Path) -> dict[str, bytes]:
     return {name: (run / name).read_bytes() for name in OUTPUTS}
 
 
-async def _prechecked(lines: list[bytes], config: FilterConfig | None = None) -> Prechecker:
-    pre = Prechecker(config or FilterConfig())
+async def _prechecked(lines: list[bytes], dedup: DedupConfig | None = None) -> Prechecker:
+    pre = Prechecker(FilterConfig(), dedup)
     async with pre.running():
         pre.feed(lines[: len(lines) // 2])
         pre.feed(lines[len(lines) // 2 :])
@@ -39,15 +40,35 @@ async def _prechecked(lines: list[bytes], config: FilterConfig | None = None) ->
     return pre
 
 
-def test_clean_with_prechecked_verdicts_writes_the_same_files(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "dedup",
+    [None, DedupConfig(), DedupConfig(near_question=True, exact_question=True, question_min_words=3)],
+    ids=["verdicts-only", "default-dedup", "every-dedup-kind"],
+)
+def test_clean_with_prechecked_verdicts_writes_the_same_files(
+    tmp_path: Path, dedup: DedupConfig | None
+) -> None:
     run = basic_run(tmp_path)
-    clean(run)
+    clean(run, dedup_config=dedup)
     without = _outputs(run)
-    pre = asyncio.run(_prechecked(_lines(run)))
+    pre = asyncio.run(_prechecked(_lines(run), dedup))
     assert len(pre) == len(_lines(run))
-    result = clean(run, prechecked=pre)
+    result = clean(run, dedup_config=dedup, prechecked=pre)
     assert _outputs(run) == without
-    assert result.rejected_by_filter and result.kept == 13
+    assert result.rejected_by_filter and result.removed_by_dedup
+
+
+def test_dedup_takes_keys_computed_earlier_and_computes_the_missing_ones(tmp_path: Path) -> None:
+    run = basic_run(tmp_path)
+    records = [Record.from_dict(json.loads(line)) for line in _lines(run)]
+    deduper = Deduper(DedupConfig(near_question=True))
+    packed = deduper.packed_keys(records)
+    # planted: record 1 given record 0's keys is a duplicate of it, so the given keys are really used
+    known = {id(records[1]): packed[0], id(records[2]): packed[2]}
+    kept = list(Deduper(DedupConfig(near_question=True)).run(records, known=lambda r: known.get(id(r))))
+    assert records[0] in kept and records[1] not in kept and records[2] in kept
+    plain = list(Deduper(DedupConfig(near_question=True)).run(records))
+    assert records[1] in plain
 
 
 def test_clean_uses_the_verdicts_only_when_they_were_computed_with_its_settings(tmp_path: Path) -> None:
@@ -56,7 +77,7 @@ def test_clean_uses_the_verdicts_only_when_they_were_computed_with_its_settings(
     record = Record.from_dict(json.loads(first))
     pre = Prechecker(FilterConfig())
     # a planted verdict: clean takes it for that exact line (so it is really consulted) ...
-    pre._verdicts[line_key(first)] = (None, Rejection("planted", "a verdict computed earlier"))
+    pre._verdicts[line_key(first)] = (None, Rejection("planted", "a verdict computed earlier"), None)
     assert clean(run, prechecked=pre).rejected_by_filter.get("planted") == 1
     assert record.id in (run / "rejected.jsonl").read_text()
     # ... but not when the settings differ (another filter config) or the answer check is off
@@ -72,7 +93,7 @@ def test_the_prechecker_keeps_at_most_max_entries_and_skips_unreadable_lines(tmp
     for line in lines:
         pre.feed([line])
     assert len(pre._queue) == 5  # past the cap, lines are left to clean
-    pre.check_line(b'{"id": "torn')
+    pre.check_lines([b'{"id": "torn'])
     assert len(pre) == 0
 
 

@@ -274,7 +274,7 @@ async def _arun(
     _check_layout(rd, config)
     stop = stop or asyncio.Event()
     results: list[RunResult] = []
-    precheck = Prechecker(config.filters)  # clean's per-answer work, done while answers are awaited
+    precheck = Prechecker(config.filters, config.dedup_config())  # clean's per-answer work, done early
     with rehearsal(config, rehearse) as (cfg, env), graceful_interrupt(stop, on_stage):
         async with precheck.running():
             await _answer_legs(config, cfg, env, rd, results, extend, on_progress, on_stage, stop, precheck)

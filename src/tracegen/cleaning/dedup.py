@@ -231,16 +231,65 @@ class Deduper:
         self.response_lsh = lsh_params(cfg.response_threshold, cfg.num_perm)
         self._enabled: list[Kind] = [k for k in KINDS if getattr(cfg, k)]
 
-    def run(self, records: Iterable[Record], on_reject: OnReject | None = None) -> Iterator[Record]:
-        """Yield the records that are not duplicates of an earlier kept one (or of the loaded state)."""
+    def run(
+        self,
+        records: Iterable[Record],
+        on_reject: OnReject | None = None,
+        known: Callable[[Record], bytes | None] | None = None,
+    ) -> Iterator[Record]:
+        """Yield the records that are not duplicates of an earlier kept one (or of the loaded state).
+
+        ``known(record)``: the record's keys from :meth:`packed_keys` if computed earlier, else None.
+        """
         batch: list[Record] = []
         for record in records:
             batch.append(record)
             if len(batch) >= self.config.batch_size:
-                yield from self._process(batch, on_reject)
+                yield from self._process(batch, on_reject, known)
                 batch = []
         if batch:
-            yield from self._process(batch, on_reject)
+            yield from self._process(batch, on_reject, known)
+
+    def packed_keys(self, batch: list[Record]) -> list[bytes]:
+        """Each record's keys, computed now for a later :meth:`run` (``known``): key rows, then take-part flags."""
+        n = len(batch)
+        if n == 0:
+            return []
+        keys = self._keys(batch)
+        kinds = [k for k in self._enabled if k in keys]
+        cols = [keys[k][0].reshape(n, -1) for k in kinds] + [keys[k][1].reshape(n, 1) for k in kinds]
+        if not cols:
+            return [b""] * n
+        table = np.ascontiguousarray(np.hstack([c.astype(np.uint64) for c in cols]))
+        assert table.shape[1] == sum(self._widths()) + len(kinds)
+        return [row.tobytes() for row in table]
+
+    def _widths(self) -> list[int]:
+        near = {"near_question": self.question_lsh[0], "near_response": self.response_lsh[0]}
+        return [near.get(k, 1) for k in self._enabled]
+
+    def _unpack(self, packed: list[bytes]) -> dict[Kind, tuple[U64, npt.NDArray[np.bool_]]]:
+        table = np.frombuffer(b"".join(packed), dtype=np.uint64).reshape(len(packed), -1)
+        widths = self._widths()
+        flags = sum(widths)
+        out: dict[Kind, tuple[U64, npt.NDArray[np.bool_]]] = {}
+        col = 0
+        for j, (kind, width) in enumerate(zip(self._enabled, widths, strict=True)):
+            out[kind] = (table[:, col : col + width], table[:, flags + j].astype(bool))
+            col += width
+        return out
+
+    def _keys_for(
+        self, batch: list[Record], known: Callable[[Record], bytes | None] | None
+    ) -> dict[Kind, tuple[U64, npt.NDArray[np.bool_]]]:
+        """The batch's keys: those computed earlier (``known``), the rest now."""
+        packed = [known(r) for r in batch] if known is not None else []
+        missing = [i for i, p in enumerate(packed) if p is None]
+        if known is None or len(missing) == len(batch):
+            return self._keys(batch)
+        for i, p in zip(missing, self.packed_keys([batch[i] for i in missing]), strict=True):
+            packed[i] = p
+        return self._unpack([p for p in packed if p is not None])
 
     # -- internals -----------------------------------------------------------------------------------------
     def _keys(self, batch: list[Record]) -> dict[Kind, tuple[U64, npt.NDArray[np.bool_]]]:
@@ -283,8 +332,13 @@ class Deduper:
             out["near_response"] = (self.minhasher.band_keys(sig, *self.response_lsh), long_resp & has)
         return out
 
-    def _process(self, batch: list[Record], on_reject: OnReject | None) -> Iterator[Record]:
-        keys = self._keys(batch)
+    def _process(
+        self,
+        batch: list[Record],
+        on_reject: OnReject | None,
+        known: Callable[[Record], bytes | None] | None = None,
+    ) -> Iterator[Record]:
+        keys = self._keys_for(batch, known)
         kinds = [k for k in self._enabled if k in keys]
         rows: dict[Kind, list[list[int]]] = {}
         prior: dict[Kind, list[bool]] = {}

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 import xxhash
 
 from ..errors import RunDirError
@@ -161,6 +162,14 @@ def _scan(path: Path) -> Iterator[tuple[int, int, bytes | None]]:
             offset += n
 
 
+def _loads(line: bytes) -> Any:
+    """orjson's parse (several times faster), stdlib json where orjson refuses (NaN, integers past 64 bits)."""
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return json.loads(line)
+
+
 def _parses(line: bytes) -> bool:
     try:
         json.loads(line)
@@ -255,6 +264,8 @@ def clean(
     dedup_config = dedup_config or DedupConfig()
     if prechecked is not None and not prechecked.serves(filter_config, answer_check):
         prechecked = None
+    same_keys = prechecked is not None and prechecked.serves_keys(dedup_config)
+    known_keys: dict[int, bytes] = {}  # id() of a record on its way to dedup -> its keys computed earlier
     pipeline = FilterPipeline(build_filters(filter_config))
     state = DedupState.empty(dedup_config)
     for path in against:
@@ -320,7 +331,7 @@ def clean(
                     f.seek(offsets[i])
                     line = f.read(lengths[i])
                     try:
-                        record = Record.from_dict(json.loads(line))
+                        record = Record.from_dict(_loads(line))
                     except (ValueError, TypeError) as e:
                         result.unreadable_lines += 1
                         log.warning("%s: skipping an unreadable line at byte %d (%s)", traces, offsets[i], e)
@@ -340,9 +351,14 @@ def clean(
                     agree_all[record.agrees_with_target] += 1
                     verdict = known[1] if known is not None else pipeline.check(record)
                     if pipeline.take(record, verdict, on_reject):
+                        if same_keys and known is not None and known[2] is not None:
+                            known_keys[id(record)] = known[2]
                         yield record
 
-        for record in deduper.run(records(), on_reject):
+        def keys_of(record: Record) -> bytes | None:
+            return known_keys.pop(id(record), None)
+
+        for record in deduper.run(records(), on_reject, keys_of if same_keys else None):
             kept_out.write(_dumps(_record_dict(record)))
             result.kept += 1
             agree_kept[record.agrees_with_target] += 1
@@ -391,7 +407,7 @@ def rejections_except(path: Path, stages: Iterable[str]) -> Iterator[bytes]:
             if not line.strip():
                 continue
             try:
-                stage = json.loads(line).get("stage")
+                stage = _loads(line).get("stage")
             except (ValueError, AttributeError):
                 log.warning("%s:%d: dropping an unreadable rejected.jsonl line", path, lineno)
                 continue

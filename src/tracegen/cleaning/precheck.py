@@ -2,9 +2,11 @@
 
 While a run waits on the network the client's core is mostly idle (1 s answers, 1,024 in flight: about a
 fifth of it busy). :class:`Prechecker` takes each durable ``traces.jsonl`` line (the engine's ``on_traces``)
-and, in slices of at most :data:`SLICE_S` on the event loop, computes what :func:`~.postprocess.clean`
-computes for that line alone: the answer check (``agrees_with_target``) and the filters' first rejection.
-Dedup depends on the order of the whole dataset, so it stays in clean.
+and, in slices of at most :data:`SLICE_S` on the event loop when a turn of the loop finds the engine idle
+(a turn longer than :data:`BUSY_S` means answers are streaming in: it backs off), computes what :func:`~.postprocess.clean`
+computes for that line alone: the answer check (``agrees_with_target``), the filters' first rejection and,
+for a record the filters keep, its dedup keys (normalized-text hashes, MinHash band keys). Which record is
+a duplicate depends on the order of the whole dataset: that decision stays in clean.
 
 :func:`~.postprocess.clean` looks every line up by a 128-bit hash of its bytes: a line found is not
 checked again; any other (a resumed run's earlier lines, lines past :data:`MAX_ENTRIES`, a different
@@ -24,17 +26,24 @@ import xxhash
 
 from ..records import Record
 from .answer_check import check_answer
+from .dedup import DedupConfig, Deduper
 from .filters import FilterConfig, FilterPipeline, Rejection, build_filters
 
-__all__ = ["MAX_ENTRIES", "SLICE_S", "Prechecker", "Verdict", "line_key"]
+__all__ = ["BATCH", "MAX_ENTRIES", "SLICE_S", "Prechecker", "Verdict", "line_key"]
 
 #: Verdicts kept at most (~150 bytes each); later lines are left to clean.
 MAX_ENTRIES = 500_000
 #: The longest the prechecker holds the event loop before it lets the engine run (seconds).
 SLICE_S = 0.002
+#: A turn of the event loop longer than this means the engine is busy: the prechecker waits (seconds).
+BUSY_S = 0.0005
+#: How long it waits then before it looks again (seconds).
+BACK_OFF_S = 0.02
+#: Lines checked together (their dedup keys are hashed as one numpy batch).
+BATCH = 16
 
-#: (agrees_with_target, the filters' first rejection or None)
-Verdict = tuple[bool | None, Rejection | None]
+#: (agrees_with_target, the filters' first rejection or None, packed dedup keys or None)
+Verdict = tuple[bool | None, Rejection | None, bytes | None]
 
 
 def line_key(line: bytes) -> int:
@@ -46,12 +55,19 @@ class Prechecker:
     """Answer-check and filter traces lines as they become durable; :meth:`verdict` serves clean()."""
 
     def __init__(
-        self, filter_config: FilterConfig, *, answer_check: bool = True, max_entries: int = MAX_ENTRIES
+        self,
+        filter_config: FilterConfig,
+        dedup_config: DedupConfig | None = None,
+        *,
+        answer_check: bool = True,
+        max_entries: int = MAX_ENTRIES,
     ) -> None:
         self.filter_config = filter_config
+        self.dedup_config = dedup_config
         self.answer_check = answer_check
         self.max_entries = max_entries
         self._pipeline = FilterPipeline(build_filters(filter_config))
+        self._deduper = Deduper(dedup_config) if dedup_config is not None else None
         self._queue: deque[bytes] = deque()
         self._verdicts: dict[int, Verdict] = {}
         self._wake: asyncio.Event | None = None
@@ -68,17 +84,29 @@ class Prechecker:
         if self._wake is not None:
             self._wake.set()
 
-    def check_line(self, line: bytes) -> None:
-        """Compute and keep the verdict of one line (an unreadable line is left to clean)."""
-        try:
-            record = Record.from_dict(orjson.loads(line))
-        except (ValueError, TypeError):
-            return
-        if self.answer_check:
-            record.agrees_with_target = check_answer(record.question, record.target, record.response)
-        self._verdicts[line_key(line)] = (record.agrees_with_target, self._pipeline.check(record))
+    def check_lines(self, lines: list[bytes]) -> None:
+        """Compute and keep the verdicts of these lines (an unreadable line is left to clean)."""
+        kept: list[tuple[int, Record]] = []
+        for line in lines:
+            try:
+                record = Record.from_dict(orjson.loads(line))
+            except (ValueError, TypeError):
+                continue
+            if self.answer_check:
+                record.agrees_with_target = check_answer(record.question, record.target, record.response)
+            key = line_key(line)
+            rejection = self._pipeline.check(record)
+            self._verdicts[key] = (record.agrees_with_target, rejection, None)
+            if rejection is None:
+                kept.append((key, record))
+        if self._deduper is not None and kept:
+            packed = self._deduper.packed_keys([record for _, record in kept])
+            for (key, _), keys in zip(kept, packed, strict=True):
+                agrees, _, _ = self._verdicts[key]
+                self._verdicts[key] = (agrees, None, keys)
 
     async def _work(self) -> None:
+        """Slices of checking while the event loop is idle; none while the engine keeps it busy."""
         assert self._wake is not None
         clock = time.perf_counter
         queue = self._queue
@@ -87,10 +115,14 @@ class Prechecker:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
+            t = clock()
+            await asyncio.sleep(0)  # one turn of the loop: how long did the engine's callbacks take?
+            if clock() - t > BUSY_S:  # the engine has work queued (answers streaming in): leave it the core
+                await asyncio.sleep(BACK_OFF_S)
+                continue
             end = clock() + SLICE_S
             while queue and clock() < end:
-                self.check_line(queue.popleft())
-            await asyncio.sleep(0)  # let the engine send and read before the next slice
+                self.check_lines([queue.popleft() for _ in range(min(BATCH, len(queue)))])
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Prechecker]:
@@ -110,6 +142,10 @@ class Prechecker:
     def serves(self, filter_config: FilterConfig, answer_check: bool) -> bool:
         """Were the verdicts computed with these settings (else clean must not use them)?"""
         return answer_check == self.answer_check and filter_config == self.filter_config
+
+    def serves_keys(self, dedup_config: DedupConfig) -> bool:
+        """Were the dedup keys computed with this dedup configuration?"""
+        return self.dedup_config is not None and dedup_config == self.dedup_config
 
     def verdict(self, line: bytes) -> Verdict | None:
         """The kept verdict of this exact line, or None."""
