@@ -23,14 +23,15 @@ from typing import Any
 
 import pytest
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
 from flan_helpers import frow
 from tracegen import cli, progress_view
-from tracegen.config import RunConfig, load_config
+from tracegen.config import EndpointConfig, RunConfig, load_config
 from tracegen.engine import generate
 from tracegen.engine.budget import Budget, Ledger, prior_spend_usd
-from tracegen.engine.client import parse_retry_after
+from tracegen.engine.client import parse_retry_after, resolve_endpoint
 from tracegen.engine.runner import FIRST_WAVE
 from tracegen.engine.usage import check_usage
 from tracegen.errors import (
@@ -224,17 +225,25 @@ async def test_a_key_echoed_by_the_server_never_reaches_files_or_messages(
         assert "<redacted>" in json.dumps(failed)
 
 
-@pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_url_credentials_never_appear_when_the_connection_fails(tmp_path: Path, transport: str) -> None:
-    conf = RunConfig(base_url="http://user:hunter2pass@127.0.0.1:9/v1", transport=transport, budget_usd=1.0)
-    message = ""
-    try:  # aiohttp: cannot connect (EndpointError); the SDK refuses URL credentials itself (failed.jsonl)
-        await generate(records(2), conf, tmp_path, sleep=Waits())
-    except EndpointError as e:
-        message = str(e)
-        assert "127.0.0.1" in message
-    assert transport == "sdk" or message
-    assert "hunter2pass" not in message and b"hunter2pass" not in run_dir_bytes(tmp_path)
+def test_url_credentials_are_refused_in_one_line_that_names_no_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = "http://user:hunter2pass@127.0.0.1:9/v1"
+    with pytest.raises(ValidationError) as info:  # the library: the config refuses it, input hidden
+        RunConfig(base_url=url, budget_usd=1.0)
+    assert "127.0.0.1:9/v1 carries credentials" in str(info.value) and "hunter2pass" not in str(info.value)
+    with pytest.raises(ValidationError) as info:
+        EndpointConfig(base_url=url)
+    assert "hunter2pass" not in str(info.value)
+    with pytest.raises(ConfigError) as cfg_info:  # the CLI's loader: the flag named
+        load_config(None, {"base_url": url}, flag_names={"base_url": "--base-url"})
+    assert "carries credentials" in str(cfg_info.value) and "hunter2pass" not in str(cfg_info.value)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
+    monkeypatch.setenv("OPENAI_BASE_URL", url)  # the environment, read where the engine resolves it
+    with pytest.raises(ConfigError) as env_info:
+        resolve_endpoint(RunConfig())
+    assert str(env_info.value).startswith("OPENAI_BASE_URL: http://127.0.0.1:9/v1 carries credentials")
+    assert "hunter2pass" not in str(env_info.value)
 
 
 def test_redaction_happens_before_the_cut() -> None:

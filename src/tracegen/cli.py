@@ -563,6 +563,8 @@ def _exit_code(code: object) -> int:
 
 
 def _quick_exit(code: int) -> None:
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        sys.exit(code)  # a profiler or debugger writes its results after main returns: a normal exit
     import atexit
 
     atexit._run_exitfuncs()

@@ -54,6 +54,24 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+def url_credentials_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a base URL when it carries ``user:password@`` (the message names no secret)."""
+    if "@" not in urlsplit(url).netloc:
+        return None
+    return (
+        f"{redact_url(url)} carries credentials (user:password@ before the host), which tracegen does not "
+        "send: remove them from the URL; the key goes in OPENAI_API_KEY (sent as a Bearer token), or in "
+        "the variable a pool endpoint's api_key_env names"
+    )
+
+
+def _check_base_url(v: str | None) -> str | None:
+    problem = url_credentials_problem(v) if v is not None else None
+    if problem is not None:
+        raise ValueError(problem)
+    return v
+
+
 class StageConfig(BaseModel):
     """One teacher of a progressive plan (Orca §4: ChatGPT over FLAN-5M, then GPT-4 over a 1M subset).
 
@@ -62,7 +80,7 @@ class StageConfig(BaseModel):
     prices are the stage model's (table or ``input_price``/``output_price`` here), never the run model's.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # inputs may hold secrets
 
     name: str = Field(description="Stage name: run_dir/stages/<name>/, export configs <format>-<name>.")
     model: str = Field(description="Teacher model of this stage.")
@@ -83,6 +101,11 @@ class StageConfig(BaseModel):
         None, gt=0, description="This stage's budget share; the run's budget_usd (if any) caps the total."
     )
 
+    @field_validator("base_url")
+    @classmethod
+    def _check_url(cls, v: str | None) -> str | None:
+        return _check_base_url(v)
+
     @field_validator("name")
     @classmethod
     def _check_name(cls, v: str) -> str:
@@ -100,7 +123,7 @@ class StageConfig(BaseModel):
 class EndpointConfig(BaseModel):
     """One OpenAI-compatible (or Azure OpenAI) endpoint of a pool. The key is read from ``api_key_env``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # inputs may hold secrets
 
     name: str | None = Field(None, description="Label in logs and stats; default host:port.")
     base_url: str = Field(description="e.g. https://api.openai.com/v1, or https://NAME.openai.azure.com")
@@ -119,6 +142,11 @@ class EndpointConfig(BaseModel):
     requests_per_minute: float | None = Field(None, gt=0)
     tokens_per_minute: float | None = Field(None, gt=0)
     concurrency: int | None = Field(None, ge=1, description="In flight at most here; default the run's.")
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_url(cls, v: str) -> str:
+        return _check_base_url(v) or v
 
     @field_validator("api_key_env")
     @classmethod
@@ -151,7 +179,7 @@ class EndpointConfig(BaseModel):
 class RunConfig(BaseModel):
     """Everything that decides what a run asks, of whom, and within which limits. Units are in the names."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, hide_input_in_errors=True)
 
     # ---- source and plan -------------------------------------------------------------------------------
     source: list[str] = Field(
@@ -317,6 +345,11 @@ class RunConfig(BaseModel):
         if "exact_question" in self.dedup.model_fields_set:
             return self.dedup
         return self.dedup.model_copy(update={"exact_question": self.plan_dedup_questions})
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_url(cls, v: str | None) -> str | None:
+        return _check_base_url(v)
 
     @field_validator("shard")
     @classmethod

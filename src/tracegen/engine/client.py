@@ -34,6 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..config import url_credentials_problem
 from ..errors import (
     ConfigError,
     MissingKeyError,
@@ -149,6 +150,9 @@ def resolve_endpoint(config: RunConfig, env: Mapping[str, str] | None = None) ->
     base_url = config.base_url or env.get("OPENAI_BASE_URL") or None
     if key is None and base_url is None:
         raise MissingKeyError(NO_KEY_MESSAGE)
+    if base_url is not None and (problem := url_credentials_problem(base_url)) is not None:
+        where = "--base-url" if config.base_url else "OPENAI_BASE_URL"
+        raise ConfigError(f"{where}: {problem}")
     return Endpoint(
         base_url=(base_url or DEFAULT_BASE_URL).rstrip("/"),
         api_key=key,
