@@ -195,8 +195,11 @@ async def test_an_endpoint_that_is_not_the_openai_api_stops_the_run_and_costs_no
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_a_body_over_the_size_limit_is_refused_while_reading(tmp_path: Path, transport: str) -> None:
-    opts = FakeOptions(hostile="huge_body", hostile_count=1, hostile_body_bytes=4 * 1024 * 1024)
+@pytest.mark.parametrize("mode", ["huge_body", "huge_error_body"])
+async def test_a_body_over_the_size_limit_is_refused_while_reading(
+    tmp_path: Path, transport: str, mode: str
+) -> None:
+    opts = FakeOptions(hostile=mode, hostile_count=1, hostile_body_bytes=4 * 1024 * 1024)
     with FakeServer(opts) as srv:
         conf = cfg(srv, transport, budget_usd=1.0, concurrency=1, max_response_bytes=1024 * 1024)
         result = await generate(records(3), conf, tmp_path, sleep=Waits())

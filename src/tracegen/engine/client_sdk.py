@@ -10,7 +10,7 @@ the neutral ``Teacher*`` errors; all retrying is the engine's.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -82,6 +82,29 @@ def sdk_http_error(e: openai.APIStatusError, redact: Callable[[str], str]) -> Te
     )
 
 
+class _BodyTooLarge(Exception):
+    """An error body went past ``max_response_bytes`` while the SDK read it."""
+
+
+class _CappedStream(httpx2.AsyncByteStream):
+    """A response stream that stops with :class:`_BodyTooLarge` past ``limit`` bytes."""
+
+    def __init__(self, inner: Any, limit: int) -> None:
+        self._inner = inner
+        self._limit = limit
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        size = 0
+        async for chunk in self._inner:
+            size += len(chunk)
+            if size > self._limit:
+                raise _BodyTooLarge
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
 class SdkChatClient:
     """``ChatClient`` over ``AsyncOpenAI(max_retries=0)``; ``http_client`` injects a transport (tests)."""
 
@@ -110,8 +133,16 @@ class SdkChatClient:
                     max_connections=self._concurrency, max_keepalive_connections=self._concurrency
                 ),
             )
+        hooks = http_client.event_hooks
+        hooks["response"] = [*hooks.get("response", []), self._cap_error_body]
+        http_client.event_hooks = hooks
         self._client = open_sdk_client(self._endpoint, timeout_s=self._timeout_s, http_client=http_client)
         return self._client
+
+    async def _cap_error_body(self, response: httpx2.Response) -> None:
+        """An error answer's body is read by the SDK itself: cap it as :meth:`_read` caps an answer's."""
+        if response.status_code >= 400:
+            response.stream = _CappedStream(response.stream, self._max_bytes)
 
     async def complete(
         self, body: dict[str, Any], request_id: str, *, payload: bytes | None = None
@@ -128,6 +159,8 @@ class SdkChatClient:
                 raw = await self._read(response)
         except openai.APIStatusError as e:
             raise sdk_http_error(e, redact) from None
+        except _BodyTooLarge:
+            raise too_large(self._max_bytes) from None
         except openai.APITimeoutError:
             raise TeacherTimeout(f"no answer within {self._timeout_s:g} s", sent=None) from None
         except openai.APIConnectionError as e:

@@ -12,7 +12,7 @@ Modes (:data:`HOSTILE_MODES`):
   completion tokens for every request, like a mock gateway);
 - not the OpenAI API: ``html`` (HTTP 200 with a proxy's welcome page), ``no_choices`` (a JSON object
   without choices), ``wrong_shape`` (``choices`` a string), ``huge_body`` (a chunked body of
-  ``hostile_body_bytes``);
+  ``hostile_body_bytes``), ``huge_error_body`` (the same behind HTTP 500);
 - echoed secrets: ``echo_key_code`` (400 whose ``error.code`` is the Authorization header),
   ``echo_key_200`` (200 with a plain-text body echoing it), ``echo_key_text`` (500 with a plain-text body
   where the key starts at character 190, so a 200-character excerpt would cut it);
@@ -47,6 +47,7 @@ HOSTILE_MODES = frozenset(
         "no_choices",
         "wrong_shape",
         "huge_body",
+        "huge_error_body",
         "echo_key_code",
         "echo_key_200",
         "echo_key_text",
@@ -109,8 +110,9 @@ async def respond(
         return web.Response(
             body=dumps({"object": "chat.completion", "choices": "ok"}), content_type="application/json"
         )
-    if mode == "huge_body":
-        resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+    if mode in ("huge_body", "huge_error_body"):
+        status = 200 if mode == "huge_body" else 500
+        resp = web.StreamResponse(status=status, headers={"Content-Type": "application/json"})
         resp.enable_chunked_encoding()
         await resp.prepare(request)
         chunk = b" " * (1 << 20)
