@@ -51,6 +51,22 @@ def test_online_and_batch_build_the_same_request_for_a_chat_model() -> None:
     assert online.payload is not None and batch.req.payload is None
 
 
+@pytest.mark.parametrize("effort", [None, "high"])
+def test_online_and_batch_key_a_reasoning_model_alike_so_switching_modes_never_pays_twice(
+    effort: str | None,
+) -> None:
+    from tracegen.testing import request_key as ledger_key
+
+    cfg = RunConfig(model="o3", max_tokens=2000, reasoning_effort=effort)
+    online = Request(record(), cfg, PRICING, "o200k_base")
+    batch = Item.make(record(), cfg, PRICING, "o200k_base")
+    assert "max_completion_tokens" in online.body and "temperature" not in online.body
+    assert online.key == batch.key == request_key(online.body) == ledger_key(online.body)
+    assert online.digest == batch.digest
+    chat = Request(record(), RunConfig(model="gpt-4o-mini", max_tokens=2000), PRICING, "o200k_base")
+    assert chat.key != online.key
+
+
 def test_a_length_retry_keeps_the_key_and_reserves_its_larger_cap() -> None:
     cfg = RunConfig(model="gpt-4o-mini", max_tokens=100)
     first = Item.make(record(), cfg, PRICING, "o200k_base")

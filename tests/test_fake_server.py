@@ -124,9 +124,11 @@ def test_request_key_is_sha256_of_canonical_json() -> None:
     assert request_key(b) == expected
     assert request_key(dict(reversed(list(b.items())))) == expected  # key order does not matter
     assert request_key({**b, "n": 1, "seed": 3}) == expected  # only the five fields count
-    with_mct = {k: v for k, v in b.items() if k != "max_tokens"} | {"max_completion_tokens": 512}
-    assert request_key(with_mct) == expected
     assert request_key(body(temperature=0.0)) != expected
+    # a reasoning body (max_completion_tokens, no sampling parameters): the hash of exactly what is sent
+    reasoning = {"model": "o3", "messages": b["messages"], "max_completion_tokens": 512}
+    sent = json.dumps(reasoning, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    assert request_key({**reasoning, "n": 1}) == hashlib.sha256(sent).hexdigest()
 
 
 # --- answers --------------------------------------------------------------------------------------------

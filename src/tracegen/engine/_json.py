@@ -80,15 +80,23 @@ def canonical_json(body: dict[str, Any]) -> bytes:
 
 
 def request_key(body: dict[str, Any]) -> str:
-    """sha256 (hex) of the canonical JSON of {model, messages, temperature, top_p, max_tokens}.
+    """sha256 (hex) of the canonical JSON of the body's keyed fields.
 
-    Missing fields count as null; ``max_completion_tokens`` stands in for a missing ``max_tokens``, and
-    ``reasoning_effort`` is keyed when the body has one (the same
-    definition as ``tracegen.testing.request_key``, so run directories and the fake server's ledger agree).
+    A chat body's keyed fields are ``{model, messages, temperature, top_p, max_tokens}`` (missing ones count
+    as null); a reasoning body's (one that sets ``max_completion_tokens``) are ``{model, messages,
+    max_completion_tokens}``. ``reasoning_effort`` is keyed when the body has one. For the bodies tracegen
+    sends this is the hash of exactly the bytes sent, so online and Batch API runs key a request alike
+    (switching modes never pays twice). The same definition as ``tracegen.testing.request_key``, so run
+    directories and the fake server's ledger agree.
     """
-    keyed: dict[str, Any] = {k: body.get(k) for k in _KEY_FIELDS}
-    if keyed["max_tokens"] is None:
-        keyed["max_tokens"] = body.get("max_completion_tokens")
+    if body.get("max_completion_tokens") is not None and body.get("max_tokens") is None:
+        keyed: dict[str, Any] = {
+            "model": body.get("model"),
+            "messages": body.get("messages"),
+            "max_completion_tokens": body["max_completion_tokens"],
+        }
+    else:
+        keyed = {k: body.get(k) for k in _KEY_FIELDS}
     if body.get("reasoning_effort") is not None:  # keyed only when sent: chat-model keys are unchanged
         keyed["reasoning_effort"] = body["reasoning_effort"]
     return hashlib.sha256(canonical_json(keyed)).hexdigest()

@@ -22,22 +22,27 @@ _canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_asci
 
 
 def request_key(body: dict[str, Any]) -> str:
-    """sha256 hex of the canonical JSON of ``{model, messages, temperature, top_p, max_tokens}``.
+    """sha256 hex of the canonical JSON of the body's keyed fields.
 
-    Missing fields count as null; ``max_completion_tokens`` stands in for a missing ``max_tokens``;
-    ``reasoning_effort`` is keyed when present. Canonical
-    JSON: sorted keys, ``separators=(",", ":")``, ``ensure_ascii=False``, UTF-8.
+    A chat body: ``{model, messages, temperature, top_p, max_tokens}`` (missing fields count as null); a
+    reasoning body (``max_completion_tokens`` set, no ``max_tokens``): ``{model, messages,
+    max_completion_tokens}``; ``reasoning_effort`` is keyed when present. Canonical JSON: sorted keys,
+    ``separators=(",", ":")``, ``ensure_ascii=False``, UTF-8.
     """
-    max_tokens = body.get("max_tokens")
-    if max_tokens is None:
-        max_tokens = body.get("max_completion_tokens")
-    subset = {
-        "model": body.get("model"),
-        "messages": body.get("messages"),
-        "temperature": body.get("temperature"),
-        "top_p": body.get("top_p"),
-        "max_tokens": max_tokens,
-    }
+    if body.get("max_completion_tokens") is not None and body.get("max_tokens") is None:
+        subset: dict[str, Any] = {
+            "model": body.get("model"),
+            "messages": body.get("messages"),
+            "max_completion_tokens": body["max_completion_tokens"],
+        }
+    else:
+        subset = {
+            "model": body.get("model"),
+            "messages": body.get("messages"),
+            "temperature": body.get("temperature"),
+            "top_p": body.get("top_p"),
+            "max_tokens": body.get("max_tokens"),
+        }
     if body.get("reasoning_effort") is not None:
         subset["reasoning_effort"] = body["reasoning_effort"]
     return hashlib.sha256(_canonical(subset).encode("utf-8")).hexdigest()
