@@ -62,7 +62,7 @@ from .plan_pass import REJECTIONS_PER_REASON as REJECTIONS_PER_REASON
 from .plan_pass import _read_once, _setup
 from .plan_select import _candidate_thresholds, _choose_and_spill, _estimate
 from .plan_select import _submix_quotas as _submix_quotas
-from .plan_spill import _prepare_db
+from .plan_spill import _SELECT_PLAN, _plan_record, _prepare_db
 from .plan_stats import DROP_REASONS as DROP_REASONS
 from .plan_stats import PlanStats, label_order, shortfall_message
 from .sources import RejectCallback
@@ -86,6 +86,9 @@ log = logging.getLogger(__name__)
 #: Bumped when the same parameters would give a different plan.
 PLAN_FORMAT = 2
 
+#: ``json.dumps(obj, ensure_ascii=False)`` without building an encoder per call: the same bytes.
+_dumps = json.JSONEncoder(ensure_ascii=False).encode
+
 
 # ---- the plan --------------------------------------------------------------------------------------------
 class Plan:
@@ -104,15 +107,21 @@ class Plan:
     def __len__(self) -> int:
         return self.stats.planned_total
 
-    def rows(self) -> Iterator[tuple[int, str, str]]:
-        """(plan position, system-message label, ``Record.to_dict()`` JSON text), in plan order."""
+    def records(self) -> Iterator[tuple[int, str, Record]]:
+        """(plan position, system-message label, Record), in plan order."""
         if not self._finalizer.alive:
             raise PlanError("this plan was closed; build it again")
         con = sqlite3.connect(self._db_path)
         try:
-            yield from con.execute("SELECT pos, label, record FROM plan ORDER BY pos")
+            for pos, label, *values in con.execute(_SELECT_PLAN):
+                yield pos, label, _plan_record(tuple(values))
         finally:
             con.close()
+
+    def rows(self) -> Iterator[tuple[int, str, str]]:
+        """(plan position, system-message label, ``Record.to_dict()`` JSON text), in plan order."""
+        for pos, label, record in self.records():
+            yield pos, label, _dumps(record.to_dict())
 
     def lines(self) -> Iterator[str]:
         """``Record.to_dict()`` JSON text of each planned Record, in plan order (no trailing newline)."""
@@ -120,8 +129,8 @@ class Plan:
             yield text
 
     def __iter__(self) -> Iterator[Record]:
-        for text in self.lines():
-            yield Record.from_dict(json.loads(text))
+        for _pos, _label, record in self.records():
+            yield record
 
     def close(self) -> None:
         """Remove the spill file."""
@@ -210,18 +219,17 @@ def write_plan(plan: Plan, run_dir: str | Path, *, shard: tuple[int, int] | None
 
     def write_lines(files: list[IO[str]]) -> None:
         plan_file, requests_file = files
-        for pos, label, text in plan.rows():
+        for pos, label, record in plan.records():
             if shard is not None and pos % shard[1] != shard[0]:
                 continue
-            plan_file.write(text + "\n")
-            record = Record.from_dict(json.loads(text))
+            plan_file.write(_dumps(record.to_dict()) + "\n")
             line = {
                 "custom_id": record.id,
                 "method": "POST",
                 "url": "/v1/chat/completions",
                 "body": request_body(record, plan.config),
             }
-            requests_file.write(json.dumps(line, ensure_ascii=False) + "\n")
+            requests_file.write(_dumps(line) + "\n")
             planned[record.submix] += 1
             tokens[record.submix] += record.prompt_tokens
             per_message[label] = per_message.get(label, 0) + 1

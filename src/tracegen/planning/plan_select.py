@@ -3,7 +3,6 @@ the prompt tokens of the chosen rows written to the plan table (step 1-2 of :mod
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from typing import Any
 
@@ -14,7 +13,7 @@ from ..errors import PlanError, SourceError
 from ..records import SUBMIXES
 from .mix import interleave, is_bigbench, is_zero_shot, quotas, select_submix
 from .plan_pass import _RANK_SPACE, REJECTIONS_PER_REASON, _second_pass, _Setup, _too_long_detail
-from .plan_spill import _SPILL_BATCH, _cand_record, _lowest_ranked, _scan
+from .plan_spill import _INSERT_PLAN, _SPILL_BATCH, _cand_record, _lowest_ranked, _plan_row, _scan
 from .plan_stats import PlanStats, label_order
 from .sources import RejectCallback, Rejection
 from .tokens import count_chat_tokens
@@ -179,7 +178,7 @@ def _spill_plan(
     """Count the prompt tokens of the chosen rows and write them to the plan table by position."""
     per_message: dict[str, int] = {}
     tokens_per_submix = dict.fromkeys(SUBMIXES, 0)
-    batch: list[tuple[int, str, str]] = []
+    batch: list[tuple[Any, ...]] = []
     where: dict[int, int] = {}
     for tid, seqs in chosen.items():
         where.update(zip(seqs, picks[tid].tolist(), strict=True))
@@ -198,11 +197,11 @@ def _spill_plan(
             )
         per_message[label] = per_message.get(label, 0) + 1
         tokens_per_submix[record.submix] += record.prompt_tokens
-        batch.append((pos, label, json.dumps(record.to_dict(), ensure_ascii=False)))
+        batch.append(_plan_row(pos, label, record))
         if len(batch) >= _SPILL_BATCH:
-            con.executemany("INSERT INTO plan VALUES (?, ?, ?)", batch)
+            con.executemany(_INSERT_PLAN, batch)
             batch.clear()
-    con.executemany("INSERT INTO plan VALUES (?, ?, ?)", batch)
+    con.executemany(_INSERT_PLAN, batch)
     con.commit()
     stats.planned_per_system_message = {k: per_message[k] for k in sorted(per_message, key=label_order)}
     stats.prompt_tokens_per_submix = tokens_per_submix

@@ -23,7 +23,38 @@ def _prepare_db(con: sqlite3.Connection) -> None:
         "label TEXT NOT NULL, submix TEXT, idx INTEGER, question TEXT, target TEXT, task_name TEXT, "
         "template_type TEXT, source TEXT, message_id INTEGER, system_prompt TEXT, train_system_prompt TEXT)"
     )
-    con.execute("CREATE TABLE plan (pos INTEGER PRIMARY KEY, label TEXT NOT NULL, record TEXT NOT NULL)")
+    con.execute(
+        "CREATE TABLE plan (pos INTEGER PRIMARY KEY, label TEXT NOT NULL, "
+        + ", ".join(_PLAN_COLUMNS)
+        + ")"
+    )
+
+
+#: The Record fields a planned row sets, stored as plain columns: its JSON text is made once, when written.
+_PLAN_COLUMNS = (
+    "id",
+    "submix",
+    "question",
+    "system_prompt",
+    "system_message_id",
+    "train_system_prompt",
+    "task_name",
+    "template_type",
+    "target",
+    "key",
+    "prompt_tokens",
+    "source",
+)
+_INSERT_PLAN = "INSERT INTO plan VALUES (" + ", ".join("?" * (2 + len(_PLAN_COLUMNS))) + ")"
+_SELECT_PLAN = "SELECT pos, label, " + ", ".join(_PLAN_COLUMNS) + " FROM plan ORDER BY pos"
+
+
+def _plan_row(pos: int, label: str, record: Record) -> tuple[Any, ...]:
+    return (pos, label, *[getattr(record, name) for name in _PLAN_COLUMNS])
+
+
+def _plan_record(values: tuple[Any, ...]) -> Record:
+    return Record(**dict(zip(_PLAN_COLUMNS, values, strict=True)))
 
 
 _CandRow = tuple[int, int, int, str, str, int, str, str, str, str, str, "int | None", str, "str | None"]
