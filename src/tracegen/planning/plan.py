@@ -9,8 +9,8 @@
    lowest ~1.1x-expected-picks-plus-slack fraction.
 1. **The pass** classifies every row (bad / Dialog / few-shot / Big-Bench / too long, see
    :mod:`tracegen.planning.mix`), chooses its system message (:mod:`tracegen.planning.templates`), keeps an 8-byte hash of
-   what would be sent and a 4-byte task number per eligible row, and spills the candidates to a temporary
-   SQLite file. Duplicates are then found from the hashes (first occurrence in source order is kept), the
+   what would be sent and a 4-byte task number per eligible row, and keeps the candidates aside (in memory
+   while they are few, else in a temporary SQLite file: :mod:`tracegen.planning.plan_spill`). Duplicates are then found from the hashes (first occurrence in source order is kept), the
    Orca rules run on the exact per-task counts, and the submixes are interleaved
    (:func:`tracegen.planning.mix.interleave`). A task picked ``k`` times contributes its ``k`` lowest-ranked kept
    rows (a uniformly random subset, as the rank is a hash); in the rare case its candidates fall short
@@ -44,7 +44,6 @@ import hashlib
 import json
 import logging
 import shutil
-import sqlite3
 import tempfile
 import weakref
 from collections.abc import Iterator
@@ -62,7 +61,7 @@ from .plan_pass import REJECTIONS_PER_REASON as REJECTIONS_PER_REASON
 from .plan_pass import _read_once, _setup
 from .plan_select import _candidate_thresholds, _choose_and_spill, _estimate
 from .plan_select import _submix_quotas as _submix_quotas
-from .plan_spill import _SELECT_PLAN, _plan_record, _prepare_db
+from .plan_spill import _plan_record, _Store
 from .plan_stats import DROP_REASONS as DROP_REASONS
 from .plan_stats import PlanStats, label_order, shortfall_message
 from .sources import RejectCallback
@@ -92,16 +91,17 @@ _dumps = json.JSONEncoder(ensure_ascii=False).encode
 
 # ---- the plan --------------------------------------------------------------------------------------------
 class Plan:
-    """Planned Records in plan order, streamed from a temporary spill file; ``.stats`` summarises them.
+    """Planned Records in plan order, held in memory or streamed from a temporary spill file; ``.stats``
+    summarises them.
 
     Iterate it as often as needed. The spill file is removed by :meth:`close` (or when the Plan is garbage
     collected); use it as a context manager to be explicit.
     """
 
-    def __init__(self, config: RunConfig, stats: PlanStats, db_path: Path, spill_dir: Path) -> None:
+    def __init__(self, config: RunConfig, stats: PlanStats, store: _Store, spill_dir: Path) -> None:
         self.config = config
         self.stats = stats
-        self._db_path = db_path
+        self._store = store
         self._finalizer = weakref.finalize(self, shutil.rmtree, str(spill_dir), True)
 
     def __len__(self) -> int:
@@ -111,12 +111,8 @@ class Plan:
         """(plan position, system-message label, Record), in plan order."""
         if not self._finalizer.alive:
             raise PlanError("this plan was closed; build it again")
-        con = sqlite3.connect(self._db_path)
-        try:
-            for pos, label, *values in con.execute(_SELECT_PLAN):
-                yield pos, label, _plan_record(tuple(values))
-        finally:
-            con.close()
+        for pos, label, *values in self._store.plan_rows():
+            yield pos, label, _plan_record(tuple(values))
 
     def rows(self) -> Iterator[tuple[int, str, str]]:
         """(plan position, system-message label, ``Record.to_dict()`` JSON text), in plan order."""
@@ -177,18 +173,16 @@ def build_plan(
     thresholds = _candidate_thresholds(config, shares, _estimate(setup, stats))
     spill = Path(tempfile.mkdtemp(prefix="tracegen-plan-", dir=spill_dir))
     try:
-        db_path = spill / "plan.sqlite"
-        con = sqlite3.connect(db_path)
+        store = _Store(spill / "plan.sqlite")
         try:
-            _prepare_db(con)
-            task_ids, key_arr, task_arr = _read_once(setup, stats, thresholds, con, on_reject)
-            _choose_and_spill(setup, stats, shares, task_ids, key_arr, task_arr, con, on_reject)
+            task_ids, key_arr, task_arr = _read_once(setup, stats, thresholds, store, on_reject)
+            _choose_and_spill(setup, stats, shares, task_ids, key_arr, task_arr, store, on_reject)
         finally:
-            con.close()
+            store.close()
     except BaseException:
         shutil.rmtree(spill, ignore_errors=True)
         raise
-    return Plan(config, stats, db_path, spill)
+    return Plan(config, stats, store, spill)
 
 
 # ---- run directory files ---------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import sqlite3
 from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from ..errors import ConfigError, SourceError
 from ..records import SUBMIXES, Record, pair_hash, text_hash
 from .decontaminate import Decontaminator
 from .mix import is_bigbench, is_zero_shot
-from .plan_spill import _INSERT_CAND, _SPILL_BATCH, _cand_row, _CandRow
+from .plan_spill import _SPILL_BATCH, _cand_row, _CandRow, _Store
 from .plan_stats import PlanStats
 from .sources import RejectCallback, Rejection, Source, SourceRow, SourceStats
 from .templates import Choice, MCDetector, SystemMessageChooser, get_mc_detector, load_template_set
@@ -241,7 +240,7 @@ def _read_once(
     setup: _Setup,
     stats: PlanStats,
     thresholds: dict[tuple[str, str], int],
-    con: sqlite3.Connection,
+    store: _Store,
     on_reject: RejectCallback | None,
 ) -> tuple[dict[tuple[str, str], int], Any, Any]:
     """The one full pass: per eligible row a hash and a task number; candidate rows spilled to SQLite."""
@@ -261,12 +260,12 @@ def _read_once(
         if rank < thresholds.get(task, _RANK_SPACE):
             batch.append(_cand_row(item, seq, tid, rank))
             if len(batch) >= _SPILL_BATCH:
-                con.executemany(_INSERT_CAND, batch)
+                store.add_candidates(batch)
                 stats.candidates += len(batch)
-                batch.clear()
-    con.executemany(_INSERT_CAND, batch)
+                batch = []
+    store.add_candidates(batch)
     stats.candidates += len(batch)
-    con.execute("CREATE INDEX cand_task ON cand (tid, rank)")
+    store.index()
     stats.source_passes = 1
     stats.rows_read = source_stats.rows_read
     stats.dropped["bad_record"] = source_stats.bad_records
@@ -283,7 +282,7 @@ def _second_pass(
     task_arr: Any,
     keep: Any,
     short: set[int],
-    con: sqlite3.Connection,
+    store: _Store,
 ) -> None:
     """Read the source again for the tasks whose candidates fell short: spill every kept row of them."""
     stats.source_passes = 2
@@ -299,4 +298,4 @@ def _second_pass(
             tid = int(task_arr[seq])
             if tid in short and keep[seq]:
                 batch.append(_cand_row(item, seq, tid, _rank(seed, item.row.submix, item.index)))
-    con.executemany(_INSERT_CAND, batch)
+    store.add_candidates(batch)
