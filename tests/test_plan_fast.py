@@ -21,7 +21,9 @@ from tracegen.records import _xxh, normalize_text, pair_hash
 PLAN_FILES = ("plan.jsonl", "requests.jsonl", "plan_stats.json")
 
 
-def planned(tmp_path: Path, config: RunConfig, *, shard: tuple[int, int] | None = None, **kw: Any) -> dict[str, Any]:
+def planned(
+    tmp_path: Path, config: RunConfig, *, shard: tuple[int, int] | None = None, **kw: Any
+) -> dict[str, Any]:
     """sha256 (16 hex) of the plan files and of the rejections, and whether the store went to its file."""
     rejected: list[str] = []
     out = tmp_path / f"run{len(list(tmp_path.iterdir()))}"
@@ -112,7 +114,9 @@ def test_second_pass_gives_the_same_files_in_either_store(
 def test_duplicate_rejections_are_the_same_in_either_store(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    src = write_jsonl(tmp_path / "f.jsonl", [frow(f"{q} {i % 7}", "niv") for i, q in enumerate("ABACAB" * 20)])
+    src = write_jsonl(
+        tmp_path / "f.jsonl", [frow(f"{q} {i % 7}", "niv") for i, q in enumerate("ABACAB" * 20)]
+    )
     got = []
     for memory_rows in (plan_spill.MEMORY_ROWS, 0):
         monkeypatch.setattr(plan_spill, "MEMORY_ROWS", memory_rows)
@@ -248,3 +252,53 @@ def test_pair_hash_with_a_cached_system_message_is_the_exact_pair_key() -> None:
 def test_template_type_memo_spells_as_before(spelling: str) -> None:
     expected = source_rows._TEMPLATE_TYPES.get(re.sub(r"[^a-z]", "", spelling.lower()))
     assert source_rows._template_type(spelling) == expected
+
+
+# ---- plan and request lines: json.dumps's bytes ----------------------------------------------------------
+_TRICKY = [
+    "",
+    "plain",
+    'quote " and \\ backslash',
+    "tab\tnew\nline\r\x00\x1f\x7f",
+    "é ü ß 中文 🙂",
+    "\u2028\u2029",
+    "</script>",
+]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_plan_and_request_lines_are_what_json_dumps_writes(seed: int) -> None:
+    import random
+
+    from tracegen.planning.plan_lines import plan_line, request_line
+    from tracegen.planning.plan_spill import _plan_record, _plan_row
+    from tracegen.records import Record
+
+    rng = random.Random(seed)
+
+    def text() -> str:
+        return "".join(rng.choice(_TRICKY) for _ in range(rng.randint(0, 4)))
+
+    config = RunConfig(source=[str(SAMPLE)], model=rng.choice(["gpt-4o-mini", "o3-mini", "my-local-llm"]))
+    for _ in range(200):
+        record = Record(
+            id=f"niv.{rng.randint(0, 10**9)}",
+            submix=rng.choice(["cot", "niv", "flan", "t0"]),
+            question=text() or "q",
+            system_prompt=text(),
+            system_message_id=rng.choice([None, 1, 16]),
+            train_system_prompt=rng.choice([None, text()]),
+            task_name=text(),
+            template_type=rng.choice(["zs_opt", "zs_noopt"]),
+            target=text(),
+            prompt_tokens=rng.randint(0, 10**6),
+            source=text(),
+        )
+        values = _plan_row(0, "1", record)[2:]
+        assert _plan_record(values) == record
+        assert plan_line(values) == json.dumps(record.to_dict(), ensure_ascii=False)
+        from tracegen.planning.plan import request_body
+
+        body = request_body(record, config)
+        expected = {"custom_id": record.id, "method": "POST", "url": "/v1/chat/completions", "body": body}
+        assert request_line(record.id, body) == json.dumps(expected, ensure_ascii=False)

@@ -57,6 +57,7 @@ from ..rundir import RunPaths, read_plan, write_files_atomically
 from .decontaminate import decontamination_parameters
 from .mix import mix_shares
 from .params import chat_body
+from .plan_lines import plan_line, request_line
 from .plan_pass import REJECTIONS_PER_REASON as REJECTIONS_PER_REASON
 from .plan_pass import _read_once, _setup
 from .plan_select import _candidate_thresholds, _choose_and_spill, _estimate
@@ -85,9 +86,6 @@ log = logging.getLogger(__name__)
 #: Bumped when the same parameters would give a different plan.
 PLAN_FORMAT = 2
 
-#: ``json.dumps(obj, ensure_ascii=False)`` without building an encoder per call: the same bytes.
-_dumps = json.JSONEncoder(ensure_ascii=False).encode
-
 
 # ---- the plan --------------------------------------------------------------------------------------------
 class Plan:
@@ -107,17 +105,22 @@ class Plan:
     def __len__(self) -> int:
         return self.stats.planned_total
 
-    def records(self) -> Iterator[tuple[int, str, Record]]:
-        """(plan position, system-message label, Record), in plan order."""
+    def _columns(self) -> Iterator[tuple[int, str, tuple[Any, ...]]]:
+        """(plan position, system-message label, the plan columns' values), in plan order."""
         if not self._finalizer.alive:
             raise PlanError("this plan was closed; build it again")
         for pos, label, *values in self._store.plan_rows():
-            yield pos, label, _plan_record(tuple(values))
+            yield pos, label, tuple(values)
+
+    def records(self) -> Iterator[tuple[int, str, Record]]:
+        """(plan position, system-message label, Record), in plan order."""
+        for pos, label, values in self._columns():
+            yield pos, label, _plan_record(values)
 
     def rows(self) -> Iterator[tuple[int, str, str]]:
         """(plan position, system-message label, ``Record.to_dict()`` JSON text), in plan order."""
-        for pos, label, record in self.records():
-            yield pos, label, _dumps(record.to_dict())
+        for pos, label, values in self._columns():
+            yield pos, label, plan_line(values)
 
     def lines(self) -> Iterator[str]:
         """``Record.to_dict()`` JSON text of each planned Record, in plan order (no trailing newline)."""
@@ -213,17 +216,12 @@ def write_plan(plan: Plan, run_dir: str | Path, *, shard: tuple[int, int] | None
 
     def write_lines(files: list[IO[str]]) -> None:
         plan_file, requests_file = files
-        for pos, label, record in plan.records():
+        for pos, label, values in plan._columns():
             if shard is not None and pos % shard[1] != shard[0]:
                 continue
-            plan_file.write(_dumps(record.to_dict()) + "\n")
-            line = {
-                "custom_id": record.id,
-                "method": "POST",
-                "url": "/v1/chat/completions",
-                "body": request_body(record, plan.config),
-            }
-            requests_file.write(_dumps(line) + "\n")
+            record = _plan_record(values)
+            plan_file.write(plan_line(values) + "\n")
+            requests_file.write(request_line(record.id, request_body(record, plan.config)) + "\n")
             planned[record.submix] += 1
             tokens[record.submix] += record.prompt_tokens
             per_message[label] = per_message.get(label, 0) + 1

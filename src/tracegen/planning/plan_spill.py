@@ -33,9 +33,7 @@ def _prepare_db(con: sqlite3.Connection) -> None:
         "template_type TEXT, source TEXT, message_id INTEGER, system_prompt TEXT, train_system_prompt TEXT)"
     )
     con.execute(
-        "CREATE TABLE plan (pos INTEGER PRIMARY KEY, label TEXT NOT NULL, "
-        + ", ".join(_PLAN_COLUMNS)
-        + ")"
+        "CREATE TABLE plan (pos INTEGER PRIMARY KEY, label TEXT NOT NULL, " + ", ".join(_PLAN_COLUMNS) + ")"
     )
 
 
@@ -179,7 +177,9 @@ class _Store:
         """(submix, idx, question, target, task_name, template_type, source) of the candidates ``seqs`` that
         exist, in source order."""
         if self._con is not None:
-            query = f"SELECT {_CAND_COLUMNS} FROM cand WHERE seq IN ({','.join('?' * len(seqs))}) ORDER BY seq"
+            query = (
+                f"SELECT {_CAND_COLUMNS} FROM cand WHERE seq IN ({','.join('?' * len(seqs))}) ORDER BY seq"
+            )
             return self._con.execute(query, seqs).fetchall()
         return [self._cand[seq][4:11] for seq in sorted(seqs) if seq in self._cand]
 
