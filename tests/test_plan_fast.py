@@ -302,3 +302,14 @@ def test_plan_and_request_lines_are_what_json_dumps_writes(seed: int) -> None:
         body = request_body(record, config)
         expected = {"custom_id": record.id, "method": "POST", "url": "/v1/chat/completions", "body": body}
         assert request_line(record.id, body) == json.dumps(expected, ensure_ascii=False)
+
+
+def test_rank_from_a_cached_prefix_is_the_hash_of_the_joined_parts() -> None:
+    from tracegen.planning.plan_pass import _rank
+
+    for seed in (0, -3, 12345678901234):
+        for submix in ("cot", "niv", "flan", "t0"):
+            for index in (0, 1, 9, 10, 12345, 10**9):
+                data = "\x00".join([str(seed), "rank", submix, str(index)]).encode()
+                expected = int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big") >> 1
+                assert _rank(seed, submix, index) == expected

@@ -4,6 +4,7 @@ dedup, ranked, and the candidates spilled (step 1 of :mod:`tracegen.planning.pla
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 from array import array
 from collections.abc import Iterable, Iterator
@@ -26,9 +27,10 @@ from .tokens import count_chat_tokens, encoding_for_model, model_info
 _CHAT_OVERHEAD_BOUND = 3 + 2 * (3 + 1)  # reply priming + two messages (3 each + a 1-token role)
 
 
-def _hash64(*parts: str) -> int:
-    data = "\x00".join(parts).encode("utf-8", "surrogatepass")
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+@functools.lru_cache(maxsize=64)
+def _rank_prefix(seed: int, submix: str) -> Any:
+    """The blake2b state after ``"{seed}\\0rank\\0{submix}\\0"``: each rank hashes only its index on top."""
+    return hashlib.blake2b(f"{seed}\x00rank\x00{submix}\x00".encode("utf-8", "surrogatepass"), digest_size=8)
 
 
 def _dedup_key(choice: Choice, row: SourceRow, by_question: bool) -> int:
@@ -79,7 +81,7 @@ class _Setup:
     decontaminator: Decontaminator | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Classified:
     """A row that reached the eligibility stage."""
 
@@ -233,7 +235,9 @@ _RANK_SPACE = 1 << 63
 
 def _rank(seed: int, submix: str, index: int) -> int:
     """The row's place in its task's random order: a hash of (seed, submix, index), stable across runs."""
-    return _hash64(str(seed), "rank", submix, str(index)) >> 1
+    h = _rank_prefix(seed, submix).copy()
+    h.update(str(index).encode())
+    return int.from_bytes(h.digest(), "big") >> 1
 
 
 def _read_once(
