@@ -313,3 +313,14 @@ def test_rank_from_a_cached_prefix_is_the_hash_of_the_joined_parts() -> None:
                 data = "\x00".join([str(seed), "rank", submix, str(index)]).encode()
                 expected = int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big") >> 1
                 assert _rank(seed, submix, index) == expected
+
+
+def test_long_candidates_move_to_the_file_by_their_text_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(SAMPLE.parent)
+    config = RunConfig(source=[SAMPLE.name], n=400, seed=0, skip_bad_records=True)
+    monkeypatch.setattr(plan_spill, "MEMORY_CHARS", 10_000)
+    got = planned(tmp_path, config)
+    assert got["on_file"] is True
+    assert (got["plan.jsonl"], got["requests.jsonl"], got["plan_stats.json"], got["rejected"]) == GOLDEN[0][3]

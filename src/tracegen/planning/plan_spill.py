@@ -2,8 +2,8 @@
 they are few, else a temporary SQLite file with the candidate table (``cand``) and the plan table (``plan``).
 
 A small source's plan never touches SQLite (its inserts, index and queries were a tenth of planning 5,000
-requests); past :data:`MEMORY_ROWS` candidates the rows move to the file, so a source of millions of rows
-plans in bounded memory. Both give the same rows in the same order.
+requests); past :data:`MEMORY_ROWS` candidates (or :data:`MEMORY_CHARS` characters of their text) the rows
+move to the file, so a source of millions of rows plans in bounded memory. Both give the same rows in the same order.
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ if TYPE_CHECKING:
     from .plan_pass import _Classified
 
 _SPILL_BATCH = 1000
-#: Candidates kept in memory; past this many the store moves to its SQLite file.
+#: Candidates kept in memory; past this many, or past MEMORY_CHARS characters of their questions and
+#: targets, the store moves to its SQLite file.
 MEMORY_ROWS = 50_000
+MEMORY_CHARS = 16 * 2**20
 
 
 def _prepare_db(con: sqlite3.Connection) -> None:
@@ -120,6 +122,7 @@ class _Store:
         """tid -> [(rank, seq)]: the candidate index of the memory store."""
         self._unsorted: set[int] = set()
         self._plan: list[tuple[Any, ...]] = []
+        self._chars = 0
         self._indexed = False
         self.on_file = False
         """Whether the rows moved to the SQLite file."""
@@ -139,8 +142,10 @@ class _Store:
     def add_candidates(self, rows: list[_CandRow]) -> None:
         """Add candidates; one whose ``seq`` is already there is left as it is."""
         con = self._con
-        if con is None and len(self._cand) + len(rows) > MEMORY_ROWS:
-            con = self._to_file()
+        if con is None:
+            self._chars += sum(len(row[6]) + len(row[7]) for row in rows)  # question, target
+            if len(self._cand) + len(rows) > MEMORY_ROWS or self._chars > MEMORY_CHARS:
+                con = self._to_file()
         if con is not None:
             con.executemany(_INSERT_CAND, rows)
             return
