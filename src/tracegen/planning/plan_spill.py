@@ -141,19 +141,19 @@ class _Store:
 
     def add_candidates(self, rows: list[_CandRow]) -> None:
         """Add candidates; one whose ``seq`` is already there is left as it is."""
-        con = self._con
-        if con is None:
-            self._chars += sum(len(row[6]) + len(row[7]) for row in rows)  # question, target
-            if len(self._cand) + len(rows) > MEMORY_ROWS or self._chars > MEMORY_CHARS:
-                con = self._to_file()
-        if con is not None:
-            con.executemany(_INSERT_CAND, rows)
+        if self._con is not None:
+            self._con.executemany(_INSERT_CAND, rows)
             return
+        cand, by_task, chars = self._cand, self._by_task, 0
         for row in rows:
-            if row[0] not in self._cand:
-                self._cand[row[0]] = row
-                self._by_task.setdefault(row[1], []).append((row[2], row[0]))
+            if row[0] not in cand:
+                cand[row[0]] = row
+                by_task.setdefault(row[1], []).append((row[2], row[0]))
                 self._unsorted.add(row[1])
+                chars += len(row[6]) + len(row[7])  # question, target
+        self._chars += chars
+        if len(cand) > MEMORY_ROWS or self._chars > MEMORY_CHARS:
+            self._to_file()
 
     def index(self) -> None:
         """Done adding the first pass's candidates: index them by (task, rank)."""
