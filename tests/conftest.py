@@ -25,3 +25,5 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPat
     home = tmp_path_factory.mktemp("hf_home")
     monkeypatch.setenv("HF_HOME", str(home))
     monkeypatch.setenv("HF_DATASETS_CACHE", str(home / "datasets"))
+    # parsed BPE ranks (tracegen.planning.tokens): one cache per test session, never the user's
+    monkeypatch.setenv("TRACEGEN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "tracegen-cache"))

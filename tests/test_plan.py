@@ -18,6 +18,7 @@ import yaml
 from flan_helpers import REPO, SAMPLE, frow, grid, write_jsonl
 from tracegen.config import RunConfig
 from tracegen.errors import BadRecordError, ConfigError, PlanError, RunDirError, SourceError
+from tracegen.planning import plan_spill
 from tracegen.planning.plan import Plan, PlanStats, build_plan, iter_plan, plan_parameters, write_plan
 from tracegen.planning.sources import Rejection, Source, SourceStats
 from tracegen.planning.templates import auto_mc_detector
@@ -469,7 +470,12 @@ def big_source(path: Path, rows: int) -> Path:
     return path
 
 
-def test_planning_heap_stays_small_tracemalloc(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("memory_rows", "limit_mib"), [(0, 5), (1_000, 5), (None, 10)])
+def test_planning_heap_stays_small_tracemalloc(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, memory_rows: int | None, limit_mib: int
+) -> None:
+    if memory_rows is not None:  # the candidates move to the SQLite file at once / past 1,000 rows
+        monkeypatch.setattr(plan_spill, "MEMORY_ROWS", memory_rows)
     rows = 25_000
     path = big_source(tmp_path / "big.jsonl", rows)
     get_encoding(encoding_for_model("my-local-llm"))  # the tokenizer's tables are not the planner's memory
@@ -478,11 +484,13 @@ def test_planning_heap_stays_small_tracemalloc(tmp_path: Path) -> None:
         with build_plan(config([str(path)], n=2_000, model="my-local-llm")) as plan:
             peak = tracemalloc.get_traced_memory()[1]
             assert plan.stats.rows_read == rows and plan.stats.planned_total == 2_000
+            assert plan._store.on_file == (memory_rows is not None)
     finally:
         tracemalloc.stop()
-    # Holding just the normalised rows would take ~8.5 MiB here (the raw dicts twice that); the planner
-    # peaks at ~2 MiB (about 50 bytes per row of numpy arrays while sampling).
-    assert peak < 5 * 2**20, f"peak {peak / 2**20:.1f} MiB"
+    # Holding just the normalised rows would take ~8.5 MiB here (the raw dicts twice that); with the
+    # candidates on file the planner peaks at ~2 MiB (about 50 bytes per row of numpy arrays while
+    # sampling); in memory (the default below MEMORY_ROWS candidates) it holds the ~2,500 candidates too.
+    assert peak < limit_mib * 2**20, f"peak {peak / 2**20:.1f} MiB"
 
 
 _RSS_SCRIPT = """

@@ -118,7 +118,10 @@ _MARKER = re.compile(
 _FIRST_ITEM = re.compile(
     r"(?:^|[\n?.:!]) *(?:\[[-+]\] |--? ?|\+ ?|\* ?|[(\[]?(?:[Aa1iI])(?:\]\.|\)\.|\.|\)|\]) )"
 )
-_HEADER = re.compile(r"(?:" + _START_RE + r")[ \t]*\n?[ \t]*", re.IGNORECASE)
+# The lookahead on the first letters only lets the scan skip positions no start string can begin at (the
+# same case-insensitive matching as the alternation): 2-3x faster, the same matches.
+_START_FIRST = "".join(sorted({c for s in OPTION_STARTS[1:] for c in (s[0].lower(), s[0].upper())}))
+_HEADER = re.compile(r"(?=[" + _START_FIRST + r"])(?:" + _START_RE + r")[ \t]*\n?[ \t]*", re.IGNORECASE)
 _ROMAN_INDEX = {r: i for i, r in enumerate(_ROMAN)}
 _HEADERS_LOWER = tuple(sorted({h.lower() for h in OPTION_STARTS[1:]}))
 
@@ -178,7 +181,7 @@ def _run_at(text: str, first: re.Match[str], markers: list[re.Match[str]], i: in
 def has_options(text: str) -> bool:
     """Whether ``text`` carries a FLAN-rendered option list (see the module docstring)."""
     lowered = text.lower()
-    headers = _HEADER.finditer(text) if any(h in lowered for h in _HEADERS_LOWER) else ()
+    headers = _HEADER.finditer(text) if any(map(lowered.__contains__, _HEADERS_LOWER)) else ()
     for header in headers:
         m = _MARKER.match(text, header.end())
         if m is not None and (m.group("bullet") is not None or _ordinals(m.group("key"))):

@@ -9,8 +9,8 @@
    lowest ~1.1x-expected-picks-plus-slack fraction.
 1. **The pass** classifies every row (bad / Dialog / few-shot / Big-Bench / too long, see
    :mod:`tracegen.planning.mix`), chooses its system message (:mod:`tracegen.planning.templates`), keeps an 8-byte hash of
-   what would be sent and a 4-byte task number per eligible row, and spills the candidates to a temporary
-   SQLite file. Duplicates are then found from the hashes (first occurrence in source order is kept), the
+   what would be sent and a 4-byte task number per eligible row, and keeps the candidates aside (in memory
+   while they are few, else in a temporary SQLite file: :mod:`tracegen.planning.plan_spill`). Duplicates are then found from the hashes (first occurrence in source order is kept), the
    Orca rules run on the exact per-task counts, and the submixes are interleaved
    (:func:`tracegen.planning.mix.interleave`). A task picked ``k`` times contributes its ``k`` lowest-ranked kept
    rows (a uniformly random subset, as the rank is a hash); in the rare case its candidates fall short
@@ -44,7 +44,6 @@ import hashlib
 import json
 import logging
 import shutil
-import sqlite3
 import tempfile
 import weakref
 from collections.abc import Iterator
@@ -58,11 +57,12 @@ from ..rundir import RunPaths, read_plan, write_files_atomically
 from .decontaminate import decontamination_parameters
 from .mix import mix_shares
 from .params import chat_body
+from .plan_lines import plan_line, request_line
 from .plan_pass import REJECTIONS_PER_REASON as REJECTIONS_PER_REASON
 from .plan_pass import _read_once, _setup
 from .plan_select import _candidate_thresholds, _choose_and_spill, _estimate
 from .plan_select import _submix_quotas as _submix_quotas
-from .plan_spill import _prepare_db
+from .plan_spill import _plan_record, _Store
 from .plan_stats import DROP_REASONS as DROP_REASONS
 from .plan_stats import PlanStats, label_order, shortfall_message
 from .sources import RejectCallback
@@ -89,30 +89,38 @@ PLAN_FORMAT = 2
 
 # ---- the plan --------------------------------------------------------------------------------------------
 class Plan:
-    """Planned Records in plan order, streamed from a temporary spill file; ``.stats`` summarises them.
+    """Planned Records in plan order, held in memory or streamed from a temporary spill file; ``.stats``
+    summarises them.
 
     Iterate it as often as needed. The spill file is removed by :meth:`close` (or when the Plan is garbage
     collected); use it as a context manager to be explicit.
     """
 
-    def __init__(self, config: RunConfig, stats: PlanStats, db_path: Path, spill_dir: Path) -> None:
+    def __init__(self, config: RunConfig, stats: PlanStats, store: _Store, spill_dir: Path) -> None:
         self.config = config
         self.stats = stats
-        self._db_path = db_path
+        self._store = store
         self._finalizer = weakref.finalize(self, shutil.rmtree, str(spill_dir), True)
 
     def __len__(self) -> int:
         return self.stats.planned_total
 
-    def rows(self) -> Iterator[tuple[int, str, str]]:
-        """(plan position, system-message label, ``Record.to_dict()`` JSON text), in plan order."""
+    def _columns(self) -> Iterator[tuple[int, str, tuple[Any, ...]]]:
+        """(plan position, system-message label, the plan columns' values), in plan order."""
         if not self._finalizer.alive:
             raise PlanError("this plan was closed; build it again")
-        con = sqlite3.connect(self._db_path)
-        try:
-            yield from con.execute("SELECT pos, label, record FROM plan ORDER BY pos")
-        finally:
-            con.close()
+        for pos, label, *values in self._store.plan_rows():
+            yield pos, label, tuple(values)
+
+    def records(self) -> Iterator[tuple[int, str, Record]]:
+        """(plan position, system-message label, Record), in plan order."""
+        for pos, label, values in self._columns():
+            yield pos, label, _plan_record(values)
+
+    def rows(self) -> Iterator[tuple[int, str, str]]:
+        """(plan position, system-message label, ``Record.to_dict()`` JSON text), in plan order."""
+        for pos, label, values in self._columns():
+            yield pos, label, plan_line(values)
 
     def lines(self) -> Iterator[str]:
         """``Record.to_dict()`` JSON text of each planned Record, in plan order (no trailing newline)."""
@@ -120,8 +128,8 @@ class Plan:
             yield text
 
     def __iter__(self) -> Iterator[Record]:
-        for text in self.lines():
-            yield Record.from_dict(json.loads(text))
+        for _pos, _label, record in self.records():
+            yield record
 
     def close(self) -> None:
         """Remove the spill file."""
@@ -168,18 +176,16 @@ def build_plan(
     thresholds = _candidate_thresholds(config, shares, _estimate(setup, stats))
     spill = Path(tempfile.mkdtemp(prefix="tracegen-plan-", dir=spill_dir))
     try:
-        db_path = spill / "plan.sqlite"
-        con = sqlite3.connect(db_path)
+        store = _Store(spill / "plan.sqlite")
         try:
-            _prepare_db(con)
-            task_ids, key_arr, task_arr = _read_once(setup, stats, thresholds, con, on_reject)
-            _choose_and_spill(setup, stats, shares, task_ids, key_arr, task_arr, con, on_reject)
+            task_ids, key_arr, task_arr = _read_once(setup, stats, thresholds, store, on_reject)
+            _choose_and_spill(setup, stats, shares, task_ids, key_arr, task_arr, store, on_reject)
         finally:
-            con.close()
+            store.close()
     except BaseException:
         shutil.rmtree(spill, ignore_errors=True)
         raise
-    return Plan(config, stats, db_path, spill)
+    return Plan(config, stats, store, spill)
 
 
 # ---- run directory files ---------------------------------------------------------------------------------
@@ -210,18 +216,12 @@ def write_plan(plan: Plan, run_dir: str | Path, *, shard: tuple[int, int] | None
 
     def write_lines(files: list[IO[str]]) -> None:
         plan_file, requests_file = files
-        for pos, label, text in plan.rows():
+        for pos, label, values in plan._columns():
             if shard is not None and pos % shard[1] != shard[0]:
                 continue
-            plan_file.write(text + "\n")
-            record = Record.from_dict(json.loads(text))
-            line = {
-                "custom_id": record.id,
-                "method": "POST",
-                "url": "/v1/chat/completions",
-                "body": request_body(record, plan.config),
-            }
-            requests_file.write(json.dumps(line, ensure_ascii=False) + "\n")
+            record = _plan_record(values)
+            plan_file.write(plan_line(values) + "\n")
+            requests_file.write(request_line(record.id, request_body(record, plan.config)) + "\n")
             planned[record.submix] += 1
             tokens[record.submix] += record.prompt_tokens
             per_message[label] = per_message.get(label, 0) + 1

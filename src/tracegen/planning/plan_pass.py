@@ -4,8 +4,8 @@ dedup, ranked, and the candidates spilled (step 1 of :mod:`tracegen.planning.pla
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
-import sqlite3
 from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -18,7 +18,7 @@ from ..errors import ConfigError, SourceError
 from ..records import SUBMIXES, Record, pair_hash, text_hash
 from .decontaminate import Decontaminator
 from .mix import is_bigbench, is_zero_shot
-from .plan_spill import _INSERT_CAND, _SPILL_BATCH, _cand_row, _CandRow
+from .plan_spill import _SPILL_BATCH, _cand_row, _CandRow, _Store
 from .plan_stats import PlanStats
 from .sources import RejectCallback, Rejection, Source, SourceRow, SourceStats
 from .templates import Choice, MCDetector, SystemMessageChooser, get_mc_detector, load_template_set
@@ -27,9 +27,10 @@ from .tokens import count_chat_tokens, encoding_for_model, model_info
 _CHAT_OVERHEAD_BOUND = 3 + 2 * (3 + 1)  # reply priming + two messages (3 each + a 1-token role)
 
 
-def _hash64(*parts: str) -> int:
-    data = "\x00".join(parts).encode("utf-8", "surrogatepass")
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+@functools.lru_cache(maxsize=64)
+def _rank_prefix(seed: int, submix: str) -> Any:
+    """The blake2b state after ``"{seed}\\0rank\\0{submix}\\0"``: each rank hashes only its index on top."""
+    return hashlib.blake2b(f"{seed}\x00rank\x00{submix}\x00".encode("utf-8", "surrogatepass"), digest_size=8)
 
 
 def _dedup_key(choice: Choice, row: SourceRow, by_question: bool) -> int:
@@ -80,7 +81,7 @@ class _Setup:
     decontaminator: Decontaminator | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Classified:
     """A row that reached the eligibility stage."""
 
@@ -234,14 +235,16 @@ _RANK_SPACE = 1 << 63
 
 def _rank(seed: int, submix: str, index: int) -> int:
     """The row's place in its task's random order: a hash of (seed, submix, index), stable across runs."""
-    return _hash64(str(seed), "rank", submix, str(index)) >> 1
+    h = _rank_prefix(seed, submix).copy()
+    h.update(str(index).encode())
+    return int.from_bytes(h.digest(), "big") >> 1
 
 
 def _read_once(
     setup: _Setup,
     stats: PlanStats,
     thresholds: dict[tuple[str, str], int],
-    con: sqlite3.Connection,
+    store: _Store,
     on_reject: RejectCallback | None,
 ) -> tuple[dict[tuple[str, str], int], Any, Any]:
     """The one full pass: per eligible row a hash and a task number; candidate rows spilled to SQLite."""
@@ -261,12 +264,12 @@ def _read_once(
         if rank < thresholds.get(task, _RANK_SPACE):
             batch.append(_cand_row(item, seq, tid, rank))
             if len(batch) >= _SPILL_BATCH:
-                con.executemany(_INSERT_CAND, batch)
+                store.add_candidates(batch)
                 stats.candidates += len(batch)
-                batch.clear()
-    con.executemany(_INSERT_CAND, batch)
+                batch = []
+    store.add_candidates(batch)
     stats.candidates += len(batch)
-    con.execute("CREATE INDEX cand_task ON cand (tid, rank)")
+    store.index()
     stats.source_passes = 1
     stats.rows_read = source_stats.rows_read
     stats.dropped["bad_record"] = source_stats.bad_records
@@ -283,7 +286,7 @@ def _second_pass(
     task_arr: Any,
     keep: Any,
     short: set[int],
-    con: sqlite3.Connection,
+    store: _Store,
 ) -> None:
     """Read the source again for the tasks whose candidates fell short: spill every kept row of them."""
     stats.source_passes = 2
@@ -299,4 +302,4 @@ def _second_pass(
             tid = int(task_arr[seq])
             if tid in short and keep[seq]:
                 batch.append(_cand_row(item, seq, tid, _rank(seed, item.row.submix, item.index)))
-    con.executemany(_INSERT_CAND, batch)
+    store.add_candidates(batch)

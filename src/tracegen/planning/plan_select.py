@@ -3,8 +3,6 @@ the prompt tokens of the chosen rows written to the plan table (step 1-2 of :mod
 
 from __future__ import annotations
 
-import json
-import sqlite3
 from typing import Any
 
 import numpy as np
@@ -14,7 +12,7 @@ from ..errors import PlanError, SourceError
 from ..records import SUBMIXES
 from .mix import interleave, is_bigbench, is_zero_shot, quotas, select_submix
 from .plan_pass import _RANK_SPACE, REJECTIONS_PER_REASON, _second_pass, _Setup, _too_long_detail
-from .plan_spill import _SPILL_BATCH, _cand_record, _lowest_ranked, _scan
+from .plan_spill import _SPILL_BATCH, _cand_record, _plan_row, _Store
 from .plan_stats import PlanStats, label_order
 from .sources import RejectCallback, Rejection
 from .tokens import count_chat_tokens
@@ -91,7 +89,7 @@ def _choose_and_spill(
     task_ids: dict[tuple[str, str], int],
     key_arr: Any,
     task_arr: Any,
-    con: sqlite3.Connection,
+    store: _Store,
     on_reject: RejectCallback | None = None,
 ) -> None:
     """Dedup, sample per submix, interleave; then fill the plan table from each task's lowest ranks."""
@@ -102,7 +100,7 @@ def _choose_and_spill(
         keep[np.unique(key_arr, return_index=True)[1]] = True
     stats.dropped["duplicate"] = int(n_rows - keep.sum())
     if on_reject is not None and stats.dropped["duplicate"]:
-        _reject_duplicates(con, np.flatnonzero(~keep), on_reject)
+        _reject_duplicates(store, np.flatnonzero(~keep), on_reject)
     counts = np.bincount(task_arr[keep], minlength=n_tasks)
 
     submix_tids: dict[str, list[int]] = {s: [] for s in SUBMIXES}
@@ -156,35 +154,35 @@ def _choose_and_spill(
         bounds = np.flatnonzero(np.diff(seq_s[grouped])) + 1
         for part in np.split(grouped, bounds) if len(grouped) else []:
             picks[int(seq_s[part[0]])] = pos_s[part]
-    chosen = {tid: _lowest_ranked(con, tid, len(pos), keep) for tid, pos in picks.items()}
+    chosen = {tid: store.lowest_ranked(tid, len(pos), keep) for tid, pos in picks.items()}
     short = {tid for tid, rows in chosen.items() if len(rows) < len(picks[tid])}
     if short:
-        _second_pass(setup, stats, key_arr, task_arr, keep, short, con)
-        chosen.update({tid: _lowest_ranked(con, tid, len(picks[tid]), keep) for tid in short})
+        _second_pass(setup, stats, key_arr, task_arr, keep, short, store)
+        chosen.update({tid: store.lowest_ranked(tid, len(picks[tid]), keep) for tid in short})
         if any(len(chosen[tid]) < len(picks[tid]) for tid in short):
             raise SourceError(
                 "the source changed while planning (rows of the first pass are missing on the second); "
                 "plan from a local copy of the data"
             )
-    _spill_plan(setup, stats, con, chosen, picks)
+    _spill_plan(setup, stats, store, chosen, picks)
 
 
 def _spill_plan(
     setup: _Setup,
     stats: PlanStats,
-    con: sqlite3.Connection,
+    store: _Store,
     chosen: dict[int, list[int]],
     picks: dict[int, Any],
 ) -> None:
     """Count the prompt tokens of the chosen rows and write them to the plan table by position."""
     per_message: dict[str, int] = {}
     tokens_per_submix = dict.fromkeys(SUBMIXES, 0)
-    batch: list[tuple[int, str, str]] = []
+    batch: list[tuple[Any, ...]] = []
     where: dict[int, int] = {}
     for tid, seqs in chosen.items():
         where.update(zip(seqs, picks[tid].tolist(), strict=True))
     # one sequential scan of the candidates (about 1.1x the plan) rather than a lookup per task
-    for seq, label, *values in _scan(con):
+    for seq, label, *values in store.scan():
         pos = where.get(seq)
         if pos is None:
             continue
@@ -198,29 +196,23 @@ def _spill_plan(
             )
         per_message[label] = per_message.get(label, 0) + 1
         tokens_per_submix[record.submix] += record.prompt_tokens
-        batch.append((pos, label, json.dumps(record.to_dict(), ensure_ascii=False)))
+        batch.append(_plan_row(pos, label, record))
         if len(batch) >= _SPILL_BATCH:
-            con.executemany("INSERT INTO plan VALUES (?, ?, ?)", batch)
-            batch.clear()
-    con.executemany("INSERT INTO plan VALUES (?, ?, ?)", batch)
-    con.commit()
+            store.add_plan(batch)
+            batch = []
+    store.add_plan(batch)
+    store.finish()
     stats.planned_per_system_message = {k: per_message[k] for k in sorted(per_message, key=label_order)}
     stats.prompt_tokens_per_submix = tokens_per_submix
     stats.prompt_tokens = sum(tokens_per_submix.values())
 
 
-def _reject_duplicates(con: sqlite3.Connection, seqs: Any, on_reject: RejectCallback) -> None:
+def _reject_duplicates(store: _Store, seqs: Any, on_reject: RejectCallback) -> None:
     """rejected.jsonl lines for duplicate rows the plan leaves out: those kept aside as candidates, at most
     :data:`REJECTIONS_PER_REASON` (one pass keeps no other copy of them; plan_stats.json counts them all)."""
     sent = 0
     for start in range(0, len(seqs), _SPILL_BATCH):
-        chunk = [int(s) for s in seqs[start : start + _SPILL_BATCH]]
-        rows = con.execute(
-            "SELECT submix, idx, question, target, task_name, template_type, source FROM cand WHERE seq IN ("
-            + ",".join("?" * len(chunk))
-            + ") ORDER BY seq",
-            chunk,
-        ).fetchall()
+        rows = store.candidates([int(s) for s in seqs[start : start + _SPILL_BATCH]])
         for submix, idx, question, target, task_name, template_type, source in rows:
             record = {
                 "question": question,

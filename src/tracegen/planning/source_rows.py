@@ -6,6 +6,7 @@ The column spellings and the rules for rows without ``task_source`` are describe
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -257,6 +258,12 @@ def normalize_row(raw: Mapping[str, Any], where: str, path_hint: str = "") -> So
         raise BadRecordError(where, e.field, e.problem) from None
 
 
+@functools.lru_cache(maxsize=256)
+def _template_type(template_raw: str) -> str | None:
+    """The canonical template type a ``template_type`` value spells (a few distinct values per source)."""
+    return _TEMPLATE_TYPES.get(re.sub(r"[^a-z]", "", template_raw.lower()))
+
+
 def _task_key(raw: Mapping[str, Any], path_hint: str) -> tuple[str, str, str] | None:
     """(submix, task_name, template_type) from the metadata columns, or None (Dialog, malformed)."""
     source = raw.get("task_source") or raw.get("_task_source")
@@ -272,7 +279,7 @@ def _task_key(raw: Mapping[str, Any], path_hint: str) -> tuple[str, str, str] | 
         return None
     template_raw = raw.get("template_type") or raw.get("_template_type")
     if isinstance(template_raw, str):
-        template = _TEMPLATE_TYPES.get(re.sub(r"[^a-z]", "", template_raw.lower()))
+        template = _template_type(template_raw)
     else:
         template = _template_from_path(path_hint)
     return (submix, name, template) if template else None
