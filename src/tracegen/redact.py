@@ -84,7 +84,11 @@ def redact(text: str, extra: Iterable[str] = ()) -> str:
     """``text`` with every known secret, key-shaped value and URL credential replaced by ``<redacted>``."""
     if not text:
         return text
-    for secret in _known(extra):
+    return _redact_known(text, _known(extra))
+
+
+def _redact_known(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
     text = _SECRET_VALUE.sub(REDACTED, text)
@@ -148,6 +152,7 @@ def scrub(data: Any, extra: Iterable[str] = ()) -> Any:
     """A copy of JSON-like ``data`` with secrets removed: values under credential-named keys blanked, every
     string redacted (known secrets, key-shaped values, URL credentials; bare URLs lose their query)."""
     known = {*secret_values(data), *(s for s in extra if s and len(s) >= MIN_SECRET_CHARS)}
+    secrets = _known(known)  # once per call, not once per string
 
     def walk(value: Any) -> Any:
         if isinstance(value, Mapping):
@@ -160,7 +165,7 @@ def scrub(data: Any, extra: Iterable[str] = ()) -> Any:
         if isinstance(value, (list, tuple)):
             return [walk(v) for v in value]
         if isinstance(value, str):
-            text = redact(value, known)
+            text = _redact_known(value, secrets) if value else value
             if "://" in text and "?" in text and not any(c.isspace() for c in text):
                 text = redact_url(text)
             return text

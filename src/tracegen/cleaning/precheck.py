@@ -66,8 +66,9 @@ class Prechecker:
         self.dedup_config = dedup_config
         self.answer_check = answer_check
         self.max_entries = max_entries
-        self._pipeline = FilterPipeline(build_filters(filter_config))
-        self._deduper = Deduper(dedup_config) if dedup_config is not None else None
+        # built on first use: on the event loop when the first answers come in (regexes, permutations)
+        self._pipeline: FilterPipeline | None = None
+        self._deduper: Deduper | None = None
         self._queue: deque[bytes] = deque()
         self._verdicts: dict[int, Verdict] = {}
         self._wake: asyncio.Event | None = None
@@ -84,8 +85,15 @@ class Prechecker:
         if self._wake is not None:
             self._wake.set()
 
+    def _tools(self) -> tuple[FilterPipeline, Deduper | None]:
+        if self._pipeline is None:
+            self._pipeline = FilterPipeline(build_filters(self.filter_config))
+            self._deduper = Deduper(self.dedup_config) if self.dedup_config is not None else None
+        return self._pipeline, self._deduper
+
     def check_lines(self, lines: list[bytes]) -> None:
         """Compute and keep the verdicts of these lines (an unreadable line is left to clean)."""
+        pipeline, deduper = self._tools()
         kept: list[tuple[int, Record]] = []
         for line in lines:
             try:
@@ -95,12 +103,12 @@ class Prechecker:
             if self.answer_check:
                 record.agrees_with_target = check_answer(record.question, record.target, record.response)
             key = line_key(line)
-            rejection = self._pipeline.check(record)
+            rejection = pipeline.check(record)
             self._verdicts[key] = (record.agrees_with_target, rejection, None)
             if rejection is None:
                 kept.append((key, record))
-        if self._deduper is not None and kept:
-            packed = self._deduper.packed_keys([record for _, record in kept])
+        if deduper is not None and kept:
+            packed = deduper.packed_keys([record for _, record in kept])
             for (key, _), keys in zip(kept, packed, strict=True):
                 agrees, _, _ = self._verdicts[key]
                 self._verdicts[key] = (agrees, None, keys)
