@@ -1,4 +1,5 @@
-"""One line for a YAML or JSON syntax error: ``file:line:col: not valid YAML: problem (fix it there)``."""
+"""One line for a YAML or JSON syntax error: ``file:line:col: not valid YAML: problem (fix it there)``; and
+:func:`load_yaml`, the one YAML reader (libyaml's C loader where PyYAML has it: ~10x faster, same data)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,14 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["syntax_error_line"]
+__all__ = ["load_yaml", "syntax_error_line"]
+
+_SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def load_yaml(text: str) -> object:
+    """``yaml.safe_load(text)`` through libyaml when available (errors carry the same marks)."""
+    return yaml.load(text, Loader=_SafeLoader)
 
 
 def syntax_error_line(path: str | Path, e: yaml.YAMLError | json.JSONDecodeError) -> str:

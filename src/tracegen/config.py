@@ -31,7 +31,7 @@ from pydantic import (
     model_validator,
 )
 
-from ._syntax import syntax_error_line
+from ._syntax import load_yaml, syntax_error_line
 from .clean_config import DedupConfig, FilterConfig
 from .errors import ConfigError, RunDirError
 from .redact import redact_url
@@ -483,7 +483,7 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: config file is not UTF-8 (byte {e.start}); save it as UTF-8") from None
     kind = "JSON" if path.suffix == ".json" else "YAML"
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        data = json.loads(text) if path.suffix == ".json" else load_yaml(text)
     except (json.JSONDecodeError, yaml.YAMLError) as e:
         raise ConfigError(syntax_error_line(path, e)) from None
     except RecursionError:

@@ -41,7 +41,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from .._resources import prompt_path
-from .._syntax import syntax_error_line
+from .._syntax import load_yaml, syntax_error_line
 from ..clean_config import FilterConfig
 from ..errors import ConfigError
 from ..records import Record
@@ -107,7 +107,7 @@ def load_refusals(path: str | Path | None = None) -> RefusalList:
     """Load and validate a refusal list (default: the maintained ``prompts/refusals.yaml``)."""
     file = Path(path) if path is not None else prompt_path(REFUSALS_FILE)
     try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+        data = load_yaml(file.read_text(encoding="utf-8"))
     except OSError as e:
         raise ConfigError(f"{file}: cannot read refusal list ({e.strerror})") from e
     except yaml.YAMLError as e:

@@ -22,6 +22,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .._syntax import load_yaml
 from ..errors import ConfigError
 
 __all__ = [
@@ -103,7 +104,7 @@ def _read(path: Path | None) -> PriceTable:
             text = (resources.files("tracegen") / "data" / "models.yaml").read_text(encoding="utf-8")
         else:
             text = path.read_text(encoding="utf-8")
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except OSError as e:
         raise ConfigError(f"{where}: cannot read ({e.strerror}); check --price-file") from None
     except yaml.YAMLError as e:

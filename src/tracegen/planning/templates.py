@@ -45,7 +45,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .._resources import prompt_path
-from .._syntax import syntax_error_line
+from .._syntax import load_yaml, syntax_error_line
 from ..errors import ConfigError
 from .flan_options import has_options
 from .sources import SourceRow
@@ -119,7 +119,7 @@ class SubmixSystemMessages(BaseModel):
 def _load_yaml_model(name: str, model: type[BaseModel]) -> Any:
     path = prompt_path(name)
     try:
-        return model.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+        return model.model_validate(load_yaml(path.read_text(encoding="utf-8")))
     except (yaml.YAMLError, ValidationError) as e:
         raise ConfigError(
             f"{path}: invalid prompt file ({str(e).splitlines()[0]}); reinstall tracegen"
@@ -269,7 +269,7 @@ def load_template_set(path: str | Path) -> TemplateSet:
     except OSError as e:
         raise ConfigError(f"{p}: cannot read template set ({e.strerror}); check --templates") from None
     try:
-        data = json.loads(text) if p.suffix.lower() == ".json" else yaml.safe_load(text)
+        data = json.loads(text) if p.suffix.lower() == ".json" else load_yaml(text)
     except (json.JSONDecodeError, yaml.YAMLError) as e:
         raise ConfigError(f"{syntax_error_line(p, e)}; check --templates") from None
     if not isinstance(data, dict):
