@@ -25,7 +25,8 @@ fraction when that matters).
 Budgets. ``budget_usd`` on a stage caps that stage; the run's ``budget_usd`` caps the total, spent in stage
 order: a stage may spend what the run budget leaves after every other stage's spend (read from their
 ledgers). With both, the smaller applies. ``max_requests`` / ``max_total_tokens`` count over all stages of
-one session.
+one session. A run stopped by its budget says in stats.json ``to_finish`` what is left in all stages and the
+run budget that finishes them (:mod:`tracegen.stage_finish`).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from .rundir import (
     read_plan,
     write_files_atomically,
 )
+from .stage_finish import StageLeft, run_to_finish, stage_left, walk_stage
 
 __all__ = [
     "STAGES_DIR",
@@ -371,10 +373,32 @@ def stages_stats(run_dir: str | Path, names: list[str], config: RunConfig | None
     out["stop_reason"] = stop_reason
     out.update({k: round(v, 9) if isinstance(v, float) else v for k, v in totals.items()})
     out["budget_usd"] = config.budget_usd if config is not None else None
+    if stop_reason == "budget":
+        out["to_finish"] = _to_finish(Path(run_dir), names, config)
     out.update(per_stage)
     if config is not None:
         out["config"] = config.public_dict()
     return out
+
+
+def _to_finish(run_dir: Path, names: list[str], config: RunConfig | None) -> dict[str, Any]:
+    """A staged run's ``to_finish``: what is left in each stage and the run budget that finishes them all
+    (the rule: :mod:`tracegen.stage_finish`)."""
+    by_name = {s.name: s for s in config.stages} if config is not None else {}
+    parts: list[StageLeft] = []
+    for name in names:
+        path = stage_path(run_dir, name)
+        stage = by_name.get(name)
+        spent = spent_usd(path)
+        cap = stage.budget_usd if stage is not None else None
+        st = read_json_if_exists(RunPaths(path).stats)
+        got = stage_left(name, st, spent, cap)
+        if got is None and stage is not None and config is not None and RunPaths(path).plan.exists():
+            got = walk_stage(name, path, stage_config(config, stage, run_dir), spent)
+        if got is None:  # a stage directory this config does not run (or without a plan): its spend counts
+            got = StageLeft(name, 0, 0, 0.0, spent if stage is None else None, cap)
+        parts.append(got)
+    return run_to_finish(parts)
 
 
 def combine_stages(run_dir: str | Path, names: list[str], config: RunConfig | None = None) -> dict[str, Any]:
