@@ -52,13 +52,19 @@ def test_finish_figures_one_at_a_time_and_all_at_once() -> None:
     online = finish_figures(10, 4, mean_usd=0.5, spent_usd=3.0, last_worst_usd=2.0)
     assert online == {"requests_left": 4, "requests_planned": 10, "more_usd": 2.0, "finish_budget_usd": 7.0}
     batch = finish_figures(10, 4, mean_usd=0.5, spent_usd=3.0, all_worst_usd=8.0)
-    assert batch["more_usd"] == 2.0 and batch["finish_budget_usd"] == 11.0  # every worst case reserved at once
+    assert (
+        batch["more_usd"] == 2.0 and batch["finish_budget_usd"] == 11.0
+    )  # every worst case reserved at once
     # no answer yet: online has no figure, batch still knows what its reservations need
     assert "finish_budget_usd" not in finish_figures(10, 4, mean_usd=None, spent_usd=0.0, last_worst_usd=1.0)
-    assert finish_figures(10, 4, mean_usd=None, spent_usd=0.0, all_worst_usd=1.234)["finish_budget_usd"] == 1.24
+    assert (
+        finish_figures(10, 4, mean_usd=None, spent_usd=0.0, all_worst_usd=1.234)["finish_budget_usd"] == 1.24
+    )
     assert finish_figures(10, 0, mean_usd=0.5, spent_usd=3.0) == {"requests_left": 0, "requests_planned": 10}
     # rounded up to the cent, never down
-    assert finish_figures(1, 1, mean_usd=0.001, spent_usd=0.0, last_worst_usd=0.0)["finish_budget_usd"] == 0.01
+    assert (
+        finish_figures(1, 1, mean_usd=0.001, spent_usd=0.0, last_worst_usd=0.0)["finish_budget_usd"] == 0.01
+    )
 
 
 # ---- Batch API -------------------------------------------------------------------------------------------------
