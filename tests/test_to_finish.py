@@ -30,6 +30,9 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLE = str(REPO / "examples" / "flan_sample")
 POLL_S = 0.02
 SMALL_BUDGET_USD = 0.00015  # about 7 worst cases of a test request at batch prices
+#: Prices (USD per 1M tokens) that make a request cost dollars, so rounding to the cent hides nothing.
+DEAR = {"input_price": 1000.0, "output_price": 3000.0}
+DEAR_BUDGET_USD = 0.6  # about 6 worst cases of a test request at those prices' batch half
 
 
 def lines(path: Path) -> list[dict[str, Any]]:
@@ -70,7 +73,7 @@ def test_finish_figures_one_at_a_time_and_all_at_once() -> None:
 # ---- Batch API -------------------------------------------------------------------------------------------------
 async def test_batch_budget_stop_says_what_budget_submits_the_rest(srv: FakeServer, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    cfg = config(srv.base_url, run, budget_usd=SMALL_BUDGET_USD)
+    cfg = config(srv.base_url, run, budget_usd=DEAR_BUDGET_USD, **DEAR)
     recs = records(40)
     first = await run_batches(recs, cfg, open_run(run, cfg, 40), poll_interval_s=POLL_S, total=40)
     assert first.stop_reason == "budget"
@@ -167,7 +170,7 @@ def test_staged_stop_names_a_stage_cap_that_must_be_raised(tmp_path: Path) -> No
     left = stats_of(out)["to_finish"]
     assert left["stage_budgets_usd"]["gpt4"] > 0.02 and "gpt35" not in left["stage_budgets_usd"]
     line = progress_view.budget_stop_line(stats_of(out), lambda usd: f"tracegen run --budget {usd:g}")
-    assert line is not None and "budget_usd in the config of stage gpt4 to $" in line
+    assert line is not None and "(first raise budget_usd in the config: stage gpt4 to $" in line
 
 
 # ---- the CLI line ----------------------------------------------------------------------------------------------
@@ -185,7 +188,8 @@ def _stop_line(text: str) -> str:
 
 def test_cli_prints_the_line_for_a_batch_run(tmp_path: Path) -> None:
     out = str(tmp_path / "run")
-    args = ["run", "-s", SAMPLE, "--n", "30", "--mode", "batch", "--rehearse", "--budget", "0.001", "-o", out]
+    args = ["run", "-s", SAMPLE, "--n", "30", "--mode", "batch", "--poll-interval", "0.05", "--rehearse"]
+    args += ["--budget", "0.001", "-o", out]
     code, text = _run(*args)
     stats = stats_of(Path(out))
     assert stats["stop_reason"] == "budget" and code == 3, text

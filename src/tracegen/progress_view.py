@@ -191,8 +191,8 @@ def budget_stop_line(stats: Mapping[str, Any], rerun: Callable[[float], str]) ->
         line += f"; about {more} more would finish them: `{rerun(budget)}`"
     capped = left.get("stage_budgets_usd")
     if isinstance(capped, Mapping) and capped:
-        stages = ", ".join(f"{name} to {_money(usd)}" for name, usd in capped.items())
-        line += f" after raising budget_usd in the config of stage {stages}"
+        stages = ", ".join(f"stage {name} to {_money(usd)}" for name, usd in capped.items())
+        line += f" (first raise budget_usd in the config: {stages})"
     return line
 
 
