@@ -100,6 +100,28 @@ async def test_batch_budget_stop_says_what_budget_submits_the_rest(srv: FakeServ
     assert "to_finish" not in stats_of(run)
 
 
+async def test_batch_finish_budget_has_room_for_failed_requests_a_rerun_resends(
+    srv: FakeServer, tmp_path: Path
+) -> None:
+    srv.update(batch_fail_rate=0.5, seed=3)
+    run = tmp_path / "run"
+    cfg = config(srv.base_url, run, budget_usd=DEAR_BUDGET_USD, max_attempts=1, **DEAR)
+    recs = records(40)
+    first = await run_batches(recs, cfg, open_run(run, cfg, 40), poll_interval_s=POLL_S, total=40)
+    stats = stats_of(run)
+    assert first.stop_reason == "budget" and stats["failed"] > 0
+    left = stats["to_finish"]
+    assert left["requests_left"] == 40 - stats["succeeded"] - stats["rejected"] - stats["failed"]
+    # the failed ones are sent again by the rerun: it still submits everything at once and finishes
+    srv.update(batch_fail_rate=0.0)
+    cfg2 = cfg.model_copy(update={"budget_usd": left["finish_budget_usd"]})
+    n_parts = len([e for e in lines(run / "batches.jsonl") if e["event"] == "part"])
+    again = await run_batches(recs, cfg2, open_run(run, cfg2, 40), poll_interval_s=POLL_S, total=40)
+    assert again.stop_reason == "completed" and len(lines(run / "traces.jsonl")) == 40
+    new_parts = [e for e in lines(run / "batches.jsonl") if e["event"] == "part"][n_parts:]
+    assert new_parts[0]["requests"] == left["requests_left"] + stats["failed"]
+
+
 async def test_batch_to_finish_without_total_counts_the_rest_of_the_plan(
     srv: FakeServer, tmp_path: Path
 ) -> None:

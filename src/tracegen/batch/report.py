@@ -61,6 +61,8 @@ def run_stats(r: BatchRunner) -> dict[str, Any]:
         left, worst = r.left
         planned = r.total if r.total is not None else r.read + r.drained
         stats["planned"] = planned
+        # failed requests are not left (they were sent), but a rerun sends them again: room for them too
+        worst += r.failed_worst_usd
         stats["to_finish"] = r.to_finish(planned, left, spent_usd=budget.committed_usd, all_worst_usd=worst)
     return stats
 
