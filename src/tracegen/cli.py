@@ -322,7 +322,7 @@ def run(
                 on_stage=stage_printer(console),
             )
         _print(progress_view.summary_table(summary), summary, as_json)
-        code = run_exit_line(console, summary, config.max_failure_rate)
+        code = run_exit_line(console, summary, config.max_failure_rate, config.output_dir)
         if code:
             raise typer.Exit(code)
 

@@ -23,7 +23,7 @@ from . import progress_view
 from .errors import SettingChangedError, TracegenError
 from .outcome import EXIT_INTERRUPTED, error_exit_code, run_exit
 from .redact import terminal_text
-from .rundir import STAGES
+from .rundir import STAGES, RunPaths, read_json_if_exists
 
 try:  # Typer >= 0.24 carries its own copy of Click
     from typer._click import exceptions as click
@@ -135,11 +135,19 @@ def stage_printer(console: Console) -> Callable[[str], None]:
     return on_stage
 
 
-def run_exit_line(console: Console, summary: Mapping[str, Any], max_failure_rate: float) -> int:
-    """Say why the run stopped short (budget: the rerun command), and return its exit code."""
-    stopped = progress_view.budget_stop_line(
-        summary.get("run") or {}, lambda usd: rerun_with(ARGV, "--budget", f"{usd:g}")
-    )
+def run_exit_line(
+    console: Console, summary: Mapping[str, Any], max_failure_rate: float, run_dir: Path | None = None
+) -> int:
+    """Say why the run stopped short (budget: the rerun command), and return its exit code.
+
+    ``run_dir``: where a staged run's stats.json holds its ``to_finish`` (its summary keeps flat keys only).
+    """
+    run: Mapping[str, Any] = summary.get("run") or {}
+    if run.get("stop_reason") == "budget" and "to_finish" not in run and run_dir is not None:
+        written = read_json_if_exists(RunPaths(run_dir).stats)
+        if isinstance(written, Mapping) and isinstance(written.get("to_finish"), Mapping):
+            run = {**run, "to_finish": written["to_finish"]}
+    stopped = progress_view.budget_stop_line(run, lambda usd: rerun_with(ARGV, "--budget", f"{usd:g}"))
     if stopped:
         console.print(progress_view.safe(stopped, "yellow"), highlight=False, soft_wrap=True)
     code, why = run_exit(summary, max_failure_rate)

@@ -66,6 +66,7 @@ LABELS = {
     "requests_planned": "of planned",
     "more_usd": "about this much more",
     "finish_budget_usd": "a budget that finishes it",
+    "stage_budgets_usd": "stage budgets it needs",
 }
 
 _STOP_WORDS = {
@@ -188,6 +189,10 @@ def budget_stop_line(stats: Mapping[str, Any], rerun: Callable[[float], str]) ->
     if "finish_budget_usd" in left:
         more, budget = _money(left["more_usd"]), float(left["finish_budget_usd"])
         line += f"; about {more} more would finish them: `{rerun(budget)}`"
+    capped = left.get("stage_budgets_usd")
+    if isinstance(capped, Mapping) and capped:
+        stages = ", ".join(f"stage {name} to {_money(usd)}" for name, usd in capped.items())
+        line += f" (first raise budget_usd in the config: {stages})"
     return line
 
 

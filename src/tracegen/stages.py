@@ -25,14 +25,16 @@ fraction when that matters).
 Budgets. ``budget_usd`` on a stage caps that stage; the run's ``budget_usd`` caps the total, spent in stage
 order: a stage may spend what the run budget leaves after every other stage's spend (read from their
 ledgers). With both, the smaller applies. ``max_requests`` / ``max_total_tokens`` count over all stages of
-one session.
+one session. A run stopped by its budget says in stats.json ``to_finish`` what is left in all stages and the
+run budget that finishes them (:func:`run_to_finish`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -42,6 +44,8 @@ import numpy.typing as npt
 from .config import RunConfig, StageConfig
 from .engine import RunDir
 from .engine.budget import Ledger, prior_spend_usd
+from .engine.core import cents_up
+from .engine.leftover import plan_to_finish
 from .engine.store import money_spent
 from .errors import ConfigError, RunDirError
 from .planning.params import apply_model_defaults
@@ -59,10 +63,12 @@ from .rundir import (
 
 __all__ = [
     "STAGES_DIR",
+    "StageLeft",
     "combine_stages",
     "estimate_totals",
     "is_staged",
     "prepare_stage",
+    "run_to_finish",
     "select_mask",
     "spent_usd",
     "stage_budget_usd",
@@ -371,10 +377,91 @@ def stages_stats(run_dir: str | Path, names: list[str], config: RunConfig | None
     out["stop_reason"] = stop_reason
     out.update({k: round(v, 9) if isinstance(v, float) else v for k, v in totals.items()})
     out["budget_usd"] = config.budget_usd if config is not None else None
+    if stop_reason == "budget":
+        out["to_finish"] = run_to_finish([_stage_left(Path(run_dir), n, config) for n in names])
     out.update(per_stage)
     if config is not None:
         out["config"] = config.public_dict()
     return out
+
+
+# ---- a budget stop: what is left -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StageLeft:
+    """One stage's share of the run's ``to_finish``: its ``to_finish`` (or none), its spend and its cap."""
+
+    name: str
+    to_finish: Mapping[str, Any]
+    spent_usd: float
+    cap_usd: float | None = None
+    """The stage's own ``budget_usd``, if any."""
+
+    @property
+    def left(self) -> int:
+        return int(self.to_finish.get("requests_left", 0))
+
+    @property
+    def need_usd(self) -> float | None:
+        """What the stage needs spent and reserved to finish: its spend once finished; None: unknown."""
+        if "requests_left" in self.to_finish and not self.left:
+            return self.spent_usd
+        return self.to_finish.get("finish_budget_usd")
+
+
+def run_to_finish(stages: Sequence[StageLeft]) -> dict[str, Any]:
+    """A staged run's ``to_finish``: the stages added up.
+
+    ``requests_left`` / ``requests_planned`` / ``more_usd`` are the sums (``more_usd`` at each stage's own
+    mean price). ``finish_budget_usd`` is the sum of what each stage needs: a finished stage its spend, an
+    unfinished one its own finish budget (spend + what is left + the room its reservations need,
+    :func:`~tracegen.engine.core.finish_figures`). A stage's budget is the run budget less every *other*
+    stage's spend (:func:`stage_budget_usd`), so with this run budget each stage, when it runs, finds at
+    least its own finish budget: the stages before it spent what they needed, the ones after it no more
+    than they have spent so far (an over-estimate by the other stages' reservation room: safe).
+    ``stage_budgets_usd`` names the stages whose own ``budget_usd`` (a cap) is below what they need: no run
+    budget finishes them until it is raised.
+    """
+    out: dict[str, Any] = {
+        "requests_left": sum(s.left for s in stages),
+        "requests_planned": sum(int(s.to_finish.get("requests_planned", 0)) for s in stages),
+    }
+    needs = [s.need_usd for s in stages]
+    if any(n is None for n in needs) or not out["requests_left"]:
+        return out
+    out["more_usd"] = round(sum(float(s.to_finish.get("more_usd", 0.0)) for s in stages), 4)
+    out["finish_budget_usd"] = cents_up(sum(float(n or 0.0) for n in needs))
+    capped = {
+        s.name: float(s.need_usd or 0.0)
+        for s in stages
+        if s.left and s.cap_usd is not None and float(s.need_usd or 0.0) > s.cap_usd
+    }
+    if capped:
+        out["stage_budgets_usd"] = capped
+    return out
+
+
+def _stage_left(run_dir: Path, name: str, config: RunConfig | None) -> StageLeft:
+    """A stage's figures: from its stats.json when it finished or stopped by the budget with figures, else
+    walked over its plan (:func:`~tracegen.engine.leftover.plan_to_finish`)."""
+    path = stage_path(run_dir, name)
+    stage = next((s for s in config.stages if s.name == name), None) if config is not None else None
+    cap = stage.budget_usd if stage is not None else None
+    spent = spent_usd(path)
+    st = read_json_if_exists(RunPaths(path).stats)
+    if isinstance(st, dict):
+        planned = {"requests_planned": int(st.get("planned") or 0)}
+        tf = st.get("to_finish")
+        if st.get("stop_reason") == "completed":
+            return StageLeft(name, {"requests_left": 0, **planned}, spent, cap)
+        if st.get("stop_reason") == "budget" and isinstance(tf, dict):
+            has_figures = "finish_budget_usd" in tf or not tf.get("requests_left")
+            if has_figures:  # else (online, no answer yet: no mean) walk its plan
+                return StageLeft(name, tf, spent, cap)
+    if stage is None or config is None:  # a stage directory this config does not run: its spend counts
+        return StageLeft(name, {"requests_left": 0}, spent)
+    if not RunPaths(path).plan.exists():  # not planned yet: what is left is unknown, so are the dollars
+        return StageLeft(name, {}, spent, cap)
+    return StageLeft(name, plan_to_finish(path, stage_config(config, stage, run_dir), spent), spent, cap)
 
 
 def combine_stages(run_dir: str | Path, names: list[str], config: RunConfig | None = None) -> dict[str, Any]:

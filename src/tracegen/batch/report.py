@@ -1,4 +1,5 @@
-"""What a batch session reports: stats.json (the online runner's keys plus a ``batch`` section), the
+"""What a batch session reports: stats.json (the online runner's keys plus a ``batch`` section, and at a
+budget stop ``to_finish``: every request left reserved at once, see :func:`~tracegen.engine.core.finish_figures`), the
 :class:`~tracegen.engine.Progress` snapshots of the live display, and the :class:`~tracegen.engine.RunResult`.
 """
 
@@ -56,6 +57,13 @@ def run_stats(r: BatchRunner) -> dict[str, Any]:
         "poll_interval_s": r.poll_interval_s,
     }
     stats["config"] = r.config.public_dict()
+    if stats["stop_reason"] == "budget" and r.left is not None:
+        left, worst = r.left
+        planned = r.total if r.total is not None else r.read + r.drained
+        stats["planned"] = planned
+        # failed requests are not left (they were sent), but a rerun sends them again: room for them too
+        worst += r.failed_worst_usd
+        stats["to_finish"] = r.to_finish(planned, left, spent_usd=budget.committed_usd, all_worst_usd=worst)
     return stats
 
 

@@ -351,6 +351,8 @@ class BatchRunner(Harvest):
                 else:
                     self.stop_reason = self.budget.exhausted or "budget"
                     await self._keep_cut_answers()
+                    if self.stop_reason == "budget":
+                        self._count_left()
                 return
             finished = await self._poll()
             for run in finished:

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..config import RunConfig
 from ..engine import Progress, Reservation, RunDir
-from ..engine.core import Core
+from ..engine.core import Core, Request
 from ..engine.store import FAILED, REJECTED, failed_line
 from ..records import Record
 from .accounting import open_budget
@@ -119,6 +119,12 @@ class BatchSession(Core):
         """Billed for the parts collected this session."""
         self.parts_collected = 0
         self.files_deleted = 0
+        self.left: tuple[int, float] | None = None
+        """At a budget stop: the requests no part holds and the sum of their worst cases (:meth:`_count_left`)."""
+        self.failed_worst_usd = 0.0
+        """Worst cases of the requests failed this session: a rerun sends them again (``to_finish``)."""
+        self.drained = 0
+        """Records of the plan read only by :meth:`_count_left` (not by the run)."""
         self.t0 = time.monotonic()
         self.journal = Journal(run_dir.path)
         self.budget, self.accounts, outstanding = open_budget(
@@ -196,6 +202,26 @@ class BatchSession(Core):
             return item
         return None
 
+    def _count_left(self) -> None:
+        """At a budget stop: count the requests no part took (the queued resubmissions, the next record
+        and the rest of the plan, less what is done or already in a part) and their worst cases at batch
+        prices (stats.json ``to_finish``). Requests in open batches are not left: a rerun collects them.
+        Reads the rest of the plan once, as the run would have had the budget allowed."""
+        left = len(self.retry_queue) + (self.lookahead is not None)
+        worst = sum(it.res_usd for it in self.retry_queue)
+        worst += self.lookahead.res_usd if self.lookahead is not None else 0.0
+        seen = set(self.seen)
+        for rec in self.plan_iter or ():
+            self.drained += 1
+            req = Request(rec, self.config, self.pricing, self.encoding, batch=True)
+            if req.digest in self.done.keys or req.digest in seen:
+                continue
+            seen.add(req.digest)
+            left += 1
+            worst += req.res_usd
+        self.plan_iter = None
+        self.left = (left, worst)
+
     def _take(self) -> None:
         if self.retry_queue:
             self.retry_queue.popleft()
@@ -256,6 +282,7 @@ class BatchSession(Core):
         if it.cut is not None:  # the length retry failed: its first answer stands
             return self._keep_cut(it)
         self.failed += 1
+        self.failed_worst_usd += it.res_usd
         if retryable:
             self.leftover.append(Record.from_dict(it.rec.to_dict()))
         return self.writer.write(FAILED, failed_line(it.key, it.rec, it.attempt, error, it.chain))

@@ -7,6 +7,8 @@ files and polling); everything else is here, built once:
   the reserved one is a ``model_problem`` that stops the run);
 - :func:`stop_reason_of`: the one mapping from a teacher or run-directory error to stats.json's
   ``stop_reason``;
+- :func:`finish_figures`: at a budget stop, what is left and the budget that would finish it (stats.json
+  ``to_finish``), online, batch and per stage of a staged run;
 - :class:`Core`: the session both drivers are -- counters (:class:`~.counters.Counters`), the usage check,
   the record writer (answer lines and their token/dollar accounting), the finish (files flushed,
   failed.jsonl compacted, stats.json written) and the stats keys both report.
@@ -48,6 +50,8 @@ __all__ = [
     "Core",
     "Pricer",
     "Request",
+    "cents_up",
+    "finish_figures",
     "stop_reason_of",
 ]
 
@@ -182,6 +186,49 @@ def stop_reason_of(err: BaseException) -> str:
     return "endpoint"
 
 
+def cents_up(usd: float) -> float:
+    """``usd`` rounded up to the cent (never down: a budget figure must not fall short by float noise)."""
+    return math.ceil(usd * 100) / 100
+
+
+def finish_figures(
+    planned: int,
+    left: int,
+    *,
+    mean_usd: float | None,
+    spent_usd: float,
+    last_worst_usd: float = 0.0,
+    all_worst_usd: float | None = None,
+) -> dict[str, Any]:
+    """stats.json ``to_finish``: ``requests_left`` of ``requests_planned``, and when a cost is known
+    ``more_usd`` (about what finishing costs) and ``finish_budget_usd`` (a budget that finishes the plan,
+    rounded up to the cent). The rule, by how requests are reserved:
+
+    - **one at a time** (online, ``all_worst_usd`` None): ``more_usd = left x mean`` (``mean_usd``: the
+      mean cost of an answer so far) and ``finish_budget_usd = spent_usd + more_usd + last_worst_usd``:
+      a reservation is released as its answer comes back, so only the last request must still find room
+      for its worst case (prompt + max_tokens) on top of what the others cost. No figures without a mean.
+    - **all at once** (Batch API, ``all_worst_usd``: the sum of the worst cases of every request left):
+      a part reserves the worst case of all its requests before it is submitted, so the budget that lets
+      the rest be submitted is ``spent_usd + all_worst_usd`` (at least ``spent_usd + more_usd``): an
+      over-estimate of the bill, never an under-estimate of what the reservations need. ``more_usd`` is
+      ``left x mean``, or the worst cases' sum while no answer has a cost yet.
+    """
+    out: dict[str, Any] = {"requests_left": left, "requests_planned": planned}
+    if not left:
+        return out
+    more = left * mean_usd if mean_usd is not None else all_worst_usd
+    if more is None:
+        return out
+    if all_worst_usd is None:
+        need = spent_usd + more + last_worst_usd
+    else:
+        need = spent_usd + max(all_worst_usd, more)
+    out["more_usd"] = round(more, 4)
+    out["finish_budget_usd"] = cents_up(need)
+    return out
+
+
 class Answer(store.Answer, Protocol):
     """What the core reads from an answer (an online ChatResult, a batch Outcome): the line's fields and
     the usage."""
@@ -283,6 +330,34 @@ class Core(Counters):
         return which, line
 
     # ---- reporting ---------------------------------------------------------------------------------------
+    def mean_cost_usd(self) -> float | None:
+        """Mean cost of an answer: this session's, else earlier sessions' (traces.jsonl), else None."""
+        answered = self.succeeded + self.rejected
+        if answered:
+            return self.cost_usd / answered
+        prior = self.done.n_traces + self.done.n_rejected
+        return self.done.cost_usd / prior if prior else None
+
+    def to_finish(
+        self,
+        planned: int,
+        left: int,
+        *,
+        spent_usd: float,
+        last_worst_usd: float = 0.0,
+        all_worst_usd: float | None = None,
+    ) -> dict[str, Any]:
+        """At a budget stop: what is left and what budget would finish it, at this session's prices
+        (online or batch): :func:`finish_figures` with the mean cost of an answer so far."""
+        return finish_figures(
+            planned,
+            left,
+            mean_usd=self.mean_cost_usd(),
+            spent_usd=spent_usd,
+            last_worst_usd=last_worst_usd,
+            all_worst_usd=all_worst_usd,
+        )
+
     def stats(self) -> dict[str, Any]:  # pragma: no cover - every driver has its own
         raise NotImplementedError
 

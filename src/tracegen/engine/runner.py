@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import os
 import time
 from collections import deque
@@ -261,7 +260,7 @@ class _Engine(Sender):
         affordable: int | None = None
         if total is not None:
             remaining = max(0, total - done)
-            mean = self._mean_cost_usd()
+            mean = self.mean_cost_usd()
             budget = self.config.budget_usd
             if mean is not None and mean > 0:
                 projected = spent + remaining * mean
@@ -296,26 +295,15 @@ class _Engine(Sender):
             reserved_tokens_per_min=rtpm,
         )
 
-    def _mean_cost_usd(self) -> float | None:
-        """Mean cost of an answer: this session's, else earlier sessions' (traces.jsonl), else None."""
-        answered = self.succeeded + self.rejected
-        if answered:
-            return self.cost_usd / answered
-        prior = self.done.n_traces + self.done.n_rejected
-        return self.done.cost_usd / prior if prior else None
-
     def _to_finish(self, planned: int) -> dict[str, Any]:
-        """At a budget stop: what is left and what budget would finish it (stats.json ``to_finish``)."""
+        """At a budget stop: what is left and what budget would finish it (stats.json ``to_finish``).
+
+        One request at a time: the last must fit its worst case when reserved (:func:`~.core.finish_figures`).
+        """
         left = max(0, planned - self.skipped_done - self.succeeded - self.rejected - self.failed)
-        mean = self._mean_cost_usd()
-        out: dict[str, Any] = {"requests_left": left, "requests_planned": planned}
-        if mean is not None and left:
-            more = left * mean
-            # the last request must fit its worst case (prompt + max_tokens) when it is reserved
-            need = self.budget.total_spent_usd + more + self.last_res_usd
-            out["more_usd"] = round(more, 4)
-            out["finish_budget_usd"] = math.ceil(need * 100) / 100
-        return out
+        return self.to_finish(
+            planned, left, spent_usd=self.budget.total_spent_usd, last_worst_usd=self.last_res_usd
+        )
 
     async def _tick(self) -> None:
         while True:
