@@ -342,7 +342,7 @@ def _run_summary(config: RunConfig, rd: RunDir, results: list[RunResult]) -> dic
     rd.write_stats(stats)
     return {
         "stop_reason": stats["stop_reason"],
-        "run": {k: v for k, v in stats.items() if not isinstance(v, (dict, list))},
+        "run": {k: v for k, v in stats.items() if k == "to_finish" or not isinstance(v, (dict, list))},
         **{k: v for k, v in stats.items() if k.startswith("stage_")},
     }
 
