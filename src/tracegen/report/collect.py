@@ -10,6 +10,7 @@ reason, a few per staged question. A million-row run gives a report of a few hun
 
 from __future__ import annotations
 
+import bisect
 import math
 import random
 from collections import Counter
@@ -45,11 +46,10 @@ def _lines(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def _bin(value: float, edges: tuple[float, ...]) -> int:
-    i = 0
-    for j, edge in enumerate(edges):
-        if value >= edge:
-            i = j
-    return i
+    """The last bin whose lower edge ``value`` reaches (edges ascending; below the first, or NaN: 0)."""
+    if value != value:  # NaN reaches no edge
+        return 0
+    return max(0, bisect.bisect_right(edges, value) - 1)
 
 
 def _label(rec: Mapping[str, Any]) -> str:
