@@ -102,3 +102,11 @@ def test_export_loads_neither_datasets_nor_pandas(tmp_path: Path) -> None:
     assert proc.stdout.strip() == "[]"
     manifest = json.loads((run / "dataset" / "export.json").read_text(encoding="utf-8"))
     assert {c["format"] for c in manifest["configs"]} == set(FORMATS)
+
+
+def test_the_warm_up_touches_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tracegen.publish.export_writers import warm_up
+
+    monkeypatch.chdir(tmp_path)
+    warm_up()
+    assert list(tmp_path.iterdir()) == []

@@ -75,3 +75,10 @@ def test_engine_exports_the_sdk_client_on_demand(attr: str) -> None:
     assert attr in tracegen.engine.__all__
     with pytest.raises(AttributeError):
         tracegen.engine.NoSuchThing  # noqa: B018
+
+
+def test_pyarrow_waits_for_the_run_to_wait(tmp_path: Path) -> None:
+    # the export's pyarrow is imported (and set up) while a run waits for answers, not before it sends
+    names, proc = imported("import tracegen.cli, tracegen.pipeline", tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "pyarrow" not in names

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ._idle import when_idle
 from .cleaning.merge import claim_output, release_output
 from .cleaning.merge import merge as merge_runs
 from .cleaning.postprocess import clean, rejections_except
@@ -36,7 +37,6 @@ from .errors import RunDirError
 from .planning.estimate import estimate
 from .planning.plan import build_plan, iter_plan, plan_parameters, write_plan
 from .planning.sources import Rejection
-from .publish.export import export
 from .run_support import (
     answer,
     batch_cancel,
@@ -275,9 +275,15 @@ async def _arun(
     stop = stop or asyncio.Event()
     results: list[RunResult] = []
     precheck = Prechecker(config.filters, config.dedup_config())  # clean's per-answer work, done early
-    with rehearsal(config, rehearse) as (cfg, env), graceful_interrupt(stop, on_stage):
-        async with precheck.running():
-            await _answer_legs(config, cfg, env, rd, results, extend, on_progress, on_stage, stop, precheck)
+    warm = asyncio.create_task(when_idle(_warm_finish, after_s=WARM_AFTER_S))
+    try:
+        with rehearsal(config, rehearse) as (cfg, env), graceful_interrupt(stop, on_stage):
+            async with precheck.running():
+                await _answer_legs(
+                    config, cfg, env, rd, results, extend, on_progress, on_stage, stop, precheck
+                )
+    finally:
+        warm.cancel()
     summary = _run_summary(config, rd, results)
     if sum(r.succeeded + r.skipped_done for r in results) > 0:
         summary.update(finish(rd.path, config=config, on_stage=on_stage, prechecked=precheck))
@@ -286,6 +292,17 @@ async def _arun(
         on_stage(f"pushing to the Hub: {config.push_to_hub}")
         summary["push"] = push_run(rd.path, config.push_to_hub, config.private)
     return summary
+
+
+#: The finish step's set-up waits this long into generation (the first wave is out) for an idle turn.
+WARM_AFTER_S = 0.2
+
+
+def _warm_finish() -> None:
+    """Import the export (pyarrow) and pay pyarrow's first-use set-up while the run waits for answers."""
+    from .publish.export_writers import warm_up
+
+    warm_up()
 
 
 async def _answer_legs(
@@ -410,6 +427,8 @@ def _finish(
         cleaned = combine_stages(run, [name for name, _ in stages if name is not None], cfg)
     fmts = tuple(formats or cfg.export_formats)
     on_stage(f"exporting {', '.join(fmts)}{', one config per stage' if staged else ''}")
+    from .publish.export import export  # pyarrow: imported by the run while it waits (_warm_finish)
+
     exported = export(run, output_dir, formats=fmts)
     return {"clean": cleaned, "export": exported.to_dict()}
 

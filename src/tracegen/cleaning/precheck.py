@@ -3,7 +3,7 @@
 While a run waits on the network the client's core is mostly idle (1 s answers, 1,024 in flight: about a
 fifth of it busy). :class:`Prechecker` takes each durable ``traces.jsonl`` line (the engine's ``on_traces``)
 and, in slices of at most :data:`SLICE_S` on the event loop when a turn of the loop finds the engine idle
-(a turn longer than :data:`BUSY_S` means answers are streaming in: it backs off), computes what :func:`~.postprocess.clean`
+(:func:`tracegen._idle.idle_turn`: while answers stream in, it backs off), computes what :func:`~.postprocess.clean`
 computes for that line alone: the answer check (``agrees_with_target``), the filters' first rejection and,
 for a record the filters keep, its dedup keys (normalized-text hashes, MinHash band keys). Which record is
 a duplicate depends on the order of the whole dataset: that decision stays in clean.
@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator
 import orjson
 import xxhash
 
+from .._idle import idle_turn
 from ..records import Record
 from .answer_check import check_answer
 from .dedup import DedupConfig, Deduper
@@ -35,10 +36,6 @@ __all__ = ["BATCH", "MAX_ENTRIES", "SLICE_S", "Prechecker", "Verdict", "line_key
 MAX_ENTRIES = 500_000
 #: The longest the prechecker holds the event loop before it lets the engine run (seconds).
 SLICE_S = 0.002
-#: A turn of the event loop longer than this means the engine is busy: the prechecker waits (seconds).
-BUSY_S = 0.0005
-#: How long it waits then before it looks again (seconds).
-BACK_OFF_S = 0.02
 #: Lines checked together (their dedup keys are hashed as one numpy batch).
 BATCH = 16
 
@@ -123,11 +120,7 @@ class Prechecker:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            t = clock()
-            await asyncio.sleep(0)  # one turn of the loop: how long did the engine's callbacks take?
-            if clock() - t > BUSY_S:  # the engine has work queued (answers streaming in): leave it the core
-                await asyncio.sleep(BACK_OFF_S)
-                continue
+            await idle_turn()  # the engine has nothing queued: a slice of checking costs the run nothing
             end = clock() + SLICE_S
             while queue and clock() < end:
                 self.check_lines([queue.popleft() for _ in range(min(BATCH, len(queue)))])
