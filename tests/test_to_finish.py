@@ -16,7 +16,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from batch_helpers import config, open_run, records
+from helpers.batch import config, open_run, records
 from tracegen import pipeline, progress_view
 from tracegen.batch import run_batches
 from tracegen.cli import app

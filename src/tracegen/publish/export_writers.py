@@ -94,7 +94,7 @@ def _arrow_table(lines: list[str], schema: pa.Schema) -> pa.Table:
 
     Parsed by pyarrow's JSON reader: from_pylist would import pandas (~0.3 s) for its array-like check,
     and the rows are serialised for train.jsonl anyway. Anything that reader refuses goes through
-    from_pylist, so the table is always the same (tests/test_export_fast.py compares the two).
+    from_pylist, so the table is always the same (tests/publish/test_export_fast.py compares the two).
     """
     data = "".join(lines).encode("utf-8")
     if len(data) < _JSON_BLOCK_MAX:

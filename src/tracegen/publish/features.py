@@ -5,7 +5,7 @@ dataset back (or to stream a Hub source, or to push). The few feature kinds the 
 in ``datasets``' own serialised form (``Features.to_dict()``), the Arrow schema carries that form as
 ``datasets`` does (schema metadata ``huggingface``), and the card's YAML list is derived from it by the same
 rules, so every file written is byte-identical to what ``datasets.Features(...)`` would give.
-``tests/test_features.py`` pins the equivalence against the installed ``datasets``.
+``tests/publish/test_features.py`` pins the equivalence against the installed ``datasets``.
 
     features = Features({"id": Value("string"), "turns": List({"from": Value("string")})})
     features.arrow_schema          # pyarrow.Schema with the huggingface metadata
