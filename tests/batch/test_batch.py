@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
-import math
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,21 +16,33 @@ import openai
 import pytest
 
 import tracegen.batch as batch
-from helpers.batch import CRASH_EXIT_CODE, MAX_TOKENS, PER_FILE, config, open_run, records
-from tracegen.batch import acancel, astatus, cancel, run_batches, status
+from helpers.batch import (
+    CRASH_EXIT_CODE,
+    MODEL,
+    assert_never_paid_twice,
+    assert_traces_match_ledger,
+    billed_keys,
+    billed_usd,
+    config,
+    go,
+    journal,
+    lines,
+    open_run,
+    records,
+    spent_in_ledger,
+    worst_case_usd,
+)
+from tracegen.batch import acancel, astatus, cancel, status
 from tracegen.batch.collect import parse_line
 from tracegen.config import RunConfig
-from tracegen.engine import RunDir, RunResult, generate, request_key
+from tracegen.engine import RunDir, generate, request_key
 from tracegen.errors import BatchError, RunDirError
 from tracegen.planning.plan import request_body
-from tracegen.planning.tokens import count_chat_tokens, encoding_for_model, pricing_for
 from tracegen.records import Record
 from tracegen.testing import FakeOptions, FakeServer
 
 HELPERS = Path(__file__).resolve().parents[1] / "helpers"
 REPO = Path(__file__).resolve().parents[2]
-MODEL = "gpt-4o-mini"
-POLL_S = 0.02
 
 
 # ---- helpers ---------------------------------------------------------------------------------------------
@@ -41,30 +52,8 @@ def srv() -> Iterator[FakeServer]:
         yield server
 
 
-def lines(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
-
-
-def journal(run: Path) -> list[dict[str, Any]]:
-    return lines(run / "batches.jsonl")
-
-
-def billed_keys(server: FakeServer) -> collections.Counter[str]:
-    return collections.Counter(e["request_key"] for e in server.ledger())
-
-
-def billed_usd(server: FakeServer) -> float:
-    return sum(e["cost_usd"] for e in server.ledger())
-
-
 def keys_of(recs: list[Record], cfg: RunConfig) -> set[str]:
     return {request_key(request_body(r, cfg)) for r in recs}
-
-
-async def go(recs: list[Record], cfg: RunConfig, rd: RunDir | Path, **kw: Any) -> RunResult:
-    kw.setdefault("poll_interval_s", POLL_S)
-    kw.setdefault("max_requests_per_file", PER_FILE)
-    return await run_batches(recs, cfg, rd, **kw)
 
 
 def setup(
@@ -73,41 +62,6 @@ def setup(
     run = tmp_path / "run"
     cfg = config(server.base_url, run, **changes)
     return records(n), cfg, open_run(run, cfg, n)
-
-
-def assert_never_paid_twice(server: FakeServer) -> None:
-    twice = {k: c for k, c in billed_keys(server).items() if c > 1}
-    assert not twice, f"requests billed more than once: {twice}"
-
-
-def assert_traces_match_ledger(run: Path, server: FakeServer) -> None:
-    """Every trace is one billed answer, with the same tokens and the batch-price cost."""
-    by_key = {e["request_key"]: e for e in server.ledger()}
-    traces = lines(run / "traces.jsonl")
-    assert len({t["request_key"] for t in traces}) == len(traces)
-    pricing = pricing_for(MODEL, batch=True)
-    for t in traces:
-        billed = by_key[t["request_key"]]
-        assert billed["kind"] == "batch" and billed["delivered"]
-        assert (t["prompt_tokens"], t["completion_tokens"]) == (
-            billed["prompt_tokens"],
-            billed["completion_tokens"],
-        )
-        assert t["cost_usd"] == pytest.approx(billed["cost_usd"], abs=1e-12)
-        assert t["cost_usd"] == pytest.approx(pricing.cost_usd(t["prompt_tokens"], t["completion_tokens"]))
-
-
-def spent_in_ledger(run: Path) -> float:
-    """What the budget ledger says the run directory spent (closed sessions; leases of crashed ones)."""
-    from tracegen.engine.budget import prior_spend_usd
-
-    return prior_spend_usd(lines(run / "ledger.jsonl"))
-
-
-def worst_case_usd(rec: Record, *, batch_prices: bool) -> float:
-    prompt = count_chat_tokens(rec.messages(), encoding_for_model(MODEL))
-    worst_prompt = math.ceil(prompt * 1.02) + 8
-    return pricing_for(MODEL, batch=batch_prices).cost_usd(worst_prompt, MAX_TOKENS)
 
 
 # ---- API -----------------------------------------------------------------------------------------------

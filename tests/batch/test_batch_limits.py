@@ -14,8 +14,18 @@ from pathlib import Path
 import openai
 import pytest
 
-from helpers.batch import CRASH_EXIT_CODE, config, open_run, records
-from test_batch import assert_never_paid_twice, billed_usd, go, journal, lines, spent_in_ledger
+from helpers.batch import (
+    CRASH_EXIT_CODE,
+    assert_never_paid_twice,
+    billed_usd,
+    config,
+    go,
+    journal,
+    lines,
+    open_run,
+    records,
+    spent_in_ledger,
+)
 from tracegen.engine import request_key
 from tracegen.planning.plan import request_body
 from tracegen.testing import FakeOptions, FakeServer

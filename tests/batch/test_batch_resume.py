@@ -10,14 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from helpers.batch import CRASH_EXIT_CODE, config, open_run, records
-from test_batch import (
+from helpers.batch import (
+    CRASH_EXIT_CODE,
     assert_never_paid_twice,
     assert_traces_match_ledger,
     billed_usd,
+    config,
     go,
     journal,
     lines,
+    open_run,
+    records,
     spent_in_ledger,
     worst_case_usd,
 )

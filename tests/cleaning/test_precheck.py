@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from test_postprocess import basic_run
+from helpers.clean import basic_run
 from tracegen import pipeline
 from tracegen.cleaning.dedup import DedupConfig, Deduper
 from tracegen.cleaning.filters import FilterConfig, Rejection

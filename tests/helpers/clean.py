@@ -94,3 +94,22 @@ def make_run_dir(
     )
     (path / "stats.json").write_text(json.dumps(stats or {"cost_usd": 0.5, "tokens": {"prompt": 100}}))
     return path
+
+
+def basic_run(tmp_path: Path) -> Path:
+    """20 planned rows; traces in shuffled order with bad rows of every kind mixed in."""
+    plan = [planned(i, msg=3 if i % 2 else 1) for i in range(20)]
+    plan[7] = planned(7, question="Summarize the following text: " + long_text(7, 30), msg=3)
+    traces = [answered(r) for r in plan]
+    traces[2] = answered(plan[2], response="")  # empty
+    traces[3] = answered(plan[3], finish_reason="length")  # truncated
+    traces[4] = answered(plan[4], response="As an AI language model, I cannot do that for you today.")
+    traces[5] = answered(plan[5], response=traces[6].response)  # exact response duplicate of flan.6 (later)
+    traces[7] = answered(plan[7], response="Would you like me to explain further?")
+    traces[9] = answered(plan[9], response="ok")  # too short, system message 3 is set
+    del traces[11]  # never answered (failed): not in traces
+    rejected = [
+        engine_rejection(plan[11], "generate", "failed"),
+        engine_rejection(plan[12], "plan", "too_long"),
+    ]
+    return make_run_dir(tmp_path / "run", plan, traces, rejected=rejected)

@@ -5,29 +5,24 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import huggingface_hub
-import pyarrow.parquet as pq
 import pytest
 import yaml
 from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
 from helpers.export import make_records, make_run_dir
+from helpers.hub import TOKEN, load_from_hub, local_rows
 from tracegen.errors import HubError, RunDirError
 from tracegen.publish.card import split_card
 from tracegen.publish.export import export
 from tracegen.publish.hub import NO_TOKEN, push
 from tracegen.testing.fake_hub import FakeHub
-
-TOKEN = "hf_fakeTOKENforTESTS0123456789"
 
 
 @pytest.fixture
@@ -54,40 +49,6 @@ def tree_digest(root: Path) -> dict[str, str]:
         for p in sorted(root.rglob("*"))
         if p.is_file()
     }
-
-
-def local_rows(export_dir: Path, config: str) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    for f in sorted((export_dir / config / "data").glob("*.parquet")):
-        rows += pq.read_table(f).to_pylist()
-    return rows
-
-
-def load_from_hub(endpoint: str, repo_id: str, configs: list[str], tmp: Path, token: str | None) -> Any:
-    """datasets.load_dataset(repo_id, config) in a child process whose HF_ENDPOINT is the fake Hub."""
-    code = (
-        "import datasets, json, sys\n"
-        "out = {c: datasets.load_dataset(sys.argv[1], c, split='train').to_list() for c in sys.argv[2:]}\n"
-        "print(json.dumps(out))\n"
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING"))}
-    env |= {
-        "HF_ENDPOINT": endpoint,
-        "HF_HUB_OFFLINE": "0",
-        "HF_HUB_DISABLE_XET": "1",
-        "HF_HOME": str(tmp / "home"),
-        "HF_HUB_DISABLE_TELEMETRY": "1",
-        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-        "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
-    }
-    if token:
-        env["HF_TOKEN"] = token
-    proc = subprocess.run(
-        [sys.executable, "-c", code, repo_id, *configs], env=env, capture_output=True, text=True, timeout=300
-    )
-    if proc.returncode != 0:
-        return proc.stderr
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def test_push_then_push_again_updates_in_place_and_loads_back(

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from helpers.export import make_records, make_run_dir
-from test_hub import TOKEN, load_from_hub, local_rows
+from helpers.hub import TOKEN, load_from_hub, local_rows
 from tracegen.cli import app
 from tracegen.publish.card import split_card
 from tracegen.publish.export import export
