@@ -32,8 +32,8 @@ from .filters import FilterConfig, FilterPipeline, Rejection, build_filters
 
 __all__ = ["BATCH", "MAX_ENTRIES", "SLICE_S", "Prechecker", "Verdict", "line_key"]
 
-#: Verdicts kept at most (~150 bytes each); later lines are left to clean.
-MAX_ENTRIES = 500_000
+#: Verdicts kept at most (~300 bytes each with their dedup keys: 60 MB at most); later lines are left to clean.
+MAX_ENTRIES = 200_000
 #: The longest the prechecker holds the event loop before it lets the engine run (seconds).
 SLICE_S = 0.002
 #: Lines checked together (their dedup keys are hashed as one numpy batch).
