@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -279,9 +279,18 @@ async def _arun(
     try:
         with rehearsal(config, rehearse) as (cfg, env), graceful_interrupt(stop, on_stage):
             async with precheck.running():
-                await _answer_legs(
-                    config, cfg, env, rd, results, extend, on_progress, on_stage, stop, precheck
-                )
+                async for result in _answer_legs(
+                    config,
+                    cfg,
+                    rd,
+                    env=env,
+                    extend=extend,
+                    on_progress=on_progress,
+                    on_stage=on_stage,
+                    stop=stop,
+                    on_traces=precheck.feed,
+                ):
+                    results.append(result)
     finally:
         warm.cancel()
     summary = _run_summary(config, rd, results)
@@ -308,16 +317,20 @@ def _warm_finish() -> None:
 async def _answer_legs(
     config: RunConfig,
     cfg: RunConfig,
-    env: dict[str, str] | None,
     rd: RunDir,
-    results: list[RunResult],
+    *,
+    env: dict[str, str] | None,
     extend: bool,
     on_progress: Callable[[Progress], None] | None,
     on_stage: StageCallback,
     stop: asyncio.Event,
-    precheck: Prechecker,
-) -> None:
-    """Generate each stage in order (an unstaged run: its one stage), appending to ``results``."""
+    on_traces: Callable[[list[bytes]], None],
+) -> AsyncIterator[RunResult]:
+    """Generate each stage in order (an unstaged run: its one stage): each stage's result as it ends.
+
+    ``config`` holds the real settings (checked against each stage's run directory), ``cfg`` where requests
+    are sent (a rehearsal points it at the fake server).
+    """
     sent = tokens = 0
     for leg in _legs(config, rd, extend=extend):  # each checked against the real settings
         live = leg.live_config(cfg, rd.path)  # sent where the rehearsal (if any) points
@@ -338,9 +351,9 @@ async def _answer_legs(
             on_stage=on_stage,
             stop=stop,
             label=leg.label,
-            on_traces=precheck.feed,
+            on_traces=on_traces,
         )
-        results.append(result)
+        yield result
         sent += int(result.stats.get("sent", 0))
         tokens += int(result.stats.get("prompt_tokens", 0)) + int(result.stats.get("completion_tokens", 0))
         if result.stop_reason not in ("completed", "budget") or stop.is_set():
