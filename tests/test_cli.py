@@ -212,3 +212,16 @@ def test_bad_cleaning_settings_fail_before_anything_is_sent(
     code, text = _run("run", "-c", str(cfg), "-s", SAMPLE, "--rehearse", "-o", str(tmp_path / "r"))
     assert code == 1 and needle in text and str(cfg) in text
     assert not (tmp_path / "r" / "traces.jsonl").exists()
+
+
+def test_the_quick_exit_runs_the_exit_handlers_and_flushes_piped_output() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import atexit; from tracegen.cli_support import quick_exit; "
+        "atexit.register(lambda: print('handler ran')); print('buffered', end=''); quick_exit(3)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 3
+    assert "buffered" in proc.stdout and "handler ran" in proc.stdout

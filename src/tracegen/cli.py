@@ -10,7 +10,6 @@ teacher's); ``run`` exits 3 / 4 / 130 from the run's outcome too (see the README
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +25,9 @@ from .cli_support import (
     FLAGS,
     TracegenGroup,
     config_flags,
+    exit_code_of,
     guard,
+    quick_exit,
     run_exit_line,
     stage_printer,
 )
@@ -539,41 +540,13 @@ def _print(renderable: Any, data: Any, as_json: bool) -> None:
 
 
 def main() -> None:
-    """The console script: the app, then an exit that skips tearing the interpreter down.
-
-    Freeing ~650 modules and their objects at exit costs a whole command 0.1-0.3 s (more on a loaded
-    machine) and does nothing a finished command needs: files are closed by then, and the exit handlers
-    (atexit: logging, temporary directories, thread pools) still run before the process ends.
-    """
+    """The console script: the app, then an exit that skips tearing the interpreter down (:func:`quick_exit`)."""
     try:
         app(prog_name="tracegen")
         code = 0
     except SystemExit as e:
-        code = _exit_code(e.code)
-    _quick_exit(code)
-
-
-def _exit_code(code: object) -> int:
-    if code is None:
-        return 0
-    if isinstance(code, int):
-        return code
-    print(code, file=sys.stderr)  # what SystemExit("message") prints
-    return 1
-
-
-def _quick_exit(code: int) -> None:
-    if sys.getprofile() is not None or sys.gettrace() is not None:
-        sys.exit(code)  # a profiler or debugger writes its results after main returns: a normal exit
-    import atexit
-
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # a closed pipe (`tracegen ... | head`) or stream
-            code = code or 1
-    os._exit(code)
+        code = exit_code_of(e.code)
+    quick_exit(code)
 
 
 if __name__ == "__main__":
