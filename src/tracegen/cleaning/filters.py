@@ -29,6 +29,7 @@ answer_disagrees            off      ``agrees_with_target is False`` (answer che
 
 from __future__ import annotations
 
+import functools
 import re
 from abc import ABC, abstractmethod
 from collections import Counter
@@ -122,6 +123,12 @@ def load_refusals(path: str | Path | None = None) -> RefusalList:
 
 # ---- phrase matching ---------------------------------------------------------------------------------------
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
+
+
+@functools.lru_cache(maxsize=8)
+def _lowered(text: str) -> str:
+    """``text`` as the phrase matchers search it (each filter asks for the same answer: done once)."""
+    return text.translate(_APOSTROPHES).lower()
 _WORD = re.compile(r"[a-z0-9]+")
 
 
@@ -159,7 +166,7 @@ class PhraseMatcher:
 
     def search(self, text: str) -> tuple[str, str] | None:
         """First (label, phrase) found in ``text`` (in anchor order), or None."""
-        low = text.translate(_APOSTROPHES).lower()
+        low = _lowered(text)
         for anchor in self._anchors:
             if anchor not in low:
                 continue
