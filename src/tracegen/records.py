@@ -112,11 +112,11 @@ def text_hash(text: str) -> int:
 
 def pair_hash(system_prompt: str, question: str) -> int:
     """The ``exact_pair`` key: 64-bit xxh3 of the normalized system message and question."""
-    return _xxh(_normalize_recurring(system_prompt) + "\x00" + normalize_text(question))
+    return _xxh(normalize_recurring(system_prompt) + "\x00" + normalize_text(question))
 
 
 @functools.lru_cache(maxsize=256)
-def _normalize_recurring(text: str) -> str:
+def normalize_recurring(text: str) -> str:
     """normalize_text of a text that recurs on many rows (the few system messages), computed once."""
     return normalize_text(text)
 

@@ -65,7 +65,7 @@ import numpy.typing as npt
 
 from ..clean_config import DedupConfig
 from ..errors import ConfigError, RunDirError
-from ..records import Record, _xxh, normalize_text, pair_hash, text_hash
+from ..records import Record, _xxh, normalize_recurring, normalize_text, pair_hash, text_hash
 from ..rundir import atomic_write_bytes
 from .minhash import U64, HashSet64, MinHasher, lsh_params
 
@@ -303,7 +303,7 @@ class Deduper:
         if cfg.exact_pair:
             keys = np.array(
                 [
-                    _xxh(normalize_text(r.system_prompt) + "\x00" + q)
+                    _xxh(normalize_recurring(r.system_prompt) + "\x00" + q)
                     for r, q in zip(batch, questions, strict=True)
                 ],
                 dtype=np.uint64,
