@@ -15,8 +15,8 @@ from aiohttp import web
 from tracegen.config import EndpointConfig, RunConfig, load_config
 from tracegen.engine import ChatResult, Limiter, TeacherHTTPError, generate
 from tracegen.engine.pool import OPEN, EndpointPool, Member, make_pool
-from tracegen.engine.settings import EngineSettings
 from tracegen.engine.runner import FIRST_WAVE
+from tracegen.engine.settings import EngineSettings
 from tracegen.errors import AuthError, ConfigError
 from tracegen.records import Record
 from tracegen.testing import FakeOptions, FakeServer

@@ -39,9 +39,7 @@ def plan_to_finish(run_dir: Path, config: RunConfig, spent_usd: float) -> dict[s
         left = max(0, planned - done.n_traces - done.n_rejected)
         return {"requests_left": left, "requests_planned": planned}
     encoding = encoding_for_model(teacher.model, teacher.price_file)
-    expected_out = min(
-        config.expected_output_tokens + expected_reasoning_tokens(config), teacher.max_tokens
-    )
+    expected_out = min(config.expected_output_tokens + expected_reasoning_tokens(config), teacher.max_tokens)
     planned = left = 0
     worst = worst_one = expected = 0.0
     seen: set[bytes] = set()
