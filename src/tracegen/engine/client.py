@@ -1,6 +1,6 @@
 """The seam between the engine and the teacher: a ``ChatClient`` protocol and its neutral errors.
 
-Two implementations speak the OpenAI chat-completions protocol (``config.transport`` picks one):
+Two implementations speak the OpenAI chat-completions protocol (the ``transport`` setting picks one):
 
 - :class:`~tracegen.engine.client_aiohttp.AiohttpChatClient` ("aiohttp", default): one aiohttp session, lean,
   the fastest measured here;
