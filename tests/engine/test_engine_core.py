@@ -11,6 +11,7 @@ from tracegen.config import RunConfig
 from tracegen.engine._json import request_key
 from tracegen.engine.core import PROMPT_MARGIN, PROMPT_MARGIN_TOKENS, Pricer, Request, stop_reason_of
 from tracegen.engine.counters import Counters
+from tracegen.engine.settings import EngineSettings, Teacher
 from tracegen.errors import (
     AuthError,
     EndpointError,
@@ -27,6 +28,11 @@ from tracegen.records import Record
 PRICING = Pricing(2.0, 8.0)
 
 
+def teacher(**fields: object) -> Teacher:
+    """The engine's teacher for a RunConfig with ``fields``."""
+    return EngineSettings.of(RunConfig.model_validate(fields)).teacher
+
+
 def record(prompt_tokens: int | None = 40) -> Record:
     return Record(
         id="cot.1",
@@ -39,7 +45,7 @@ def record(prompt_tokens: int | None = 40) -> Record:
 
 
 def test_online_and_batch_build_the_same_request_for_a_chat_model() -> None:
-    cfg = RunConfig(model="gpt-4o-mini", max_tokens=100)
+    cfg = teacher(model="gpt-4o-mini", max_tokens=100)
     online = Request(record(), cfg, PRICING, "o200k_base")
     batch = Item.make(record(), cfg, PRICING, "o200k_base")
     assert online.key == batch.key == request_key(online.body)
@@ -57,18 +63,18 @@ def test_online_and_batch_key_a_reasoning_model_alike_so_switching_modes_never_p
 ) -> None:
     from tracegen.testing import request_key as ledger_key
 
-    cfg = RunConfig(model="o3", max_tokens=2000, reasoning_effort=effort)
+    cfg = teacher(model="o3", max_tokens=2000, reasoning_effort=effort)
     online = Request(record(), cfg, PRICING, "o200k_base")
     batch = Item.make(record(), cfg, PRICING, "o200k_base")
     assert "max_completion_tokens" in online.body and "temperature" not in online.body
     assert online.key == batch.key == request_key(online.body) == ledger_key(online.body)
     assert online.digest == batch.digest
-    chat = Request(record(), RunConfig(model="gpt-4o-mini", max_tokens=2000), PRICING, "o200k_base")
+    chat = Request(record(), teacher(model="gpt-4o-mini", max_tokens=2000), PRICING, "o200k_base")
     assert chat.key != online.key
 
 
 def test_a_length_retry_keeps_the_key_and_reserves_its_larger_cap() -> None:
-    cfg = RunConfig(model="gpt-4o-mini", max_tokens=100)
+    cfg = teacher(model="gpt-4o-mini", max_tokens=100)
     first = Item.make(record(), cfg, PRICING, "o200k_base")
     retry = Item.make(record(), cfg, PRICING, "o200k_base", attempt=2, cap=200)
     assert retry.key == first.key
@@ -78,7 +84,7 @@ def test_a_length_retry_keeps_the_key_and_reserves_its_larger_cap() -> None:
 
 
 def test_prompt_tokens_are_counted_when_the_plan_has_none() -> None:
-    cfg = RunConfig(model="gpt-4o-mini", max_tokens=100)
+    cfg = teacher(model="gpt-4o-mini", max_tokens=100)
     counted = Request(record(prompt_tokens=None), cfg, PRICING, "o200k_base")
     assert counted.prompt_tokens > 5
     assert counted.limit_tokens == counted.prompt_tokens + 100
@@ -104,16 +110,16 @@ def test_pricer_without_a_price_records_zero_unless_a_budget_needs_one(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     with caplog.at_level(logging.WARNING):
-        pricer = Pricer(RunConfig(model="no-such-model-xyz"), batch=False)
+        pricer = Pricer(teacher(model="no-such-model-xyz"), batch=False, budget_usd=None)
     assert pricer.pricing == Pricing(0.0, 0.0) and "no price known" in caplog.text
     assert pricer.of("anything") == Pricing(0.0, 0.0) and pricer.model_problem is None
     with pytest.raises(TracegenError, match="no-such-model-xyz"):
-        Pricer(RunConfig(model="no-such-model-xyz", budget_usd=1.0), batch=False)
+        Pricer(teacher(model="no-such-model-xyz"), batch=False, budget_usd=1.0)
 
 
 def test_pricer_uses_batch_prices_in_batch_mode() -> None:
-    online = Pricer(RunConfig(model="gpt-4o-mini"), batch=False)
-    batch = Pricer(RunConfig(model="gpt-4o-mini"), batch=True)
+    online = Pricer(teacher(model="gpt-4o-mini"), batch=False, budget_usd=None)
+    batch = Pricer(teacher(model="gpt-4o-mini"), batch=True, budget_usd=None)
     assert batch.pricing.input_per_mtok < online.pricing.input_per_mtok
     assert online.of("gpt-4o-mini") == online.pricing and online.model_problem is None
 

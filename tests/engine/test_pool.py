@@ -16,6 +16,7 @@ from tracegen.config import EndpointConfig, RunConfig, load_config
 from tracegen.engine import ChatResult, Limiter, TeacherHTTPError, generate
 from tracegen.engine.pool import OPEN, EndpointPool, Member, make_pool
 from tracegen.engine.runner import FIRST_WAVE
+from tracegen.engine.settings import EngineSettings
 from tracegen.errors import AuthError, ConfigError
 from tracegen.records import Record
 from tracegen.testing import FakeOptions, FakeServer
@@ -132,7 +133,7 @@ async def test_all_endpoints_rejecting_their_keys_is_one_auth_error(
 async def test_missing_key_variable_is_named(tmp_path: Path) -> None:
     cfg = pool_config({"base_url": "http://127.0.0.1:9/v1", "api_key_env": "NOT_SET_ANYWHERE"})
     with pytest.raises(AuthError, match="NOT_SET_ANYWHERE is not set"):
-        make_pool(cfg, env={})
+        make_pool(EngineSettings.of(cfg), env={})
 
 
 async def test_refused_connections_are_eased_off_and_retried_elsewhere(tmp_path: Path) -> None:

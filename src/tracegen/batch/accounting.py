@@ -16,9 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import RunConfig
 from ..engine import Budget, Ledger, Reservation
 from ..engine.budget import prior_spend_usd, utc_now_iso
+from ..engine.settings import Limits
 from .journal import Journal, PartState
 
 __all__ = ["PartLedger", "open_budget"]
@@ -65,7 +65,7 @@ class PartLedger:
 
 
 def open_budget(
-    ledger_path: Path, journal: Journal, config: RunConfig, trace_cost_usd: float
+    ledger_path: Path, journal: Journal, limits: Limits, trace_cost_usd: float
 ) -> tuple[Budget, PartLedger, dict[int, Reservation]]:
     """The session's budget, the part ledger, and every outstanding part with its in-memory reservation.
 
@@ -76,7 +76,7 @@ def open_budget(
     lease (crash between the two; nothing was uploaded) is reserved and leased now, or abandoned when it
     no longer fits.
     """
-    parts = PartLedger(Ledger(ledger_path), config.budget_usd)
+    parts = PartLedger(Ledger(ledger_path), limits.budget_usd)
     entries = parts.ledger.read()
     leased = {str(e.get("session")) for e in entries if e.get("event") == "lease"}
     closed = {str(e.get("session")) for e in entries if e.get("event") == "close"}
@@ -95,9 +95,9 @@ def open_budget(
     # floor: the ledger never counts less than traces.jsonl cost (answers of a held part are in its lease)
     prior += max(0.0, trace_cost_usd - prior - held_usd)
     budget = Budget(
-        budget_usd=config.budget_usd,
-        max_requests=config.max_requests,
-        max_total_tokens=config.max_total_tokens,
+        budget_usd=limits.budget_usd,
+        max_requests=limits.max_requests,
+        max_total_tokens=limits.max_total_tokens,
         ledger=None,  # durable accounting is per part (module docstring)
         prior_spent_usd=prior,
     )

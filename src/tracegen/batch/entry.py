@@ -11,7 +11,9 @@ from typing import Any
 import openai
 
 from ..config import RunConfig, config_of_run
-from ..engine import Progress, RunDir, RunResult, generate, make_client, resolve_endpoint, retry_policy
+from ..engine import Progress, RunDir, RunResult, generate, resolve_endpoint, retry_policy
+from ..engine.client import teacher_client
+from ..engine.settings import EngineSettings, Teacher
 from ..errors import RunDirError
 from ..records import Record
 from ..rundir import lock_run_dir
@@ -19,7 +21,7 @@ from .api import CANCELLABLE, BatchApi, BatchInfo, open_client
 from .journal import JOURNAL_NAME, Journal
 from .parts import MAX_BYTES_PER_FILE, MAX_REQUESTS_PER_FILE
 from .rows import batch_row
-from .runner import DEFAULT_POLL_INTERVAL_S, BatchRunner, Checkpoint, StageCallback
+from .runner import BatchRunner, Checkpoint, StageCallback
 
 __all__ = ["acancel", "astatus", "cancel", "outstanding_parts", "run_batches", "status"]
 
@@ -28,13 +30,13 @@ API_ATTEMPTS = 6
 
 
 def _api(
-    config: RunConfig,
+    teacher: Teacher,
     env: Mapping[str, str] | None,
     client: openai.AsyncOpenAI | None,
     sleep: Callable[[float], Awaitable[None]] | None = None,
 ) -> BatchApi:
-    endpoint = resolve_endpoint(config, env)
-    sdk = client if client is not None else open_client(endpoint, timeout_s=config.timeout_s)
+    endpoint = resolve_endpoint(teacher, env)
+    sdk = client if client is not None else open_client(endpoint, timeout_s=teacher.timeout_s)
     policy = retry_policy(max(API_ATTEMPTS, 2), sleep=sleep)
     return BatchApi(sdk, endpoint, policy)
 
@@ -74,19 +76,16 @@ async def run_batches(
     rows after every poll, ``on_progress`` a :class:`Progress`. ``sleep`` and ``checkpoint`` are test seams.
     Raises AuthError / QuotaError / BatchError / RunDirError after a clean shutdown (stats.json written).
     """
-    rd = run_dir if isinstance(run_dir, RunDir) else RunDir.open(Path(run_dir), None, config.public_dict())
-    interval = poll_interval_s
-    if interval is None:
-        interval = float(getattr(config, "batch_poll_interval_s", DEFAULT_POLL_INTERVAL_S))
-    online = (
-        finish_online if finish_online is not None else bool(getattr(config, "batch_finish_online", False))
-    )
-    api = _api(config, env, client, sleep)
+    settings = EngineSettings.of(config)
+    rd = run_dir if isinstance(run_dir, RunDir) else RunDir.open(Path(run_dir), None, settings.public_dict())
+    interval = poll_interval_s if poll_interval_s is not None else settings.limits.batch_poll_interval_s
+    online = finish_online if finish_online is not None else settings.limits.batch_finish_online
+    api = _api(settings.teacher, env, client, sleep)
     try:
         with lock_run_dir(rd.path, "tracegen run --mode batch"):
             runner = BatchRunner(
                 records,
-                config,
+                settings,
                 rd,
                 api,
                 on_stage=on_stage,
@@ -107,7 +106,7 @@ async def run_batches(
                 on_stage(
                     f"finishing {len(runner.leftover):,} requests online that the batches could not answer"
                 )
-            chat = make_client(config, env)
+            chat = teacher_client(settings, env)
             rest = await generate(
                 runner.leftover, config, rd, client=chat, on_progress=on_progress, stop=stop, sleep=sleep
             )
@@ -167,7 +166,7 @@ async def _rows(
     live = [p for p in journal.parts.values() if p.outstanding and p.batch_id is not None]
     infos: dict[int, BatchInfo] = {}
     if live:
-        api = _api(config or config_of_run(run_dir), env, client)
+        api = _api(EngineSettings.of(config or config_of_run(run_dir)).teacher, env, client)
         try:
             for p in live:
                 assert p.batch_id is not None

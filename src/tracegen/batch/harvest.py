@@ -99,7 +99,7 @@ class Harvest(BatchSession):
                     continue
                 if (
                     oc.retryable
-                    and it.attempt < self.config.max_attempts
+                    and it.attempt < self.limits.max_attempts
                     and not (self.stopping or self.cancel_seen)
                 ):
                     retry = self._next_attempt(it, it.cap, it.cut, [*it.chain, oc.error])
@@ -150,7 +150,7 @@ class Harvest(BatchSession):
     async def _clean(self, p: PartState) -> None:
         """Delete our input, output and error files of a collected part on the provider (they count
         against the organisation's storage), unless ``batch_keep_files``. Local copies stay in batches/."""
-        if self.config.batch_keep_files or p.cleaned or p.done != "collected":
+        if self.limits.batch_keep_files or p.cleaned or p.done != "collected":
             return
         ids = [i for i in (p.file_id, p.final.get("output_file_id"), p.final.get("error_file_id")) if i]
         try:
@@ -172,7 +172,7 @@ class Harvest(BatchSession):
         """Retry this answer with a larger cap? (``retry_length``, once, as the online runner does)."""
         return (
             oc.finish_reason == "length"
-            and self.config.retry_length
+            and self.limits.retry_length
             and it.cap is None
             and not (self.stopping or self.cancel_seen)
         )
@@ -182,7 +182,7 @@ class Harvest(BatchSession):
     ) -> Item:
         """``it`` submitted once more (``cap``/``cut``: a length retry), with the errors so far."""
         retry = Item.make(
-            it.rec, self.config, self.pricing, self.encoding, attempt=it.attempt + 1, cap=cap, cut=cut
+            it.rec, self.teacher, self.pricing, self.encoding, attempt=it.attempt + 1, cap=cap, cut=cut
         )
         retry.chain = chain
         return retry
@@ -197,7 +197,7 @@ class Harvest(BatchSession):
             "completion_tokens": ct,
             "cost_usd": cost,
         }
-        return self._next_attempt(it, self.config.max_tokens * 2, cut, list(it.chain))
+        return self._next_attempt(it, self.teacher.max_tokens * 2, cut, list(it.chain))
 
     def _resume_length_retries(self) -> None:
         """Length retries of collected parts that no later part answered or holds: queue them again."""
@@ -206,7 +206,7 @@ class Harvest(BatchSession):
             path = self._length_path(n)
             if p.done != "collected" or not path.exists():
                 continue
-            for it in read_part(path, self.config, self.pricing, self.encoding):
+            for it in read_part(path, self.teacher, self.pricing, self.encoding):
                 if it.digest in self.done.keys or it.digest in self.seen:
                     continue
                 self.seen.add(it.digest)

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from ..config import RunConfig
 from ..engine.core import Request
+from ..engine.settings import Teacher
 from ..errors import RunDirError
 from ..planning.tokens import Pricing
 from ..records import Record
@@ -56,7 +56,7 @@ class Item:
     chain: list[dict[str, Any]] = field(default_factory=list)
     """Errors of earlier attempts (this session), for failed.jsonl."""
     cap: int | None = None
-    """A length retry's larger completion cap (``retry_length``); None: the config's ``max_tokens``."""
+    """A length retry's larger completion cap (``retry_length``); None: the teacher's ``max_tokens``."""
     cut: dict[str, Any] | None = None
     """A length retry's first answer, cut by length and billed: content, finish_reason, model_returned,
     prompt_tokens, completion_tokens, cost_usd (kept if the retry fails; its cost adds to the record's)."""
@@ -85,7 +85,7 @@ class Item:
     def make(
         cls,
         rec: Record,
-        config: RunConfig,
+        teacher: Teacher,
         pricing: Pricing,
         encoding: str,
         *,
@@ -95,7 +95,7 @@ class Item:
         cut: dict[str, Any] | None = None,
     ) -> Item:
         """The record's request as the core builds it (``cap``: a length retry's larger cap), as a line."""
-        req = Request(rec, config, pricing, encoding, cap=cap, batch=True)
+        req = Request(rec, teacher, pricing, encoding, cap=cap, batch=True)
         cid = custom_id or rec.id
         return cls(req=req, attempt=attempt, line=upload_line(cid, req.body), custom_id=cid, cap=cap, cut=cut)
 
@@ -129,7 +129,7 @@ def write_part(path: Path, items: Iterable[Item]) -> None:
     write_jsonl(path, rows)
 
 
-def read_part(path: Path, config: RunConfig, pricing: Pricing, encoding: str) -> list[Item]:
+def read_part(path: Path, teacher: Teacher, pricing: Pricing, encoding: str) -> list[Item]:
     """Items of a part file, rebuilt with the same custom ids, attempts and upload lines."""
     try:
         text = path.read_text(encoding="utf-8")
@@ -148,7 +148,7 @@ def read_part(path: Path, config: RunConfig, pricing: Pricing, encoding: str) ->
             cap = row.get("cap")
             item = Item.make(
                 rec,
-                config,
+                teacher,
                 pricing,
                 encoding,
                 attempt=int(row["attempt"]),

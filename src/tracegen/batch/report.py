@@ -47,7 +47,7 @@ def run_stats(r: BatchRunner) -> dict[str, Any]:
         "batches_created": r.batches_created,
         "parts_collected": r.parts_collected,
         "files_deleted": r.files_deleted,
-        "max_in_flight": r.config.batch_max_in_flight,
+        "max_in_flight": r.limits.batch_max_in_flight,
         "resubmitted": r.n_retries,
         "expired_lines": r.n_expired,
         "error_lines": r.n_line_errors,
@@ -56,7 +56,7 @@ def run_stats(r: BatchRunner) -> dict[str, Any]:
         "statuses": statuses,
         "poll_interval_s": r.poll_interval_s,
     }
-    stats["config"] = r.config.public_dict()
+    stats["config"] = r.settings.public_dict()
     if stats["stop_reason"] == "budget" and r.left is not None:
         left, worst = r.left
         planned = r.total if r.total is not None else r.read + r.drained
@@ -80,7 +80,7 @@ def progress(r: BatchRunner) -> Progress:
         skipped_done=r.skipped_done,
         cost_usd=budget.total_spent_usd,
         committed_usd=budget.committed_usd,
-        budget_usd=r.config.budget_usd,
+        budget_usd=r.limits.budget_usd,
         projected_total_usd=None,
         requests_per_s=0.0,
         tokens_per_min=0.0,

@@ -17,7 +17,7 @@
   after the journal says "collected"; a resume repairs a crash between the two (:mod:`.accounting`).
 - **Collect.** Answers go to traces.jsonl (``content_filter`` to rejected.jsonl) with the same fields as the
   online runner; failed lines are resubmitted while retryable (429/5xx, expired, token limit) up to
-  ``config.max_attempts`` submissions, then go to failed.jsonl. Cancelled lines are left for a later run.
+  ``max_attempts`` submissions, then go to failed.jsonl. Cancelled lines are left for a later run.
 - **retry_length.** An answer cut by length is resubmitted once with 2x max_tokens, carrying the billed
   first answer (kept if the retry fails or no longer fits; its cost adds to the record's, as online). The
   retries of a part are written to ``batches/part-N.length.jsonl`` before its "collected" line, so a resume
@@ -74,7 +74,7 @@ class BatchRunner(Harvest):
                     n += 1
                 renamed = Item.make(
                     item.rec,
-                    self.config,
+                    self.teacher,
                     self.pricing,
                     self.encoding,
                     attempt=item.attempt,
@@ -114,7 +114,7 @@ class BatchRunner(Harvest):
 
     def _at_batch_cap(self) -> bool:
         """``batch_max_in_flight`` batches are outstanding: submit the next when one is collected."""
-        cap = self.config.batch_max_in_flight
+        cap = self.limits.batch_max_in_flight
         return cap is not None and sum(1 for r in self.parts.values() if r.state.outstanding) >= cap
 
     async def _submit_ready(self) -> None:

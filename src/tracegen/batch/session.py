@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ..config import RunConfig
 from ..engine import Progress, Reservation, RunDir
 from ..engine.core import Core, Request
+from ..engine.settings import EngineSettings
 from ..engine.store import FAILED, REJECTED, failed_line
 from ..records import Record
 from .accounting import open_budget
@@ -67,7 +67,7 @@ class BatchSession(Core):
     def __init__(
         self,
         records: Iterable[Record],
-        config: RunConfig,
+        settings: EngineSettings,
         run_dir: RunDir,
         api: BatchApi,
         *,
@@ -86,7 +86,7 @@ class BatchSession(Core):
             raise ValueError(f"max_requests_per_file must be in 1..{MAX_REQUESTS_PER_FILE}")
         if not 1 <= max_bytes_per_file <= MAX_BYTES_PER_FILE:
             raise ValueError(f"max_bytes_per_file must be in 1..{MAX_BYTES_PER_FILE}")
-        super().__init__(config, run_dir, total=total, on_progress=on_progress)
+        super().__init__(settings, run_dir, total=total, on_progress=on_progress)
         self.rd = run_dir
         self.api = api
         self.on_stage = on_stage
@@ -128,7 +128,7 @@ class BatchSession(Core):
         self.t0 = time.monotonic()
         self.journal = Journal(run_dir.path)
         self.budget, self.accounts, outstanding = open_budget(
-            run_dir.ledger_path, self.journal, config, self.done.cost_usd
+            run_dir.ledger_path, self.journal, settings.limits, self.done.cost_usd
         )
         for n, res in outstanding.items():
             self.parts[n] = PartRun(self.journal.parts[n], None, res)
@@ -171,7 +171,7 @@ class BatchSession(Core):
     def _items(self, run: PartRun) -> list[Item]:
         if run.items is None:
             run.items = read_part(
-                self.journal.part_path(run.state.part), self.config, self.pricing, self.encoding
+                self.journal.part_path(run.state.part), self.teacher, self.pricing, self.encoding
             )
         return run.items
 
@@ -189,7 +189,7 @@ class BatchSession(Core):
             self.read += 1
             if self.read % 1024 == 0:
                 await asyncio.sleep(0)  # a long run of done records must not starve the loop
-            item = Item.make(rec, self.config, self.pricing, self.encoding)
+            item = Item.make(rec, self.teacher, self.pricing, self.encoding)
             digest = item.digest
             if digest in self.done.keys:
                 self.skipped_done += 1
@@ -213,7 +213,7 @@ class BatchSession(Core):
         seen = set(self.seen)
         for rec in self.plan_iter or ():
             self.drained += 1
-            req = Request(rec, self.config, self.pricing, self.encoding, batch=True)
+            req = Request(rec, self.teacher, self.pricing, self.encoding, batch=True)
             if req.digest in self.done.keys or req.digest in seen:
                 continue
             seen.add(req.digest)
@@ -238,7 +238,7 @@ class BatchSession(Core):
         """Tokens and cost of one answer, its usage checked first (:mod:`tracegen.engine.usage`): impossible
         usage is charged at the worst case (prompt + the cap sent), a prompt mismatch at the larger count."""
         own_pt = it.req.prompt_tokens
-        cap = it.cap or self.config.max_tokens  # a length retry sent a larger cap
+        cap = it.cap or self.teacher.max_tokens  # a length retry sent a larger cap
         check = self.check_usage(oc, own_pt, cap)
         pricing = self.pricer.of(oc.model_returned)
         if check.anomaly is not None:

@@ -6,7 +6,8 @@ See :mod:`.runner` for the flow, :mod:`.budget` for the durable budget, :mod:`.l
 :mod:`.store` for durability and resume, :mod:`.client` for the teacher seam and its neutral errors.
 :mod:`.core` is the generation core the online engine (:mod:`.runner` + :mod:`.send`) and the Batch API
 runner (:mod:`tracegen.batch`) share: the request item, pricing, counters (:mod:`.counters`), the record
-writer, the stop reasons and the finish.
+writer, the stop reasons and the finish. Below ``generate`` (and ``tracegen.batch.run_batches``) no
+``RunConfig`` flows: :mod:`.settings` is what does (the teacher, the limits, the public config).
 """
 
 from typing import TYPE_CHECKING, Any

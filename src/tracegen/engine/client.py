@@ -1,6 +1,6 @@
 """The seam between the engine and the teacher: a ``ChatClient`` protocol and its neutral errors.
 
-Two implementations speak the OpenAI chat-completions protocol (``config.transport`` picks one):
+Two implementations speak the OpenAI chat-completions protocol (the ``transport`` setting picks one):
 
 - :class:`~tracegen.engine.client_aiohttp.AiohttpChatClient` ("aiohttp", default): one aiohttp session, lean,
   the fastest measured here;
@@ -47,6 +47,7 @@ from ..errors import (
 from ..redact import excerpt, redact, redact_url, register_secret
 from ._json import loads
 from .retry_after import retry_after_s
+from .settings import EngineSettings
 from .usage import read_count
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ __all__ = [
     "ChatClient",
     "ChatResult",
     "Endpoint",
+    "HasBaseUrl",
     "TeacherCallError",
     "TeacherConnectionError",
     "TeacherHTTPError",
@@ -68,6 +70,7 @@ __all__ = [
     "parse_completion",
     "parse_retry_after",
     "resolve_endpoint",
+    "teacher_client",
     "usage_detail",
 ]
 
@@ -140,7 +143,14 @@ class Endpoint:
         return redact(text, (self.api_key,) if self.api_key else ())
 
 
-def resolve_endpoint(config: RunConfig, env: Mapping[str, str] | None = None) -> Endpoint:
+class HasBaseUrl(Protocol):
+    """Where the teacher is, as the run asks for it (a RunConfig, or the engine's Teacher)."""
+
+    @property
+    def base_url(self) -> str | None: ...
+
+
+def resolve_endpoint(config: HasBaseUrl, env: Mapping[str, str] | None = None) -> Endpoint:
     """Base URL: config.base_url > OPENAI_BASE_URL > api.openai.com; key from OPENAI_API_KEY only.
 
     Raises AuthError when there is neither a key nor a base URL (a local server may need no key).
@@ -163,26 +173,32 @@ def resolve_endpoint(config: RunConfig, env: Mapping[str, str] | None = None) ->
 
 def make_client(config: RunConfig, env: Mapping[str, str] | None = None) -> ChatClient:
     """The client ``config.transport`` names, for the endpoint the config and environment give."""
-    endpoint = resolve_endpoint(config, env)
-    if config.transport == "aiohttp":
+    return teacher_client(EngineSettings.of(config), env)
+
+
+def teacher_client(settings: EngineSettings, env: Mapping[str, str] | None = None) -> ChatClient:
+    """The client the teacher's ``transport`` names, for the endpoint its settings and ``env`` give."""
+    teacher = settings.teacher
+    endpoint = resolve_endpoint(teacher, env)
+    if teacher.transport == "aiohttp":
         from .client_aiohttp import AiohttpChatClient
 
         return AiohttpChatClient(
             endpoint,
-            concurrency=config.concurrency,
-            timeout_s=config.timeout_s,
-            max_response_bytes=config.max_response_bytes,
+            concurrency=settings.limits.concurrency,
+            timeout_s=teacher.timeout_s,
+            max_response_bytes=teacher.max_response_bytes,
         )
-    if config.transport == "sdk":
+    if teacher.transport == "sdk":
         from .client_sdk import SdkChatClient
 
         return SdkChatClient(
             endpoint,
-            concurrency=config.concurrency,
-            timeout_s=config.timeout_s,
-            max_response_bytes=config.max_response_bytes,
+            concurrency=settings.limits.concurrency,
+            timeout_s=teacher.timeout_s,
+            max_response_bytes=teacher.max_response_bytes,
         )
-    raise ConfigError(f"unknown transport {config.transport!r}; use --transport aiohttp or --transport sdk")
+    raise ConfigError(f"unknown transport {teacher.transport!r}; use --transport aiohttp or --transport sdk")
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:

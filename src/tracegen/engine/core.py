@@ -23,7 +23,6 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from .._version import __version__
-from ..config import RunConfig
 from ..errors import AuthError, FailingRunError, QuotaError, RunDirError, TracegenError, WaitTooLongError
 from ..planning.params import chat_body, with_cap
 from ..planning.prices import (
@@ -41,6 +40,7 @@ from ._json import canonical_json, request_key
 from .budget import utc_now_iso
 from .counters import Counters
 from .events import Progress, RunResult
+from .settings import EngineSettings, Teacher
 from .store import DoneSet, ResultWriter, RunDir, answer_line
 from .usage import UsageCheck, check_usage
 
@@ -88,7 +88,7 @@ class Request:
     def __init__(
         self,
         rec: Record,
-        teacher: RunConfig,
+        teacher: Teacher,
         pricing: Pricing,
         encoding: str,
         *,
@@ -127,9 +127,12 @@ class Request:
 
 
 class Pricer:
-    """The run's pricing (online or batch prices) and the pricing each answering model bills at."""
+    """The run's pricing (online or batch prices) and the pricing each answering model bills at.
 
-    def __init__(self, teacher: RunConfig, *, batch: bool) -> None:
+    A model with no known price is an error under a budget (``budget_usd``), else costs are recorded as 0.
+    """
+
+    def __init__(self, teacher: Teacher, *, batch: bool, budget_usd: float | None) -> None:
         self.batch = batch
         self.price_file = teacher.price_file
         self.prices: ResolvedPrices | None = None
@@ -142,7 +145,7 @@ class Pricer:
             )
             self.pricing = self.prices.batch if batch else self.prices.online
         except TracegenError:
-            if teacher.budget_usd is not None:
+            if budget_usd is not None:
                 raise
             log.warning("no price known for %s: costs are recorded as 0", teacher.model)
             self.pricing = Pricing(0.0, 0.0)
@@ -255,19 +258,21 @@ class Core(Counters):
 
     def __init__(
         self,
-        teacher: RunConfig,
+        settings: EngineSettings,
         run_dir: RunDir,
         *,
         total: int | None,
         on_progress: Callable[[Progress], None] | None,
     ) -> None:
         super().__init__()
-        self.config = teacher
+        self.settings = settings
+        self.teacher = teacher = settings.teacher
+        self.limits = settings.limits
         self.run_dir = run_dir
         self.total = total
         self.on_progress = on_progress
         self.encoding = encoding_for_model(teacher.model, teacher.price_file)
-        self.pricer = Pricer(teacher, batch=self.batch)
+        self.pricer = Pricer(teacher, batch=self.batch, budget_usd=self.limits.budget_usd)
         self.pricing = self.pricer.pricing
         # run-directory state (read now, so errors surface before anything is sent)
         self.done: DoneSet = run_dir.load_done()
@@ -316,7 +321,7 @@ class Core(Counters):
             rec,
             key,
             answer,
-            model=self.config.model,
+            model=self.teacher.model,
             prompt_tokens=pt,
             completion_tokens=ct,
             cost_usd=cost,
@@ -380,7 +385,7 @@ class Core(Counters):
         """The stats.json keys every session reports (a driver adds its own, then ``config``)."""
         return {
             "total_spent_usd": round(total_spent_usd, 9),
-            "budget_usd": self.config.budget_usd,
+            "budget_usd": self.limits.budget_usd,
             "stop_reason": self.stop_reason or "interrupted",
             "planned": self.total if self.total is not None else self.read,
             "sent": sent,

@@ -19,25 +19,27 @@ from ..planning.params import expected_reasoning_tokens
 from ..planning.tokens import encoding_for_model
 from ..rundir import read_plan
 from .core import Pricer, Request, finish_figures
+from .settings import EngineSettings
 from .store import RunDir
 
 __all__ = ["plan_to_finish"]
 
 
-def plan_to_finish(run_dir: Path, teacher: RunConfig, spent_usd: float) -> dict[str, Any]:
-    """``to_finish`` of ``run_dir``'s plan for ``teacher`` (module docstring); ``spent_usd``: its spend."""
-    batch = teacher.mode == "batch"
+def plan_to_finish(run_dir: Path, config: RunConfig, spent_usd: float) -> dict[str, Any]:
+    """``to_finish`` of ``run_dir``'s plan for ``config``'s teacher (module docstring); ``spent_usd``: its
+    spend."""
+    batch = config.mode == "batch"
+    settings = EngineSettings.of(config)
+    teacher = settings.teacher
     done = RunDir(run_dir, {}).load_done()
     try:
-        pricing = Pricer(teacher, batch=batch).pricing
+        pricing = Pricer(teacher, batch=batch, budget_usd=settings.limits.budget_usd).pricing
     except TracegenError:  # no price for the model: count what is left, no dollars
         planned = sum(1 for _ in read_plan(run_dir))
         left = max(0, planned - done.n_traces - done.n_rejected)
         return {"requests_left": left, "requests_planned": planned}
     encoding = encoding_for_model(teacher.model, teacher.price_file)
-    expected_out = min(
-        teacher.expected_output_tokens + expected_reasoning_tokens(teacher), teacher.max_tokens
-    )
+    expected_out = min(config.expected_output_tokens + expected_reasoning_tokens(config), teacher.max_tokens)
     planned = left = 0
     worst = worst_one = expected = 0.0
     seen: set[bytes] = set()

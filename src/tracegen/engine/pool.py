@@ -46,7 +46,8 @@ from .client_aiohttp import AiohttpChatClient
 from .limiter import Limiter, Permit
 
 if TYPE_CHECKING:
-    from ..config import EndpointConfig, RunConfig
+    from ..config import EndpointConfig
+    from .settings import EngineSettings, Teacher
 
 __all__ = ["EndpointPool", "Member", "PoolPermit", "make_pool"]
 
@@ -429,43 +430,47 @@ class AzureChatClient(AiohttpChatClient):
             self._headers["api-key"] = endpoint.api_key
 
 
-def _member_client(config: RunConfig, e: EndpointConfig, endpoint: Endpoint, concurrency: int) -> ChatClient:
+def _member_client(teacher: Teacher, e: EndpointConfig, endpoint: Endpoint, concurrency: int) -> ChatClient:
     if e.azure_deployment:
         return AzureChatClient(
             endpoint,
             deployment=e.azure_deployment,
             api_version=e.api_version,
             concurrency=concurrency,
-            timeout_s=config.timeout_s,
+            timeout_s=teacher.timeout_s,
         )
-    if config.transport == "sdk":
+    if teacher.transport == "sdk":
         from .client_sdk import SdkChatClient
 
         return SdkChatClient(
             endpoint,
             concurrency=concurrency,
-            timeout_s=config.timeout_s,
-            max_response_bytes=config.max_response_bytes,
+            timeout_s=teacher.timeout_s,
+            max_response_bytes=teacher.max_response_bytes,
         )
     return AiohttpChatClient(
         endpoint,
         concurrency=concurrency,
-        timeout_s=config.timeout_s,
-        max_response_bytes=config.max_response_bytes,
+        timeout_s=teacher.timeout_s,
+        max_response_bytes=teacher.max_response_bytes,
     )
 
 
 def make_pool(
-    config: RunConfig, env: Mapping[str, str] | None = None, *, clock: Callable[[], float] = time.monotonic
+    settings: EngineSettings,
+    env: Mapping[str, str] | None = None,
+    *,
+    clock: Callable[[], float] = time.monotonic,
 ) -> EndpointPool:
-    """The pool of ``config.endpoints`` that serve ``config.model``, keys read from ``env``.
+    """The pool of the teacher's ``endpoints`` that serve its ``model``, keys read from ``env``.
 
     Raises AuthError naming the variable when an endpoint's ``api_key_env`` is not set.
     """
     env = os.environ if env is None else env
+    teacher, run_concurrency = settings.teacher, settings.limits.concurrency
     members: list[Member] = []
-    for e in config.endpoints:
-        if not e.serves(config.model):
+    for e in teacher.endpoints:
+        if not e.serves(teacher.model):
             continue
         key: str | None = None
         if e.api_key_env:
@@ -476,7 +481,7 @@ def make_pool(
                     "this endpoint's key (or set api_key_env: null for a server that needs none)"
                 )
         endpoint = Endpoint(base_url=e.base_url.rstrip("/"), api_key=key)
-        concurrency = e.concurrency or config.concurrency
+        concurrency = e.concurrency or run_concurrency
         limiter = Limiter(
             requests_per_minute=e.requests_per_minute,
             tokens_per_minute=e.tokens_per_minute,
@@ -486,7 +491,7 @@ def make_pool(
         members.append(
             Member(
                 e.label(),
-                _member_client(config, e, endpoint, concurrency),
+                _member_client(teacher, e, endpoint, concurrency),
                 limiter,
                 base_url=redact_url(e.base_url),
                 model=e.model,
@@ -494,5 +499,5 @@ def make_pool(
             )
         )
     if not members:
-        raise ConfigError(f"no endpoint serves model {config.model!r}: add one with model: {config.model}")
-    return EndpointPool(members, concurrency=config.concurrency, clock=clock)
+        raise ConfigError(f"no endpoint serves model {teacher.model!r}: add one with model: {teacher.model}")
+    return EndpointPool(members, concurrency=run_concurrency, clock=clock)

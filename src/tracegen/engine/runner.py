@@ -51,13 +51,14 @@ from .client import (
     DEFAULT_BASE_URL,
     ChatClient,
     ChatResult,
-    make_client,
+    teacher_client,
 )
 from .core import Request
 from .events import Progress, RunResult
 from .pool import EndpointPool, make_pool
 from .preflight import round_trip_s
 from .send import Sender
+from .settings import EngineSettings, Teacher
 from .store import DoneSet, RunDir
 
 __all__ = ["generate"]
@@ -87,7 +88,7 @@ def wave_quiet_s(round_trip: float | None) -> float:
 class _Engine(Sender):
     def __init__(
         self,
-        config: RunConfig,
+        settings: EngineSettings,
         run_dir: RunDir,
         client: ChatClient,
         own_client: bool,
@@ -103,7 +104,7 @@ class _Engine(Sender):
         quiet_s: float = WAVE_QUIET_S,
     ) -> None:
         super().__init__(
-            config,
+            settings,
             run_dir,
             client,
             pool,
@@ -118,7 +119,7 @@ class _Engine(Sender):
         self.grace_s = grace_s
         self.tasks: set[asyncio.Task[None]] = set()
         self.producer: asyncio.Task[None] | None = None
-        self.wave_size = min(FIRST_WAVE, config.concurrency)
+        self.wave_size = min(FIRST_WAVE, settings.limits.concurrency)
         self.quiet_s = quiet_s
         self.grace_handle: asyncio.TimerHandle | None = None
         self.dispatched = 0
@@ -174,7 +175,7 @@ class _Engine(Sender):
         if self.stopping or self.pricer.model_problem is not None:
             return False
         self.read += 1
-        item = Request(rec, self.config, self.pricing, self.encoding)
+        item = Request(rec, self.teacher, self.pricing, self.encoding)
         if item.digest in self.done.keys:
             self.skipped_done += 1
             return True
@@ -261,7 +262,7 @@ class _Engine(Sender):
         if total is not None:
             remaining = max(0, total - done)
             mean = self.mean_cost_usd()
-            budget = self.config.budget_usd
+            budget = self.limits.budget_usd
             if mean is not None and mean > 0:
                 projected = spent + remaining * mean
                 if budget is not None and projected > budget:  # the budget stops the run first
@@ -280,7 +281,7 @@ class _Engine(Sender):
             skipped_done=self.skipped_done,
             cost_usd=spent,
             committed_usd=self.budget.committed_usd,
-            budget_usd=self.config.budget_usd,
+            budget_usd=self.limits.budget_usd,
             projected_total_usd=projected,
             requests_per_s=rps,
             tokens_per_min=tpm,
@@ -343,7 +344,7 @@ class _Engine(Sender):
         stats["failed_before_sending"] = self.failed_unsent
         if self.pool is not None:
             stats["endpoints"] = self.pool.stats()
-        stats["config"] = self.config.public_dict()
+        stats["config"] = self.settings.public_dict()
         if stats["stop_reason"] == "budget":
             stats["to_finish"] = self._to_finish(int(stats["planned"]))
         return stats
@@ -428,7 +429,7 @@ async def generate(
     with lock_run_dir(run_dir.path if isinstance(run_dir, RunDir) else run_dir, "tracegen run"):
         return await _generate(
             records,
-            config,
+            EngineSettings.of(config),
             run_dir,
             client,
             on_progress,
@@ -445,7 +446,7 @@ async def generate(
 
 async def _generate(
     records: Iterable[Record] | AsyncIterable[Record],
-    config: RunConfig,
+    settings: EngineSettings,
     run_dir: Path | RunDir,
     client: ChatClient | None,
     on_progress: Callable[[Progress], None] | None,
@@ -458,17 +459,18 @@ async def _generate(
     env: Mapping[str, str] | None,
     on_traces: Callable[[list[bytes]], None] | None = None,
 ) -> RunResult:
-    rd = run_dir if isinstance(run_dir, RunDir) else RunDir.open(run_dir, None, config.public_dict())
+    teacher = settings.teacher
+    rd = run_dir if isinstance(run_dir, RunDir) else RunDir.open(run_dir, None, settings.public_dict())
     if total is None and isinstance(records, Sized):
         total = len(records)
     own = client is None and pool is None  # what the engine opens, it closes
-    if own and config.endpoints:
-        pool = make_pool(config, env, clock=clock)
+    if own and teacher.endpoints:
+        pool = make_pool(settings, env, clock=clock)
     engine_client = (
-        client if client is not None else _NoClient() if pool is not None else make_client(config, env)
+        client if client is not None else _NoClient() if pool is not None else teacher_client(settings, env)
     )
     engine = _Engine(
-        config,
+        settings,
         rd,
         engine_client,
         own,
@@ -479,25 +481,25 @@ async def _generate(
         total=total,
         grace_s=grace_s,
         pool=pool,
-        endpoint_url=_display_url(config, env),
-        quiet_s=WAVE_QUIET_S if pool is not None else wave_quiet_s(round_trip_s(_base_url(config, env))),
+        endpoint_url=_display_url(teacher, env),
+        quiet_s=WAVE_QUIET_S if pool is not None else wave_quiet_s(round_trip_s(_base_url(teacher, env))),
     )
     engine.writer.on_traces = on_traces
     with fewer_gc_passes():
         return await engine.run(records)
 
 
-def _base_url(config: RunConfig, env: Mapping[str, str] | None) -> str:
+def _base_url(teacher: Teacher, env: Mapping[str, str] | None) -> str:
     env = os.environ if env is None else env
-    return config.base_url or env.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+    return teacher.base_url or env.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
 
 
-def _display_url(config: RunConfig, env: Mapping[str, str] | None) -> str:
+def _display_url(teacher: Teacher, env: Mapping[str, str] | None) -> str:
     """The endpoint as messages name it (no credentials): the base URL, or the pool's URLs."""
-    if config.endpoints:
-        return ", ".join(redact_url(e.base_url) for e in config.endpoints)
+    if teacher.endpoints:
+        return ", ".join(redact_url(e.base_url) for e in teacher.endpoints)
     env = os.environ if env is None else env
-    return redact_url(config.base_url or env.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
+    return redact_url(teacher.base_url or env.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
 
 
 class _NoClient:

@@ -14,7 +14,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..config import RunConfig
 from ..errors import EndpointError, FailingRunError, RunDirError, TracegenError
 from ..planning.params import body_cap, with_cap
 from ..planning.tokens import count_text_tokens
@@ -36,6 +35,7 @@ from .events import Progress
 from .limiter import Limiter, Permit
 from .pool import EndpointPool
 from .retry import call_with_retries, fatal_error, retry_policy
+from .settings import EngineSettings
 from .store import FAILED, REJECTED, RunDir, failed_line
 from .usage import ANOMALIES_TO_STOP
 
@@ -56,7 +56,7 @@ class Sender(Core):
 
     def __init__(
         self,
-        config: RunConfig,
+        settings: EngineSettings,
         run_dir: RunDir,
         client: ChatClient,
         pool: EndpointPool | None,
@@ -67,7 +67,8 @@ class Sender(Core):
         clock: Callable[[], float],
         endpoint_url: str,
     ) -> None:
-        super().__init__(config, run_dir, total=total, on_progress=on_progress)
+        super().__init__(settings, run_dir, total=total, on_progress=on_progress)
+        limits = settings.limits
         self.endpoint_url = endpoint_url
         """The endpoint as messages name it (no credentials)."""
         self.client = client
@@ -75,23 +76,23 @@ class Sender(Core):
         self.clock = clock
         self.budget = Budget.open(
             run_dir.ledger_path,
-            budget_usd=config.budget_usd,
-            max_requests=config.max_requests,
-            max_total_tokens=config.max_total_tokens,
+            budget_usd=limits.budget_usd,
+            max_requests=limits.max_requests,
+            max_total_tokens=limits.max_total_tokens,
             trace_cost_usd=self.done.cost_usd,
         )
         # with endpoints, the pool is the limiter: it grants each request on the endpoint free soonest
         self.limiter: Limiter | EndpointPool = pool or Limiter(
-            requests_per_minute=config.requests_per_minute,
-            tokens_per_minute=config.tokens_per_minute,
-            concurrency=config.concurrency,
+            requests_per_minute=limits.requests_per_minute,
+            tokens_per_minute=limits.tokens_per_minute,
+            concurrency=limits.concurrency,
             clock=clock,
         )
         self.policy = retry_policy(
-            config.max_attempts, should_stop=self._retry_blocked, sleep=sleep, before_sleep=self._on_retry
+            limits.max_attempts, should_stop=self._retry_blocked, sleep=sleep, before_sleep=self._on_retry
         )
         # live tasks: in flight + backing off; bounded so a 429 storm cannot pile up tasks
-        self.slots = asyncio.Semaphore(config.concurrency * 2 + 16)
+        self.slots = asyncio.Semaphore(limits.concurrency * 2 + 16)
         self.sending: set[asyncio.Task[Any]] = set()
         self.writing: set[asyncio.Task[Any]] = set()
         self.failed_keys: set[bytes] = set()
@@ -139,7 +140,7 @@ class Sender(Core):
         budget, limiter = self.budget, self.limiter
         res_usd, res_tokens, limit_tokens = item.res_usd, item.res_tokens, item.limit_tokens
         if body is not item.body:  # a retry of a "length" answer with more max_tokens
-            extra = body_cap(body) - self.config.max_tokens
+            extra = body_cap(body) - self.teacher.max_tokens
             res_usd += self.pricing.cost_usd(0, extra)
             res_tokens += extra
             limit_tokens += extra
@@ -234,7 +235,7 @@ class Sender(Core):
     ) -> tuple[ChatResult, float, int]:
         """Check the server's usage (:mod:`.usage`); the answer with the counts to record, and the dollars
         and tokens to charge (the reservation when the usage is impossible)."""
-        check = self.check_usage(result, item.prompt_tokens, body_cap(body) or self.config.max_tokens)
+        check = self.check_usage(result, item.prompt_tokens, body_cap(body) or self.teacher.max_tokens)
         fixed = dataclasses.replace(
             result, prompt_tokens=check.prompt_tokens, completion_tokens=check.completion_tokens
         )
@@ -299,7 +300,7 @@ class Sender(Core):
             if result.finish_reason == "length":
                 self.n_length += 1
                 self.n_length_empty += not result.content
-                if self.config.retry_length and self.pricer.model_problem is None:
+                if self.limits.retry_length and self.pricer.model_problem is None:
                     result, pt, ct, cost = await self._retry_length(item, result, pt, ct, cost)
             await self._record(item, result, pt, ct, cost, chain)
             if self.pricer.model_problem is not None:
@@ -309,7 +310,7 @@ class Sender(Core):
                 dead = self.pool.dead_error()
                 self._stop_fatal(dead, stop_reason_of(dead))
                 return
-            fatal = fatal_error(e, model=self.config.model)
+            fatal = fatal_error(e, model=self.teacher.model)
             if fatal is not None:
                 self._stop_fatal(fatal, stop_reason_of(fatal))
                 return
@@ -366,7 +367,7 @@ class Sender(Core):
         self, item: Request, result: ChatResult, pt: int, ct: int, cost: float
     ) -> tuple[ChatResult, int, int, float]:
         """One more try with 2x max_tokens, if the budget allows; keep the first answer otherwise."""
-        body = with_cap(item.body, self.config.max_tokens * 2)
+        body = with_cap(item.body, self.teacher.max_tokens * 2)
         chain: list[TeacherCallError] = []
         first: list[tuple[Reservation, Permit]] = []
 

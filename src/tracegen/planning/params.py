@@ -11,7 +11,7 @@ Batch API runner.
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .prices import lookup
 
@@ -22,6 +22,8 @@ __all__ = [
     "CHAT_MAX_TOKENS",
     "DEFAULT_EXPECTED_REASONING_TOKENS",
     "REASONING_MAX_TOKENS",
+    "ChatParams",
+    "ModelRef",
     "apply_model_defaults",
     "body_cap",
     "chat_body",
@@ -38,18 +40,40 @@ REASONING_MAX_TOKENS = 4096
 DEFAULT_EXPECTED_REASONING_TOKENS = 1024
 
 
+class ModelRef(Protocol):
+    """The model and the price file that says whether it reasons (a RunConfig, or the engine's Teacher)."""
+
+    @property
+    def model(self) -> str: ...
+    @property
+    def price_file(self) -> str | None: ...
+
+
+class ChatParams(ModelRef, Protocol):
+    """What a request body is made of (a RunConfig, or the engine's :class:`~tracegen.engine.settings.Teacher`)."""
+
+    @property
+    def max_tokens(self) -> int: ...
+    @property
+    def temperature(self) -> float: ...
+    @property
+    def top_p(self) -> float: ...
+    @property
+    def reasoning_effort(self) -> str | None: ...
+
+
 @functools.lru_cache(maxsize=256)
 def _reasoning(model: str, price_file: str | None) -> bool:
     found = lookup(model, price_file)
     return found is not None and found[1].reasoning
 
 
-def is_reasoning(config: RunConfig) -> bool:
+def is_reasoning(config: ModelRef) -> bool:
     """Whether the price table (or the user's price file) marks ``config.model`` as a reasoning model."""
     return _reasoning(config.model, config.price_file)
 
 
-def chat_body(messages: list[dict[str, str]], config: RunConfig) -> dict[str, Any]:
+def chat_body(messages: list[dict[str, str]], config: ChatParams) -> dict[str, Any]:
     """The request body for ``messages`` under ``config`` (see the module docstring)."""
     if is_reasoning(config):
         body: dict[str, Any] = {
