@@ -104,7 +104,7 @@ def main(argv: list[str]) -> None:
         "source_rows": args.rows,
         "eval_sets": {k: v[0] for k, v in EVALS.items()},
         "items_indexed": len(dec.items),
-        "ngrams_indexed": len(dec._grams),
+        "ngrams_indexed": dec.ngrams_indexed,
         "index_build_s": round(build_s, 2),
         "index_rss_mib": round((rss1 - rss0) / 1024, 1),
         "rows_per_s": round(args.rows / match_s),
