@@ -247,9 +247,13 @@ class Decontaminator:
     """Evaluation set names, in the order given."""
     items: list[tuple[int, str]] = field(default_factory=list)
     """(set index, text) of every indexed item."""
-    _keys: npt.NDArray[np.int64] = field(default_factory=lambda: np.empty(0, np.int64), repr=False)
+    _keys: npt.NDArray[np.int64] = field(
+        default_factory=lambda: np.empty(0, np.int64), repr=False, compare=False
+    )
     """Sorted distinct ``ngram``-gram hashes (8 bytes each) ..."""
-    _owners: npt.NDArray[np.int32] = field(default_factory=lambda: np.empty(0, np.int32), repr=False)
+    _owners: npt.NDArray[np.int32] = field(
+        default_factory=lambda: np.empty(0, np.int32), repr=False, compare=False
+    )
     """... and, aligned, the index in ``items`` of the first item holding each (4 bytes)."""
     _anchors: set[int] = field(default_factory=set, repr=False)
     """Hashes of every evaluation ``anchor``-gram: the prefilter (see :meth:`match`)."""
