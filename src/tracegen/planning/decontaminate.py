@@ -36,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import repeat
@@ -65,8 +66,6 @@ _WORD = re.compile(r"[^\W_]+")
 _FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
 _ITEM_CHARS = 300
 """How much of a matched item rejected.jsonl keeps."""
-_CHUNK = 1 << 16
-"""Evaluation n-grams gathered in a list before they move to an array (bounds the index's peak memory)."""
 
 
 _ASCII_WORDS = str.maketrans({chr(c): chr(c).lower() if chr(c).isalnum() else " " for c in range(128)})
@@ -255,6 +254,10 @@ class Decontaminator:
         default_factory=lambda: np.empty(0, np.int32), repr=False, compare=False
     )
     """... and, aligned, the index in ``items`` of the first item holding each (4 bytes)."""
+    _new_grams: array[int] = field(default_factory=lambda: array("q"), repr=False, compare=False)
+    """n-gram hashes of the items added since the arrays above were built (8 bytes each, no Python int) ..."""
+    _new_owners: array[int] = field(default_factory=lambda: array("i"), repr=False, compare=False)
+    """... and their items."""
     _anchors: set[int] = field(default_factory=set, repr=False)
     """Hashes of every evaluation ``anchor``-gram: the prefilter (see :meth:`match`)."""
     _exact: dict[int, int] = field(default_factory=dict, repr=False)
@@ -277,16 +280,15 @@ class Decontaminator:
         for spec in specs:
             name, texts = load_eval_set(spec)
             dec.add(name, texts)
+        dec._fold()
         return dec
 
     def add(self, name: str, texts: Iterable[str]) -> None:
         """Index the items of one evaluation set."""
         set_index = len(self.sets)
         self.sets.append(name)
-        n, anchors = self.ngram, self._anchors
-        keys, held_by = [self._keys], [self._owners]
-        grams: list[int] = []
-        owners: list[int] = []
+        n = self.ngram
+        grams, owners = self._new_grams, self._new_owners
         for text in texts:
             words = normalize_words(text)
             if not words:
@@ -296,22 +298,27 @@ class Decontaminator:
             if len(words) >= n:
                 grams.extend(_grams(words, n))
                 owners.extend(repeat(item_index, len(words) - n + 1))
-                anchors.update(_grams(words, self._anchor))
-                if len(grams) >= _CHUNK:  # a Python int per gram costs ~5x the array's 8 bytes
-                    keys.append(np.array(grams, dtype=np.int64))
-                    held_by.append(np.array(owners, dtype=np.int32))
-                    grams, owners = [], []
+                self._anchors.update(_grams(words, self._anchor))
             else:
                 self._exact.setdefault(hash(tuple(words)), item_index)
-        keys.append(np.array(grams, dtype=np.int64))
-        held_by.append(np.array(owners, dtype=np.int32))
+
+    def _fold(self) -> None:
+        """Sort the n-grams added since the last call into ``_keys`` / ``_owners`` (once, not per set)."""
+        if not self._new_grams:
+            return
+        keys = np.frombuffer(self._new_grams, dtype=np.int64)
+        owners = np.frombuffer(self._new_owners, dtype=np.int32)
+        if len(self._keys):
+            keys, owners = np.concatenate([self._keys, keys]), np.concatenate([self._owners, owners])
+        self._new_grams, self._new_owners = array("q"), array("i")
         # np.unique sorts stably when asked for indices: a gram keeps the first item that held it
-        self._keys, first = np.unique(np.concatenate(keys), return_index=True)
-        self._owners = np.concatenate(held_by)[first]
+        self._keys, first = np.unique(keys, return_index=True)
+        self._owners = owners[first]
 
     @property
     def ngrams_indexed(self) -> int:
         """Distinct evaluation n-grams held."""
+        self._fold()
         return len(self._keys)
 
     @property
@@ -343,6 +350,7 @@ class Decontaminator:
 
     def _ngram_match(self, words: list[str]) -> EvalMatch | None:
         """The full pass: the first of the question's n-grams held (or ``min_matches`` of one item's)."""
+        self._fold()
         row = list(_grams(words, self.ngram))
         hashes = np.array(row, dtype=np.int64)
         where = np.searchsorted(self._keys, hashes).clip(0, max(len(self._keys) - 1, 0))
