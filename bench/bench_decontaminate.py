@@ -8,7 +8,9 @@ through the real loader: MMLU-like 14,042 x ~45 (question + 4 choices), HellaSwa
 ARC-like 3,548 x ~25, GSM8K-like 1,319 x ~50. Source rows: FLAN-shaped questions of 20-200 words from a
 30,000-word Zipf vocabulary; 1% of them are evaluation items planted with changed case and spacing inside a
 FLAN template. Rows/s counts :meth:`Decontaminator.match` only (one call per eligible source row, which is
-what planning adds per pass). Prints a table; writes bench/results/decontaminate-<rows>.json.
+what planning adds per pass). Index memory: ``index_rss_mib`` is the growth of peak RSS while the index is
+built (loading included), ``index_held_mib`` the resident memory it keeps afterwards. Prints a table;
+writes bench/results/decontaminate-<rows>.json.
 """
 
 from __future__ import annotations
@@ -73,6 +75,14 @@ def disguise(rnd: random.Random, text: str) -> str:
     )
 
 
+def _rss_now_kib() -> int:
+    """Resident memory now (Linux; 0 elsewhere): what the index keeps, where ru_maxrss is the build's peak."""
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize() // 1024
+    except OSError:
+        return 0
+
+
 def main(argv: list[str]) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=200_000)
@@ -81,11 +91,11 @@ def main(argv: list[str]) -> None:
     rnd = random.Random(0)
     with tempfile.TemporaryDirectory(prefix="tracegen-decon-") as tmp:
         specs, items = write_evals(Path(tmp), rng)
-        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        rss0, held0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, _rss_now_kib()
         t0 = time.perf_counter()
         dec = Decontaminator.from_specs(specs)
         build_s = time.perf_counter() - t0
-        rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        rss1, held1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, _rss_now_kib()
     words, p = _vocab(30_000)
     questions: list[str] = []
     planted: set[int] = set()
@@ -104,9 +114,10 @@ def main(argv: list[str]) -> None:
         "source_rows": args.rows,
         "eval_sets": {k: v[0] for k, v in EVALS.items()},
         "items_indexed": len(dec.items),
-        "ngrams_indexed": len(dec._grams),
+        "ngrams_indexed": dec.ngrams_indexed,
         "index_build_s": round(build_s, 2),
         "index_rss_mib": round((rss1 - rss0) / 1024, 1),
+        "index_held_mib": round((held1 - held0) / 1024, 1),
         "rows_per_s": round(args.rows / match_s),
         "planted": len(planted),
         "recall": round(len(found) / max(1, len(planted)), 4),

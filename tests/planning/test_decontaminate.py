@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import random
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ from helpers.flan import frow, write_jsonl
 from tracegen.cli import app
 from tracegen.config import RunConfig
 from tracegen.errors import ConfigError
-from tracegen.planning.decontaminate import Decontaminator, load_eval_set, parse_spec
+from tracegen.planning.decontaminate import Decontaminator, load_eval_set, normalize_words, parse_spec
 from tracegen.planning.plan import build_plan
 from tracegen.planning.sources import Rejection
 
@@ -165,3 +167,139 @@ def test_cli_dry_run_decontaminates_and_changes_the_plan_fingerprint(tmp_path: P
     assert "capital of France" in (out / "plan.jsonl").read_text()
     bad = CliRunner().invoke(app, [*args, "--dry-run", "--decontaminate", "nowhere.parquet"])
     assert bad.exit_code == 1 and "nowhere.parquet" in bad.output
+
+
+# --- the fast matcher against a straightforward reference ----------------------------------------------------
+
+_REF_WORD = re.compile(r"[^\W_]+")
+# words that normalise in interesting ways: case, digits, underscores (split), accents, eszett, Greek sigma,
+# CJK, a combining mark (not alphanumeric: splits a word), a ligature
+_VOCAB = [
+    *["the", "The", "fox", "FOX", "42", "x_y", "café", "CAFÉ", "naïve", "straße", "STRASSE", "ΣΊΣΥΦΟΣ"],
+    *["σίσυφος", "数学", "e\u0301t\u00e9", "ﬁne", "a", "b", "c", "d", "e", "f", "g", "h"],
+]
+_SEPS = [" ", "  ", "\n", "\t", ", ", "!? ", " -- ", "_", "\u00a0", "\u3000", "...", " (", ") "]
+
+
+def _ref_words(text: str) -> list[str]:
+    return _REF_WORD.findall(text.casefold())
+
+
+def _ref_matcher(
+    sets: list[tuple[str, list[str]]], n: int, min_matches: int
+) -> Callable[[str], tuple[str, str, str] | None]:
+    """The rules written out plainly: word tuples (no hashes), a dict per kind, every gram scanned."""
+    items: list[tuple[str, str]] = []
+    first_item: dict[tuple[str, ...], int] = {}
+    exact: dict[tuple[str, ...], int] = {}
+    for name, texts in sets:
+        for text in texts:
+            words = _ref_words(text)
+            if not words:
+                continue
+            items.append((name, text[:300]))
+            if len(words) >= n:
+                for i in range(len(words) - n + 1):
+                    first_item.setdefault(tuple(words[i : i + n]), len(items) - 1)
+            else:
+                exact.setdefault(tuple(words), len(items) - 1)
+
+    def match(question: str) -> tuple[str, str, str] | None:
+        words = _ref_words(question)
+        if tuple(words) in exact:
+            return (*items[exact[tuple(words)]], "exact")
+        row = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+        if min_matches == 1:
+            for g in row:
+                if g in first_item:
+                    return (*items[first_item[g]], "ngram")
+            return None
+        shared: dict[int, int] = {}
+        for g in set(row):
+            if g in first_item:
+                shared[first_item[g]] = shared.get(first_item[g], 0) + 1
+        best = [i for i, c in shared.items() if c >= min_matches]
+        return ("*", "*", "ngram") if best else None  # which item is reported then follows set order
+
+    return match
+
+
+def _phrase(rng: random.Random, n_words: int) -> str:
+    return "".join(rng.choice(_VOCAB) + rng.choice(_SEPS) for _ in range(n_words)).strip()
+
+
+def _variant(rng: random.Random, text: str) -> str:
+    """The same words with case, spacing and punctuation changed."""
+    words = _REF_WORD.findall(text)
+    out = [w.upper() if rng.random() < 0.3 else w.lower() if rng.random() < 0.3 else w for w in words]
+    return "".join(w + rng.choice(_SEPS) for w in out)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 8, 13])
+@pytest.mark.parametrize("min_matches", [1, 2])
+def test_verdicts_equal_the_reference_on_random_text(n: int, min_matches: int) -> None:
+    rng = random.Random(n * 100 + min_matches)
+    sets = [
+        (
+            f"set{s}",
+            [_phrase(rng, rng.randint(0, 3 * n + 4)) for _ in range(rng.randint(1, 40))] + ["", " ?! "],
+        )
+        for s in range(3)
+    ]
+    dec = Decontaminator(ngram=n, min_matches=min_matches)
+    for name, texts in sets:
+        dec.add(name, texts)
+    reference = _ref_matcher(sets, n, min_matches)
+    items = [t for _, texts in sets for t in texts]
+    questions = ["", "   ", "?!", "a", _phrase(rng, n - 1), _phrase(rng, n)]
+    for _ in range(1500):
+        item = _variant(rng, rng.choice(items))
+        cut = _REF_WORD.findall(item)
+        kind = rng.randrange(7)
+        if kind == 0:
+            questions.append(item)  # the whole item
+        elif kind == 1:
+            questions.append(item + _phrase(rng, rng.randint(1, 20)))  # at the row's start
+        elif kind == 2:
+            questions.append(_phrase(rng, rng.randint(1, 20)) + " " + item)  # at the row's end
+        elif kind == 3:  # a slice of the item, exactly n words or around it
+            start = rng.randrange(len(cut) + 1)
+            piece = " ".join(cut[start : start + n + rng.randint(-1, 1)])
+            questions.append(f"{_phrase(rng, rng.randint(0, 9))} {piece}. {_phrase(rng, rng.randint(0, 9))}")
+        else:
+            questions.append(_phrase(rng, rng.randint(0, 4 * n + 20)))
+    hits = 0
+    for q in questions:
+        got = dec.match(q)
+        want = reference(q)
+        verdict = None if got is None else (got.eval_set, got.item, got.how)
+        if want is not None and want[0] == "*":  # min_matches > 1: a matching item, whichever is reported
+            assert verdict is not None and verdict[2] == "ngram", q
+            hits += 1
+            continue
+        assert verdict == want, q
+        hits += want is not None
+    assert hits > 100  # the random rows do exercise matching
+
+
+def test_ascii_fast_path_normalises_like_the_regex() -> None:
+    rng = random.Random(3)
+    alphabet = [chr(c) for c in range(128)]
+    for _ in range(2000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60)))
+        assert normalize_words(text) == _ref_words(text), repr(text)
+    for text in ["Straße  CAFÉ", "ΣΊΣΥΦΟΣ", "e\u0301te", "ﬁne_day", "İstanbul", "x\u00a0y", "数学题"]:
+        assert normalize_words(text) == _ref_words(text)
+
+
+def test_a_shared_ngram_anywhere_in_a_long_question_is_found() -> None:
+    """The prefilter looks at every stride-th position of the question: a shared n-gram at any offset passes."""
+    item = " ".join(f"i{j}" for j in range(13))
+    dec = Decontaminator()
+    dec.add("e", [item])
+    for offset in range(12):
+        for tail in range(12):
+            words = [f"o{j}" for j in range(offset)] + item.split() + [f"t{j}" for j in range(tail)]
+            assert dec.match(" ".join(words)) is not None, (offset, tail)
+            words[offset + (offset * 7 + tail) % 13] = "changed"  # one word of the shared 13-gram
+            assert dec.match(" ".join(words)) is None, (offset, tail)

@@ -19,9 +19,16 @@ Matching, on normalised text (case-folded, every run of non-alphanumeric charact
 * a shorter item matches a question equal to it (exact match: short strings such as "yes" or "Paris" would
   otherwise match everything).
 
-n-grams are kept as Python hashes of word tuples (a set lookup per gram, in C), so memory is ~100 bytes per
-distinct evaluation n-gram and a question costs one pass over its words. A false match needs a 64-bit hash
-collision.
+Speed (a FLAN source has millions of rows, nearly all clean). ASCII text is normalised by one ``str.translate``
+and ``split`` (the regex for the rest). A question shares an n-gram with an item only if it shares every
+``anchor``-gram inside it (``anchor = ngram - stride + 1``, ``stride = ngram // 4 + 1``: 10 and 4 for 13-grams),
+and one of those starts at a multiple of ``stride`` in the question; so :meth:`Decontaminator.match` first
+looks up only those anchor-grams (a quarter of the positions, shorter tuples) in a set of every evaluation
+anchor-gram hash. A question with none is clean; the rest get the full n-gram pass against a sorted array of
+evaluation n-gram hashes (8 bytes + 4 for the item each), which decides exactly as a plain scan would: the
+first of the question's n-grams held, reported with the first item holding it. Memory: ~80 bytes per distinct
+evaluation anchor-gram (Python set) + 12 per n-gram. A false match still needs a 64-bit hash collision (of the
+word-tuple hashes, ``hash()``); a collision in the prefilter only costs a full pass, never a verdict.
 """
 
 from __future__ import annotations
@@ -29,10 +36,15 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
 
 from ..errors import ConfigError, SourceError
 
@@ -56,8 +68,14 @@ _ITEM_CHARS = 300
 """How much of a matched item rejected.jsonl keeps."""
 
 
+_ASCII_WORDS = str.maketrans({chr(c): chr(c).lower() if chr(c).isalnum() else " " for c in range(128)})
+"""ASCII text: letters lower-cased, every other non-alphanumeric character a space (what ``_WORD`` keeps)."""
+
+
 def normalize_words(text: str) -> list[str]:
     """Case-folded alphanumeric words: what matching compares (case, spacing and punctuation ignored)."""
+    if text.isascii():  # casefold is lower() there; translate + split is ~2x faster than the regex
+        return text.translate(_ASCII_WORDS).split()
     return _WORD.findall(text.casefold())
 
 
@@ -228,16 +246,30 @@ class Decontaminator:
     """Evaluation set names, in the order given."""
     items: list[tuple[int, str]] = field(default_factory=list)
     """(set index, text) of every indexed item."""
-    _grams: dict[int, int] = field(default_factory=dict, repr=False)
-    """n-gram hash -> index in ``items`` of the first item holding it."""
-    _gram_set: set[int] = field(default_factory=set, repr=False)
-    """The keys of ``_grams`` again: a set answers "any shared gram?" ~1.6x faster than dict keys."""
+    _keys: npt.NDArray[np.int64] = field(
+        default_factory=lambda: np.empty(0, np.int64), repr=False, compare=False
+    )
+    """Sorted distinct ``ngram``-gram hashes (8 bytes each) ..."""
+    _owners: npt.NDArray[np.int32] = field(
+        default_factory=lambda: np.empty(0, np.int32), repr=False, compare=False
+    )
+    """... and, aligned, the index in ``items`` of the first item holding each (4 bytes)."""
+    _new_grams: array[int] = field(default_factory=lambda: array("q"), repr=False, compare=False)
+    """n-gram hashes of the items added since the arrays above were built (8 bytes each, no Python int) ..."""
+    _new_owners: array[int] = field(default_factory=lambda: array("i"), repr=False, compare=False)
+    """... and their items."""
+    _anchors: set[int] = field(default_factory=set, repr=False)
+    """Hashes of every evaluation ``anchor``-gram: the prefilter (see :meth:`match`)."""
     _exact: dict[int, int] = field(default_factory=dict, repr=False)
     """hash of a short item's word tuple -> index in ``items``."""
+    _stride: int = field(init=False, repr=False)
+    _anchor: int = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.ngram < 1 or self.min_matches < 1:
             raise ConfigError("decontaminate_ngram and decontaminate_min_matches must be at least 1")
+        self._stride = self.ngram // 4 + 1
+        self._anchor = self.ngram - self._stride + 1
 
     @classmethod
     def from_specs(
@@ -248,6 +280,7 @@ class Decontaminator:
         for spec in specs:
             name, texts = load_eval_set(spec)
             dec.add(name, texts)
+        dec._fold()
         return dec
 
     def add(self, name: str, texts: Iterable[str]) -> None:
@@ -255,6 +288,7 @@ class Decontaminator:
         set_index = len(self.sets)
         self.sets.append(name)
         n = self.ngram
+        grams, owners = self._new_grams, self._new_owners
         for text in texts:
             words = normalize_words(text)
             if not words:
@@ -262,12 +296,30 @@ class Decontaminator:
             item_index = len(self.items)
             self.items.append((set_index, text[:_ITEM_CHARS]))
             if len(words) >= n:
-                for g in _grams(words, n):
-                    if g not in self._grams:
-                        self._grams[g] = item_index
-                        self._gram_set.add(g)
+                grams.extend(_grams(words, n))
+                owners.extend(repeat(item_index, len(words) - n + 1))
+                self._anchors.update(_grams(words, self._anchor))
             else:
                 self._exact.setdefault(hash(tuple(words)), item_index)
+
+    def _fold(self) -> None:
+        """Sort the n-grams added since the last call into ``_keys`` / ``_owners`` (once, not per set)."""
+        if not self._new_grams:
+            return
+        keys = np.frombuffer(self._new_grams, dtype=np.int64)
+        owners = np.frombuffer(self._new_owners, dtype=np.int32)
+        if len(self._keys):
+            keys, owners = np.concatenate([self._keys, keys]), np.concatenate([self._owners, owners])
+        self._new_grams, self._new_owners = array("q"), array("i")
+        # np.unique sorts stably when asked for indices: a gram keeps the first item that held it
+        self._keys, first = np.unique(keys, return_index=True)
+        self._owners = owners[first]
+
+    @property
+    def ngrams_indexed(self) -> int:
+        """Distinct evaluation n-grams held."""
+        self._fold()
+        return len(self._keys)
 
     @property
     def size(self) -> dict[str, int]:
@@ -278,22 +330,38 @@ class Decontaminator:
         return counts
 
     def match(self, question: str) -> EvalMatch | None:
-        """The evaluation item ``question`` overlaps, or None."""
+        """The evaluation item ``question`` overlaps, or None.
+
+        A question sharing an ``ngram``-gram with an item also shares every shorter gram inside it; with
+        ``anchor = ngram - stride + 1``, one of the ``stride`` anchor-grams inside a shared n-gram starts at a
+        multiple of ``stride`` in the question. So only the question's anchor-grams at those positions are
+        looked up (a quarter of the grams, each shorter); a question with none of them in ``_anchors``
+        shares no n-gram. The rest (rare) get the full pass, which decides as before.
+        """
         words = normalize_words(question)
-        item_index = self._exact.get(hash(tuple(words)))
-        if item_index is not None:
-            return self._match(item_index, "exact")
-        if len(words) < self.ngram or not self._grams:
+        n = self.ngram
+        if len(words) < n:
+            item_index = self._exact.get(hash(tuple(words)))
+            return None if item_index is None else self._match(item_index, "exact")
+        m, k = self._anchor, self._stride
+        if self._anchors.isdisjoint(map(hash, zip(*(words[j::k] for j in range(m)), strict=False))):
             return None
-        grams = self._grams
+        return self._ngram_match(words)
+
+    def _ngram_match(self, words: list[str]) -> EvalMatch | None:
+        """The full pass: the first of the question's n-grams held (or ``min_matches`` of one item's)."""
+        self._fold()
+        row = list(_grams(words, self.ngram))
+        hashes = np.array(row, dtype=np.int64)
+        where = np.searchsorted(self._keys, hashes).clip(0, max(len(self._keys) - 1, 0))
+        held = self._keys[where] == hashes if len(self._keys) else np.zeros(len(row), bool)
+        grams = {row[i]: int(self._owners[where[i]]) for i in np.flatnonzero(held).tolist()}
+        if not grams:
+            return None
         if self.min_matches == 1:
-            if self._gram_set.isdisjoint(_grams(words, self.ngram)):
-                return None
-            for g in _grams(words, self.ngram):
-                if g in grams:
-                    return self._match(grams[g], "ngram")
+            return self._match(grams[next(g for g in row if g in grams)], "ngram")
         hits: dict[int, int] = {}
-        for g in set(_grams(words, self.ngram)):
+        for g in set(row):  # the order the counting always used
             hit = grams.get(g)
             if hit is not None:
                 hits[hit] = hits.get(hit, 0) + 1
