@@ -27,6 +27,7 @@ group-commit writer, the done-set scan by byte prefix) keep their own byte-level
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 from collections.abc import Iterable, Iterator
@@ -75,6 +76,7 @@ __all__ = [
     "atomic_write_bytes",
     "fsync_dir",
     "iter_records",
+    "json_line",
     "lock_run_dir",
     "open_append",
     "open_nofollow",
@@ -270,6 +272,15 @@ def read_plan(run_dir: Path) -> Iterator[Record]:
             f"{path}: cannot read the plan ({e.strerror}); plan the run first (--dry-run)"
         ) from None
     return iter_records(path, what="plan the run again")
+
+
+def json_line(value: Any) -> bytes:
+    """``value`` as one JSON line (orjson: UTF-8, compact, like every run-directory JSONL file); the stdlib
+    spells what orjson refuses (integers past 64 bits)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_APPEND_NEWLINE)
+    except TypeError:
+        return (json.dumps(value, ensure_ascii=False) + "\n").encode("utf-8")
 
 
 def write_jsonl(path: Path, rows: Iterable[Any]) -> int:

@@ -17,6 +17,7 @@ import pytest
 
 from tracegen.publish.export import FORMATS, _arrow_table
 from tracegen.records import Record
+from tracegen.rundir import json_line
 
 BASE = Record(
     id="flan.1",
@@ -58,7 +59,7 @@ def test_table_from_json_lines_equals_from_pylist(name: str) -> None:
     fmt = FORMATS[name]
     schema = fmt.features.arrow_schema
     rows = [fmt.row(r) for r in RECORDS]
-    lines = [json.dumps(row, ensure_ascii=False) + "\n" for row in rows]
+    lines = [json_line(row) for row in rows]
     ours = _arrow_table(lines, schema)
     theirs = pa.Table.from_pylist(rows, schema=schema)
     assert ours.equals(theirs, check_metadata=True)
@@ -70,12 +71,12 @@ def test_rows_the_json_reader_refuses_go_through_from_pylist() -> None:
     fmt = FORMATS["full"]
     schema = fmt.features.arrow_schema
     rows = [fmt.row(replace(BASE, cost_usd=float("nan"))), fmt.row(BASE)]  # JSON has no NaN: "NaN" is refused
-    ours = _arrow_table([json.dumps(row) + "\n" for row in rows], schema)
+    ours = _arrow_table([(json.dumps(row) + "\n").encode() for row in rows], schema)
     assert parquet_bytes(ours) == parquet_bytes(pa.Table.from_pylist(rows, schema=schema))
     # what from_pylist rejects is still rejected
     bad = {"id": 5, "system_prompt": "", "question": "q", "response": "r"}
     with pytest.raises(pa.ArrowTypeError):
-        _arrow_table([json.dumps(bad) + "\n"], FORMATS["openorca"].features.arrow_schema)
+        _arrow_table([(json.dumps(bad) + "\n").encode()], FORMATS["openorca"].features.arrow_schema)
 
 
 def test_export_loads_neither_datasets_nor_pandas(tmp_path: Path) -> None:
@@ -110,3 +111,9 @@ def test_the_warm_up_touches_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.chdir(tmp_path)
     warm_up()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_json_lines_are_utf8_and_fall_back_to_the_stdlib_for_huge_integers() -> None:
+    row = {"q": "naïve “quotes” 😀", "n": 3, "x": 0.25}
+    assert json_line(row) == '{"q":"naïve “quotes” 😀","n":3,"x":0.25}\n'.encode()
+    assert json.loads(json_line({"big": 2**70})) == {"big": 2**70}

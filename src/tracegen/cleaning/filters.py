@@ -129,6 +129,8 @@ _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
 def _lowered(text: str) -> str:
     """``text`` as the phrase matchers search it (each filter asks for the same answer: done once)."""
     return text.translate(_APOSTROPHES).lower()
+
+
 _WORD = re.compile(r"[a-z0-9]+")
 
 

@@ -47,6 +47,7 @@ from ..rundir import (
     REJECTED,
     TRACES,
     AtomicFile,
+    json_line,
     open_read,
     read_jsonl,
     write_json,
@@ -223,10 +224,6 @@ def _record_dict(record: Record) -> dict[str, Any]:
     return {name: getattr(record, name) for name in _FIELDS}
 
 
-def _dumps(data: dict[str, Any]) -> bytes:
-    return (json.dumps(data, ensure_ascii=False) + "\n").encode("utf-8")
-
-
 def _rejected_line(record: Record, stage: str, reason: str, detail: str) -> bytes:
     data = {
         "id": record.id,
@@ -235,7 +232,7 @@ def _rejected_line(record: Record, stage: str, reason: str, detail: str) -> byte
         "detail": detail,
         "record": _record_dict(record),
     }
-    return _dumps(data)
+    return json_line(data)
 
 
 # ---- the clean step ----------------------------------------------------------------------------------------
@@ -359,7 +356,7 @@ def clean(
             return known_keys.pop(id(record), None)
 
         for record in deduper.run(records(), on_reject, keys_of if same_keys else None):
-            kept_out.write(_dumps(_record_dict(record)))
+            kept_out.write(json_line(_record_dict(record)))
             result.kept += 1
             agree_kept[record.agrees_with_target] += 1
             submix[record.submix] += 1

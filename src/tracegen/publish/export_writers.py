@@ -14,6 +14,7 @@ import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from ..records import Record
+from ..rundir import json_line
 from .features import Features
 
 __all__ = ["PARQUET_COMPRESSION"]
@@ -31,16 +32,16 @@ class _ShardWriter:
         self.rows = 0
         self.nbytes = 0
         """Arrow (in-memory) size of the rows: ``datasets``' ``num_bytes``."""
-        self._buffer: list[str] = []
+        self._buffer: list[bytes] = []
         """JSON lines of the rows not yet in Parquet (the Arrow table is parsed from them in C++)."""
         self._shards: list[Path] = []
         self._writer: pq.ParquetWriter | None = None
         self._in_shard = 0
         (root / "data").mkdir(parents=True)
-        self._jsonl: IO[str] | None = (root / "train.jsonl").open("w", encoding="utf-8") if jsonl else None
+        self._jsonl: IO[bytes] | None = (root / "train.jsonl").open("wb") if jsonl else None
 
     def add(self, row: dict[str, Any]) -> None:
-        line = json.dumps(row, ensure_ascii=False) + "\n"
+        line = json_line(row)
         self._buffer.append(line)
         if self._jsonl is not None:
             self._jsonl.write(line)
@@ -89,14 +90,14 @@ class _ShardWriter:
             self._jsonl.close()
 
 
-def _arrow_table(lines: list[str], schema: pa.Schema) -> pa.Table:
+def _arrow_table(lines: list[bytes], schema: pa.Schema) -> pa.Table:
     """The rows (JSON lines) as one Arrow table of ``schema``: what ``Table.from_pylist`` gives.
 
     Parsed by pyarrow's JSON reader: from_pylist would import pandas (~0.3 s) for its array-like check,
     and the rows are serialised for train.jsonl anyway. Anything that reader refuses goes through
     from_pylist, so the table is always the same (tests/publish/test_export_fast.py compares the two).
     """
-    data = "".join(lines).encode("utf-8")
+    data = b"".join(lines)
     if len(data) < _JSON_BLOCK_MAX:
         parse = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error")
         read = pa_json.ReadOptions(use_threads=False, block_size=max(len(data), 1) + 1)
@@ -114,7 +115,7 @@ def warm_up() -> None:
     """Pay pyarrow's one-time set-up now: its JSON reader and the Parquet writer with our compression cost
     ~45 ms on first use. A run calls this while it waits for answers, so its export does not."""
     schema = pa.schema([pa.field("text", pa.string())])
-    table = _arrow_table(['{"text": "warm"}\n'], schema)
+    table = _arrow_table([b'{"text": "warm"}\n'], schema)
     with pq.ParquetWriter(pa.BufferOutputStream(), schema, compression=PARQUET_COMPRESSION) as writer:
         writer.write_table(table)
 
