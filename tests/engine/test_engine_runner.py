@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 import tracegen.engine as engine
+from helpers.batch import records
 from tracegen.config import RunConfig
 from tracegen.engine import ChatResult, Progress, RunDir, generate
 from tracegen.engine.runner import FIRST_WAVE
@@ -26,19 +27,6 @@ from tracegen.testing import FakeOptions, FakeServer
 
 HELPERS = Path(__file__).resolve().parents[1] / "helpers"
 REPO = Path(__file__).resolve().parents[2]
-
-
-def records(n: int, prefix: str = "cot") -> list[Record]:
-    return [
-        Record(
-            id=f"{prefix}.{i}",
-            submix=prefix,
-            question=f"Question {i}: explain step by step.",
-            system_prompt="You are an AI assistant." if i % 2 else "",
-            target=str(i),
-        )
-        for i in range(n)
-    ]
 
 
 def lines(path: Path) -> list[dict[str, Any]]:
