@@ -150,6 +150,12 @@ class HasBaseUrl(Protocol):
     def base_url(self) -> str | None: ...
 
 
+def base_url_of(config: HasBaseUrl, env: Mapping[str, str] | None = None) -> str:
+    """The base URL requests go to: config.base_url > OPENAI_BASE_URL > api.openai.com (no trailing /)."""
+    env = os.environ if env is None else env
+    return (config.base_url or env.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+
+
 def resolve_endpoint(config: HasBaseUrl, env: Mapping[str, str] | None = None) -> Endpoint:
     """Base URL: config.base_url > OPENAI_BASE_URL > api.openai.com; key from OPENAI_API_KEY only.
 
@@ -164,7 +170,7 @@ def resolve_endpoint(config: HasBaseUrl, env: Mapping[str, str] | None = None) -
         where = "--base-url" if config.base_url else "OPENAI_BASE_URL"
         raise ConfigError(f"{where}: {problem}")
     return Endpoint(
-        base_url=(base_url or DEFAULT_BASE_URL).rstrip("/"),
+        base_url=base_url_of(config, env),
         api_key=key,
         organization=env.get("OPENAI_ORG_ID") or env.get("OPENAI_ORGANIZATION") or None,
         project=env.get("OPENAI_PROJECT") or env.get("OPENAI_PROJECT_ID") or None,

@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections import deque
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping, Sized
@@ -48,9 +47,9 @@ from ..redact import redact_url
 from ..rundir import lock_run_dir
 from ._gc import fewer_gc_passes
 from .client import (
-    DEFAULT_BASE_URL,
     ChatClient,
     ChatResult,
+    base_url_of,
     teacher_client,
 )
 from .core import Request
@@ -482,24 +481,18 @@ async def _generate(
         grace_s=grace_s,
         pool=pool,
         endpoint_url=_display_url(teacher, env),
-        quiet_s=WAVE_QUIET_S if pool is not None else wave_quiet_s(round_trip_s(_base_url(teacher, env))),
+        quiet_s=WAVE_QUIET_S if pool is not None else wave_quiet_s(round_trip_s(base_url_of(teacher, env))),
     )
     engine.writer.on_traces = on_traces
     with fewer_gc_passes():
         return await engine.run(records)
 
 
-def _base_url(teacher: Teacher, env: Mapping[str, str] | None) -> str:
-    env = os.environ if env is None else env
-    return teacher.base_url or env.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
-
-
 def _display_url(teacher: Teacher, env: Mapping[str, str] | None) -> str:
     """The endpoint as messages name it (no credentials): the base URL, or the pool's URLs."""
     if teacher.endpoints:
         return ", ".join(redact_url(e.base_url) for e in teacher.endpoints)
-    env = os.environ if env is None else env
-    return redact_url(teacher.base_url or env.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
+    return redact_url(base_url_of(teacher, env))
 
 
 class _NoClient:
