@@ -83,7 +83,7 @@ def sdk_http_error(e: openai.APIStatusError, redact: Callable[[str], str]) -> Te
 
 
 class _BodyTooLarge(Exception):
-    """An error body went past ``max_response_bytes`` while the SDK read it."""
+    """A response body went past ``max_response_bytes`` while it was read (by us or by the SDK)."""
 
 
 class _CappedStream(httpx2.AsyncByteStream):
@@ -134,15 +134,14 @@ class SdkChatClient:
                 ),
             )
         hooks = http_client.event_hooks
-        hooks["response"] = [*hooks.get("response", []), self._cap_error_body]
+        hooks["response"] = [*hooks.get("response", []), self._cap_body]
         http_client.event_hooks = hooks
         self._client = open_sdk_client(self._endpoint, timeout_s=self._timeout_s, http_client=http_client)
         return self._client
 
-    async def _cap_error_body(self, response: httpx2.Response) -> None:
-        """An error answer's body is read by the SDK itself: cap it as :meth:`_read` caps an answer's."""
-        if response.status_code >= 400:
-            response.stream = _CappedStream(response.stream, self._max_bytes)
+    async def _cap_body(self, response: httpx2.Response) -> None:
+        """Every body is read through a cap: an answer's by :meth:`_read`, an error's by the SDK itself."""
+        response.stream = _CappedStream(response.stream, self._max_bytes)
 
     async def complete(
         self, body: dict[str, Any], request_id: str, *, payload: bytes | None = None
@@ -179,19 +178,12 @@ class SdkChatClient:
         return parse_completion(raw, status, headers)
 
     async def _read(self, response: openai.AsyncAPIResponse[Any]) -> bytes:
-        """The body, read in chunks and refused past ``max_response_bytes``."""
-        limit = self._max_bytes
+        """The body (its stream is capped by :meth:`_cap_body`; a declared length over the cap is refused
+        before reading)."""
         declared = response.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
-            raise too_large(limit)
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.iter_bytes():
-            size += len(chunk)
-            if size > limit:
-                raise too_large(limit)
-            chunks.append(chunk)
-        return b"".join(chunks)
+        if declared and declared.isdigit() and int(declared) > self._max_bytes:
+            raise too_large(self._max_bytes)
+        return b"".join([chunk async for chunk in response.iter_bytes()])
 
     async def aclose(self) -> None:
         """Close the SDK client and its transport."""
