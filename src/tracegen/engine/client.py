@@ -52,6 +52,8 @@ from .usage import read_count
 
 if TYPE_CHECKING:
     from ..config import RunConfig
+    from .client_aiohttp import AiohttpChatClient
+    from .client_sdk import SdkChatClient
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -186,25 +188,21 @@ def teacher_client(settings: EngineSettings, env: Mapping[str, str] | None = Non
     """The client the teacher's ``transport`` names, for the endpoint its settings and ``env`` give."""
     teacher = settings.teacher
     endpoint = resolve_endpoint(teacher, env)
+    transport: type[AiohttpChatClient] | type[SdkChatClient]
     if teacher.transport == "aiohttp":
-        from .client_aiohttp import AiohttpChatClient
-
-        return AiohttpChatClient(
-            endpoint,
-            concurrency=settings.limits.concurrency,
-            timeout_s=teacher.timeout_s,
-            max_response_bytes=teacher.max_response_bytes,
+        from .client_aiohttp import AiohttpChatClient as transport
+    elif teacher.transport == "sdk":
+        from .client_sdk import SdkChatClient as transport  # lazy: the openai SDK loads only here
+    else:
+        raise ConfigError(
+            f"unknown transport {teacher.transport!r}; use --transport aiohttp or --transport sdk"
         )
-    if teacher.transport == "sdk":
-        from .client_sdk import SdkChatClient
-
-        return SdkChatClient(
-            endpoint,
-            concurrency=settings.limits.concurrency,
-            timeout_s=teacher.timeout_s,
-            max_response_bytes=teacher.max_response_bytes,
-        )
-    raise ConfigError(f"unknown transport {teacher.transport!r}; use --transport aiohttp or --transport sdk")
+    return transport(
+        endpoint,
+        concurrency=settings.limits.concurrency,
+        timeout_s=teacher.timeout_s,
+        max_response_bytes=teacher.max_response_bytes,
+    )
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
