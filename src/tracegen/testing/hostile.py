@@ -35,14 +35,12 @@ from .wire import ApiError, dumps
 
 __all__ = ["HOSTILE_MODES", "respond"]
 
-HOSTILE_MODES = frozenset(
+#: Modes that answer honestly but report impossible usage.
+USAGE_MODES = frozenset(
+    {"negative_usage", "huge_usage", "float_usage", "string_usage", "over_cap_usage", "under_usage"}
+)
+HOSTILE_MODES = USAGE_MODES | frozenset(
     {
-        "negative_usage",
-        "huge_usage",
-        "float_usage",
-        "string_usage",
-        "over_cap_usage",
-        "under_usage",
         "html",
         "no_choices",
         "wrong_shape",
@@ -89,14 +87,7 @@ async def respond(
     mode: str, opts_body_bytes: int, request: web.Request, req: ChatRequest, computed: Computed
 ) -> web.StreamResponse:
     """The hostile answer of ``mode`` to a valid request (raises ApiError for the JSON error modes)."""
-    if mode in (
-        "negative_usage",
-        "huge_usage",
-        "float_usage",
-        "string_usage",
-        "over_cap_usage",
-        "under_usage",
-    ):
+    if mode in USAGE_MODES:
         body = Answerer.completion(req, computed)
         body["usage"] = _usage_of(mode, req, computed)
         return web.Response(body=json.dumps(body).encode(), content_type="application/json")
