@@ -2,16 +2,36 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import huggingface_hub
 import pyarrow.parquet as pq
+import pytest
+
+from tracegen.testing.fake_hub import FakeHub
 
 TOKEN = "hf_fakeTOKENforTESTS0123456789"
+
+
+@contextlib.contextmanager
+def fake_hub(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, orgs: tuple[str, ...] = ()
+) -> Iterator[FakeHub]:
+    """A running fake Hub, HF_ENDPOINT pointing at it, online, no token saved anywhere."""
+    with FakeHub(token=TOKEN, user="tester", orgs=orgs) as fake:
+        monkeypatch.setenv("HF_ENDPOINT", fake.endpoint)
+        monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+        monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "hf-token"))
+        yield fake
 
 
 def local_rows(export_dir: Path, config: str) -> list[dict[str, Any]]:

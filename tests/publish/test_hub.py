@@ -17,7 +17,7 @@ from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
 from helpers.export import make_records, make_run_dir
-from helpers.hub import TOKEN, load_from_hub, local_rows
+from helpers.hub import TOKEN, fake_hub, load_from_hub, local_rows
 from tracegen.errors import HubError, RunDirError
 from tracegen.publish.card import split_card
 from tracegen.publish.export import export
@@ -28,12 +28,7 @@ from tracegen.testing.fake_hub import FakeHub
 @pytest.fixture
 def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeHub]:
     """A running fake Hub, HF_ENDPOINT pointing at it, online, no token saved anywhere."""
-    with FakeHub(token=TOKEN, user="tester", orgs=("tracegen-org",)) as fake:
-        monkeypatch.setenv("HF_ENDPOINT", fake.endpoint)
-        monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
-        monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-        monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "hf-token"))
+    with fake_hub(monkeypatch, tmp_path, orgs=("tracegen-org",)) as fake:
         yield fake
 
 

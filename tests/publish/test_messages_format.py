@@ -7,13 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import datasets
-import huggingface_hub
 import jinja2
 import pytest
 from typer.testing import CliRunner
 
 from helpers.export import make_records, make_run_dir
-from helpers.hub import TOKEN, load_from_hub, local_rows
+from helpers.hub import TOKEN, fake_hub, load_from_hub, local_rows
 from tracegen.cli import app
 from tracegen.publish.card import split_card
 from tracegen.publish.export import export
@@ -82,12 +81,8 @@ def test_cli_export_format_messages(tmp_path: Path) -> None:
 
 @pytest.fixture
 def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeHub]:
-    with FakeHub(token=TOKEN, user="tester", orgs=()) as fake:
-        monkeypatch.setenv("HF_ENDPOINT", fake.endpoint)
-        monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
-        monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-        monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "hf-token"))
+    """A running fake Hub, HF_ENDPOINT pointing at it, online, no token saved anywhere."""
+    with fake_hub(monkeypatch, tmp_path) as fake:
         yield fake
 
 
