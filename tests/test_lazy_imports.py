@@ -67,7 +67,7 @@ def test_sdk_transport_imports_the_sdk(tmp_path: Path) -> None:
     assert "datasets" not in names
 
 
-@pytest.mark.parametrize("attr", ["SdkChatClient"])
+@pytest.mark.parametrize("attr", ["SdkChatClient", "AiohttpChatClient", "HttpChatClient"])
 def test_engine_exports_the_sdk_client_on_demand(attr: str) -> None:
     import tracegen.engine
 
