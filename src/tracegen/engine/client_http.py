@@ -260,43 +260,37 @@ class _Connection(asyncio.Protocol):
 
     def _start_body(self, head: bytes) -> None:
         """Parse the status line and headers; choose how the body is framed (RFC 9112 section 6.3)."""
-        lines = head.split(b"\r\n")
+        lines = head.decode("latin-1").split("\r\n")
         status_line = lines[0]
-        if (
-            not status_line.startswith(b"HTTP/1.")
-            or len(status_line) < 12
-            or status_line[12:13] not in (b" ", b"")
-        ):
-            raise _Malformed(f"bad status line {status_line[:40]!r}")
         code = status_line[9:12]
-        if not code.isdigit():
+        if not status_line.startswith("HTTP/1.") or not code.isdigit() or status_line[12:13] not in (" ", ""):
             raise _Malformed(f"bad status line {status_line[:40]!r}")
         status = int(code)
         headers: dict[str, str] = {}
         last = ""
         for line in lines[1:]:
-            if line[:1] in (b" ", b"\t"):  # obsolete line folding: continues the previous value
+            if line[:1] in (" ", "\t"):  # obsolete line folding: continues the previous value
                 if not last:
                     raise _Malformed("folded line without a header")
-                headers[last] += " " + line.strip().decode("latin-1")
+                headers[last] += " " + line.strip()
                 continue
-            name, colon, value = line.partition(b":")
+            name, colon, value = line.partition(":")
             if not colon or not name or name != name.strip():
                 raise _Malformed(f"bad header line {line[:40]!r}")
-            last = name.decode("latin-1").lower()
-            text = value.strip().decode("latin-1")
-            if last in headers:
-                if last == "content-length" and headers[last] != text:
-                    raise _Malformed("conflicting Content-Length headers")
-                headers[last] = headers[last] + ", " + text if last != "content-length" else text
-            else:
-                headers[last] = text
+            last = name.lower()
+            value = value.strip()
+            if last not in headers:
+                headers[last] = value
+            elif last != "content-length":
+                headers[last] += ", " + value
+            elif headers[last] != value:
+                raise _Malformed("conflicting Content-Length headers")
         if 100 <= status < 200:  # interim answer (100 Continue, 103 Early Hints): the real one follows
             self._state = _HEAD
             return
         self._status = status
         self._headers = headers
-        http11 = status_line.startswith(b"HTTP/1.1")
+        http11 = status_line.startswith("HTTP/1.1")
         tokens = headers.get("connection", "").lower()
         self.reusable = ("close" not in tokens) if http11 else ("keep-alive" in tokens)
         encoding = headers.get("content-encoding", "identity").strip().lower()
