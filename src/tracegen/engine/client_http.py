@@ -97,8 +97,10 @@ class _Connection(asyncio.Protocol):
         if self._waiter is None or self._waiter.done():  # bytes nobody asked for: the connection is spent
             self.abort()
             return
-        self._buf += data
         try:
+            if self._state == _HEAD and not self._buf and self._whole(data):
+                return
+            self._buf += data
             self._parse()
         except _Malformed as e:
             self._fail(TeacherConnectionError(f"malformed HTTP answer: {e}", sent=None))
@@ -160,6 +162,22 @@ class _Connection(asyncio.Protocol):
         self._waiter.set_result((self._status, self._headers, body))
 
     # ---- the parser -----------------------------------------------------------------------------------------
+    def _whole(self, data: bytes) -> bool:
+        """The common case, at C speed: ``data`` is exactly one whole answer framed by Content-Length.
+        Finishes it and returns True; else (anything else, or less) returns False and touches nothing
+        but the head's parse, which :meth:`_parse` then redoes from the buffer."""
+        end = data.find(b"\r\n\r\n")
+        if end < 0 or end > HEAD_LIMIT:
+            return False
+        self._start_body(data[:end])
+        if self._state == _LENGTH and self._left == len(data) - end - 4:
+            self._parts = [data[end + 4 :]]
+            self._size = self._left
+            self._finish()
+            return True
+        self._state = _HEAD  # parse it again, bytes by bytes
+        return False
+
     def _parse(self) -> None:
         """Consume what ``_buf`` holds, state by state, until it needs more bytes or the answer is whole."""
         buf = self._buf
@@ -384,6 +402,10 @@ class HttpChatClient:
         self._all: set[_Connection] = set()
         self._addresses: list[tuple[int, Any]] = []
         self._resolved_at = float("-inf")
+        self._literal = False
+        with contextlib.suppress(ValueError):  # an IP address needs no lookup
+            family = socket.AF_INET6 if ipaddress.ip_address(self._host).version == 6 else socket.AF_INET
+            self._addresses, self._literal = [(family, (self._host, self._port))], True
         self._ssl: ssl.SSLContext | None = None
 
     async def complete(
@@ -427,12 +449,13 @@ class HttpChatClient:
 
     async def _connect(self, loop: asyncio.AbstractEventLoop, deadline: float) -> _Connection:
         timeout = max(0.0, min(CONNECT_CAP_S, deadline - loop.time()))
-        where = self._endpoint.display_url
         try:
             conn = await asyncio.wait_for(self._open_connection(loop), timeout)
         except asyncio.TimeoutError:
+            where = self._endpoint.display_url
             raise TeacherTimeout(f"connect to {where} timed out after {timeout:g} s", sent=False) from None
         except (OSError, ssl.SSLError, ValueError) as e:
+            where = self._endpoint.display_url
             text = self._endpoint.redact(getattr(e, "strerror", None) or str(e) or type(e).__name__)
             raise TeacherConnectionError(f"cannot connect to {where}: {text}", sent=False) from None
         self._all.add(conn)
@@ -465,10 +488,8 @@ class HttpChatClient:
 
     async def _resolve(self, loop: asyncio.AbstractEventLoop) -> list[tuple[int, Any]]:
         """The host's addresses (an IP literal as is; a name looked up at most every DNS_TTL_S)."""
-        with contextlib.suppress(ValueError):
-            ip = ipaddress.ip_address(self._host)
-            family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
-            return [(family, (self._host, self._port))]
+        if self._literal:
+            return self._addresses
         if not self._addresses or loop.time() - self._resolved_at > DNS_TTL_S:
             infos = await loop.getaddrinfo(self._host, self._port, type=socket.SOCK_STREAM)
             self._addresses = [(family, address) for family, _, _, _, address in infos]
