@@ -82,3 +82,18 @@ def test_pyarrow_waits_for_the_run_to_wait(tmp_path: Path) -> None:
     names, proc = imported("import tracegen.cli, tracegen.pipeline", tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "pyarrow" not in names
+
+
+def test_a_default_run_against_a_server_imports_no_aiohttp(tmp_path: Path) -> None:
+    # the default transport is tracegen's own HTTP client: aiohttp loads only for --transport aiohttp, a
+    # proxy, an Azure endpoint or the built-in fake server (--rehearse)
+    from tracegen.testing import FakeOptions, FakeServer
+
+    with FakeServer(FakeOptions(), subprocess=True) as srv:
+        out = tmp_path / "run"
+        args = ["run", "-s", str(SAMPLE), "-o", str(out), "--n", "20", "--model", "gpt-4o-mini",
+                "--budget", "1", "--base-url", srv.base_url, "--format", "openorca"]  # fmt: skip
+        names, proc = imported(cli(args), tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (out / "dataset" / "openorca" / "train.jsonl").is_file()
+    assert "aiohttp" not in names and not names & set(HEAVY)
