@@ -195,7 +195,7 @@ def run(
                 None,
                 "higher",
                 note="the aiohttp transport (used behind a proxy): no target",
-            )  # fmt: skip
+            )
         )
     if "engine (sdk)" in by_name:
         sdk = by_name["engine (sdk)"]

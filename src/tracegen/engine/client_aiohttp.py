@@ -1,4 +1,5 @@
-"""A lean OpenAI chat-completions client on one aiohttp session (the default transport).
+"""A lean OpenAI chat-completions client on one aiohttp session (transport "aiohttp"; also the default
+transport's stand-in when a proxy variable applies, and the Azure client's base).
 
 One ``ClientSession`` with a ``TCPConnector(limit=concurrency)``; headers built once; the request body sent
 as the bytes the engine already serialized for its cache key. No pydantic, no per-request allocations
