@@ -370,6 +370,7 @@ class HttpChatClient:
         self._endpoint = endpoint
         self._concurrency = max(1, concurrency)
         self._timeout_s = timeout_s
+        self._timeout_message = f"no answer within {timeout_s:g} s"
         self._max_bytes = max_response_bytes
         url = urlsplit(endpoint.base_url)
         if url.scheme not in ("http", "https") or not url.hostname:
@@ -423,7 +424,7 @@ class HttpChatClient:
             data,
         )
         waiter = conn.send(request)
-        timer = loop.call_at(deadline, conn.time_out, f"no answer within {self._timeout_s:g} s")
+        timer = loop.call_at(deadline, conn.time_out, self._timeout_message)
         try:
             status, headers, raw = await waiter
         except BaseException:
