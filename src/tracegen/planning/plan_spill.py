@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..records import Record
+from ..records import Record, content_key
 
 if TYPE_CHECKING:
     from .plan_pass import _Classified
@@ -60,6 +60,28 @@ _SELECT_PLAN = "SELECT pos, label, " + ", ".join(_PLAN_COLUMNS) + " FROM plan OR
 
 def _plan_row(pos: int, label: str, record: Record) -> tuple[Any, ...]:
     return (pos, label, *[getattr(record, name) for name in _PLAN_COLUMNS])
+
+
+def _plan_values(
+    cand: tuple[Any, ...], prompt_tokens: int
+) -> tuple[str, str, str, str, int | None, str | None, str, str, str, str, int, str]:
+    """:data:`_PLAN_COLUMNS` of the Record a candidate (``_cand_record``'s columns) becomes, built directly."""
+    (submix, idx, question, target, task_name, template_type, source, message_id, system, train) = cand
+    key = content_key(system, question)
+    return (
+        f"{submix}.{idx}",
+        submix,
+        question,
+        system,
+        message_id,
+        train,
+        task_name,
+        template_type,
+        target,
+        key,
+        prompt_tokens,
+        source,
+    )
 
 
 def _plan_record(values: tuple[Any, ...]) -> Record:
