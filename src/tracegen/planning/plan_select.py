@@ -10,8 +10,15 @@ import numpy as np
 from ..config import RunConfig
 from ..errors import PlanError, SourceError
 from ..records import SUBMIXES
-from .mix import interleave, is_bigbench, is_zero_shot, quotas, select_submix
-from .plan_pass import _RANK_SPACE, REJECTIONS_PER_REASON, _second_pass, _Setup, _too_long_detail
+from .mix import ZERO_SHOT_TEMPLATES, interleave, quotas, select_submix
+from .plan_pass import (
+    _RANK_SPACE,
+    REJECTIONS_PER_REASON,
+    _is_bigbench,
+    _second_pass,
+    _Setup,
+    _too_long_detail,
+)
 from .plan_spill import _SPILL_BATCH, _cand_record, _plan_values, _Store
 from .plan_stats import PlanStats, label_order
 from .sources import RejectCallback, Rejection
@@ -42,7 +49,7 @@ def _estimate(setup: _Setup, stats: PlanStats) -> dict[tuple[str, str], int]:
     """Zero-shot, non-Big-Bench rows per (submix, task), before dedup: read cheaply (see Source)."""
     counts: dict[tuple[str, str], int] = {}
     for submix, task, template in setup.source.iter_task_keys():
-        if is_zero_shot(template) and not (submix == "t0" and is_bigbench(task)):
+        if template in ZERO_SHOT_TEMPLATES and not (submix == "t0" and _is_bigbench(task)):
             counts[(submix, task)] = counts.get((submix, task), 0) + 1
     kinds = {setup.source.column_read(i) for i in range(len(setup.source.parts))}
     stats.task_sizes_read = "+".join(

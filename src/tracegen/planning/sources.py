@@ -50,6 +50,7 @@ template_type) raises :class:`~tracegen.errors.BadRecordError` naming ``file:lin
 from __future__ import annotations
 
 import glob
+import itertools
 import logging
 import os
 import re
@@ -279,10 +280,7 @@ class Source:
         """
         for part in self.parts:
             hint = part.target if part.kind != "hub" else (part.data_files or "")
-            for raw in self._meta_raw(part):
-                key = _task_key(raw, hint)
-                if key is not None:
-                    yield key
+            yield from filter(None, map(_task_key, self._meta_raw(part), itertools.repeat(hint)))
 
     def iter_rows(
         self, on_reject: RejectCallback | None = None, stats: SourceStats | None = None
