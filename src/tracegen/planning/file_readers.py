@@ -10,7 +10,7 @@ import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import orjson
 
@@ -24,6 +24,7 @@ _decode_json = json.JSONDecoder().decode
 
 # ---- readers: each yields (where, raw dict or _Bad) ------------------------------------------------------
 RawItem = tuple[str, "dict[str, Any] | _Bad"]
+_T = TypeVar("_T")
 
 
 def _open_text(path: Path) -> IO[bytes]:
@@ -74,26 +75,68 @@ def _read_jsonl(path: Path, label: str, max_line_bytes: int) -> Iterator[RawItem
                 continue
             if not line.strip():
                 continue
-            try:
-                value = orjson.loads(
-                    line
-                )  # fast path; anything it refuses gets the standard parser's verdict
+            yield where, _decode_line(line)
+
+
+def _decode_line(line: bytes) -> dict[str, Any] | _Bad:
+    """One JSON line (newline included) as an object, or why it is bad."""
+    try:
+        value = orjson.loads(line)  # fast path; anything it refuses gets the standard parser's verdict
+    except orjson.JSONDecodeError:
+        value = _NOT_FAST
+    try:
+        if value is _NOT_FAST:
+            value = _decode_json(line.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        text = line[:8000].decode("utf-8", errors="replace").rstrip("\r\n")
+        return _Bad("malformed_json", "line", f"is not valid JSON ({_short(e)})", text[:2000])
+    except RecursionError:
+        return _Bad("malformed_json", "line", "is not valid JSON (nested too deeply)")
+    return _as_object(value)
+
+
+_READ_BYTES = 1 << 20
+
+
+def _jsonl_objects(path: Path, max_line_bytes: int) -> Iterator[dict[str, Any]]:
+    """The objects ``_read_jsonl`` yields, nothing else (for the cheap task-size read, which leaves bad
+    lines out), decoded a block of lines at a time."""
+    with _open_text(path) as f:
+        rest = b""
+        while True:
+            block = f.read(_READ_BYTES)
+            lines = (rest + block).split(b"\n")
+            rest = lines.pop() if block else b""
+            if len(rest) > max_line_bytes:  # no newline yet: the line is too long; skip the rest of it
+                rest = _skip_line(f)
+            if lines and max(map(len, lines)) > max_line_bytes:
+                lines = [line for line in lines if len(line) <= max_line_bytes]
+            try:  # the common case: every line an object, decoded by one C-level map
+                values: list[Any] = list(map(orjson.loads, lines))
             except orjson.JSONDecodeError:
-                value = _NOT_FAST
-            try:
-                if value is _NOT_FAST:
-                    value = _decode_json(line.decode("utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                text = line[:8000].decode("utf-8", errors="replace").rstrip("\r\n")
-                yield where, _Bad("malformed_json", "line", f"is not valid JSON ({_short(e)})", text[:2000])
-                continue
-            except RecursionError:
-                yield where, _Bad("malformed_json", "line", "is not valid JSON (nested too deeply)")
-                continue
-            yield where, _as_object(value)
+                values = [_decode_line(line + b"\n") for line in lines if line.strip()]
+            if all(map(_is_dict, values)):
+                yield from values
+            else:
+                yield from (value for value in values if type(value) is dict)
+            if not block:
+                return
 
 
-def _guarded(items: Iterator[RawItem], label: str) -> Iterator[RawItem]:
+def _is_dict(value: object) -> bool:
+    return type(value) is dict
+
+
+def _skip_line(f: IO[bytes]) -> bytes:
+    """Read past the end of the current line; what follows it in the last block read."""
+    while True:
+        block = f.read(_READ_BYTES)
+        cut = block.find(b"\n")
+        if not block or cut >= 0:
+            return block[cut + 1 :] if block else b""
+
+
+def _guarded(items: Iterator[_T], label: str) -> Iterator[_T]:
     """``items``, with an unreadable file (bad gzip, invalid UTF-8 in a .json array, I/O error) as one
     SourceError line instead of a traceback."""
     import zlib

@@ -118,7 +118,10 @@ def _walk(
         ):
             continue
         # a str of k characters is at most 4k UTF-8 bytes: most rows skip the byte count below
-        if limit is not None and 4 * (len(choice.system_prompt) + len(row.question)) > limit - _CHAT_OVERHEAD_BOUND:
+        if (
+            limit is not None
+            and 4 * (len(choice.system_prompt) + len(row.question)) > limit - _CHAT_OVERHEAD_BOUND
+        ):
             tokens = _prompt_tokens_if_too_long(choice, row, setup.encoding, limit)
             if tokens is not None:
                 if stats is not None:

@@ -64,6 +64,7 @@ from .file_readers import (
     _DATA_SUFFIXES,
     RawItem,
     _guarded,
+    _jsonl_objects,
     _read_json,
     _read_jsonl,
     _read_parquet,
@@ -259,6 +260,9 @@ class Source:
             return
         if part.kind == "hub" and _is_parquet_data(self._hub_files(part), part.data_files):
             yield from _read_hub_columns(part.target, part.label, part.split, part.data_files)
+            return
+        if part.kind == "jsonl":
+            yield from _guarded(_jsonl_objects(Path(part.target), MAX_LINE_BYTES), part.label)
             return
         for _where, raw in self._raw(part):
             if isinstance(raw, dict):
