@@ -71,7 +71,10 @@ def test_non_ascii_text_keeps_the_regex_scan() -> None:
     assert flan_options.has_options(text) == _regex_scan(text) or not flan_options._FIRST_ITEM.search(text)
 
 
-# ---- the cheap task-size read of JSON lines ---------------------------------------------------------------
+# ---- reading JSON lines a block at a time -----------------------------------------------------------------
+GOOD = {"inputs": "Q", "targets": "A", "task_source": "CoT", "task_name": "cot_x", "template_type": "zs_opt"}
+
+
 def test_jsonl_objects_are_the_objects_the_row_reader_yields(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -104,6 +107,64 @@ def test_jsonl_objects_are_the_objects_the_row_reader_yields(
         expected = [raw for _where, raw in _read_jsonl(path, "src", 300) if isinstance(raw, dict)]
         assert len(expected) == 5
         assert list(_jsonl_objects(path, 300)) == expected
+
+
+def _reference_read_jsonl(path: Path, label: str, max_line_bytes: int) -> list[tuple[str, Any]]:
+    """The row reader as it was: line by line with readline (a line over the limit never held whole)."""
+    out: list[tuple[str, Any]] = []
+    with open(path, "rb") as f:
+        lineno = 0
+        while line := f.readline(max_line_bytes + 1):
+            lineno += 1
+            where = f"{label}:{lineno}"
+            if len(line) > max_line_bytes and not line.endswith(b"\n"):
+                size = len(line)
+                while (more := f.readline(1 << 20)) and not more.endswith(b"\n"):
+                    size += len(more)
+                size += len(more)
+                out.append(
+                    (where, ("line_too_long", f"is {size:,} bytes, over the {max_line_bytes:,} limit", None))
+                )
+            elif line.strip():
+                value = file_readers._decode_line(line)
+                out.append(
+                    (where, value if isinstance(value, dict) else (value.reason, value.problem, value.raw))
+                )
+    return out
+
+
+HOSTILE_LINES = [
+    json.dumps(GOOD),
+    "",
+    "   ",
+    "\r",
+    json.dumps({**GOOD, "inputs": "é" * 40}, ensure_ascii=False),
+    "{not json",
+    '{"a": 1',
+    "[1, 2]",
+    '{"inputs": 1180591620717411303424}',
+    json.dumps({**GOOD, "inputs": "y" * 500}),
+    "[" * 5000 + "]" * 5000,
+    "\xff{}",
+    json.dumps({**GOOD, "task_name": "last"}),
+]
+
+
+@pytest.mark.parametrize("block", [7, 64, 301, 1 << 16])
+@pytest.mark.parametrize("ending", ["\n", "", "\n\n", "y" * 700])
+def test_the_row_reader_reads_blocks_as_it_read_lines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int, ending: str
+) -> None:
+    monkeypatch.setattr(file_readers, "_READ_BYTES", block)
+    path = tmp_path / "src.jsonl"
+    path.write_bytes(("\n".join(HOSTILE_LINES) + ending).encode().replace("\xff".encode(), b"\xff"))
+    for limit in (300, 600, 100_000):
+        got = [
+            (where, raw if isinstance(raw, dict) else (raw.reason, raw.problem, raw.raw))
+            for where, raw in _read_jsonl(path, "L", limit)
+        ]
+        assert got == _reference_read_jsonl(path, "L", limit)
+        assert list(_jsonl_objects(path, limit)) == [raw for _, raw in got if isinstance(raw, dict)]
 
 
 # ---- the fast task key -----------------------------------------------------------------------------------

@@ -64,18 +64,49 @@ _NOT_FAST = object()
 
 
 def _read_jsonl(path: Path, label: str, max_line_bytes: int) -> Iterator[RawItem]:
+    """``(file:line, object or why the line is bad)`` of each non-blank line, a block of lines at a time."""
     with _open_text(path) as f:
-        for lineno, line, size in _lines(f, max_line_bytes):
-            where = f"{label}:{lineno}"
-            if line is None:
-                yield (
-                    where,
-                    _Bad("line_too_long", "line", f"is {size:,} bytes, over the {max_line_bytes:,} limit"),
-                )
-                continue
-            if not line.strip():
-                continue
-            yield where, _decode_line(line)
+        lineno, rest = 1, b""  # lineno: the number of the block's first line
+        while True:
+            block = f.read(_READ_BYTES)
+            lines = (rest + block).split(b"\n")
+            rest = lines.pop() if block else b""
+            too_long = None
+            if len(rest) > max_line_bytes:  # no newline yet: the line is too long; skip the rest of it
+                size, after = _skip_line(f)
+                too_long, rest = len(rest) + size, after
+            yield from _jsonl_items(lines, lineno, label, max_line_bytes, ended=not block)
+            lineno += len(lines)
+            if too_long is not None:
+                what = f"is {too_long:,} bytes, over the {max_line_bytes:,} limit"
+                yield f"{label}:{lineno}", _Bad("line_too_long", "line", what)
+                lineno += 1
+            if not block:
+                return
+
+
+def _jsonl_items(
+    lines: list[bytes], first: int, label: str, max_line_bytes: int, *, ended: bool
+) -> Iterator[RawItem]:
+    """The items of a block of lines, the first numbered ``first``; ``ended``: its last line ends the file
+    without a newline."""
+    if lines and max(map(len, lines)) <= max_line_bytes:
+        try:  # the common case: every line an object, decoded by one C-level map
+            values = list(map(orjson.loads, lines))
+        except orjson.JSONDecodeError:
+            values = []
+        if values and all(map(_is_dict, values)):
+            numbers = map(str, range(first, first + len(lines)))
+            yield from zip(map(f"{label}:".__add__, numbers), values, strict=True)
+            return
+    for i, line in enumerate(lines):
+        newline = b"" if ended and i == len(lines) - 1 else b"\n"
+        if len(line) > max_line_bytes:
+            what = f"is {len(line) + len(newline):,} bytes, over the {max_line_bytes:,} limit"
+            yield f"{label}:{first + i}", _Bad("line_too_long", "line", what)
+        elif line.strip():
+            # the newline kept: the standard parser's messages then name the positions they always did
+            yield f"{label}:{first + i}", _decode_line(line + newline)
 
 
 def _decode_line(line: bytes) -> dict[str, Any] | _Bad:
@@ -109,7 +140,7 @@ def _jsonl_objects(path: Path, max_line_bytes: int) -> Iterator[dict[str, Any]]:
             lines = (rest + block).split(b"\n")
             rest = lines.pop() if block else b""
             if len(rest) > max_line_bytes:  # no newline yet: the line is too long; skip the rest of it
-                rest = _skip_line(f)
+                rest = _skip_line(f)[1]
             if lines and max(map(len, lines)) > max_line_bytes:
                 lines = [line for line in lines if len(line) <= max_line_bytes]
             try:  # the common case: every line an object, decoded by one C-level map
@@ -128,13 +159,18 @@ def _is_dict(value: object) -> bool:
     return type(value) is dict
 
 
-def _skip_line(f: IO[bytes]) -> bytes:
-    """Read past the end of the current line; what follows it in the last block read."""
+def _skip_line(f: IO[bytes]) -> tuple[int, bytes]:
+    """Read past the end of the current line: (bytes read up to and including its newline, what follows
+    the newline in the last block read)."""
+    size = 0
     while True:
         block = f.read(_READ_BYTES)
         cut = block.find(b"\n")
-        if not block or cut >= 0:
-            return block[cut + 1 :] if block else b""
+        if not block:
+            return size, b""
+        if cut >= 0:
+            return size + cut + 1, block[cut + 1 :]
+        size += len(block)
 
 
 def _guarded(items: Iterator[_T], label: str) -> Iterator[_T]:
