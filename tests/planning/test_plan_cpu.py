@@ -8,11 +8,13 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from tracegen.config import RunConfig
-from tracegen.planning import file_readers, flan_options
+from tracegen.planning import file_readers, flan_options, mix
 from tracegen.planning.file_readers import _jsonl_objects, _read_jsonl
+from tracegen.planning.mix import Selection
 from tracegen.planning.params import chat_body
 from tracegen.planning.plan_lines import request_line, request_line_maker
 from tracegen.planning.plan_spill import _cand_record, _plan_row, _plan_values
@@ -235,3 +237,34 @@ def _replace_tokens(record: Record, tokens: int) -> Record:
 
 def test_no_line_ends_inside_the_mark() -> None:
     assert re.search(r"[\n\r]", json.dumps("\x00tracegen-messages\x00")) is None
+
+
+# ---- the pooled submixes (CoT, NIv2) sampled with whole-array steps ---------------------------------------
+def _reference_pooled(
+    counts: list[int], quota: int, cap: int | None, rng: np.random.RandomState
+) -> Selection:
+    """_pooled as it was: a few arrays per task."""
+    tasks, locals_ = [], []
+    for t, c in enumerate(counts):
+        if c == 0:
+            continue
+        chosen = rng.permutation(c)[:cap].astype(np.int64) if cap is not None and c > cap else np.arange(c)
+        tasks.append(np.full(len(chosen), t, dtype=np.int64))
+        locals_.append(chosen.astype(np.int64))
+    if not tasks:
+        return Selection(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+    pool_task, pool_local = np.concatenate(tasks), np.concatenate(locals_)
+    pick = rng.permutation(len(pool_task))[:quota]
+    return Selection(pool_task[pick], pool_local[pick])
+
+
+@pytest.mark.parametrize("cap", [None, 1, 3, 20])
+def test_pooled_draws_what_it_drew_task_by_task(cap: int | None) -> None:
+    rnd = random.Random(cap)
+    for case in range(60):
+        counts = [rnd.choice([0, 0, 1, 2, 5, 30]) for _ in range(rnd.randint(0, 40))]
+        quota = rnd.randint(1, 1 + sum(counts))
+        got = mix._pooled(counts, quota, cap, np.random.RandomState(case))
+        want = _reference_pooled(counts, quota, cap, np.random.RandomState(case))
+        assert got.task.tolist() == want.task.tolist() and got.local.tolist() == want.local.tolist()
+        assert got.task.dtype == want.task.dtype == got.local.dtype == np.int64
