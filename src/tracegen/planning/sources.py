@@ -25,7 +25,7 @@ The planner reads each source once (:mod:`tracegen.planning.plan`); the per-task
 datasets, through ``datasets`` streaming with ``columns=``) and every row of other formats.
 
 A spec that has a data-file extension is a path, never a Hub id. Nothing is loaded whole: JSON lines are read
-line by line, JSON arrays are decoded incrementally, Parquet by record batches, saved datasets in batches
+in blocks of lines (64 KiB), JSON arrays are decoded incrementally, Parquet by record batches, saved datasets in batches
 from the memory map, Hub datasets as a stream.
 
 Columns are normalised (:func:`normalize_row`): ``inputs``/``targets``/``task_source``/``task_name``/
