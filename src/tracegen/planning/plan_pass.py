@@ -129,6 +129,7 @@ def _walk(
                     if on_reject is not None:
                         on_reject(_too_long_rejection(setup, _record(row, index, choice), tokens))
                 continue
+        # the clean step's exact_question / exact_pair key
         key = text_hash(row.question) if by_question else pair_hash(choice.system_prompt, row.question)
         yield _Classified(row, index, choice, key)
 

@@ -195,7 +195,7 @@ def _spill_plan(
         pos = where.get(seq)
         if pos is None:
             continue
-        submix, question, system = cand[0], cand[2], cand[8]
+        submix, _index, question, *_, system, _train = cand  # _Store.scan's candidate columns
         tokens = count(system, question)
         if limit is not None and tokens > limit:
             record = _cand_record(tuple(cand))

@@ -25,8 +25,8 @@ The planner reads each source once (:mod:`tracegen.planning.plan`); the per-task
 datasets, through ``datasets`` streaming with ``columns=``) and every row of other formats.
 
 A spec that has a data-file extension is a path, never a Hub id. Nothing is loaded whole: JSON lines are read
-in blocks of lines (64 KiB), JSON arrays are decoded incrementally, Parquet by record batches, saved datasets in batches
-from the memory map, Hub datasets as a stream.
+in blocks of lines (64 KiB), JSON arrays are decoded incrementally, Parquet by record batches, saved datasets
+in batches from the memory map, Hub datasets as a stream.
 
 Columns are normalised (:func:`normalize_row`): ``inputs``/``targets``/``task_source``/``task_name``/
 ``template_type``; the seqio spelling with a leading underscore (``_task_source``, ``_task_name``,
