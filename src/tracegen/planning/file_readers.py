@@ -10,7 +10,7 @@ import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import orjson
 
@@ -24,6 +24,7 @@ _decode_json = json.JSONDecoder().decode
 
 # ---- readers: each yields (where, raw dict or _Bad) ------------------------------------------------------
 RawItem = tuple[str, "dict[str, Any] | _Bad"]
+_T = TypeVar("_T")
 
 
 def _open_text(path: Path) -> IO[bytes]:
@@ -63,37 +64,116 @@ _NOT_FAST = object()
 
 
 def _read_jsonl(path: Path, label: str, max_line_bytes: int) -> Iterator[RawItem]:
+    """``(file:line, object or why the line is bad)`` of each non-blank line, a block of lines at a time."""
     with _open_text(path) as f:
-        for lineno, line, size in _lines(f, max_line_bytes):
-            where = f"{label}:{lineno}"
-            if line is None:
-                yield (
-                    where,
-                    _Bad("line_too_long", "line", f"is {size:,} bytes, over the {max_line_bytes:,} limit"),
-                )
-                continue
-            if not line.strip():
-                continue
-            try:
-                value = orjson.loads(
-                    line
-                )  # fast path; anything it refuses gets the standard parser's verdict
+        lineno, rest = 1, b""  # lineno: the number of the block's first line
+        while True:
+            block = f.read(_READ_BYTES)
+            lines = (rest + block).split(b"\n")
+            rest = lines.pop() if block else b""
+            too_long = None
+            if len(rest) > max_line_bytes:  # no newline yet: the line is too long; skip the rest of it
+                size, after = _skip_line(f)
+                too_long, rest = len(rest) + size, after
+            yield from _jsonl_items(lines, lineno, label, max_line_bytes, ended=not block)
+            lineno += len(lines)
+            if too_long is not None:
+                what = f"is {too_long:,} bytes, over the {max_line_bytes:,} limit"
+                yield f"{label}:{lineno}", _Bad("line_too_long", "line", what)
+                lineno += 1
+            if not block:
+                return
+
+
+def _jsonl_items(
+    lines: list[bytes], first: int, label: str, max_line_bytes: int, *, ended: bool
+) -> Iterator[RawItem]:
+    """The items of a block of lines, the first numbered ``first``; ``ended``: its last line ends the file
+    without a newline."""
+    if lines and max(map(len, lines)) <= max_line_bytes:
+        try:  # the common case: every line an object, decoded by one C-level map
+            values = list(map(orjson.loads, lines))
+        except orjson.JSONDecodeError:
+            values = []
+        if values and all(map(_is_dict, values)):
+            numbers = map(str, range(first, first + len(lines)))
+            yield from zip(map(f"{label}:".__add__, numbers), values, strict=True)
+            return
+    for i, line in enumerate(lines):
+        newline = b"" if ended and i == len(lines) - 1 else b"\n"
+        if len(line) > max_line_bytes:
+            what = f"is {len(line) + len(newline):,} bytes, over the {max_line_bytes:,} limit"
+            yield f"{label}:{first + i}", _Bad("line_too_long", "line", what)
+        elif line.strip():
+            # the newline kept: the standard parser's messages then name the positions they always did
+            yield f"{label}:{first + i}", _decode_line(line + newline)
+
+
+def _decode_line(line: bytes) -> dict[str, Any] | _Bad:
+    """One JSON line (newline included) as an object, or why it is bad."""
+    try:
+        value = orjson.loads(line)  # fast path; anything it refuses gets the standard parser's verdict
+    except orjson.JSONDecodeError:
+        value = _NOT_FAST
+    try:
+        if value is _NOT_FAST:
+            value = _decode_json(line.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        text = line[:8000].decode("utf-8", errors="replace").rstrip("\r\n")
+        return _Bad("malformed_json", "line", f"is not valid JSON ({_short(e)})", text[:2000])
+    except RecursionError:
+        return _Bad("malformed_json", "line", "is not valid JSON (nested too deeply)")
+    return _as_object(value)
+
+
+_READ_BYTES = 1 << 16
+"""Block size of the task-size read of JSON lines (small blocks stay in the CPU cache and the heap small)."""
+
+
+def _jsonl_objects(path: Path, max_line_bytes: int) -> Iterator[dict[str, Any]]:
+    """The objects ``_read_jsonl`` yields, nothing else (for the cheap task-size read, which leaves bad
+    lines out), decoded a block of lines at a time."""
+    with _open_text(path) as f:
+        rest = b""
+        while True:
+            block = f.read(_READ_BYTES)
+            lines = (rest + block).split(b"\n")
+            rest = lines.pop() if block else b""
+            if len(rest) > max_line_bytes:  # no newline yet: the line is too long; skip the rest of it
+                rest = _skip_line(f)[1]
+            if lines and max(map(len, lines)) > max_line_bytes:
+                lines = [line for line in lines if len(line) <= max_line_bytes]
+            try:  # the common case: every line an object, decoded by one C-level map
+                values: list[Any] = list(map(orjson.loads, lines))
             except orjson.JSONDecodeError:
-                value = _NOT_FAST
-            try:
-                if value is _NOT_FAST:
-                    value = _decode_json(line.decode("utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                text = line[:8000].decode("utf-8", errors="replace").rstrip("\r\n")
-                yield where, _Bad("malformed_json", "line", f"is not valid JSON ({_short(e)})", text[:2000])
-                continue
-            except RecursionError:
-                yield where, _Bad("malformed_json", "line", "is not valid JSON (nested too deeply)")
-                continue
-            yield where, _as_object(value)
+                values = [_decode_line(line + b"\n") for line in lines if line.strip()]
+            if all(map(_is_dict, values)):
+                yield from values
+            else:
+                yield from (value for value in values if type(value) is dict)
+            if not block:
+                return
 
 
-def _guarded(items: Iterator[RawItem], label: str) -> Iterator[RawItem]:
+def _is_dict(value: object) -> bool:
+    return type(value) is dict
+
+
+def _skip_line(f: IO[bytes]) -> tuple[int, bytes]:
+    """Read past the end of the current line: (bytes read up to and including its newline, what follows
+    the newline in the last block read)."""
+    size = 0
+    while True:
+        block = f.read(_READ_BYTES)
+        cut = block.find(b"\n")
+        if not block:
+            return size, b""
+        if cut >= 0:
+            return size + cut + 1, block[cut + 1 :]
+        size += len(block)
+
+
+def _guarded(items: Iterator[_T], label: str) -> Iterator[_T]:
     """``items``, with an unreadable file (bad gzip, invalid UTF-8 in a .json array, I/O error) as one
     SourceError line instead of a traceback."""
     import zlib

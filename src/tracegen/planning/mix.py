@@ -161,24 +161,21 @@ def _locals_for_sequence(task_seq: IntArray, counts: Sequence[int], rng: np.rand
 
 def _pooled(counts: Sequence[int], quota: int, cap: int | None, rng: np.random.RandomState) -> Selection:
     """Up to ``cap`` random rows per task, then a random subset of the pool (random order)."""
-    tasks: list[IntArray] = []
-    locals_: list[IntArray] = []
-    for t, c in enumerate(counts):
-        c = int(c)
-        if c == 0:
-            continue
-        if cap is not None and c > cap:
-            chosen = rng.permutation(c)[:cap].astype(np.int64)
-        else:
-            chosen = np.arange(c, dtype=np.int64)
-        tasks.append(np.full(len(chosen), t, dtype=np.int64))
-        locals_.append(chosen)
-    if not tasks:
+    sizes = np.asarray(counts, dtype=np.int64).reshape(-1)
+    tasks = np.flatnonzero(sizes > 0)
+    if not len(tasks):
         return Selection(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
-    pool_task = np.concatenate(tasks)
-    pool_local = np.concatenate(locals_)
+    full = sizes[tasks]
+    kept = full if cap is None else np.minimum(full, cap)
+    # the pool in task order: task t's rows 0..kept-1 (built at once, not a few arrays per task) ...
+    pool_task = np.repeat(tasks, kept)
+    starts = np.cumsum(kept) - kept
+    pool_local = np.arange(len(pool_task), dtype=np.int64) - np.repeat(starts, kept)
+    # ... except that a task over the cap keeps a random subset: the same draws, in the same task order
+    for i in np.flatnonzero(full > kept).tolist():
+        pool_local[starts[i] : starts[i] + kept[i]] = rng.permutation(int(full[i]))[: int(kept[i])]
     pick = rng.permutation(len(pool_task))[:quota]
-    return Selection(pool_task[pick], pool_local[pick])
+    return Selection(pool_task[pick].astype(np.int64), pool_local[pick])
 
 
 def select_submix(

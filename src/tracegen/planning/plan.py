@@ -40,6 +40,7 @@ Decisions (documented for users):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -57,12 +58,12 @@ from ..rundir import RunPaths, read_plan, write_files_atomically
 from .decontaminate import decontamination_parameters
 from .mix import mix_shares
 from .params import chat_body
-from .plan_lines import plan_line, request_line
+from .plan_lines import plan_line, request_line_maker
 from .plan_pass import REJECTIONS_PER_REASON as REJECTIONS_PER_REASON
 from .plan_pass import _read_once, _setup
 from .plan_select import _candidate_thresholds, _choose_and_spill, _estimate
 from .plan_select import _submix_quotas as _submix_quotas
-from .plan_spill import _plan_record, _Store
+from .plan_spill import _PLAN_COLUMNS, _plan_record, _Store
 from .plan_stats import DROP_REASONS as DROP_REASONS
 from .plan_stats import PlanStats, label_order, shortfall_message
 from .sources import RejectCallback
@@ -214,16 +215,21 @@ def write_plan(plan: Plan, run_dir: str | Path, *, shard: tuple[int, int] | None
     tokens = dict.fromkeys(SUBMIXES, 0)
     per_message: dict[str, int] = {}
 
+    request = request_line_maker(functools.partial(chat_body, config=plan.config))
+    at = {name: i for i, name in enumerate(_PLAN_COLUMNS)}
+    i_id, i_submix, i_system, i_question, i_tokens = (
+        at[name] for name in ("id", "submix", "system_prompt", "question", "prompt_tokens")
+    )
+
     def write_lines(files: list[IO[str]]) -> None:
         plan_file, requests_file = files
         for pos, label, values in plan._columns():
             if shard is not None and pos % shard[1] != shard[0]:
                 continue
-            record = _plan_record(values)
             plan_file.write(plan_line(values) + "\n")
-            requests_file.write(request_line(record.id, request_body(record, plan.config)) + "\n")
-            planned[record.submix] += 1
-            tokens[record.submix] += record.prompt_tokens
+            requests_file.write(request(values[i_id], values[i_system], values[i_question]) + "\n")
+            planned[values[i_submix]] += 1
+            tokens[values[i_submix]] += values[i_tokens]
             per_message[label] = per_message.get(label, 0) + 1
 
     write_files_atomically([RunPaths(run).plan, RunPaths(run).requests], write_lines)

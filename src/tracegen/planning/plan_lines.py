@@ -12,6 +12,7 @@ the same for every planned record. Strings go through ``json.encoder.encode_base
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from json.encoder import encode_basestring
 from typing import Any
 
@@ -49,7 +50,7 @@ def plan_line(values: tuple[Any, ...]) -> str:
     """``json.dumps(record.to_dict(), ensure_ascii=False)`` of the planned record with these column values."""
     if not _DIRECT:
         return _dumps(Record(**dict(zip(_PLAN_COLUMNS, values, strict=True))).to_dict())
-    return "".join([head + _value(value) for head, value in zip(_HEADS, values, strict=True)]) + _TAIL
+    return "".join(map(str.__add__, _HEADS, map(_value, values))) + _TAIL
 
 
 _REQUEST_HEAD = '{"custom_id": '
@@ -59,3 +60,46 @@ _REQUEST_MIDDLE = ', "method": "POST", "url": "/v1/chat/completions", "body": '
 def request_line(custom_id: str, body: dict[str, Any]) -> str:
     """The Batch API input line ``{"custom_id", "method", "url", "body"}`` as ``json.dumps`` writes it."""
     return _REQUEST_HEAD + encode_basestring(custom_id) + _REQUEST_MIDDLE + _dumps(body) + "}"
+
+
+#: Stands for the messages in a body built once per plan; a JSON string no config value can spell.
+_MESSAGES_MARK = "\x00tracegen-messages\x00"
+
+
+def request_line_maker(
+    body_for: Callable[[list[dict[str, str]]], dict[str, Any]],
+) -> Callable[[str, str, str], str]:
+    """``(custom_id, system_prompt, question) -> request_line(custom_id, body_for(messages))``, the same text.
+
+    Every planned body differs only in its messages (``Record.messages()``: a system message unless it is
+    empty, then the user's), so the rest of the body is encoded once, around a mark, and each line only
+    encodes its two strings.
+    """
+    template = _dumps(body_for(_MESSAGES_MARK))  # type: ignore[arg-type]
+    parts = template.split(encode_basestring(_MESSAGES_MARK))
+    if len(parts) != 2:  # the mark is not where the messages go: encode each body whole
+        return lambda custom_id, system, question: request_line(
+            custom_id, body_for(_messages(system, question))
+        )
+    head = _REQUEST_HEAD.__add__
+    middle = _REQUEST_MIDDLE + parts[0] + '[{"role": "system", "content": '
+    middle_user = _REQUEST_MIDDLE + parts[0] + '[{"role": "user", "content": '
+    tail = "}]" + parts[1] + "}"
+
+    def line(custom_id: str, system: str, question: str) -> str:
+        if system:
+            return (
+                head(encode_basestring(custom_id))
+                + middle
+                + encode_basestring(system)
+                + '}, {"role": "user", "content": '
+                + encode_basestring(question)
+                + tail
+            )
+        return head(encode_basestring(custom_id)) + middle_user + encode_basestring(question) + tail
+
+    return line
+
+
+def _messages(system: str, question: str) -> list[dict[str, str]]:
+    return Record(id="", submix="", question=question, system_prompt=system, key="-").messages()

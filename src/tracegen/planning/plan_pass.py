@@ -17,7 +17,7 @@ from ..config import RunConfig
 from ..errors import ConfigError, SourceError
 from ..records import SUBMIXES, Record, pair_hash, text_hash
 from .decontaminate import Decontaminator
-from .mix import is_bigbench, is_zero_shot
+from .mix import ZERO_SHOT_TEMPLATES, is_bigbench
 from .plan_spill import _SPILL_BATCH, _cand_row, _CandRow, _Store
 from .plan_stats import PlanStats
 from .sources import RejectCallback, Rejection, Source, SourceRow, SourceStats
@@ -31,12 +31,6 @@ _CHAT_OVERHEAD_BOUND = 3 + 2 * (3 + 1)  # reply priming + two messages (3 each +
 def _rank_prefix(seed: int, submix: str) -> Any:
     """The blake2b state after ``"{seed}\\0rank\\0{submix}\\0"``: each rank hashes only its index on top."""
     return hashlib.blake2b(f"{seed}\x00rank\x00{submix}\x00".encode("utf-8", "surrogatepass"), digest_size=8)
-
-
-def _dedup_key(choice: Choice, row: SourceRow, by_question: bool) -> int:
-    if by_question:
-        return text_hash(row.question)  # the clean step's exact_question key
-    return pair_hash(choice.system_prompt, row.question)  # the clean step's exact_pair key
 
 
 def _messages(system_prompt: str, question: str) -> list[dict[str, str]]:
@@ -99,36 +93,49 @@ def _walk(
 ) -> Iterator[_Classified]:
     """Classify rows identically in both passes; count drops into ``stats`` (pass 1 only)."""
     next_index = dict.fromkeys(SUBMIXES, 0)
+    choose, by_question = setup.chooser.choose, setup.dedup_questions
+    limit = setup.limit if setup.reject_too_long else None
     for row in rows:
-        index = next_index[row.submix]
-        next_index[row.submix] = index + 1
-        if not is_zero_shot(row.template_type):
+        submix = row.submix
+        index = next_index[submix]
+        next_index[submix] = index + 1
+        if row.template_type not in ZERO_SHOT_TEMPLATES:
             if stats is not None:
                 stats.dropped["fewshot"] += 1
                 if on_reject is not None and stats.dropped["fewshot"] <= REJECTIONS_PER_REASON:
                     detail = f"template {row.template_type}: Orca takes zero-shot templates only"
                     on_reject(_drop_rejection(row, "fewshot", detail))
             continue
-        if row.submix == "t0" and is_bigbench(row.task_name):
+        if submix == "t0" and _is_bigbench(row.task_name):
             if stats is not None:
                 stats.dropped["bigbench"] += 1
                 if on_reject is not None and stats.dropped["bigbench"] <= REJECTIONS_PER_REASON:
                     on_reject(_drop_rejection(row, "bigbench", "Big-Bench task in T0: Orca leaves them out"))
             continue
-        choice = setup.chooser.choose(row, index)
+        choice = choose(row, index)
         if setup.decontaminator is not None and _contaminated(
             setup.decontaminator, row, index, choice, stats, on_reject
         ):
             continue
-        if setup.reject_too_long and setup.limit is not None:
-            tokens = _prompt_tokens_if_too_long(choice, row, setup.encoding, setup.limit)
+        # a str of k characters is at most 4k UTF-8 bytes: most rows skip the byte count below
+        if (
+            limit is not None
+            and 4 * (len(choice.system_prompt) + len(row.question)) > limit - _CHAT_OVERHEAD_BOUND
+        ):
+            tokens = _prompt_tokens_if_too_long(choice, row, setup.encoding, limit)
             if tokens is not None:
                 if stats is not None:
                     stats.dropped["too_long"] += 1
                     if on_reject is not None:
                         on_reject(_too_long_rejection(setup, _record(row, index, choice), tokens))
                 continue
-        yield _Classified(row, index, choice, _dedup_key(choice, row, setup.dedup_questions))
+        # the clean step's exact_question / exact_pair key
+        key = text_hash(row.question) if by_question else pair_hash(choice.system_prompt, row.question)
+        yield _Classified(row, index, choice, key)
+
+
+#: Whether a task is Big-Bench, per task name (a source has a few thousand names at most).
+_is_bigbench = functools.lru_cache(maxsize=1 << 14)(is_bigbench)
 
 
 def _contaminated(
@@ -254,13 +261,17 @@ def _read_once(
     source_stats = SourceStats()
     batch: list[_CandRow] = []
     seed = setup.config.seed
+    rank_of = {s: _rank_prefix(seed, s) for s in SUBMIXES}
     for item in _walk(setup, setup.source.iter_rows(on_reject, source_stats), stats, on_reject):
-        task = (item.row.submix, item.row.task_name)
+        submix = item.row.submix
+        task = (submix, item.row.task_name)
         tid = task_ids.setdefault(task, len(task_ids))
         seq = len(keys)
         keys.append(item.key)
         tasks.append(tid)
-        rank = _rank(seed, item.row.submix, item.index)
+        h = rank_of[submix].copy()  # _rank, inlined: the pass's hottest line
+        h.update(str(item.index).encode())
+        rank = int.from_bytes(h.digest(), "big") >> 1
         if rank < thresholds.get(task, _RANK_SPACE):
             batch.append(_cand_row(item, seq, tid, rank))
             if len(batch) >= _SPILL_BATCH:

@@ -10,12 +10,19 @@ import numpy as np
 from ..config import RunConfig
 from ..errors import PlanError, SourceError
 from ..records import SUBMIXES
-from .mix import interleave, is_bigbench, is_zero_shot, quotas, select_submix
-from .plan_pass import _RANK_SPACE, REJECTIONS_PER_REASON, _second_pass, _Setup, _too_long_detail
-from .plan_spill import _SPILL_BATCH, _cand_record, _plan_row, _Store
+from .mix import ZERO_SHOT_TEMPLATES, interleave, quotas, select_submix
+from .plan_pass import (
+    _RANK_SPACE,
+    REJECTIONS_PER_REASON,
+    _is_bigbench,
+    _second_pass,
+    _Setup,
+    _too_long_detail,
+)
+from .plan_spill import _SPILL_BATCH, _cand_record, _plan_values, _Store
 from .plan_stats import PlanStats, label_order
 from .sources import RejectCallback, Rejection
-from .tokens import count_chat_tokens
+from .tokens import chat_tokens_counter
 
 
 def _submix_quotas(
@@ -42,7 +49,7 @@ def _estimate(setup: _Setup, stats: PlanStats) -> dict[tuple[str, str], int]:
     """Zero-shot, non-Big-Bench rows per (submix, task), before dedup: read cheaply (see Source)."""
     counts: dict[tuple[str, str], int] = {}
     for submix, task, template in setup.source.iter_task_keys():
-        if is_zero_shot(template) and not (submix == "t0" and is_bigbench(task)):
+        if template in ZERO_SHOT_TEMPLATES and not (submix == "t0" and _is_bigbench(task)):
             counts[(submix, task)] = counts.get((submix, task), 0) + 1
     kinds = {setup.source.column_read(i) for i in range(len(setup.source.parts))}
     stats.task_sizes_read = "+".join(
@@ -181,22 +188,25 @@ def _spill_plan(
     where: dict[int, int] = {}
     for tid, seqs in chosen.items():
         where.update(zip(seqs, picks[tid].tolist(), strict=True))
+    count = chat_tokens_counter(setup.encoding)
+    limit = setup.limit
     # one sequential scan of the candidates (about 1.1x the plan) rather than a lookup per task
-    for seq, label, *values in store.scan():
+    for seq, label, *cand in store.scan():
         pos = where.get(seq)
         if pos is None:
             continue
-        record = _cand_record(tuple(values))
-        record.prompt_tokens = count_chat_tokens(record.messages(), setup.encoding)
-        if setup.limit is not None and record.prompt_tokens > setup.limit:
+        submix, _index, question, *_, system, _train = cand  # _Store.scan's candidate columns
+        tokens = count(system, question)
+        if limit is not None and tokens > limit:
+            record = _cand_record(tuple(cand))
             raise PlanError(
                 f"request {record.id} ({record.source}) is too long: "
-                f"{_too_long_detail(setup, record.prompt_tokens)}; lower --max-tokens, choose a "
+                f"{_too_long_detail(setup, tokens)}; lower --max-tokens, choose a "
                 "model with a larger context, or set on_too_long: reject"
             )
         per_message[label] = per_message.get(label, 0) + 1
-        tokens_per_submix[record.submix] += record.prompt_tokens
-        batch.append(_plan_row(pos, label, record))
+        tokens_per_submix[submix] += tokens
+        batch.append((pos, label, *_plan_values(cand, tokens)))
         if len(batch) >= _SPILL_BATCH:
             store.add_plan(batch)
             batch = []

@@ -8,12 +8,13 @@ move to the file, so a source of millions of rows plans in bounded memory. Both 
 
 from __future__ import annotations
 
+import operator
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..records import Record
+from ..records import Record, content_key
 
 if TYPE_CHECKING:
     from .plan_pass import _Classified
@@ -60,6 +61,28 @@ _SELECT_PLAN = "SELECT pos, label, " + ", ".join(_PLAN_COLUMNS) + " FROM plan OR
 
 def _plan_row(pos: int, label: str, record: Record) -> tuple[Any, ...]:
     return (pos, label, *[getattr(record, name) for name in _PLAN_COLUMNS])
+
+
+def _plan_values(
+    cand: Sequence[Any], prompt_tokens: int
+) -> tuple[str, str, str, str, int | None, str | None, str, str, str, str, int, str]:
+    """:data:`_PLAN_COLUMNS` of the Record a candidate (``_cand_record``'s columns) becomes, built directly."""
+    (submix, idx, question, target, task_name, template_type, source, message_id, system, train) = cand
+    key = content_key(system, question)
+    return (
+        f"{submix}.{idx}",
+        submix,
+        question,
+        system,
+        message_id,
+        train,
+        task_name,
+        template_type,
+        target,
+        key,
+        prompt_tokens,
+        source,
+    )
 
 
 def _plan_record(values: tuple[Any, ...]) -> Record:
@@ -111,6 +134,9 @@ _CAND_COLUMNS = "submix, idx, question, target, task_name, template_type, source
 _SCAN_COLUMNS = "seq, label, " + _CAND_COLUMNS + ", message_id, system_prompt, train_system_prompt"
 
 
+_first, _second, _question, _target = (operator.itemgetter(i) for i in (0, 1, 6, 7))
+
+
 class _Store:
     """The candidates (``_CandRow``) and the chosen rows (plan position, label, :data:`_PLAN_COLUMNS`)."""
 
@@ -140,18 +166,17 @@ class _Store:
         return con
 
     def add_candidates(self, rows: list[_CandRow]) -> None:
-        """Add candidates; one whose ``seq`` is already there is left as it is."""
+        """Add candidates (distinct ``seq``s); one whose ``seq`` is already there is left as it is."""
         if self._con is not None:
             self._con.executemany(_INSERT_CAND, rows)
             return
-        cand, by_task, chars = self._cand, self._by_task, 0
-        for row in rows:
-            if row[0] not in cand:
-                cand[row[0]] = row
-                by_task.setdefault(row[1], []).append((row[2], row[0]))
-                self._unsorted.add(row[1])
-                chars += len(row[6]) + len(row[7])  # question, target
-        self._chars += chars
+        cand, by_task = self._cand, self._by_task
+        new = [row for row in rows if row[0] not in cand]
+        cand.update(zip(map(_first, new), new, strict=True))
+        for seq, tid, rank, *_ in new:
+            by_task.setdefault(tid, []).append((rank, seq))
+        self._unsorted.update(map(_second, new))
+        self._chars += sum(map(len, map(_question, new))) + sum(map(len, map(_target, new)))
         if len(cand) > MEMORY_ROWS or self._chars > MEMORY_CHARS:
             self._to_file()
 

@@ -266,8 +266,16 @@ def _template_type(template_raw: str) -> str | None:
 
 def _task_key(raw: Mapping[str, Any], path_hint: str) -> tuple[str, str, str] | None:
     """(submix, task_name, template_type) from the metadata columns, or None (Dialog, malformed)."""
-    source = raw.get("task_source") or raw.get("_task_source")
-    task = raw.get("task")
+    get = raw.get
+    source = get("task_source") or get("_task_source")
+    task = get("task")
+    # fast path: the published spellings (the same result as below)
+    submix = _FAST_SOURCE.get(source) if type(source) is str else None
+    if submix is not None and submix != "dialog":
+        name = get("task_name") or get("_task_name") or task
+        template_raw = get("template_type") or get("_template_type")
+        if type(name) is str and template_raw in _CANONICAL_TEMPLATES:
+            return (submix, name, template_raw)
     if isinstance(source, str):
         submix = submix_for_task_source(source)
     elif isinstance(task, str):

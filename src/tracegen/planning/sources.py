@@ -25,8 +25,8 @@ The planner reads each source once (:mod:`tracegen.planning.plan`); the per-task
 datasets, through ``datasets`` streaming with ``columns=``) and every row of other formats.
 
 A spec that has a data-file extension is a path, never a Hub id. Nothing is loaded whole: JSON lines are read
-line by line, JSON arrays are decoded incrementally, Parquet by record batches, saved datasets in batches
-from the memory map, Hub datasets as a stream.
+in blocks of lines (64 KiB), JSON arrays are decoded incrementally, Parquet by record batches, saved datasets
+in batches from the memory map, Hub datasets as a stream.
 
 Columns are normalised (:func:`normalize_row`): ``inputs``/``targets``/``task_source``/``task_name``/
 ``template_type``; the seqio spelling with a leading underscore (``_task_source``, ``_task_name``,
@@ -50,6 +50,7 @@ template_type) raises :class:`~tracegen.errors.BadRecordError` naming ``file:lin
 from __future__ import annotations
 
 import glob
+import itertools
 import logging
 import os
 import re
@@ -63,6 +64,7 @@ from .file_readers import (
     _DATA_SUFFIXES,
     RawItem,
     _guarded,
+    _jsonl_objects,
     _read_json,
     _read_jsonl,
     _read_parquet,
@@ -259,6 +261,9 @@ class Source:
         if part.kind == "hub" and _is_parquet_data(self._hub_files(part), part.data_files):
             yield from _read_hub_columns(part.target, part.label, part.split, part.data_files)
             return
+        if part.kind == "jsonl":
+            yield from _guarded(_jsonl_objects(Path(part.target), MAX_LINE_BYTES), part.label)
+            return
         for _where, raw in self._raw(part):
             if isinstance(raw, dict):
                 yield raw
@@ -279,10 +284,7 @@ class Source:
         """
         for part in self.parts:
             hint = part.target if part.kind != "hub" else (part.data_files or "")
-            for raw in self._meta_raw(part):
-                key = _task_key(raw, hint)
-                if key is not None:
-                    yield key
+            yield from filter(None, map(_task_key, self._meta_raw(part), itertools.repeat(hint)))
 
     def iter_rows(
         self, on_reject: RejectCallback | None = None, stats: SourceStats | None = None

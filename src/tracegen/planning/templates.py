@@ -338,6 +338,8 @@ class SystemMessageChooser:
         }
         self.mc_detector = mc_detector
         self.template_set = template_set
+        self._orca: dict[int, Choice] = {}
+        """The Choice of each Orca id (a Choice is immutable: every row drawing the id shares it)."""
 
     def orca_list(self, row: SourceRow) -> str:
         """Which id list ``row`` draws from: its submix, or ``flan_mc`` for multiple-choice Flan2021."""
@@ -358,4 +360,8 @@ class SystemMessageChooser:
             default_train = self.template_set.train_system_prompt
         ids = self.ids[self.orca_list(row)]
         message_id = ids[_draw(self.seed, row.submix, index, len(ids))]
-        return Choice(self.messages[message_id], message_id, default_train, str(message_id))
+        choice = self._orca.get(message_id)
+        if choice is None:
+            choice = Choice(self.messages[message_id], message_id, default_train, str(message_id))
+            self._orca[message_id] = choice
+        return choice

@@ -27,6 +27,7 @@ import marshal
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -38,6 +39,7 @@ from .prices import BATCH_FACTOR, Pricing, lookup, resolve_prices, strip_provide
 __all__ = [
     "ModelInfo",
     "Pricing",
+    "chat_tokens_counter",
     "count_chat_tokens",
     "count_text_tokens",
     "encoding_for_model",
@@ -292,3 +294,19 @@ def count_chat_tokens(messages: list[dict[str, str]], encoding: str) -> int:
             if key == "name":
                 total += 1
     return total
+
+
+def chat_tokens_counter(encoding: str) -> Callable[[str, str], int]:
+    """``(system_prompt, question) -> count_chat_tokens(messages, encoding)`` for the messages a planned
+    record sends (a system message unless it is empty, then the user's): the fixed parts counted once."""
+    encode = get_encoding(encoding).encode_ordinary
+    user = REPLY_PRIMING_TOKENS + TOKENS_PER_MESSAGE + _count_recurring("user", encoding)
+    system_role = TOKENS_PER_MESSAGE + _count_recurring("system", encoding)
+
+    def count(system_prompt: str, question: str) -> int:
+        total = user + len(encode(question))
+        if system_prompt:
+            total += system_role + _count_recurring(system_prompt, encoding)
+        return total
+
+    return count
