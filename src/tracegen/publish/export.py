@@ -55,7 +55,7 @@ from ..errors import ConfigError, RunDirError
 from ..rundir import CLEAN_STATS, MANIFEST, PLAN_STATS, STATS, RunPaths, read_json_if_exists
 from . import card as card_mod
 from .export_formats import DEFAULT_FORMAT, FORMATS, _format, features_for
-from .export_records import read_records
+from .export_records import read_record_dicts, read_records
 from .export_writers import _arrow_table as _arrow_table
 from .export_writers import _ShardWriter, _Tally
 
@@ -164,7 +164,7 @@ def export(
     options.check()
     _check_output_dir(out)
     summary = run_summary(run)  # validates the run's JSON files before any work
-    source, records = read_records(run)
+    source, records = read_record_dicts(run)
 
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -180,20 +180,21 @@ def export(
     tally, skipped = _Tally(), 0
     try:
         for r in records:
-            if r.response is None:
+            if r["response"] is None:
                 skipped += 1
                 continue
             tally.add(r)
-            if r.stage not in stage_dirs:
-                stage_dirs[r.stage] = f"stage{len(stage_dirs)}"
+            stage = r["stage"]
+            if stage not in stage_dirs:
+                stage_dirs[stage] = f"stage{len(stage_dirs)}"
             for f in fmts:
-                w = writers.get((f, r.stage))
+                w = writers.get((f, stage))
                 if w is None:
-                    root = tmp / f".{f}.{stage_dirs[r.stage]}"
-                    w = writers[(f, r.stage)] = _ShardWriter(
+                    root = tmp / f".{f}.{stage_dirs[stage]}"
+                    w = writers[(f, stage)] = _ShardWriter(
                         root, FORMATS[f].features, shard_rows, batch_rows, jsonl
                     )
-                w.add(FORMATS[f].row(r))
+                w.add(FORMATS[f].row_of_dict(r))
         if not writers:  # datasets cannot load a split with no rows: say so instead of writing one
             raise RunDirError(
                 f"{run}: no answered records in {source} to export; run `tracegen run` (or check its filters)"

@@ -13,8 +13,8 @@ import pyarrow as pa
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
-from ..records import Record
 from ..rundir import json_line
+from .export_formats import RecordDict
 from .features import Features
 
 __all__ = ["PARQUET_COMPRESSION"]
@@ -33,7 +33,7 @@ class _ShardWriter:
         self.nbytes = 0
         """Arrow (in-memory) size of the rows: ``datasets``' ``num_bytes``."""
         self._buffer: list[bytes] = []
-        """JSON lines of the rows not yet in Parquet (the Arrow table is parsed from them in C++)."""
+        """JSON lines of the rows not yet written (the Arrow table is parsed from them in C++)."""
         self._shards: list[Path] = []
         self._writer: pq.ParquetWriter | None = None
         self._in_shard = 0
@@ -41,10 +41,7 @@ class _ShardWriter:
         self._jsonl: IO[bytes] | None = (root / "train.jsonl").open("wb") if jsonl else None
 
     def add(self, row: dict[str, Any]) -> None:
-        line = json_line(row)
-        self._buffer.append(line)
-        if self._jsonl is not None:
-            self._jsonl.write(line)
+        self._buffer.append(json_line(row))
         self.rows += 1
         if len(self._buffer) >= self.batch_rows or self._in_shard + len(self._buffer) >= self.shard_rows:
             self._flush()
@@ -56,7 +53,10 @@ class _ShardWriter:
             path = self.root / "data" / f"train-{len(self._shards):05d}.parquet.partial"
             self._shards.append(path)
             self._writer = pq.ParquetWriter(path, self.schema, compression=PARQUET_COMPRESSION)
-        table = _arrow_table(self._buffer, self.schema)
+        data = b"".join(self._buffer)
+        if self._jsonl is not None:
+            self._jsonl.write(data)  # a batch at a time: the same bytes as line by line
+        table = _arrow_table(self._buffer, self.schema, data)
         self.nbytes += table.nbytes
         self._writer.write_table(table)
         self._in_shard += len(self._buffer)
@@ -90,14 +90,15 @@ class _ShardWriter:
             self._jsonl.close()
 
 
-def _arrow_table(lines: list[bytes], schema: pa.Schema) -> pa.Table:
+def _arrow_table(lines: list[bytes], schema: pa.Schema, data: bytes | None = None) -> pa.Table:
     """The rows (JSON lines) as one Arrow table of ``schema``: what ``Table.from_pylist`` gives.
 
     Parsed by pyarrow's JSON reader: from_pylist would import pandas (~0.3 s) for its array-like check,
-    and the rows are serialised for train.jsonl anyway. Anything that reader refuses goes through
+    and the rows are serialised for train.jsonl anyway (``data``: the lines joined, when the caller has them). Anything that reader refuses goes through
     from_pylist, so the table is always the same (tests/publish/test_export_fast.py compares the two).
     """
-    data = b"".join(lines)
+    if data is None:
+        data = b"".join(lines)
     if len(data) < _JSON_BLOCK_MAX:
         parse = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error")
         read = pa_json.ReadOptions(use_threads=False, block_size=max(len(data), 1) + 1)
@@ -124,6 +125,9 @@ _JSON_BLOCK_MAX = 2**31 - 2
 """pyarrow's JSON block size is an int32: larger buffers go through from_pylist."""
 
 
+_VERDICT = {True: "agrees", False: "disagrees", None: "unknown"}
+
+
 @dataclass
 class _Tally:
     """What ended up in the dataset: counts the card's tables are built from."""
@@ -140,20 +144,21 @@ class _Tally:
     completion_tokens: int = 0
     cost_usd: float = 0.0
 
-    def add(self, r: Record) -> None:
+    def add(self, r: RecordDict) -> None:
+        """Count one exported record (a record dict, :meth:`Record.to_dict`'s keys)."""
         self.rows += 1
-        self.by_submix[r.submix] += 1
-        self.by_stage[r.stage] += 1
-        self.by_model[(r.model, r.model_returned)] += 1
-        key = (r.system_message_id, r.system_prompt, r.train_system_prompt)
+        self.by_submix[r["submix"]] += 1
+        self.by_stage[r["stage"]] += 1
+        self.by_model[(r["model"], r["model_returned"])] += 1
+        train = r["train_system_prompt"]
+        key = (r["system_message_id"], r["system_prompt"], train)
         self.by_system[key] = self.by_system.get(key, 0) + 1
-        verdict = {True: "agrees", False: "disagrees", None: "unknown"}[r.agrees_with_target]
-        self.agreement[verdict] += 1
-        self.finish_reason[r.finish_reason or "unknown"] += 1
-        self.erased += r.train_system_prompt is not None
-        self.prompt_tokens += r.prompt_tokens
-        self.completion_tokens += r.completion_tokens
-        self.cost_usd += r.cost_usd
+        self.agreement[_VERDICT[r["agrees_with_target"]]] += 1
+        self.finish_reason[r["finish_reason"] or "unknown"] += 1
+        self.erased += train is not None
+        self.prompt_tokens += r["prompt_tokens"]
+        self.completion_tokens += r["completion_tokens"]
+        self.cost_usd += r["cost_usd"]
 
     def to_dict(self) -> dict[str, Any]:
         systems = sorted(self.by_system.items(), key=lambda kv: (kv[0][0] is None, kv[0][0] or 0, -kv[1]))
