@@ -33,7 +33,12 @@ class _ShardWriter:
         self.nbytes = 0
         """Arrow (in-memory) size of the rows: ``datasets``' ``num_bytes``."""
         self._buffer: list[bytes] = []
-        """JSON lines of the rows not yet written (the Arrow table is parsed from them in C++)."""
+        """JSON lines of the rows not yet parsed (the Arrow table is parsed from them in C++)."""
+        self._buffer_bytes = 0
+        self._parts: list[pa.Table] = []
+        """The parsed parts of the row group being filled."""
+        self._batch = 0
+        """Rows in the row group being filled (parsed or not)."""
         self._shards: list[Path] = []
         self._writer: pq.ParquetWriter | None = None
         self._in_shard = 0
@@ -41,33 +46,49 @@ class _ShardWriter:
         self._jsonl: IO[bytes] | None = (root / "train.jsonl").open("wb") if jsonl else None
 
     def add(self, row: dict[str, Any]) -> None:
-        self._buffer.append(json_line(row))
+        line = json_line(row)
+        self._buffer.append(line)
+        self._buffer_bytes += len(line)
         self.rows += 1
-        if len(self._buffer) >= self.batch_rows or self._in_shard + len(self._buffer) >= self.shard_rows:
+        self._batch += 1
+        if self._batch >= self.batch_rows or self._in_shard + self._batch >= self.shard_rows:
             self._flush()
+        elif self._buffer_bytes >= _PART_BYTES:
+            self._parse_part()
+
+    def _parse_part(self) -> None:
+        """Parse the pending lines into a part of the row group, and write them to train.jsonl."""
+        data = b"".join(self._buffer)
+        if self._jsonl is not None:
+            self._jsonl.write(data)  # a part at a time: the same bytes as line by line
+        self._parts.append(_arrow_table(self._buffer, self.schema, data))
+        self._buffer.clear()
+        self._buffer_bytes = 0
 
     def _flush(self) -> None:
-        if not self._buffer and self._shards:
+        if not self._batch and self._shards:
             return
         if self._writer is None:
             path = self.root / "data" / f"train-{len(self._shards):05d}.parquet.partial"
             self._shards.append(path)
             self._writer = pq.ParquetWriter(path, self.schema, compression=PARQUET_COMPRESSION)
-        data = b"".join(self._buffer)
-        if self._jsonl is not None:
-            self._jsonl.write(data)  # a batch at a time: the same bytes as line by line
-        table = _arrow_table(self._buffer, self.schema, data)
+        if self._buffer or not self._parts:
+            self._parse_part()
+        # one chunk per column, as one parse of the whole batch gives: the row group's pages are the same
+        parts, self._parts = self._parts, []
+        table = parts[0] if len(parts) == 1 else pa.concat_tables(parts).combine_chunks()
+        del parts
         self.nbytes += table.nbytes
         self._writer.write_table(table)
-        self._in_shard += len(self._buffer)
-        self._buffer.clear()
+        self._in_shard += self._batch
+        self._batch = 0
         if self._in_shard >= self.shard_rows:
             self._writer.close()
             self._writer, self._in_shard = None, 0
 
     def close(self) -> list[Path]:
         """Finish the last shard and name the shards ``-of-N``."""
-        if self._buffer or not self._shards:
+        if self._batch or not self._shards:
             self._flush()
         if self._writer is not None:
             self._writer.close()
@@ -121,6 +142,8 @@ def warm_up() -> None:
         writer.write_table(table)
 
 
+_PART_BYTES = 1 << 20
+"""JSON lines parsed at a time: memory reused from part to part, not a whole row group of text held."""
 _JSON_BLOCK_MAX = 2**31 - 2
 """pyarrow's JSON block size is an int32: larger buffers go through from_pylist."""
 

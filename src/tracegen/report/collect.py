@@ -11,16 +11,17 @@ reason, a few per staged question. A million-row run gives a report of a few hun
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 import random
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import RunDirError
-from ..rundir import RunPaths, read_json_if_exists, read_jsonl
+from ..rundir import RunPaths, read_json_if_exists, read_jsonl_numbered
 
 __all__ = ["LENGTH_BINS", "collect"]
 
@@ -34,14 +35,17 @@ EXAMPLES_PER_REASON = 3
 SAMPLE_STAGED = 60
 TEXT_CHARS = 3000
 MAX_POINTS = 240
+_NUMBER = (int, float)
+_CHUNK = 4096
+"""Trace rows aggregated at a time (bounded memory)."""
 
 
 def _lines(path: Path) -> Iterator[dict[str, Any]]:
     """Objects of a JSONL file; a torn or foreign line is skipped (the report never fails on one)."""
     if not path.exists():
         return
-    for obj in read_jsonl(path, skip_invalid=True):
-        if isinstance(obj, dict):
+    for _, obj in read_jsonl_numbered(path, skip_invalid=True):
+        if type(obj) is dict:  # what orjson gives for an object
             yield obj
 
 
@@ -99,34 +103,48 @@ class _Timeline:
     latency_n: int = 0
 
     def add(self, rec: Mapping[str, Any]) -> None:
-        cost = float(rec.get("cost_usd") or 0.0)
-        t = rec.get("answered_at")
-        if not isinstance(t, int | float):
-            if self.untimed_cost and self._untimed_open < self.untimed_step:
-                self.untimed_cost[-1] += cost
-                self._untimed_open += 1
-            else:
-                self.untimed_cost.append(cost)
-                self._untimed_open = 1
-            if len(self.untimed_cost) > 4 * MAX_POINTS:  # merge pairs: bounded whatever the run's size
-                c = self.untimed_cost
-                self.untimed_cost = [c[i] + (c[i + 1] if i + 1 < len(c) else 0) for i in range(0, len(c), 2)]
-                self.untimed_step *= 2
-                self._untimed_open = self.untimed_step if len(c) % 2 == 0 else self._untimed_open
-            return
-        b = self.buckets.setdefault(int(t / self.res_s), [0, 0.0, 0.0, 0, 0])
-        b[0] += 1
-        b[1] += cost
-        lat = rec.get("latency_s")
-        if isinstance(lat, int | float):
-            b[2] += lat
-            self.latency_hist[_bin(lat, LATENCY_BINS)] += 1
-            self.latency_n += 1
-        retried = rec.get("retried") or []
-        b[3] += len(retried)
-        b[4] += sum(1 for r in retried if r == 429)
-        if len(self.buckets) > 8 * MAX_POINTS:
-            self._coarsen()
+        self.add_many((rec,))
+
+    def add_many(self, recs: Iterable[Mapping[str, Any]]) -> None:
+        """Add answers in file order (the per-answer work of the report's largest file: kept lean)."""
+        buckets, res_s, hist = self.buckets, self.res_s, self.latency_hist
+        for rec in recs:
+            cost = float(rec.get("cost_usd") or 0.0)
+            t = rec.get("answered_at")
+            if not isinstance(t, _NUMBER):
+                self._add_untimed(cost)
+                continue
+            k = int(t / res_s)
+            b = buckets.get(k)
+            if b is None:
+                b = buckets[k] = [0, 0.0, 0.0, 0, 0]
+            b[0] += 1
+            b[1] += cost
+            lat = rec.get("latency_s")
+            if isinstance(lat, _NUMBER):
+                b[2] += lat
+                hist[_bin(lat, LATENCY_BINS)] += 1
+                self.latency_n += 1
+            retried = rec.get("retried")
+            if retried:  # most answers were not retried
+                b[3] += len(retried)
+                b[4] += retried.count(429) if type(retried) is list else sum(1 for r in retried if r == 429)
+            if len(buckets) > 8 * MAX_POINTS:
+                self._coarsen()
+                buckets, res_s = self.buckets, self.res_s
+
+    def _add_untimed(self, cost: float) -> None:
+        if self.untimed_cost and self._untimed_open < self.untimed_step:
+            self.untimed_cost[-1] += cost
+            self._untimed_open += 1
+        else:
+            self.untimed_cost.append(cost)
+            self._untimed_open = 1
+        if len(self.untimed_cost) > 4 * MAX_POINTS:  # merge pairs: bounded whatever the run's size
+            c = self.untimed_cost
+            self.untimed_cost = [c[i] + (c[i + 1] if i + 1 < len(c) else 0) for i in range(0, len(c), 2)]
+            self.untimed_step *= 2
+            self._untimed_open = self.untimed_step if len(c) % 2 == 0 else self._untimed_open
 
     def _coarsen(self) -> None:
         merged: dict[int, list[float]] = {}
@@ -177,9 +195,20 @@ class _Lengths:
     total: Counter[str] = field(default_factory=Counter)
 
     def add(self, group: str, tokens: int) -> None:
-        h = self.hist.setdefault(group, [0] * len(LENGTH_BINS))
-        h[_bin(tokens, LENGTH_BINS)] += 1
-        self.total[group] += tokens
+        self.add_many([group], [tokens], [_bin(tokens, LENGTH_BINS)])
+
+    def add_many(self, groups: list[str], tokens: list[int], bins: list[int]) -> None:
+        """Count answers: ``groups[i]`` answered ``tokens[i]`` tokens, length bin ``bins[i]``.
+
+        Counted per distinct (group, bin) in C; groups enter ``hist`` in first-seen order, as one by one."""
+        for g in dict.fromkeys(groups):
+            if g not in self.hist:
+                self.hist[g] = [0] * len(LENGTH_BINS)
+        for (g, b), n in Counter(zip(groups, bins)).items():
+            self.hist[g][b] += n
+        total = self.total
+        for g, t in zip(groups, tokens):
+            total[g] += t
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -227,17 +256,9 @@ class _Collector:
 
     # ---- traces ---------------------------------------------------------------------------------------------
     def traces(self, stage: str, path: Path) -> None:
-        for rec in _lines(RunPaths(path).traces):
-            self.timeline.add(rec)
-            submix, sm = str(rec.get("submix", "")), _label(rec)
-            self.answered_submix[submix] += 1
-            self.answered_sm[sm] += 1
-            if sm not in self.system_texts and rec.get("system_prompt") is not None:
-                self.system_texts[sm] = str(rec.get("system_prompt"))
-            tokens = int(rec.get("completion_tokens") or 0)
-            self.lengths["submix"].add(submix, tokens)
-            self.lengths["system message"].add(sm, tokens)
-            self.lengths["stage"].add(stage or str(rec.get("model") or "teacher"), tokens)
+        lines = _lines(RunPaths(path).traces)
+        while recs := list(itertools.islice(lines, _CHUNK)):
+            self._traces(stage, recs)
         for rec in _lines(RunPaths(path).failed):
             err = rec.get("error") or {}
             self.failed[str(err.get("code") or err.get("status") or err.get("type") or "error")] += 1
@@ -253,6 +274,25 @@ class _Collector:
                 self.ledger["spent_usd"] = float(self.ledger["spent_usd"] or 0) + float(
                     ev.get("spent_usd") or 0
                 )
+
+    def _traces(self, stage: str, recs: list[dict[str, Any]]) -> None:
+        """A chunk of traces, a column at a time (list comprehensions and Counters: the per-row work in C)."""
+        self.timeline.add_many(recs)
+        submixes = [str(r.get("submix", "")) for r in recs]
+        sms = [_label(r) for r in recs]
+        self.answered_submix.update(submixes)
+        self.answered_sm.update(sms)
+        texts = self.system_texts
+        for sm, r in zip(sms, recs):
+            if sm not in texts and r.get("system_prompt") is not None:
+                texts[sm] = str(r.get("system_prompt"))
+        tokens = [int(r.get("completion_tokens") or 0) for r in recs]
+        edges = LENGTH_BINS
+        bins = [max(0, bisect.bisect_right(edges, t) - 1) for t in tokens]  # _bin: an int is never NaN
+        groups = [stage] * len(recs) if stage else [str(r.get("model") or "teacher") for r in recs]
+        self.lengths["submix"].add_many(submixes, tokens, bins)
+        self.lengths["system message"].add_many(sms, tokens, bins)
+        self.lengths["stage"].add_many(groups, tokens, bins)
 
     # ---- rejections and kept rows ---------------------------------------------------------------------------
     def rejected(self, stage: str, path: Path) -> None:
@@ -293,7 +333,11 @@ class _Collector:
     def _verdict(self, rec: Mapping[str, Any]) -> None:
         agrees = rec.get("agrees_with_target")
         verdict = "agrees" if agrees is True else "disagrees" if agrees is False else "unknown"
-        self.check.setdefault(str(rec.get("submix", "")), Counter())[verdict] += 1
+        submix = str(rec.get("submix", ""))
+        counts = self.check.get(submix)
+        if counts is None:
+            counts = self.check[submix] = Counter()
+        counts[verdict] += 1
 
     def _reservoir(self, sample: list[dict[str, Any]], size: int, seen: int, make: Any) -> None:
         if len(sample) < size:
