@@ -37,7 +37,7 @@ TEXT_CHARS = 3000
 MAX_POINTS = 240
 _NUMBER = (int, float)
 _CHUNK = 4096
-"""Trace rows aggregated at a time (bounded memory)."""
+"""Traces aggregated at a time (their few fields; bounded memory)."""
 
 
 def _lines(path: Path) -> Iterator[dict[str, Any]]:
@@ -47,6 +47,21 @@ def _lines(path: Path) -> Iterator[dict[str, Any]]:
     for _, obj in read_jsonl_numbered(path, skip_invalid=True):
         if type(obj) is dict:  # what orjson gives for an object
             yield obj
+
+
+def _trace_fields(rec: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What the report takes from a trace, read at once so the record (its long texts) is freed at once."""
+    return (
+        rec.get("cost_usd"),
+        rec.get("answered_at"),
+        rec.get("latency_s"),
+        rec.get("retried"),
+        rec.get("submix", ""),
+        rec.get("system_message_id"),
+        rec.get("system_prompt"),
+        rec.get("completion_tokens"),
+        rec.get("model"),
+    )
 
 
 def _bin(value: float, edges: tuple[float, ...]) -> int:
@@ -103,14 +118,17 @@ class _Timeline:
     latency_n: int = 0
 
     def add(self, rec: Mapping[str, Any]) -> None:
-        self.add_many((rec,))
+        fields = ("cost_usd", "answered_at", "latency_s", "retried")
+        self.add_many(*([rec.get(f)] for f in fields))
 
-    def add_many(self, recs: Iterable[Mapping[str, Any]]) -> None:
-        """Add answers in file order (the per-answer work of the report's largest file: kept lean)."""
+    def add_many(
+        self, costs: Iterable[Any], times: Iterable[Any], latencies: Iterable[Any], retries: Iterable[Any]
+    ) -> None:
+        """Add answers in file order, given as columns: their ``cost_usd``, ``answered_at``, ``latency_s`` and
+        ``retried`` values (None: not in the record)."""
         buckets, res_s, hist = self.buckets, self.res_s, self.latency_hist
-        for rec in recs:
-            cost = float(rec.get("cost_usd") or 0.0)
-            t = rec.get("answered_at")
+        for cost_or_none, t, lat, retried in zip(costs, times, latencies, retries):
+            cost = float(cost_or_none or 0.0)
             if not isinstance(t, _NUMBER):
                 self._add_untimed(cost)
                 continue
@@ -120,12 +138,10 @@ class _Timeline:
                 b = buckets[k] = [0, 0.0, 0.0, 0, 0]
             b[0] += 1
             b[1] += cost
-            lat = rec.get("latency_s")
             if isinstance(lat, _NUMBER):
                 b[2] += lat
                 hist[_bin(lat, LATENCY_BINS)] += 1
                 self.latency_n += 1
-            retried = rec.get("retried")
             if retried:  # most answers were not retried
                 b[3] += len(retried)
                 b[4] += retried.count(429) if type(retried) is list else sum(1 for r in retried if r == 429)
@@ -257,8 +273,8 @@ class _Collector:
     # ---- traces ---------------------------------------------------------------------------------------------
     def traces(self, stage: str, path: Path) -> None:
         lines = _lines(RunPaths(path).traces)
-        while recs := list(itertools.islice(lines, _CHUNK)):
-            self._traces(stage, recs)
+        while rows := [_trace_fields(rec) for rec in itertools.islice(lines, _CHUNK)]:
+            self._traces(stage, rows)
         for rec in _lines(RunPaths(path).failed):
             err = rec.get("error") or {}
             self.failed[str(err.get("code") or err.get("status") or err.get("type") or "error")] += 1
@@ -275,21 +291,22 @@ class _Collector:
                     ev.get("spent_usd") or 0
                 )
 
-    def _traces(self, stage: str, recs: list[dict[str, Any]]) -> None:
-        """A chunk of traces, a column at a time (list comprehensions and Counters: the per-row work in C)."""
-        self.timeline.add_many(recs)
-        submixes = [str(r.get("submix", "")) for r in recs]
-        sms = [_label(r) for r in recs]
+    def _traces(self, stage: str, rows: list[tuple[Any, ...]]) -> None:
+        """A chunk of traces (:func:`_trace_fields`), a column at a time: list comprehensions and Counters."""
+        costs, times, latencies, retries, submix_col, sids, prompts, token_col, models = zip(*rows)
+        self.timeline.add_many(costs, times, latencies, retries)
+        submixes = [str(s) for s in submix_col]
+        sms = ["template" if sid is None else str(sid) for sid in sids]  # _label
         self.answered_submix.update(submixes)
         self.answered_sm.update(sms)
         texts = self.system_texts
-        for sm, r in zip(sms, recs):
-            if sm not in texts and r.get("system_prompt") is not None:
-                texts[sm] = str(r.get("system_prompt"))
-        tokens = [int(r.get("completion_tokens") or 0) for r in recs]
+        for sm, prompt in zip(sms, prompts):
+            if sm not in texts and prompt is not None:
+                texts[sm] = str(prompt)
+        tokens = [int(t or 0) for t in token_col]
         edges = LENGTH_BINS
         bins = [max(0, bisect.bisect_right(edges, t) - 1) for t in tokens]  # _bin: an int is never NaN
-        groups = [stage] * len(recs) if stage else [str(r.get("model") or "teacher") for r in recs]
+        groups = [stage] * len(rows) if stage else [str(m or "teacher") for m in models]
         self.lengths["submix"].add_many(submixes, tokens, bins)
         self.lengths["system message"].add_many(sms, tokens, bins)
         self.lengths["stage"].add_many(groups, tokens, bins)
