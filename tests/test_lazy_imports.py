@@ -82,3 +82,20 @@ def test_pyarrow_waits_for_the_run_to_wait(tmp_path: Path) -> None:
     names, proc = imported("import tracegen.cli, tracegen.pipeline", tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "pyarrow" not in names
+
+
+def test_default_run_skips_what_it_does_not_use(tmp_path: Path) -> None:
+    # run-directory JSONL is read with orjson alone; a piped run draws no live view
+    out = tmp_path / "run"
+    _, proc = imported(cli(run_args(out)), tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    modules = {
+        line.rsplit("|", 1)[1].strip()
+        for line in proc.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+    assert (out / "report.html").is_file()
+    assert "rich.console" in modules  # the measurement sees rich's modules
+    assert not modules & {"jsonlines", "rich.live", "rich.progress_bar"}, sorted(
+        modules & {"jsonlines", "rich.live", "rich.progress_bar"}
+    )
