@@ -71,7 +71,7 @@ def test_dicts_are_the_records_as_dicts(tmp_path: Path) -> None:
     expected = [r.to_dict() for r in recs]
     got = list(dicts)
     assert got == expected
-    for name, fmt in FORMATS.items():
+    for fmt in FORMATS.values():
         rows = [fmt.row_of_dict(d) for d in got]
         assert [json.dumps(r) for r in rows] == [json.dumps(fmt.row(Record.from_dict(d))) for d in expected]
 

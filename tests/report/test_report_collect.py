@@ -15,7 +15,9 @@ import pytest
 
 from tracegen.report.collect import LATENCY_BINS, LENGTH_BINS, MAX_POINTS, _Collector
 
-collect_mod = importlib.import_module("tracegen.report.collect")  # the package re-exports a function of that name
+collect_mod = importlib.import_module(
+    "tracegen.report.collect"
+)  # the package re-exports a function of that name
 
 
 def _bin(value: float, edges: tuple[float, ...]) -> int:
@@ -63,7 +65,11 @@ def reference(stage: str, recs: list[dict[str, Any]]) -> dict[str, Any]:
         if sm not in texts and rec.get("system_prompt") is not None:
             texts[sm] = str(rec.get("system_prompt"))
         tokens = int(rec.get("completion_tokens") or 0)
-        for kind, group in (("submix", submix), ("sm", sm), ("stage", stage or str(rec.get("model") or "teacher"))):
+        for kind, group in (
+            ("submix", submix),
+            ("sm", sm),
+            ("stage", stage or str(rec.get("model") or "teacher")),
+        ):
             h = hist[kind].setdefault(group, [0] * len(LENGTH_BINS))
             h[_bin(tokens, LENGTH_BINS)] += 1
             total[kind][group] += tokens

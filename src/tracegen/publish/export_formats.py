@@ -88,7 +88,7 @@ _full_values = itemgetter(*_FULL_NAMES)
 
 
 def _row_full(r: RecordDict) -> dict[str, Any]:
-    return dict(zip(_FULL_NAMES, _full_values(r)))  # the columns in order, picked in C
+    return dict(zip(_FULL_NAMES, _full_values(r), strict=True))  # the columns in order, picked in C
 
 
 @dataclass(frozen=True)

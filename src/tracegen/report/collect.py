@@ -127,7 +127,7 @@ class _Timeline:
         """Add answers in file order, given as columns: their ``cost_usd``, ``answered_at``, ``latency_s`` and
         ``retried`` values (None: not in the record)."""
         buckets, res_s, hist = self.buckets, self.res_s, self.latency_hist
-        for cost_or_none, t, lat, retried in zip(costs, times, latencies, retries):
+        for cost_or_none, t, lat, retried in zip(costs, times, latencies, retries, strict=True):
             cost = float(cost_or_none or 0.0)
             if not isinstance(t, _NUMBER):
                 self._add_untimed(cost)
@@ -220,10 +220,10 @@ class _Lengths:
         for g in dict.fromkeys(groups):
             if g not in self.hist:
                 self.hist[g] = [0] * len(LENGTH_BINS)
-        for (g, b), n in Counter(zip(groups, bins)).items():
+        for (g, b), n in Counter(zip(groups, bins, strict=True)).items():
             self.hist[g][b] += n
         total = self.total
-        for g, t in zip(groups, tokens):
+        for g, t in zip(groups, tokens, strict=True):
             total[g] += t
 
     def to_dict(self) -> dict[str, Any]:
@@ -293,14 +293,16 @@ class _Collector:
 
     def _traces(self, stage: str, rows: list[tuple[Any, ...]]) -> None:
         """A chunk of traces (:func:`_trace_fields`), a column at a time: list comprehensions and Counters."""
-        costs, times, latencies, retries, submix_col, sids, prompts, token_col, models = zip(*rows)
+        costs, times, latencies, retries, submix_col, sids, prompts, token_col, models = zip(
+            *rows, strict=True
+        )
         self.timeline.add_many(costs, times, latencies, retries)
         submixes = [str(s) for s in submix_col]
         sms = ["template" if sid is None else str(sid) for sid in sids]  # _label
         self.answered_submix.update(submixes)
         self.answered_sm.update(sms)
         texts = self.system_texts
-        for sm, prompt in zip(sms, prompts):
+        for sm, prompt in zip(sms, prompts, strict=True):
             if sm not in texts and prompt is not None:
                 texts[sm] = str(prompt)
         tokens = [int(t or 0) for t in token_col]
