@@ -42,6 +42,7 @@ import logging
 import os
 import re
 import shutil
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -52,6 +53,7 @@ import pyarrow.parquet as pq
 
 from .._version import __version__
 from ..errors import ConfigError, RunDirError
+from ..report import digest
 from ..rundir import CLEAN_STATS, MANIFEST, PLAN_STATS, STATS, RunPaths, read_json_if_exists
 from . import card as card_mod
 from .export_formats import DEFAULT_FORMAT, FORMATS, _format, features_for
@@ -165,6 +167,8 @@ def export(
     _check_output_dir(out)
     summary = run_summary(run)  # validates the run's JSON files before any work
     source, records = read_record_dicts(run)
+    clean_identity = digest.file_identity(RunPaths(run).clean) if source == RunPaths(run).clean.name else None
+    verdicts: Counter[tuple[str, str]] = Counter()  # for the report: see tracegen.report.digest
 
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -180,6 +184,7 @@ def export(
     tally, skipped = _Tally(), 0
     try:
         for r in records:
+            verdicts[(str(r["submix"]), digest.verdict(r["agrees_with_target"]))] += 1
             if r["response"] is None:
                 skipped += 1
                 continue
@@ -214,6 +219,8 @@ def export(
                 f"cannot write the export to {out}: {e.strerror or e}; free disk space or choose another --output"
             ) from e
         raise
+    if clean_identity is not None and digest.file_identity(RunPaths(run).clean) == clean_identity:
+        digest.note(digest.CleanDigest(clean_identity, verdicts.total(), verdicts))
     if skipped:
         logger.warning("%d records without a response were not exported", skipped)
     return ExportResult(out, source, tally.rows, tuple(configs), out / "README.md", skipped)

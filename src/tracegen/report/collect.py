@@ -20,8 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from ..errors import RunDirError
-from ..rundir import RunPaths, read_json_if_exists, read_jsonl_numbered
+from ..rundir import RunPaths, open_read, read_json_if_exists, read_jsonl_numbered
+from . import digest
 
 __all__ = ["LENGTH_BINS", "collect"]
 
@@ -344,19 +347,54 @@ class _Collector:
             )
 
     def clean(self, stage: str, path: Path) -> None:
-        for rec in _lines(RunPaths(path).clean):
+        file = RunPaths(path).clean
+        noted = digest.noted(file)
+        if noted is not None:  # the export counted the rows: parse only the sampled ones
+            for (submix, verdict), n in noted.verdicts.items():
+                self._count_verdict(submix, verdict, n)
+            self._sample_from(file, noted.rows, stage)
+            return
+        for rec in _lines(file):
             self._verdict(rec)
             self.kept_seen += 1
             self._reservoir(self.kept, SAMPLE_KEPT, self.kept_seen, lambda r=rec: _row(r, "kept", stage))
 
+    def _sample_from(self, file: Path, rows: int, stage: str) -> None:
+        """The kept-row sample over ``rows`` more rows of ``file``, as :meth:`clean`'s reservoir draws it (the
+        same random draws in the same order), parsing only the rows that end up in it."""
+        slots: dict[int, int] = {}  # sample slot -> row of this file
+        filled = len(self.kept)
+        for i in range(rows):
+            self.kept_seen += 1
+            if filled < SAMPLE_KEPT:
+                slots[filled] = i
+                filled += 1
+            elif (j := self.rng.randrange(self.kept_seen)) < SAMPLE_KEPT:
+                slots[j] = i
+        wanted = set(slots.values())
+        parsed: dict[int, dict[str, Any]] = {}
+        i = 0
+        with open_read(file) as fp:
+            for line in fp:
+                if line.isspace():
+                    continue
+                if i in wanted:
+                    parsed[i] = _row(orjson.loads(line), "kept", stage)
+                i += 1
+        for slot in sorted(slots):  # new slots come in order, after the filled ones
+            if slot < len(self.kept):
+                self.kept[slot] = parsed[slots[slot]]
+            else:
+                self.kept.append(parsed[slots[slot]])
+
     def _verdict(self, rec: Mapping[str, Any]) -> None:
-        agrees = rec.get("agrees_with_target")
-        verdict = "agrees" if agrees is True else "disagrees" if agrees is False else "unknown"
-        submix = str(rec.get("submix", ""))
+        self._count_verdict(str(rec.get("submix", "")), digest.verdict(rec.get("agrees_with_target")))
+
+    def _count_verdict(self, submix: str, verdict: str, n: int = 1) -> None:
         counts = self.check.get(submix)
         if counts is None:
             counts = self.check[submix] = Counter()
-        counts[verdict] += 1
+        counts[verdict] += n
 
     def _reservoir(self, sample: list[dict[str, Any]], size: int, seen: int, make: Any) -> None:
         if len(sample) < size:
