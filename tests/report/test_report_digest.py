@@ -1,4 +1,4 @@
-"""After an export, the report samples clean.jsonl from the export's counts (tracegen.report.digest), parsing
+"""After an export, the report samples clean.jsonl from the export's counts (tracegen.publish.clean_digest), parsing
 only the rows it shows: the report data must be exactly what reading the whole file gives."""
 
 from __future__ import annotations
@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from tracegen.publish import clean_digest as digest
 from tracegen.publish.export import export
 from tracegen.records import Record
-from tracegen.report import collect, digest
+from tracegen.report import collect
 
 BASE = Record(id="flan.0", submix="flan", question="Q?", response="A.", model="gpt-4o-mini")
 

@@ -53,9 +53,9 @@ import pyarrow.parquet as pq
 
 from .._version import __version__
 from ..errors import ConfigError, RunDirError
-from ..report import digest
 from ..rundir import CLEAN_STATS, MANIFEST, PLAN_STATS, STATS, RunPaths, read_json_if_exists
 from . import card as card_mod
+from . import clean_digest as digest
 from .export_formats import DEFAULT_FORMAT, FORMATS, _format, features_for
 from .export_records import read_record_dicts, read_records
 from .export_writers import _arrow_table as _arrow_table
@@ -168,7 +168,7 @@ def export(
     summary = run_summary(run)  # validates the run's JSON files before any work
     source, records = read_record_dicts(run)
     clean_identity = digest.file_identity(RunPaths(run).clean) if source == RunPaths(run).clean.name else None
-    verdicts: Counter[tuple[str, str]] = Counter()  # for the report: see tracegen.report.digest
+    verdicts: Counter[tuple[str, str]] = Counter()  # for the report: see tracegen.publish.clean_digest
 
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

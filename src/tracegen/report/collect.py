@@ -23,8 +23,8 @@ from typing import Any
 import orjson
 
 from ..errors import RunDirError
+from ..publish import clean_digest as digest
 from ..rundir import RunPaths, open_read, read_json_if_exists, read_jsonl_numbered
-from . import digest
 
 __all__ = ["LENGTH_BINS", "collect"]
 
