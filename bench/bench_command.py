@@ -11,7 +11,7 @@ alternating, as two child processes against one fake server:
   each once (``concurrency`` workers on one session; no plan, no budget, no files written) -- the least a
   client process must do to send them;
 * the **whole command**: ``python -m tracegen.cli run --source SRC --n N ...`` into a fresh run directory,
-  the default path (aiohttp transport, default export formats).
+  the default path (http transport, default export formats).
 
 The fake server runs in its own process pinned to one core, both clients on another (``sched_setaffinity``,
 what ``taskset -c`` does), when the machine has two cores or more. The children read tracegen's bytecode

@@ -49,9 +49,10 @@ def test_client(tmp_path: Path, cache: Path) -> None:
     _written(report)
     assert {r["row"] for r in report.rows} == {
         "bare aiohttp loop",
+        "engine (http)",
         "engine (aiohttp)",
         "engine (sdk)",
-        "engine (aiohttp), tokens counted",
+        "engine (http), tokens counted",
     }
     assert all(r["ok"] == 150 and r["errors"] == 0 for r in report.rows)
     assert all(r["cpu_ms_per_req"] > 0 and r["vs_bare"] > 0 for r in report.rows)

@@ -67,7 +67,7 @@ def test_sdk_transport_imports_the_sdk(tmp_path: Path) -> None:
     assert "datasets" not in names
 
 
-@pytest.mark.parametrize("attr", ["SdkChatClient"])
+@pytest.mark.parametrize("attr", ["SdkChatClient", "AiohttpChatClient", "HttpChatClient"])
 def test_engine_exports_the_sdk_client_on_demand(attr: str) -> None:
     import tracegen.engine
 
@@ -99,3 +99,18 @@ def test_default_run_skips_what_it_does_not_use(tmp_path: Path) -> None:
     assert not modules & {"jsonlines", "rich.live", "rich.progress_bar"}, sorted(
         modules & {"jsonlines", "rich.live", "rich.progress_bar"}
     )
+
+
+def test_a_default_run_against_a_server_imports_no_aiohttp(tmp_path: Path) -> None:
+    # the default transport is tracegen's own HTTP client: aiohttp loads only for --transport aiohttp, a
+    # proxy, an Azure endpoint or the built-in fake server (--rehearse)
+    from tracegen.testing import FakeOptions, FakeServer
+
+    with FakeServer(FakeOptions(), subprocess=True) as srv:
+        out = tmp_path / "run"
+        args = ["run", "-s", str(SAMPLE), "-o", str(out), "--n", "20", "--model", "gpt-4o-mini",
+                "--budget", "1", "--base-url", srv.base_url, "--format", "openorca"]  # fmt: skip
+        names, proc = imported(cli(args), tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (out / "dataset" / "openorca" / "train.jsonl").is_file()
+    assert "aiohttp" not in names and not names & set(HEAVY)

@@ -2,9 +2,15 @@
 
 A turn of the loop (``await asyncio.sleep(0)``) that takes longer than :data:`BUSY_S` means other callbacks
 were queued -- answers streaming in, requests going out: the engine is busy and the idle work waits
-:data:`BACK_OFF_S` before it looks again. With 1 s answers the client's core is mostly idle, and clean's
-per-answer work (:mod:`tracegen.cleaning.precheck`) and the finish step's one-time set-up
-(:func:`when_idle`) cost the run no time; at zero latency they yield to the engine and run at the end.
+:data:`BACK_OFF_S` before it looks again. Busy is not the same as CPU-bound: when the server is the
+bottleneck, answers keep the loop busy while the process still waits on the network part of the time. So
+after a back-off the work also goes ahead when the process used less than :data:`SPARE_MIN` of the core's
+time short of all of it, for as long as it left spare (at most :data:`MAX_GRANT_S`): idle work takes the
+core's spare time and no more, and none when the engine uses all of it.
+
+With 1 s answers the client's core is mostly idle, and clean's per-answer work
+(:mod:`tracegen.cleaning.precheck`) and the finish step's one-time set-up (:func:`when_idle`) cost the run
+no time; with a client-bound engine they yield to it and run at the end.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import logging
 import time
 from collections.abc import Callable
 
-__all__ = ["BACK_OFF_S", "BUSY_S", "idle_turn", "when_idle"]
+__all__ = ["BACK_OFF_S", "BUSY_S", "MAX_GRANT_S", "SPARE_MIN", "idle_turn", "when_idle"]
 
 log = logging.getLogger(__name__)
 
@@ -22,17 +28,28 @@ log = logging.getLogger(__name__)
 BUSY_S = 0.0005
 #: How long idle work waits then before it looks again (seconds).
 BACK_OFF_S = 0.02
+#: The share of a back-off the process must have spent off the CPU for its spare time to be taken.
+SPARE_MIN = 0.15
+#: The most spare time granted at once (seconds): the engine's answers wait that long at most.
+MAX_GRANT_S = 0.01
 
 
-async def idle_turn() -> None:
-    """Return at the first turn of the event loop that finds the engine idle."""
-    clock = time.perf_counter
+async def idle_turn(slice_s: float = 0.0) -> float:
+    """Wait for a turn of the event loop that finds the engine idle (then grant ``slice_s``), or for a
+    back-off in which the process left the core spare (then grant that spare time, at most MAX_GRANT_S).
+    Returns the seconds the caller may work before it awaits again."""
+    clock, cpu = time.perf_counter, time.process_time
     while True:
         t = clock()
         await asyncio.sleep(0)
         if clock() - t <= BUSY_S:
-            return
+            return slice_s
+        t, c = clock(), cpu()
         await asyncio.sleep(BACK_OFF_S)
+        wall = clock() - t
+        spare = wall - (cpu() - c)
+        if spare >= SPARE_MIN * wall:
+            return min(spare, MAX_GRANT_S)
 
 
 async def when_idle(*jobs: Callable[[], object], after_s: float = 0.0) -> None:

@@ -215,7 +215,7 @@ def run(
     ] = None,
     transport: Annotated[
         str | None,
-        typer.Option(help=_h("aiohttp (fast) | sdk (AsyncOpenAI).", "transport")),
+        typer.Option(help=_h("http (own client, fastest) | aiohttp | sdk (AsyncOpenAI).", "transport")),
     ] = None,
     fill_shortfall: Annotated[
         bool | None,

@@ -94,7 +94,7 @@ DEFAULTS = {
     "mc_detector": "auto",
     "on_too_long": "reject",
     "mode": "online",
-    "transport": "aiohttp",
+    "transport": "http",
     "batch_poll_interval_s": "30",
     "export_formats": "openorca, full",
 }

@@ -240,8 +240,10 @@ class RunConfig(BaseModel):
     batch_keep_files: bool = Field(
         False, description="Batch mode: keep input/output/error files on the provider after collection."
     )
-    transport: Literal["aiohttp", "sdk"] = Field(
-        "aiohttp", description="aiohttp: lean OpenAI-protocol client (fast); sdk: AsyncOpenAI."
+    transport: Literal["http", "aiohttp", "sdk"] = Field(
+        "http",
+        description="http: tracegen's own HTTP/1.1 client (fastest; aiohttp when a proxy is set); "
+        "aiohttp: lean aiohttp client; sdk: AsyncOpenAI.",
     )
     price_file: str | None = Field(
         None, description="YAML price file adding to / replacing tracegen's model table (`tracegen models`)."
@@ -391,7 +393,7 @@ class RunConfig(BaseModel):
             if self.mode == "batch":
                 raise ValueError("endpoints are for online mode; the Batch API runs on one account")
             if self.transport == "sdk" and any(e.azure_deployment for e in self.endpoints):
-                raise ValueError("Azure endpoints need transport: aiohttp")
+                raise ValueError("Azure endpoints need transport: http or aiohttp")
             for model in [self.model] if not self.stages else [s.model for s in self.stages]:
                 if not any(e.serves(model) for e in self.endpoints):
                     raise ValueError(f"no endpoint serves model {model!r}: add one with model: {model}")

@@ -40,14 +40,15 @@ async def no_sleep(_: float) -> None:
 def test_public_api_is_pinned() -> None:
     assert set(engine.__all__) == {
         "STOP_REASONS", "AiohttpChatClient", "Budget", "ChatClient", "ChatResult", "DoneSet", "Endpoint",
-        "Ledger", "Limiter", "LimiterState", "Permit", "Progress", "Reservation", "ResultWriter", "RunDir",
+        "HttpChatClient", "Ledger", "Limiter", "LimiterState", "Permit", "Progress", "Reservation",
+        "ResultWriter", "RunDir",
         "RunResult", "SdkChatClient", "TeacherCallError", "TeacherConnectionError", "TeacherHTTPError",
         "TeacherTimeout", "call_with_retries", "fatal_error", "generate", "is_retryable", "make_client",
         "request_key", "resolve_endpoint", "retry_policy",
     }  # fmt: skip
 
 
-@pytest.mark.parametrize("transport", ["aiohttp", "sdk"])
+@pytest.mark.parametrize("transport", ["http", "aiohttp", "sdk"])
 async def test_run_writes_traces_stats_and_matches_the_ledger(tmp_path: Path, transport: str) -> None:
     snapshots: list[Progress] = []
     with FakeServer(FakeOptions(latency_mean_s=0.002)) as srv:

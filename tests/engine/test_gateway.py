@@ -255,7 +255,7 @@ def test_breaker_trips_on_the_same_error_not_on_a_mix() -> None:
 
 
 # ---- the engine against the fake server in gateway mode ------------------------------------------------------
-@pytest.mark.parametrize("transport", ["aiohttp", "sdk"])
+@pytest.mark.parametrize("transport", ["http", "aiohttp", "sdk"])
 async def test_quota_rewritten_by_a_gateway_stops_the_run_at_once(tmp_path: Path, transport: str) -> None:
     with FakeServer(FakeOptions(gateway=True, insufficient_quota=True)) as srv:
         cfg = RunConfig(base_url=srv.base_url, concurrency=64, transport=transport)  # type: ignore[arg-type]

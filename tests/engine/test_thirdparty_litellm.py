@@ -127,7 +127,7 @@ def records(n: int) -> list[Record]:
 KEY = {"OPENAI_API_KEY": MASTER_KEY}
 
 
-@pytest.mark.parametrize("transport", ["aiohttp", "sdk"])
+@pytest.mark.parametrize("transport", ["http", "aiohttp", "sdk"])
 async def test_mocked_model_through_the_proxy(gateway: Gateway, tmp_path: Path, transport: str) -> None:
     cfg = RunConfig(base_url=gateway.base_url, model="mocked", concurrency=8, transport=transport)  # type: ignore[arg-type]
     result = await generate(records(12), cfg, tmp_path, env=KEY, total=12)

@@ -120,8 +120,8 @@ class Prechecker:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            await idle_turn()  # the engine has nothing queued: a slice of checking costs the run nothing
-            end = clock() + SLICE_S
+            # the engine has nothing queued, or the core has spare time: checking costs the run nothing
+            end = clock() + max(SLICE_S, await idle_turn(SLICE_S))
             while queue and clock() < end:
                 self.check_lines([queue.popleft() for _ in range(min(BATCH, len(queue)))])
 

@@ -25,14 +25,15 @@ from .client import (
     make_client,
     resolve_endpoint,
 )
-from .client_aiohttp import AiohttpChatClient
 from .events import STOP_REASONS, Progress, RunResult
 from .limiter import Limiter, LimiterState, Permit
 from .retry import call_with_retries, fatal_error, is_retryable, retry_policy
 from .runner import generate
 from .store import DoneSet, ResultWriter, RunDir
 
-if TYPE_CHECKING:  # the openai SDK (~0.4 s to import) loads only for transport="sdk" and the Batch API
+if TYPE_CHECKING:  # each transport loads when asked for: the openai SDK (~0.4 s), aiohttp (~0.15 s)
+    from .client_aiohttp import AiohttpChatClient
+    from .client_http import HttpChatClient
     from .client_sdk import SdkChatClient
 
 
@@ -41,6 +42,14 @@ def __getattr__(name: str) -> Any:
         from .client_sdk import SdkChatClient
 
         return SdkChatClient
+    if name == "AiohttpChatClient":
+        from .client_aiohttp import AiohttpChatClient
+
+        return AiohttpChatClient
+    if name == "HttpChatClient":
+        from .client_http import HttpChatClient
+
+        return HttpChatClient
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -52,6 +61,7 @@ __all__ = [
     "ChatResult",
     "DoneSet",
     "Endpoint",
+    "HttpChatClient",
     "Ledger",
     "Limiter",
     "LimiterState",

@@ -1,13 +1,15 @@
 """The seam between the engine and the teacher: a ``ChatClient`` protocol and its neutral errors.
 
-Two implementations speak the OpenAI chat-completions protocol (the ``transport`` setting picks one):
+Three implementations speak the OpenAI chat-completions protocol (the ``transport`` setting picks one):
 
-- :class:`~tracegen.engine.client_aiohttp.AiohttpChatClient` ("aiohttp", default): one aiohttp session, lean,
-  the fastest measured here;
+- :class:`~tracegen.engine.client_http.HttpChatClient` ("http", default): tracegen's own HTTP/1.1 client,
+  kept-alive connections and nothing else, the least CPU per request measured here; when a proxy variable
+  applies to the URL, the aiohttp transport is used instead (it speaks proxies);
+- :class:`~tracegen.engine.client_aiohttp.AiohttpChatClient` ("aiohttp"): one aiohttp session, lean;
 - :class:`~tracegen.engine.client_sdk.SdkChatClient` ("sdk"): the official ``openai.AsyncOpenAI`` with its
   retries off, on the SDK's aiohttp transport.
 
-Both raise only these errors, so retry policy and budget accounting never look at a library's exceptions::
+All raise only these errors, so retry policy and budget accounting never look at a library's exceptions::
 
     TeacherCallError              one call failed (the engine decides: retry, fail the record, stop the run)
     ├── TeacherHTTPError          the endpoint answered with a non-2xx status
@@ -23,12 +25,14 @@ completion reports no usage, so nothing was billed and its reservation is releas
 limit was a real (billed) answer, charged at its reservation.
 Messages never contain the API key, an Authorization header or URL credentials (:mod:`tracegen.redact`).
 
-Both transports parse a 2xx body with :func:`parse_completion` (one definition of "an OpenAI chat
-completion") and read at most ``max_response_bytes`` of any body (:data:`DEFAULT_MAX_RESPONSE_BYTES`).
+Every transport parses a 2xx body with :func:`parse_completion` (one definition of "an OpenAI chat
+completion") and any other with :func:`http_error`, and reads at most ``max_response_bytes`` of any body (:data:`DEFAULT_MAX_RESPONSE_BYTES`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -53,6 +57,7 @@ from .usage import read_count
 if TYPE_CHECKING:
     from ..config import RunConfig
     from .client_aiohttp import AiohttpChatClient
+    from .client_http import HttpChatClient
     from .client_sdk import SdkChatClient
 
 __all__ = [
@@ -68,6 +73,8 @@ __all__ = [
     "TeacherHTTPError",
     "TeacherProtocolError",
     "TeacherTimeout",
+    "client_for",
+    "http_error",
     "make_client",
     "parse_completion",
     "parse_retry_after",
@@ -75,6 +82,8 @@ __all__ = [
     "teacher_client",
     "usage_detail",
 ]
+
+log = logging.getLogger("tracegen.engine.client")
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 #: Largest response body read (16 MiB): far above any real chat completion (a 128k-token answer is ~1 MiB).
@@ -187,22 +196,44 @@ def make_client(config: RunConfig, env: Mapping[str, str] | None = None) -> Chat
 def teacher_client(settings: EngineSettings, env: Mapping[str, str] | None = None) -> ChatClient:
     """The client the teacher's ``transport`` names, for the endpoint its settings and ``env`` give."""
     teacher = settings.teacher
-    endpoint = resolve_endpoint(teacher, env)
-    transport: type[AiohttpChatClient] | type[SdkChatClient]
-    if teacher.transport == "aiohttp":
-        from .client_aiohttp import AiohttpChatClient as transport
-    elif teacher.transport == "sdk":
-        from .client_sdk import SdkChatClient as transport  # lazy: the openai SDK loads only here
-    else:
-        raise ConfigError(
-            f"unknown transport {teacher.transport!r}; use --transport aiohttp or --transport sdk"
-        )
-    return transport(
-        endpoint,
+    env = os.environ if env is None else env
+    return client_for(
+        teacher.transport,
+        resolve_endpoint(teacher, env),
         concurrency=settings.limits.concurrency,
         timeout_s=teacher.timeout_s,
         max_response_bytes=teacher.max_response_bytes,
+        env=env,
     )
+
+
+def client_for(
+    transport: str,
+    endpoint: Endpoint,
+    *,
+    concurrency: int,
+    timeout_s: float,
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    env: Mapping[str, str] | None = None,
+) -> ChatClient:
+    """A ``transport`` client for ``endpoint``; "http" becomes "aiohttp" when a proxy variable of ``env``
+    (default os.environ) applies to the endpoint's URL. Each transport's module loads only here."""
+    cls: type[HttpChatClient] | type[AiohttpChatClient] | type[SdkChatClient]
+    if transport == "http":
+        from .client_http import HttpChatClient, proxy_for
+
+        if proxy_for(endpoint.base_url, os.environ if env is None else env) is None:
+            cls = HttpChatClient
+        else:
+            log.info("a proxy is set for %s: using the aiohttp transport", endpoint.display_url)
+            from .client_aiohttp import AiohttpChatClient as cls
+    elif transport == "aiohttp":
+        from .client_aiohttp import AiohttpChatClient as cls
+    elif transport == "sdk":
+        from .client_sdk import SdkChatClient as cls  # the openai SDK loads only here
+    else:
+        raise ConfigError(f"unknown transport {transport!r}; use --transport http, aiohttp or sdk")
+    return cls(endpoint, concurrency=concurrency, timeout_s=timeout_s, max_response_bytes=max_response_bytes)
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
@@ -276,6 +307,32 @@ def too_large(limit: int) -> TeacherProtocolError:
         f"response body larger than {limit:,} bytes (max_response_bytes); a chat completion is far "
         "smaller: check --base-url, or raise max_response_bytes in the config file",
         billed=True,
+    )
+
+
+def http_error(endpoint: Endpoint, status: int, raw: bytes, headers: Mapping[str, str]) -> TeacherHTTPError:
+    """The error for a non-2xx answer: the OpenAI error body's code, type and message (redacted), or an
+    excerpt of whatever the body is; a redirect names where it points (the base URL is likely wrong)."""
+    code: str | None = None
+    message: str | None = None
+    etype: str | None = None
+    with contextlib.suppress(ValueError, RecursionError):
+        obj = loads(raw)
+        code, message = error_fields(obj)
+        etype = error_type(obj)
+    if message is None:
+        message = excerpt(raw, 200) or "(empty body)"
+    if 300 <= status < 400:
+        location = next((v for k, v in headers.items() if k.lower() == "location"), None)
+        where = f"redirects to {redact_url(location)}" if location else "redirects"
+        message = f"the endpoint {where}; set --base-url to the final URL ({message})"
+    return TeacherHTTPError(
+        status,
+        code,
+        endpoint.redact(message),
+        retry_after_s=parse_retry_after(headers),
+        headers=headers,
+        error_type=etype,
     )
 
 

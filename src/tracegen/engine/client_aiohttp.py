@@ -1,4 +1,5 @@
-"""A lean OpenAI chat-completions client on one aiohttp session (the default transport).
+"""A lean OpenAI chat-completions client on one aiohttp session (transport "aiohttp"; also the default
+transport's stand-in when a proxy variable applies, and the Azure client's base).
 
 One ``ClientSession`` with a ``TCPConnector(limit=concurrency)``; headers built once; the request body sent
 as the bytes the engine already serialized for its cache key. No pydantic, no per-request allocations
@@ -8,25 +9,20 @@ beyond the request itself. Errors are mapped to the neutral ``Teacher*`` errors 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 import aiohttp
 
 from .._version import __version__
-from ..redact import excerpt
-from ._json import dumps, loads
+from ._json import dumps
 from .client import (
     DEFAULT_MAX_RESPONSE_BYTES,
     ChatResult,
     Endpoint,
     TeacherConnectionError,
-    TeacherHTTPError,
     TeacherTimeout,
-    error_fields,
-    error_type,
+    http_error,
     parse_completion,
-    parse_retry_after,
     too_large,
 )
 
@@ -123,7 +119,7 @@ class AiohttpChatClient:
                 f"connection lost: {type(e).__name__}: {self._redact(e)}", sent=None
             ) from None
         if status >= 300:
-            raise self._http_error(status, raw, headers)
+            raise http_error(self._endpoint, status, raw, headers)
         return parse_completion(raw, status, headers)
 
     async def _read(self, resp: aiohttp.ClientResponse) -> bytes:
@@ -141,25 +137,6 @@ class AiohttpChatClient:
                 raise too_large(limit)
             chunks.append(chunk)
         return b"".join(chunks)
-
-    def _http_error(self, status: int, raw: bytes, headers: Any) -> TeacherHTTPError:
-        code: str | None = None
-        message: str | None = None
-        etype: str | None = None
-        with contextlib.suppress(ValueError, RecursionError):
-            obj = loads(raw)
-            code, message = error_fields(obj)
-            etype = error_type(obj)
-        if message is None:
-            message = excerpt(raw, 200) or "(empty body)"
-        return TeacherHTTPError(
-            status,
-            code,
-            self._endpoint.redact(message),
-            retry_after_s=parse_retry_after(headers),
-            headers=headers,
-            error_type=etype,
-        )
 
     def _redact(self, e: BaseException) -> str:
         return self._endpoint.redact(str(e))

@@ -3,7 +3,7 @@
 Transport: the SDK's aiohttp client (``openai.DefaultAioHttpClient``), measured ~2x faster than its default
 httpx2 transport here, sized to ``concurrency`` connections. ``with_streaming_response`` gives the headers
 the limiter needs and lets the body be read in chunks, refused past ``max_response_bytes``; the body is then
-checked by the same :func:`~.client.parse_completion` as the aiohttp transport. SDK exceptions are mapped to
+checked by the same :func:`~.client.parse_completion` as the other transports. SDK exceptions are mapped to
 the neutral ``Teacher*`` errors; all retrying is the engine's.
 """
 

@@ -37,6 +37,8 @@ _COST_PREFIX = b'","cost_usd":'
 TRACES, FAILED, REJECTED = 0, 1, 2
 
 _RECORD_FIELDS = tuple(f.name for f in fields(Record))
+#: A Record's fields as an answer line spells them: its cost is the line's head.
+_LINE_FIELDS = tuple(name for name in _RECORD_FIELDS if name not in ("request_key", "cost_usd"))
 
 
 def key_digest(request_key: str) -> bytes:
@@ -62,10 +64,9 @@ class DoneSet:
 
 def engine_line(request_key: str, cost_usd: float, fields: Mapping[str, Any]) -> bytes:
     """One JSONL line with request_key and cost_usd first (see module docstring), newline included."""
-    rest = dict(fields)
-    rest.pop("request_key", None)
-    rest.pop("cost_usd", None)
-    body = dumps(rest)
+    if "request_key" in fields or "cost_usd" in fields:
+        fields = {k: v for k, v in fields.items() if k not in ("request_key", "cost_usd")}
+    body = dumps(fields)
     head = b'{"request_key":"%s","cost_usd":%s' % (request_key.encode(), repr(float(cost_usd)).encode())
     if body == b"{}":
         return head + b"}\n"
@@ -106,8 +107,8 @@ def answer_line(
     rec.cost_usd = cost_usd
     rec.finish_reason = answer.finish_reason
     rec.reasoning_tokens = reasoning_tokens
-    fields_ = {name: getattr(rec, name) for name in _RECORD_FIELDS}
     if rec.finish_reason == "content_filter":
+        fields_ = {name: getattr(rec, name) for name in _RECORD_FIELDS}
         line = engine_line(
             request_key,
             cost_usd,
@@ -120,6 +121,7 @@ def answer_line(
             },
         )
         return REJECTED, line
+    fields_ = {name: getattr(rec, name) for name in _LINE_FIELDS}
     if timing:
         fields_.update(timing)
     return TRACES, engine_line(request_key, cost_usd, fields_)

@@ -28,7 +28,6 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 from ..errors import AuthError, ConfigError, EndpointError, MissingKeyError, QuotaError, TracegenError
 from ..redact import redact_url
@@ -41,8 +40,8 @@ from .client import (
     TeacherCallError,
     TeacherConnectionError,
     TeacherHTTPError,
+    client_for,
 )
-from .client_aiohttp import AiohttpChatClient
 from .limiter import Limiter, Permit
 
 if TYPE_CHECKING:
@@ -410,28 +409,10 @@ def _retire_kind(e: TeacherHTTPError) -> str | None:
 
 
 # ---- building a pool from the config ---------------------------------------------------------------------
-class AzureChatClient(AiohttpChatClient):
-    """The aiohttp client on Azure OpenAI's URL shape and ``api-key`` header.
-
-    URL: ``{base_url}/openai/deployments/{deployment}/chat/completions?api-version={api_version}``.
-    """
-
-    def __init__(
-        self, endpoint: Endpoint, *, deployment: str, api_version: str, concurrency: int, timeout_s: float
-    ) -> None:
-        super().__init__(Endpoint(base_url=endpoint.base_url), concurrency=concurrency, timeout_s=timeout_s)
-        self._endpoint = endpoint  # for redaction of error messages
-        base = endpoint.base_url.rstrip("/")
-        self._url = (
-            f"{base}/openai/deployments/{quote(deployment, safe='')}/chat/completions"
-            f"?api-version={quote(api_version, safe='')}"
-        )
-        if endpoint.api_key:
-            self._headers["api-key"] = endpoint.api_key
-
-
 def _member_client(teacher: Teacher, e: EndpointConfig, endpoint: Endpoint, concurrency: int) -> ChatClient:
     if e.azure_deployment:
+        from .client_azure import AzureChatClient
+
         return AzureChatClient(
             endpoint,
             deployment=e.azure_deployment,
@@ -439,16 +420,8 @@ def _member_client(teacher: Teacher, e: EndpointConfig, endpoint: Endpoint, conc
             concurrency=concurrency,
             timeout_s=teacher.timeout_s,
         )
-    if teacher.transport == "sdk":
-        from .client_sdk import SdkChatClient
-
-        return SdkChatClient(
-            endpoint,
-            concurrency=concurrency,
-            timeout_s=teacher.timeout_s,
-            max_response_bytes=teacher.max_response_bytes,
-        )
-    return AiohttpChatClient(
+    return client_for(
+        teacher.transport,
         endpoint,
         concurrency=concurrency,
         timeout_s=teacher.timeout_s,

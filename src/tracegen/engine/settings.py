@@ -39,7 +39,7 @@ class Teacher:
     input_price: float | None
     output_price: float | None
     base_url: str | None
-    transport: Literal["aiohttp", "sdk"]
+    transport: Literal["http", "aiohttp", "sdk"]
     timeout_s: float
     max_response_bytes: int
     endpoints: tuple[EndpointConfig, ...]
