@@ -120,10 +120,6 @@ class _Timeline:
     latency_hist: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BINS))
     latency_n: int = 0
 
-    def add(self, rec: Mapping[str, Any]) -> None:
-        fields = ("cost_usd", "answered_at", "latency_s", "retried")
-        self.add_many(*([rec.get(f)] for f in fields))
-
     def add_many(
         self, costs: Iterable[Any], times: Iterable[Any], latencies: Iterable[Any], retries: Iterable[Any]
     ) -> None:
@@ -212,9 +208,6 @@ class _Lengths:
 
     hist: dict[str, list[int]] = field(default_factory=dict)
     total: Counter[str] = field(default_factory=Counter)
-
-    def add(self, group: str, tokens: int) -> None:
-        self.add_many([group], [tokens], [_bin(tokens, LENGTH_BINS)])
 
     def add_many(self, groups: list[str], tokens: list[int], bins: list[int]) -> None:
         """Count answers: ``groups[i]`` answered ``tokens[i]`` tokens, length bin ``bins[i]``.
