@@ -84,6 +84,28 @@ def test_pyarrow_waits_for_the_run_to_wait(tmp_path: Path) -> None:
     assert "pyarrow" not in names
 
 
+def test_default_run_skips_what_it_does_not_use(tmp_path: Path) -> None:
+    # run-directory JSONL is read with orjson alone (no jsonlines, nor the attrs it needs); a piped run draws
+    # no live view
+    from tracegen.testing import FakeOptions, FakeServer
+
+    with FakeServer(FakeOptions(), subprocess=True) as srv:
+        out = tmp_path / "run"
+        args = ["run", "-s", str(SAMPLE), "-o", str(out), "--n", "20", "--model", "gpt-4o-mini",
+                "--budget", "1", "--base-url", srv.base_url]  # fmt: skip
+        _, proc = imported(cli(args), tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    modules = {
+        line.rsplit("|", 1)[1].strip()
+        for line in proc.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+    assert (out / "report.html").is_file()
+    assert "rich.console" in modules  # the measurement sees rich's modules
+    unused = {"jsonlines", "attr", "rich.live", "rich.progress_bar"}
+    assert not modules & unused, sorted(modules & unused)
+
+
 def test_a_default_run_against_a_server_imports_no_aiohttp(tmp_path: Path) -> None:
     # the default transport is tracegen's own HTTP client: aiohttp loads only for --transport aiohttp, a
     # proxy, an Azure endpoint or the built-in fake server (--rehearse)

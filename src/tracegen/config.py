@@ -76,7 +76,8 @@ class StageConfig(BaseModel):
     prices are the stage model's (table or ``input_price``/``output_price`` here), never the run model's.
     """
 
-    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # inputs may hold secrets
+    # inputs may hold secrets; built when first used on its own (a run validates it inside RunConfig only)
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True, defer_build=True)
 
     name: str = Field(description="Stage name: run_dir/stages/<name>/, export configs <format>-<name>.")
     model: str = Field(description="Teacher model of this stage.")
@@ -119,7 +120,8 @@ class StageConfig(BaseModel):
 class EndpointConfig(BaseModel):
     """One OpenAI-compatible (or Azure OpenAI) endpoint of a pool. The key is read from ``api_key_env``."""
 
-    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # inputs may hold secrets
+    # inputs may hold secrets; built when first used on its own (a run validates it inside RunConfig only)
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True, defer_build=True)
 
     name: str | None = Field(None, description="Label in logs and stats; default host:port.")
     base_url: str = Field(description="e.g. https://api.openai.com/v1, or https://NAME.openai.azure.com")

@@ -17,8 +17,6 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console, Group
-from rich.live import Live
-from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
@@ -251,6 +249,8 @@ def progress_line(p: Any) -> str:
 
 def progress_panel(p: Any) -> Group:
     """The live view: two bars with percentages and five short lines, at most 80 columns wide."""
+    from rich.progress_bar import ProgressBar  # a terminal's view only: a piped run never imports it
+
     total = int(_get(p, "total", 0) or 0)
     done = int(_get(p, "done", 0) or 0)
     budget = _get(p, "budget_usd")
@@ -321,6 +321,8 @@ def live(console: Console, *, plain: bool) -> Iterator[Callable[[Any], None]]:
 
         yield log
         return
+    from rich.live import Live  # a terminal's view only
+
     with Live(Text("starting…"), console=console, refresh_per_second=4, transient=False) as lv:
 
         def show(p: Any) -> None:

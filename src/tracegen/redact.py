@@ -22,6 +22,7 @@ import), so a handler a user adds never sees a secret either.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -70,10 +71,17 @@ def register_secret(value: str | None) -> None:
             _registered.add(value)
 
 
+@functools.lru_cache(maxsize=16)
+def _secret_env_names(names: tuple[str, ...]) -> tuple[str, ...]:
+    """The environment variables among ``names`` named like a credential. Cached by the names (which rarely
+    change, and are read afresh each call); the values are always read anew."""
+    return tuple(k for k in names if _SECRET_ENV.search(k))
+
+
 def _known(extra: Iterable[str]) -> list[str]:
     env = os.environ
     values = {env.get(n, "") for n in _ENV_NAMES}
-    values |= {v for k, v in env.items() if _SECRET_ENV.search(k) and len(v) >= 8}
+    values |= {v for k in _secret_env_names(tuple(env)) if len(v := env.get(k, "")) >= 8}
     with _lock:
         values |= _registered
     values |= set(extra)

@@ -42,6 +42,7 @@ import logging
 import os
 import re
 import shutil
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -54,8 +55,9 @@ from .._version import __version__
 from ..errors import ConfigError, RunDirError
 from ..rundir import CLEAN_STATS, MANIFEST, PLAN_STATS, STATS, RunPaths, read_json_if_exists
 from . import card as card_mod
+from . import clean_digest as digest
 from .export_formats import DEFAULT_FORMAT, FORMATS, _format, features_for
-from .export_records import read_records
+from .export_records import read_record_dicts, read_records
 from .export_writers import _arrow_table as _arrow_table
 from .export_writers import _ShardWriter, _Tally
 
@@ -164,7 +166,9 @@ def export(
     options.check()
     _check_output_dir(out)
     summary = run_summary(run)  # validates the run's JSON files before any work
-    source, records = read_records(run)
+    source, records = read_record_dicts(run)
+    clean_identity = digest.file_identity(RunPaths(run).clean) if source == RunPaths(run).clean.name else None
+    verdicts: Counter[tuple[str, str]] = Counter()  # for the report: see tracegen.publish.clean_digest
 
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -180,20 +184,22 @@ def export(
     tally, skipped = _Tally(), 0
     try:
         for r in records:
-            if r.response is None:
+            verdicts[(str(r["submix"]), digest.verdict(r["agrees_with_target"]))] += 1
+            if r["response"] is None:
                 skipped += 1
                 continue
             tally.add(r)
-            if r.stage not in stage_dirs:
-                stage_dirs[r.stage] = f"stage{len(stage_dirs)}"
+            stage = r["stage"]
+            if stage not in stage_dirs:
+                stage_dirs[stage] = f"stage{len(stage_dirs)}"
             for f in fmts:
-                w = writers.get((f, r.stage))
+                w = writers.get((f, stage))
                 if w is None:
-                    root = tmp / f".{f}.{stage_dirs[r.stage]}"
-                    w = writers[(f, r.stage)] = _ShardWriter(
+                    root = tmp / f".{f}.{stage_dirs[stage]}"
+                    w = writers[(f, stage)] = _ShardWriter(
                         root, FORMATS[f].features, shard_rows, batch_rows, jsonl
                     )
-                w.add(FORMATS[f].row(r))
+                w.add(FORMATS[f].row_of_dict(r))
         if not writers:  # datasets cannot load a split with no rows: say so instead of writing one
             raise RunDirError(
                 f"{run}: no answered records in {source} to export; run `tracegen run` (or check its filters)"
@@ -213,6 +219,8 @@ def export(
                 f"cannot write the export to {out}: {e.strerror or e}; free disk space or choose another --output"
             ) from e
         raise
+    if clean_identity is not None and digest.file_identity(RunPaths(run).clean) == clean_identity:
+        digest.note(digest.CleanDigest(clean_identity, verdicts.total(), verdicts))
     if skipped:
         logger.warning("%d records without a response were not exported", skipped)
     return ExportResult(out, source, tally.rows, tuple(configs), out / "README.md", skipped)

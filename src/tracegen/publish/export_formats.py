@@ -5,8 +5,9 @@ See :mod:`tracegen.publish.export` for what each format is for; this module hold
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
@@ -23,35 +24,41 @@ DEFAULT_FORMAT = "openorca"
 _S = Value("string")
 
 
-def _system_for_training(r: Record) -> str:
+RecordDict = Mapping[str, Any]
+"""A record as :meth:`Record.to_dict` spells it (every field): what the export turns into rows."""
+
+
+def _system_for_training(r: RecordDict) -> str:
     """Prompt erasure: the student's system message when the template set gives one, else the teacher's."""
-    return r.train_system_prompt if r.train_system_prompt is not None else r.system_prompt
+    train: str | None = r["train_system_prompt"]
+    system: str = r["system_prompt"]
+    return train if train is not None else system
 
 
-def _row_openorca(r: Record) -> dict[str, Any]:
+def _row_openorca(r: RecordDict) -> dict[str, Any]:
     return {
-        "id": r.id,
+        "id": r["id"],
         "system_prompt": _system_for_training(r),
-        "question": r.question,
-        "response": r.response,
+        "question": r["question"],
+        "response": r["response"],
     }
 
 
-def _row_alpaca(r: Record) -> dict[str, Any]:
-    return {"instruction": _system_for_training(r), "input": r.question, "output": r.response}
+def _row_alpaca(r: RecordDict) -> dict[str, Any]:
+    return {"instruction": _system_for_training(r), "input": r["question"], "output": r["response"]}
 
 
-def _row_sharegpt(r: Record) -> dict[str, Any]:
+def _row_sharegpt(r: RecordDict) -> dict[str, Any]:
     system = _system_for_training(r)
     turns: list[dict[str, str | None]] = [{"from": "system", "value": system}] if system else []
-    turns += [{"from": "human", "value": r.question}, {"from": "gpt", "value": r.response}]
+    turns += [{"from": "human", "value": r["question"]}, {"from": "gpt", "value": r["response"]}]
     return {"conversations": turns}
 
 
-def _row_messages(r: Record) -> dict[str, Any]:
+def _row_messages(r: RecordDict) -> dict[str, Any]:
     system = _system_for_training(r)
     turns: list[dict[str, str | None]] = [{"role": "system", "content": system}] if system else []
-    turns += [{"role": "user", "content": r.question}, {"role": "assistant", "content": r.response}]
+    turns += [{"role": "user", "content": r["question"]}, {"role": "assistant", "content": r["response"]}]
     return {"messages": turns}
 
 
@@ -77,20 +84,27 @@ _FULL_COLUMNS: dict[str, Value] = {
     "cost_usd": Value("float64"),
     "key": _S,
 }
+_FULL_NAMES = tuple(_FULL_COLUMNS)
+_full_values = itemgetter(*_FULL_NAMES)
 
 
-def _row_full(r: Record) -> dict[str, Any]:
-    return {name: getattr(r, name) for name in _FULL_COLUMNS}
+def _row_full(r: RecordDict) -> dict[str, Any]:
+    return dict(zip(_FULL_NAMES, _full_values(r), strict=True))  # the columns in order, picked in C
 
 
 @dataclass(frozen=True)
 class Format:
-    """One export format: its explicit features and how a Record becomes a row."""
+    """One export format: its explicit features and how a record (as a dict) becomes a row."""
 
     name: str
     features: Features
-    row: Callable[[Record], dict[str, Any]]
+    row_of_dict: Callable[[RecordDict], dict[str, Any]]
+    """The row of a record dict (:meth:`Record.to_dict`'s keys): what the export calls, no Record built."""
     description: str
+
+    def row(self, r: Record) -> dict[str, Any]:
+        """The row of ``r``."""
+        return self.row_of_dict(r.to_dict())
 
 
 FORMATS: dict[str, Format] = {

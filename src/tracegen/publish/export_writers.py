@@ -13,8 +13,8 @@ import pyarrow as pa
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
-from ..records import Record
 from ..rundir import json_line
+from .export_formats import RecordDict
 from .features import Features
 
 __all__ = ["PARQUET_COMPRESSION"]
@@ -33,7 +33,12 @@ class _ShardWriter:
         self.nbytes = 0
         """Arrow (in-memory) size of the rows: ``datasets``' ``num_bytes``."""
         self._buffer: list[bytes] = []
-        """JSON lines of the rows not yet in Parquet (the Arrow table is parsed from them in C++)."""
+        """JSON lines of the rows not yet parsed (the Arrow table is parsed from them in C++)."""
+        self._buffer_bytes = 0
+        self._parts: list[pa.Table] = []
+        """The parsed parts of the row group being filled."""
+        self._batch = 0
+        """Rows in the row group being filled (parsed or not)."""
         self._shards: list[Path] = []
         self._writer: pq.ParquetWriter | None = None
         self._in_shard = 0
@@ -43,31 +48,47 @@ class _ShardWriter:
     def add(self, row: dict[str, Any]) -> None:
         line = json_line(row)
         self._buffer.append(line)
-        if self._jsonl is not None:
-            self._jsonl.write(line)
+        self._buffer_bytes += len(line)
         self.rows += 1
-        if len(self._buffer) >= self.batch_rows or self._in_shard + len(self._buffer) >= self.shard_rows:
+        self._batch += 1
+        if self._batch >= self.batch_rows or self._in_shard + self._batch >= self.shard_rows:
             self._flush()
+        elif self._buffer_bytes >= _PART_BYTES:
+            self._parse_part()
+
+    def _parse_part(self) -> None:
+        """Parse the pending lines into a part of the row group, and write them to train.jsonl."""
+        data = b"".join(self._buffer)
+        if self._jsonl is not None:
+            self._jsonl.write(data)  # a part at a time: the same bytes as line by line
+        self._parts.append(_arrow_table(self._buffer, self.schema, data))
+        self._buffer.clear()
+        self._buffer_bytes = 0
 
     def _flush(self) -> None:
-        if not self._buffer and self._shards:
+        if not self._batch and self._shards:
             return
         if self._writer is None:
             path = self.root / "data" / f"train-{len(self._shards):05d}.parquet.partial"
             self._shards.append(path)
             self._writer = pq.ParquetWriter(path, self.schema, compression=PARQUET_COMPRESSION)
-        table = _arrow_table(self._buffer, self.schema)
+        if self._buffer or not self._parts:
+            self._parse_part()
+        # one chunk per column, as one parse of the whole batch gives: the row group's pages are the same
+        parts, self._parts = self._parts, []
+        table = parts[0] if len(parts) == 1 else pa.concat_tables(parts).combine_chunks()
+        del parts
         self.nbytes += table.nbytes
         self._writer.write_table(table)
-        self._in_shard += len(self._buffer)
-        self._buffer.clear()
+        self._in_shard += self._batch
+        self._batch = 0
         if self._in_shard >= self.shard_rows:
             self._writer.close()
             self._writer, self._in_shard = None, 0
 
     def close(self) -> list[Path]:
         """Finish the last shard and name the shards ``-of-N``."""
-        if self._buffer or not self._shards:
+        if self._batch or not self._shards:
             self._flush()
         if self._writer is not None:
             self._writer.close()
@@ -90,14 +111,15 @@ class _ShardWriter:
             self._jsonl.close()
 
 
-def _arrow_table(lines: list[bytes], schema: pa.Schema) -> pa.Table:
+def _arrow_table(lines: list[bytes], schema: pa.Schema, data: bytes | None = None) -> pa.Table:
     """The rows (JSON lines) as one Arrow table of ``schema``: what ``Table.from_pylist`` gives.
 
     Parsed by pyarrow's JSON reader: from_pylist would import pandas (~0.3 s) for its array-like check,
-    and the rows are serialised for train.jsonl anyway. Anything that reader refuses goes through
+    and the rows are serialised for train.jsonl anyway (``data``: the lines joined, when the caller has them). Anything that reader refuses goes through
     from_pylist, so the table is always the same (tests/publish/test_export_fast.py compares the two).
     """
-    data = b"".join(lines)
+    if data is None:
+        data = b"".join(lines)
     if len(data) < _JSON_BLOCK_MAX:
         parse = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error")
         read = pa_json.ReadOptions(use_threads=False, block_size=max(len(data), 1) + 1)
@@ -120,8 +142,13 @@ def warm_up() -> None:
         writer.write_table(table)
 
 
+_PART_BYTES = 1 << 20
+"""JSON lines parsed at a time: memory reused from part to part, not a whole row group of text held."""
 _JSON_BLOCK_MAX = 2**31 - 2
 """pyarrow's JSON block size is an int32: larger buffers go through from_pylist."""
+
+
+_VERDICT = {True: "agrees", False: "disagrees", None: "unknown"}
 
 
 @dataclass
@@ -140,20 +167,21 @@ class _Tally:
     completion_tokens: int = 0
     cost_usd: float = 0.0
 
-    def add(self, r: Record) -> None:
+    def add(self, r: RecordDict) -> None:
+        """Count one exported record (a record dict, :meth:`Record.to_dict`'s keys)."""
         self.rows += 1
-        self.by_submix[r.submix] += 1
-        self.by_stage[r.stage] += 1
-        self.by_model[(r.model, r.model_returned)] += 1
-        key = (r.system_message_id, r.system_prompt, r.train_system_prompt)
+        self.by_submix[r["submix"]] += 1
+        self.by_stage[r["stage"]] += 1
+        self.by_model[(r["model"], r["model_returned"])] += 1
+        train = r["train_system_prompt"]
+        key = (r["system_message_id"], r["system_prompt"], train)
         self.by_system[key] = self.by_system.get(key, 0) + 1
-        verdict = {True: "agrees", False: "disagrees", None: "unknown"}[r.agrees_with_target]
-        self.agreement[verdict] += 1
-        self.finish_reason[r.finish_reason or "unknown"] += 1
-        self.erased += r.train_system_prompt is not None
-        self.prompt_tokens += r.prompt_tokens
-        self.completion_tokens += r.completion_tokens
-        self.cost_usd += r.cost_usd
+        self.agreement[_VERDICT[r["agrees_with_target"]]] += 1
+        self.finish_reason[r["finish_reason"] or "unknown"] += 1
+        self.erased += train is not None
+        self.prompt_tokens += r["prompt_tokens"]
+        self.completion_tokens += r["completion_tokens"]
+        self.cost_usd += r["cost_usd"]
 
     def to_dict(self) -> dict[str, Any]:
         systems = sorted(self.by_system.items(), key=lambda kv: (kv[0][0] is None, kv[0][0] or 0, -kv[1]))

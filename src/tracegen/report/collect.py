@@ -11,16 +11,20 @@ reason, a few per staged question. A million-row run gives a report of a few hun
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 import random
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from ..errors import RunDirError
-from ..rundir import RunPaths, read_json_if_exists, read_jsonl
+from ..publish import clean_digest as digest
+from ..rundir import RunPaths, open_read, read_json_if_exists, read_jsonl_numbered
 
 __all__ = ["LENGTH_BINS", "collect"]
 
@@ -34,15 +38,33 @@ EXAMPLES_PER_REASON = 3
 SAMPLE_STAGED = 60
 TEXT_CHARS = 3000
 MAX_POINTS = 240
+_NUMBER = (int, float)
+_CHUNK = 4096
+"""Traces aggregated at a time (their few fields; bounded memory)."""
 
 
 def _lines(path: Path) -> Iterator[dict[str, Any]]:
     """Objects of a JSONL file; a torn or foreign line is skipped (the report never fails on one)."""
     if not path.exists():
         return
-    for obj in read_jsonl(path, skip_invalid=True):
-        if isinstance(obj, dict):
+    for _, obj in read_jsonl_numbered(path, skip_invalid=True):
+        if type(obj) is dict:  # what orjson gives for an object
             yield obj
+
+
+def _trace_fields(rec: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What the report takes from a trace, read at once so the record (its long texts) is freed at once."""
+    return (
+        rec.get("cost_usd"),
+        rec.get("answered_at"),
+        rec.get("latency_s"),
+        rec.get("retried"),
+        rec.get("submix", ""),
+        rec.get("system_message_id"),
+        rec.get("system_prompt"),
+        rec.get("completion_tokens"),
+        rec.get("model"),
+    )
 
 
 def _bin(value: float, edges: tuple[float, ...]) -> int:
@@ -98,35 +120,46 @@ class _Timeline:
     latency_hist: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BINS))
     latency_n: int = 0
 
-    def add(self, rec: Mapping[str, Any]) -> None:
-        cost = float(rec.get("cost_usd") or 0.0)
-        t = rec.get("answered_at")
-        if not isinstance(t, int | float):
-            if self.untimed_cost and self._untimed_open < self.untimed_step:
-                self.untimed_cost[-1] += cost
-                self._untimed_open += 1
-            else:
-                self.untimed_cost.append(cost)
-                self._untimed_open = 1
-            if len(self.untimed_cost) > 4 * MAX_POINTS:  # merge pairs: bounded whatever the run's size
-                c = self.untimed_cost
-                self.untimed_cost = [c[i] + (c[i + 1] if i + 1 < len(c) else 0) for i in range(0, len(c), 2)]
-                self.untimed_step *= 2
-                self._untimed_open = self.untimed_step if len(c) % 2 == 0 else self._untimed_open
-            return
-        b = self.buckets.setdefault(int(t / self.res_s), [0, 0.0, 0.0, 0, 0])
-        b[0] += 1
-        b[1] += cost
-        lat = rec.get("latency_s")
-        if isinstance(lat, int | float):
-            b[2] += lat
-            self.latency_hist[_bin(lat, LATENCY_BINS)] += 1
-            self.latency_n += 1
-        retried = rec.get("retried") or []
-        b[3] += len(retried)
-        b[4] += sum(1 for r in retried if r == 429)
-        if len(self.buckets) > 8 * MAX_POINTS:
-            self._coarsen()
+    def add_many(
+        self, costs: Iterable[Any], times: Iterable[Any], latencies: Iterable[Any], retries: Iterable[Any]
+    ) -> None:
+        """Add answers in file order, given as columns: their ``cost_usd``, ``answered_at``, ``latency_s`` and
+        ``retried`` values (None: not in the record)."""
+        buckets, res_s, hist = self.buckets, self.res_s, self.latency_hist
+        for cost_or_none, t, lat, retried in zip(costs, times, latencies, retries, strict=True):
+            cost = float(cost_or_none or 0.0)
+            if not isinstance(t, _NUMBER):
+                self._add_untimed(cost)
+                continue
+            k = int(t / res_s)
+            b = buckets.get(k)
+            if b is None:
+                b = buckets[k] = [0, 0.0, 0.0, 0, 0]
+            b[0] += 1
+            b[1] += cost
+            if isinstance(lat, _NUMBER):
+                b[2] += lat
+                hist[_bin(lat, LATENCY_BINS)] += 1
+                self.latency_n += 1
+            if retried:  # most answers were not retried
+                b[3] += len(retried)
+                b[4] += retried.count(429) if type(retried) is list else sum(1 for r in retried if r == 429)
+            if len(buckets) > 8 * MAX_POINTS:
+                self._coarsen()
+                buckets, res_s = self.buckets, self.res_s
+
+    def _add_untimed(self, cost: float) -> None:
+        if self.untimed_cost and self._untimed_open < self.untimed_step:
+            self.untimed_cost[-1] += cost
+            self._untimed_open += 1
+        else:
+            self.untimed_cost.append(cost)
+            self._untimed_open = 1
+        if len(self.untimed_cost) > 4 * MAX_POINTS:  # merge pairs: bounded whatever the run's size
+            c = self.untimed_cost
+            self.untimed_cost = [c[i] + (c[i + 1] if i + 1 < len(c) else 0) for i in range(0, len(c), 2)]
+            self.untimed_step *= 2
+            self._untimed_open = self.untimed_step if len(c) % 2 == 0 else self._untimed_open
 
     def _coarsen(self) -> None:
         merged: dict[int, list[float]] = {}
@@ -176,10 +209,18 @@ class _Lengths:
     hist: dict[str, list[int]] = field(default_factory=dict)
     total: Counter[str] = field(default_factory=Counter)
 
-    def add(self, group: str, tokens: int) -> None:
-        h = self.hist.setdefault(group, [0] * len(LENGTH_BINS))
-        h[_bin(tokens, LENGTH_BINS)] += 1
-        self.total[group] += tokens
+    def add_many(self, groups: list[str], tokens: list[int], bins: list[int]) -> None:
+        """Count answers: ``groups[i]`` answered ``tokens[i]`` tokens, length bin ``bins[i]``.
+
+        Counted per distinct (group, bin) in C; groups enter ``hist`` in first-seen order, as one by one."""
+        for g in dict.fromkeys(groups):
+            if g not in self.hist:
+                self.hist[g] = [0] * len(LENGTH_BINS)
+        for (g, b), n in Counter(zip(groups, bins, strict=True)).items():
+            self.hist[g][b] += n
+        total = self.total
+        for g, t in zip(groups, tokens, strict=True):
+            total[g] += t
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -227,17 +268,9 @@ class _Collector:
 
     # ---- traces ---------------------------------------------------------------------------------------------
     def traces(self, stage: str, path: Path) -> None:
-        for rec in _lines(RunPaths(path).traces):
-            self.timeline.add(rec)
-            submix, sm = str(rec.get("submix", "")), _label(rec)
-            self.answered_submix[submix] += 1
-            self.answered_sm[sm] += 1
-            if sm not in self.system_texts and rec.get("system_prompt") is not None:
-                self.system_texts[sm] = str(rec.get("system_prompt"))
-            tokens = int(rec.get("completion_tokens") or 0)
-            self.lengths["submix"].add(submix, tokens)
-            self.lengths["system message"].add(sm, tokens)
-            self.lengths["stage"].add(stage or str(rec.get("model") or "teacher"), tokens)
+        lines = _lines(RunPaths(path).traces)
+        while rows := [_trace_fields(rec) for rec in itertools.islice(lines, _CHUNK)]:
+            self._traces(stage, rows)
         for rec in _lines(RunPaths(path).failed):
             err = rec.get("error") or {}
             self.failed[str(err.get("code") or err.get("status") or err.get("type") or "error")] += 1
@@ -253,6 +286,28 @@ class _Collector:
                 self.ledger["spent_usd"] = float(self.ledger["spent_usd"] or 0) + float(
                     ev.get("spent_usd") or 0
                 )
+
+    def _traces(self, stage: str, rows: list[tuple[Any, ...]]) -> None:
+        """A chunk of traces (:func:`_trace_fields`), a column at a time: list comprehensions and Counters."""
+        costs, times, latencies, retries, submix_col, sids, prompts, token_col, models = zip(
+            *rows, strict=True
+        )
+        self.timeline.add_many(costs, times, latencies, retries)
+        submixes = [str(s) for s in submix_col]
+        sms = ["template" if sid is None else str(sid) for sid in sids]  # _label
+        self.answered_submix.update(submixes)
+        self.answered_sm.update(sms)
+        texts = self.system_texts
+        for sm, prompt in zip(sms, prompts, strict=True):
+            if sm not in texts and prompt is not None:
+                texts[sm] = str(prompt)
+        tokens = [int(t or 0) for t in token_col]
+        edges = LENGTH_BINS
+        bins = [max(0, bisect.bisect_right(edges, t) - 1) for t in tokens]  # _bin: an int is never NaN
+        groups = [stage] * len(rows) if stage else [str(m or "teacher") for m in models]
+        self.lengths["submix"].add_many(submixes, tokens, bins)
+        self.lengths["system message"].add_many(sms, tokens, bins)
+        self.lengths["stage"].add_many(groups, tokens, bins)
 
     # ---- rejections and kept rows ---------------------------------------------------------------------------
     def rejected(self, stage: str, path: Path) -> None:
@@ -285,15 +340,54 @@ class _Collector:
             )
 
     def clean(self, stage: str, path: Path) -> None:
-        for rec in _lines(RunPaths(path).clean):
+        file = RunPaths(path).clean
+        noted = digest.noted(file)
+        if noted is not None:  # the export counted the rows: parse only the sampled ones
+            for (submix, verdict), n in noted.verdicts.items():
+                self._count_verdict(submix, verdict, n)
+            self._sample_from(file, noted.rows, stage)
+            return
+        for rec in _lines(file):
             self._verdict(rec)
             self.kept_seen += 1
             self._reservoir(self.kept, SAMPLE_KEPT, self.kept_seen, lambda r=rec: _row(r, "kept", stage))
 
+    def _sample_from(self, file: Path, rows: int, stage: str) -> None:
+        """The kept-row sample over ``rows`` more rows of ``file``, as :meth:`clean`'s reservoir draws it (the
+        same random draws in the same order), parsing only the rows that end up in it."""
+        slots: dict[int, int] = {}  # sample slot -> row of this file
+        filled = len(self.kept)
+        for i in range(rows):
+            self.kept_seen += 1
+            if filled < SAMPLE_KEPT:
+                slots[filled] = i
+                filled += 1
+            elif (j := self.rng.randrange(self.kept_seen)) < SAMPLE_KEPT:
+                slots[j] = i
+        wanted = set(slots.values())
+        parsed: dict[int, dict[str, Any]] = {}
+        i = 0
+        with open_read(file) as fp:
+            for line in fp:
+                if line.isspace():
+                    continue
+                if i in wanted:
+                    parsed[i] = _row(orjson.loads(line), "kept", stage)
+                i += 1
+        for slot in sorted(slots):  # new slots come in order, after the filled ones
+            if slot < len(self.kept):
+                self.kept[slot] = parsed[slots[slot]]
+            else:
+                self.kept.append(parsed[slots[slot]])
+
     def _verdict(self, rec: Mapping[str, Any]) -> None:
-        agrees = rec.get("agrees_with_target")
-        verdict = "agrees" if agrees is True else "disagrees" if agrees is False else "unknown"
-        self.check.setdefault(str(rec.get("submix", "")), Counter())[verdict] += 1
+        self._count_verdict(str(rec.get("submix", "")), digest.verdict(rec.get("agrees_with_target")))
+
+    def _count_verdict(self, submix: str, verdict: str, n: int = 1) -> None:
+        counts = self.check.get(submix)
+        if counts is None:
+            counts = self.check[submix] = Counter()
+        counts[verdict] += n
 
     def _reservoir(self, sample: list[dict[str, Any]], size: int, seen: int, make: Any) -> None:
         if len(sample) < size:
