@@ -25,26 +25,35 @@ U32 = npt.NDArray[np.uint32]
 @lru_cache(maxsize=64)
 def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
     """(bands, rows) minimising the false positive area below ``threshold`` plus the false negative area above
-    it, with equal weights — the same optimum as ``datasketch.lsh._optimal_param``."""
+    it, with equal weights — the same optimum as ``datasketch.lsh._optimal_param``.
+
+    The grid rises, so the points ``<= threshold`` are its first ``k``: slices instead of masks, and each
+    ``grid**r`` computed once for all its band counts (the same float operations as the plain double loop
+    over bands and rows, ties going to the fewest bands, then rows, as there).
+    """
     grid = np.linspace(0.0, 1.0, 2001)
+    k = int(np.count_nonzero(grid <= threshold))
+    dx_lo = np.diff(grid[:k])
+    dx_hi = np.diff(grid[k:])
     best = (float("inf"), 1, 1)
-    for b in range(1, num_perm + 1):
-        for r in range(1, num_perm // b + 1):
-            p = 1.0 - (1.0 - grid**r) ** b
-            lo = grid <= threshold
-            fp = _area(p[lo], grid[lo])
-            fn = _area(1.0 - p[~lo], grid[~lo])
+    for r in range(1, num_perm + 1):
+        q = 1.0 - grid**r
+        for b in range(1, num_perm // r + 1):
+            p = 1.0 - q**b
+            miss = 1.0 - p[k:]
+            fp = _area(p[:k], dx_lo)
+            fn = _area(miss, dx_hi)
             err = 0.5 * fp + 0.5 * fn
-            if err < best[0]:
+            if err < best[0] or (err == best[0] and (b, r) < best[1:]):
                 best = (err, b, r)
     return best[1], best[2]
 
 
-def _area(y: npt.NDArray[np.float64], x: npt.NDArray[np.float64]) -> float:
-    """Trapezoid rule (numpy renamed trapz to trapezoid in 2.0; this works on both)."""
-    if x.size < 2:
+def _area(y: npt.NDArray[np.float64], dx: npt.NDArray[np.float64]) -> float:
+    """Trapezoid rule over steps ``dx`` (numpy renamed trapz to trapezoid in 2.0; this works on both)."""
+    if y.size < 2:
         return 0.0
-    return float(((y[1:] + y[:-1]) * np.diff(x)).sum() / 2.0)
+    return float(((y[1:] + y[:-1]) * dx).sum() / 2.0)
 
 
 # ---- a compact set of 64-bit keys --------------------------------------------------------------------------
