@@ -34,11 +34,17 @@ _WORDS = re.compile(r"[a-z0-9]+(?:['.][a-z0-9]+)*")
 
 def _clean(text: str) -> str:
     """NFKC, straight quotes, no markdown emphasis; LaTeX answers made plain. Case is kept."""
-    text = unicodedata.normalize("NFKC", text).translate(_QUOTES)
-    text = _BOXED.sub(lambda m: f" the answer is {m.group(1)}. ", text)
-    text = _FRAC.sub(lambda m: f"{m.group(1)}/{m.group(2)}", text)
-    text = text.replace("\\$", "$").replace("\\%", "%").replace("\\text", "")
-    return _MARKDOWN.sub("", text)
+    # Each step runs only when its input can change: NFKC and the quote table leave ASCII as it is, and the
+    # LaTeX patterns and replacements all start with a backslash (str.isascii and `in` are C-speed scans).
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", text).translate(_QUOTES)
+    if "\\" in text:
+        text = _BOXED.sub(lambda m: f" the answer is {m.group(1)}. ", text)
+        text = _FRAC.sub(lambda m: f"{m.group(1)}/{m.group(2)}", text)
+        text = text.replace("\\$", "$").replace("\\%", "%").replace("\\text", "")
+    if "*" in text or "_" in text or "`" in text or "\\" in text:  # what _MARKDOWN can match starts so
+        text = _MARKDOWN.sub("", text)
+    return text
 
 
 @lru_cache(maxsize=1 << 16)
@@ -103,8 +109,34 @@ def _trim_last_option(text: str) -> str:
     return text
 
 
+_LABELS = frozenset(lab for seq in _SEQUENCES for lab in seq)  # every label _MARKER accepts
+_LAB_CHARS = frozenset("".join(_LABELS))
+_CLOSE_THEN_GAP = re.compile(r"[)\].:][. \t]")
+
+
+def _may_have_markers(question: str) -> bool:
+    """False only when ``question`` holds no _MARKER match with an opening or closing mark (most prompts).
+
+    Such a marker has "(" or "[", or its closing mark starts with one of ``).:]`` followed by "." or a blank
+    (the look-ahead wants blanks after the mark), right after its label, which begins the text or follows
+    whitespace or a colon: so the label is the whole run of label characters before the mark. A scan for
+    those two characters, then a look at the few before, replaces the regex's attempt at every position.
+    """
+    if "(" in question or "[" in question:
+        return True
+    for m in _CLOSE_THEN_GAP.finditer(question):
+        end = k = m.start()
+        while k > 0 and end - k < 5 and question[k - 1] in _LAB_CHARS:
+            k -= 1
+        if question[k:end] in _LABELS and (k == 0 or question[k - 1].isspace() or question[k - 1] == ":"):
+            return True
+    return False
+
+
 def _enumerated_options(question: str) -> tuple[int, list[Option]]:
     """The last run of consistently styled markers A, B, C... (or a, b / 1, 2 / i, ii), with texts."""
+    if not _may_have_markers(question):
+        return -1, []
     markers = [
         m for m in _MARKER.finditer(question) if m.group("open") or m.group("close")
     ]  # a bare "A" is not a marker
