@@ -173,14 +173,24 @@ class _Powers:
         if self.pw.size >= n:
             return
         size = max(n, 2 * self.pw.size)
-        one = np.ones(1, dtype=np.uint64)
-        with np.errstate(over="ignore"):  # uint64 products wrap: arithmetic mod 2**64 is the point
-            self.pw = np.concatenate(
-                [one, np.cumprod(np.full(size - 1, _P, dtype=np.uint64), dtype=np.uint64)]
-            )
-            self.inv = np.concatenate(
-                [one, np.cumprod(np.full(size - 1, _P_INV, dtype=np.uint64), dtype=np.uint64)]
-            )
+        self.pw = _power_table(_P, size)
+        self.inv = _power_table(_P_INV, size)
+
+
+def _power_table(base: int, n: int) -> U64:
+    """``base**j mod 2**64`` for j < n by doubling: ``out[k:2k] = out[:k] * base**k``, a few vectorized
+    multiplies instead of a sequential cumprod (the same integers: products mod 2**64 do not depend on
+    how they are grouped)."""
+    out = np.empty(n, dtype=np.uint64)
+    out[0] = 1
+    k, step = 1, base  # step == base**k mod 2**64
+    with np.errstate(over="ignore"):  # uint64 products wrap: arithmetic mod 2**64 is the point
+        while k < n:
+            m = min(k, n - k)
+            np.multiply(out[:m], np.uint64(step), out=out[k : k + m])
+            k += m
+            step = step * step & _M64
+    return out
 
 
 class MinHasher:
@@ -249,12 +259,14 @@ class MinHasher:
         return hashes, counts
 
     def signatures(
-        self, texts: Sequence[str], normalized: bool = False, max_chars: int = 1 << 20
+        self, texts: Sequence[str], normalized: bool = False, max_chars: int = 1 << 16
     ) -> tuple[U32, npt.NDArray[np.bool_]]:
         """(len(texts), num_perm) MinHash signatures and a mask of texts that had at least one word.
 
         Texts are hashed in groups of about ``max_chars`` characters, which bounds the temporary arrays
-        (~40 bytes per character) whatever the batch size.
+        (~40 bytes per character) whatever the batch size. Groups of 64K characters keep them in cache and
+        the P**j tables small: measured ~1.7x faster than 1M-character groups (same signatures: each text
+        is hashed on its own).
         """
         sigs: list[U32] = []
         masks: list[npt.NDArray[np.bool_]] = []

@@ -1,0 +1,31 @@
+"""MinHash speed-ups keep the same numbers: the P**j tables built by doubling equal the sequential cumprod,
+and signatures do not depend on how a batch is grouped (max_chars)."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from tracegen.cleaning.minhash import _P, _P_INV, MinHasher, _power_table
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 8, 9, 1000, 65537])
+def test_power_table_equals_cumprod(n: int) -> None:
+    for base in (_P, _P_INV):
+        with np.errstate(over="ignore"):
+            seq = np.cumprod(np.full(n - 1, base, dtype=np.uint64), dtype=np.uint64)
+        want = np.concatenate([np.ones(1, dtype=np.uint64), seq])
+        assert np.array_equal(_power_table(base, n), want)
+
+
+def test_signatures_do_not_depend_on_grouping() -> None:
+    rng = random.Random(3)
+    words = ["alpha", "beta", "gamma", "δέλτα", "x", "naïve", "", "a_b", "42"]
+    texts = [" ".join(rng.choice(words) for _ in range(rng.randrange(0, 60))) for _ in range(300)]
+    m = MinHasher()
+    whole, has_whole = m.signatures(texts, max_chars=1 << 30)
+    for max_chars in (1, 100, 1 << 12, 1 << 16):
+        sig, has = MinHasher().signatures(texts, max_chars=max_chars)
+        assert np.array_equal(sig, whole) and np.array_equal(has, has_whole)
