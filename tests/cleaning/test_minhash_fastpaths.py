@@ -29,3 +29,15 @@ def test_signatures_do_not_depend_on_grouping() -> None:
     for max_chars in (1, 100, 1 << 12, 1 << 16):
         sig, has = MinHasher().signatures(texts, max_chars=max_chars)
         assert np.array_equal(sig, whole) and np.array_equal(has, has_whole)
+
+
+def test_sorted_unique_equals_np_unique() -> None:
+    from tracegen.cleaning.minhash import _sorted_unique
+
+    rng = np.random.default_rng(5)
+    cases = [np.zeros(0, dtype=np.uint64), np.array([7], dtype=np.uint64), np.array([3, 3], dtype=np.uint64)]
+    cases += [rng.integers(0, n, size=n, dtype=np.uint64) for n in (2, 10, 1000)]
+    cases += [np.array([2**64 - 1, 0, 2**63, 2**64 - 1], dtype=np.uint64), np.arange(6, dtype=np.uint64).reshape(2, 3)]
+    for values in cases:
+        got = _sorted_unique(values)
+        assert got.dtype == np.uint64 and np.array_equal(got, np.unique(values))
