@@ -102,6 +102,8 @@ _FIELD_NAMES = frozenset(_FIELD_ORDER)
 # ---- normalization and exact keys: the plan's pre-send dedup and the clean step's dedup agree --------------------------------------------------------------------------
 def normalize_text(text: str) -> str:
     """NFKC, casefold, whitespace collapsed: the form exact dedup compares."""
+    if text.isascii():  # NFKC leaves ASCII as it is, and casefold is lower there
+        return " ".join(text.lower().split())
     return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 

@@ -37,7 +37,10 @@ def test_sorted_unique_equals_np_unique() -> None:
     rng = np.random.default_rng(5)
     cases = [np.zeros(0, dtype=np.uint64), np.array([7], dtype=np.uint64), np.array([3, 3], dtype=np.uint64)]
     cases += [rng.integers(0, n, size=n, dtype=np.uint64) for n in (2, 10, 1000)]
-    cases += [np.array([2**64 - 1, 0, 2**63, 2**64 - 1], dtype=np.uint64), np.arange(6, dtype=np.uint64).reshape(2, 3)]
+    cases += [
+        np.array([2**64 - 1, 0, 2**63, 2**64 - 1], dtype=np.uint64),
+        np.arange(6, dtype=np.uint64).reshape(2, 3),
+    ]
     for values in cases:
         got = _sorted_unique(values)
         assert got.dtype == np.uint64 and np.array_equal(got, np.unique(values))

@@ -25,7 +25,14 @@ def _search_by_scanning(m: PhraseMatcher, text: str) -> tuple[str, str] | None:
     return None
 
 
-_EDGES = ["", " ", "_", "x", "9", "é", "É", "’", "'", "-", "(", ")", ".", "\n", "\u00a0", "\ud800", "ß", "İ", "K"]
+_EDGES = [
+    "",
+    " ",
+    "\n",
+    "\u00a0",
+    "\ud800",
+    *["_", "x", "9", "é", "É", "’", "'", "-", "(", ")", ".", "ß", "İ", "K"],
+]
 
 
 def _variants(phrase: str, rng: random.Random) -> str:
@@ -45,16 +52,19 @@ def _variants(phrase: str, rng: random.Random) -> str:
 def test_prefilter_equals_substring_scan_on_tricky_texts() -> None:
     rng = random.Random(16)
     refusals = RefusalFilter.from_file().matcher
-    odd = PhraseMatcher(
-        [("g", "cat nap"), ("g", "(beta)"), ("g", "¿¿¿"), ("g", "é-clair"), ("g", "naïve ai"), ("g", "a b"),
-         ("g", "x_y"), ("g", "don't")]
-    )
-    phrases = ["as an ai language model", "i'm sorry", "i cannot", "openai", "cat nap", "(beta)", "¿¿¿",
-               "é-clair", "naïve ai", "a b", "x_y", "don't", "not enough information"]
+    own = ["cat nap", "(beta)", "¿¿¿", "é-clair", "naïve ai", "a b", "x_y", "don't"]
+    odd = PhraseMatcher(("g", p) for p in own)
+    phrases = [*own, "as an ai language model", "i'm sorry", "i cannot", "openai", "not enough information"]
     for matcher in (refusals, odd, PhraseMatcher([("nei", "not enough information")])):
-        phrases += [p.pattern.replace("\\s+", " ").replace("\\", "") for r in matcher._by_anchor.values()
-                    for p, *_ in r]
-    filler = ["the", "answer", "is", "catnap", "sorryful", "unsorry", "ai", "model", "Naïve", "beta2", "", "!"]
+        phrases += [
+            p.pattern.replace("\\s+", " ").replace("\\", "")
+            for r in matcher._by_anchor.values()
+            for p, *_ in r
+        ]
+    filler = [
+        "",
+        *["the", "answer", "is", "catnap", "sorryful", "unsorry", "ai", "model", "Naïve", "beta2", "!"],
+    ]
     for _ in range(4000):
         parts = [rng.choice(filler) for _ in range(rng.randrange(0, 6))]
         for _ in range(rng.randrange(0, 3)):

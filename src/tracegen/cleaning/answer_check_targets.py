@@ -59,6 +59,19 @@ def _content_words(text: str) -> list[str]:
     return [w for w in _WORDS.findall(_norm(text)) if w not in _ARTICLES]
 
 
+def _first_content_words(normed: str, limit: int) -> list[str]:
+    """The first ``limit`` words of ``_content_words`` for a text whose ``_norm`` is ``normed`` (all of them
+    when it has fewer), found without cutting the whole text into words."""
+    out: list[str] = []
+    for m in _WORDS.finditer(normed):
+        word = m.group()
+        if word not in _ARTICLES:
+            out.append(word)
+            if len(out) == limit:
+                break
+    return out
+
+
 # ---- options -----------------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Option:
