@@ -44,3 +44,17 @@ def test_sorted_unique_equals_np_unique() -> None:
     for values in cases:
         got = _sorted_unique(values)
         assert got.dtype == np.uint64 and np.array_equal(got, np.unique(values))
+
+
+def test_shingle_hashes_equal_str_translate_form() -> None:
+    """Punctuation is mapped on the UTF-8 bytes (ASCII) and per text (the rest); the hashes equal those of
+    the plain str form (``shingle_text`` per text, newlines as spaces), which has nothing left to map."""
+    rng = random.Random(9)
+    pieces = ["«x»", "‘q’", "“w”", "a–b", "c—d", "…", "é", "naïve", "\u00ab", "\u00bb", "x_y", "it's"]
+    pieces += ["\n", " ", "!", "#", "ß", "日本", "\u0300", "a.b", "-", "[z]", "\\", "~", "end", "A B"]
+    texts = ["".join(rng.choice(pieces) for _ in range(rng.randrange(0, 12))) for _ in range(500)]
+    m = MinHasher()
+    for normalized in (True, False):
+        plain = [m.shingle_text(t, normalized).replace("\n", " ") for t in texts]
+        got, want = m.shingle_hashes(texts, normalized), m.shingle_hashes(plain, True)
+        assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
