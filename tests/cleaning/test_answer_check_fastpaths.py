@@ -212,3 +212,16 @@ def test_explain_on_phrase_targets_still_reads_statements() -> None:
     assert explain("Where is the Eiffel Tower?", "Paris", "It stands in Paris, France.").rule == "contains"
     long = "It stands in a large city in France near a river with many bridges and museums."
     assert explain("Where is the Eiffel Tower?", "Paris", long).rule == "no_answer"
+
+
+def test_first_content_words_same_on_lowered_and_normalized_text() -> None:
+    from tracegen.cleaning.answer_check_targets import _content_words, _first_content_words, _norm
+
+    rng = random.Random(10)
+    extra = ["'a", "a'", ".5", "5.", "x.y", "'.'", "(the)", "An", "\u2003", "\t-", "*", "[ok]", "it's."]
+    for _ in range(5000):
+        text = " ".join(rng.choice(_WORDS + _PIECES + extra) for _ in range(rng.randrange(0, 10)))
+        whole = _content_words(text)
+        for limit in (1, 5, 50):
+            assert _first_content_words(_clean(text).lower(), limit) == whole[:limit], text
+            assert _first_content_words(_norm(text), limit) == whole[:limit], text

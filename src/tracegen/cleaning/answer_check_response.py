@@ -21,7 +21,6 @@ from .answer_check_targets import (
     _content_words,
     _first_content_words,
     _is_weak,
-    _norm,
     _surfaces,
 )
 
@@ -48,7 +47,10 @@ def _rule(
 
 
 def _may_match(rule: _Rule, text: str) -> bool:
-    return not rule.needs or any(word in text for word in rule.needs)
+    for word in rule.needs:  # a plain loop: any() with a generator costs more than the scans
+        if word in text:
+            return True
+    return not rule.needs
 
 
 def _is_word(c: str) -> bool:
@@ -77,7 +79,12 @@ def _hits(rule: _Rule, text: str) -> Iterator[tuple[int, int]]:
 
 def _find_cues(low: str, rules: tuple[_Rule, ...]) -> list[tuple[int, int]]:
     """(start, end) of every cue in the lower-cased text, in order."""
-    return sorted(hit for rule in rules if _may_match(rule, low) for hit in _hits(rule, low))
+    hits: list[tuple[int, int]] = []
+    for rule in rules:
+        if _may_match(rule, low):
+            hits.extend(_hits(rule, low))
+    hits.sort()
+    return hits
 
 
 _VERDICT_WORDS = [
@@ -520,11 +527,11 @@ def _check_phrase(text: str, target: Target) -> Verdict:
         if got_set and got_set <= want_set and len(got_set) <= 3:  # "Answer: Leonardo." for da Vinci
             return Verdict(True, target, statement.strip(), "statement")
         return Verdict(None, target, statement.strip(), "statement")
-    normed = _norm(text)
-    if want and not all(w in normed for w in want_set):
+    low = _clean(text).lower()  # _norm(text) before its whitespace and ends are tidied: the same words
+    if want and not all(w in low for w in want_set):
         # A word of the target is nowhere in the text, so it cannot contain the target; only the short
         # response rule is left, which wants at most 4 words: the first 5 decide, not the whole answer.
-        first = _first_content_words(normed, 5)
+        first = _first_content_words(low, 5)
         if len(first) == 5:
             return Verdict(None, target, None, "no_answer")
         got = " ".join(first)  # == _norm_words(text): these are all its words

@@ -59,11 +59,13 @@ def _content_words(text: str) -> list[str]:
     return [w for w in _WORDS.findall(_norm(text)) if w not in _ARTICLES]
 
 
-def _first_content_words(normed: str, limit: int) -> list[str]:
-    """The first ``limit`` words of ``_content_words`` for a text whose ``_norm`` is ``normed`` (all of them
-    when it has fewer), found without cutting the whole text into words."""
+def _first_content_words(low: str, limit: int) -> list[str]:
+    """The first ``limit`` words of ``_content_words(text)`` (all of them when it has fewer), found without
+    cutting the whole text into words. ``low`` is ``_norm(text)`` or ``_clean(text).lower()``: they hold the
+    same words, as ``_norm`` only collapses whitespace and strips non-alphanumerics off the ends, and a word
+    neither holds whitespace nor starts or ends with anything but a letter or digit."""
     out: list[str] = []
-    for m in _WORDS.finditer(normed):
+    for m in _WORDS.finditer(low):
         word = m.group()
         if word not in _ARTICLES:
             out.append(word)
@@ -282,6 +284,7 @@ _FAMILIES: list[list[str]] = [
     ["acceptable", "unacceptable"],
     ["correct", "incorrect"],
 ]
+_FAMILY_LABELS = frozenset(label for family in _FAMILIES for label in family)
 _WEAK_WORDS = frozenset(
     [
         "yes",
@@ -348,9 +351,9 @@ _LABEL_TARGET = re.compile(
 )
 
 
-def _option_index(target: str, options: list[Option]) -> int | None:
+def _option_index(target: str, options: list[Option], texts: list[str]) -> int | None:
+    """Which option ``target`` names; ``texts`` are the options' ``_norm`` texts."""
     t = _TARGET_ALIASES.get(_norm(target), _norm(target))
-    texts = [_norm(o.text) for o in options]
     if t in texts:
         return texts.index(t)
     m = _LABEL_TARGET.match(target.strip())
@@ -386,8 +389,9 @@ def resolve_target(question: str, target: str) -> Target | None:
     short = _short_target(target)
     first_line = target.strip().split("\n", 1)[0]
     if options:
+        texts = [_norm(o.text) for o in options]
         for cand in (target, short, first_line):
-            idx = _option_index(cand, options)
+            idx = _option_index(cand, options, texts)
             if idx is not None:
                 return Target(
                     "option",
@@ -402,7 +406,7 @@ def resolve_target(question: str, target: str) -> Target | None:
     value = _parse_number(short)
     if value is not None:
         return Target("number", short.strip().rstrip("."), value=value)
-    nli = bool(_NLI_HINT.search(question))
+    nli = t in _FAMILY_LABELS and bool(_NLI_HINT.search(question))  # read only for a family label
     for family in _FAMILIES:
         if t in family:
             if t in ("positive", "negative") and "neutral" in family and "neutral" not in question.lower():
@@ -412,7 +416,6 @@ def resolve_target(question: str, target: str) -> Target | None:
             if t == "entailment" and "neutral" in family and "not_entailment" in question.lower():
                 continue
             return Target("label", t, tuple(family))
-    words = _content_words(short)
-    if 0 < len(short.split()) <= MAX_PHRASE_WORDS and words:
+    if 0 < len(short.split()) <= MAX_PHRASE_WORDS and _content_words(short):
         return Target("phrase", short.strip().rstrip("."))
     return None
