@@ -224,15 +224,21 @@ def _record_dict(record: Record) -> dict[str, Any]:
     return {name: getattr(record, name) for name in _FIELDS}
 
 
+def _record_line(record: Record) -> bytes:
+    """``json_line(record.to_dict())``: orjson writes a dataclass natively, its fields in declaration order
+    (the same bytes without building the dict); the stdlib's spelling where orjson refuses a value."""
+    try:
+        return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+    except TypeError:
+        return json_line(_record_dict(record))
+
+
 def _rejected_line(record: Record, stage: str, reason: str, detail: str) -> bytes:
-    data = {
-        "id": record.id,
-        "stage": stage,
-        "reason": reason,
-        "detail": detail,
-        "record": _record_dict(record),
-    }
-    return json_line(data)
+    data: dict[str, Any] = {"id": record.id, "stage": stage, "reason": reason, "detail": detail}
+    try:
+        return orjson.dumps({**data, "record": record}, option=orjson.OPT_APPEND_NEWLINE)  # as _record_line
+    except TypeError:
+        return json_line({**data, "record": _record_dict(record)})
 
 
 # ---- the clean step ----------------------------------------------------------------------------------------
@@ -356,7 +362,7 @@ def clean(
             return known_keys.pop(id(record), None)
 
         for record in deduper.run(records(), on_reject, keys_of if same_keys else None):
-            kept_out.write(json_line(_record_dict(record)))
+            kept_out.write(_record_line(record))
             result.kept += 1
             agree_kept[record.agrees_with_target] += 1
             submix[record.submix] += 1
