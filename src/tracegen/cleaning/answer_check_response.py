@@ -46,13 +46,6 @@ def _rule(
     return _Rule(re.compile(pattern), before, word_after, needs)
 
 
-def _may_match(rule: _Rule, text: str) -> bool:
-    for word in rule.needs:  # a plain loop: any() with a generator costs more than the scans
-        if word in text:
-            return True
-    return not rule.needs
-
-
 def _is_word(c: str) -> bool:
     return c.isalnum() or c == "_"
 
@@ -81,8 +74,13 @@ def _find_cues(low: str, rules: tuple[_Rule, ...]) -> list[tuple[int, int]]:
     """(start, end) of every cue in the lower-cased text, in order."""
     hits: list[tuple[int, int]] = []
     for rule in rules:
-        if _may_match(rule, low):
-            hits.extend(_hits(rule, low))
+        for word in rule.needs:  # skip the regex when the text lacks every word the rule needs
+            if word in low:
+                hits.extend(_hits(rule, low))
+                break
+        else:  # no word found: the rule cannot match, unless it needs none
+            if not rule.needs:
+                hits.extend(_hits(rule, low))
     hits.sort()
     return hits
 

@@ -191,6 +191,8 @@ def _enumerated_options(question: str) -> tuple[int, list[Option]]:
 
 def _bulleted_options(question: str) -> tuple[int, list[Option]]:
     """The last block of >= 2 bullet lines that follows an options header or ends the question."""
+    if "-" not in question and "*" not in question and "+" not in question and "\u2022" not in question:
+        return -1, []  # no bullet character, no bullet line (_BULLET)
     lines = question.split("\n")
     offsets = []
     pos = 0
