@@ -65,12 +65,14 @@ def test_prefilter_equals_substring_scan_on_tricky_texts() -> None:
         "",
         *["the", "answer", "is", "catnap", "sorryful", "unsorry", "ai", "model", "Naïve", "beta2", "!"],
     ]
+    few = PhraseMatcher(("g", p) for p in ["cat nap", "don't", "¿¿¿"])
+    assert few._few and not refusals._few and not odd._few  # both ways of finding anchors are compared
     for _ in range(4000):
         parts = [rng.choice(filler) for _ in range(rng.randrange(0, 6))]
         for _ in range(rng.randrange(0, 3)):
             parts.insert(rng.randrange(len(parts) + 1), _variants(rng.choice(phrases), rng))
         text = rng.choice(["", " ", "_"]).join(parts) if rng.random() < 0.2 else " ".join(parts)
-        for matcher in (refusals, odd):
+        for matcher in (refusals, odd, few):
             assert matcher.search(text) == _search_by_scanning(matcher, text), text
 
 

@@ -150,6 +150,9 @@ def _normalize_for_match(text: str) -> str:
     return " ".join(text.translate(_APOSTROPHES).lower().split())
 
 
+_FEW_ANCHORS = 4
+
+
 class PhraseMatcher:
     """Case-insensitive search for any of many phrases, fast on texts that contain none of them.
 
@@ -163,8 +166,8 @@ class PhraseMatcher:
     and shared by every matcher asking about the same text) instead of a substring scan per anchor. It finds
     every anchor a phrase match needs: an anchor is a maximal ``[a-z0-9]+`` run of its phrases, and a match
     that passes the edge checks has no ``[a-z0-9]`` character right before or after it, so the anchor is a
-    maximal run of the text as well. Anchors that are not such runs (a phrase without letters or digits) are
-    still scanned for with ``in``.
+    maximal run of the text as well. Anchors that are not such runs (a phrase without letters or digits), and
+    the anchors of a matcher with only a few, are still scanned for with ``in``.
     """
 
     def __init__(self, phrases: Iterable[tuple[str, str]]) -> None:
@@ -187,15 +190,18 @@ class PhraseMatcher:
         self._order = [(a, a.encode() if _WORD.fullmatch(a) else None) for a in self._anchors]
         self._run_anchors = frozenset(run for _, run in self._order if run is not None)
         self._scan_all = len(self._run_anchors) < len(self._anchors)
+        # A few substring scans cost less than cutting the text into runs (the not-enough-information list).
+        self._few = len(self._anchors) <= _FEW_ANCHORS
 
     def search(self, text: str) -> tuple[str, str] | None:
         """First (label, phrase) found in ``text`` (in anchor order), or None."""
         low = _lowered(text)
-        present = self._run_anchors.intersection(_runs(text))
-        if not present and not self._scan_all:
+        present = None if self._few else self._run_anchors.intersection(_runs(text))
+        if present is not None and not present and not self._scan_all:
             return None  # the common case: no anchor at all
         for anchor, run in self._order:
-            if run not in present if run is not None else anchor not in low:
+            found = run in present if run is not None and present is not None else anchor in low
+            if not found:
                 continue
             for pattern, bound_start, bound_end, label, phrase in self._by_anchor[anchor]:
                 for m in pattern.finditer(low):
