@@ -408,16 +408,21 @@ def resolve_target(question: str, target: str) -> Target | None:
     value = _parse_number(short)
     if value is not None:
         return Target("number", short.strip().rstrip("."), value=value)
-    nli = t in _FAMILY_LABELS and bool(_NLI_HINT.search(question))  # read only for a family label
-    for family in _FAMILIES:
-        if t in family:
-            if t in ("positive", "negative") and "neutral" in family and "neutral" not in question.lower():
-                continue
-            if t == "neutral" and ("entailment" in family) != nli:
-                continue
-            if t == "entailment" and "neutral" in family and "not_entailment" in question.lower():
-                continue
-            return Target("label", t, tuple(family))
+    if t in _FAMILY_LABELS:  # (most targets are not: skip the families and the NLI hint)
+        nli = bool(_NLI_HINT.search(question))
+        for family in _FAMILIES:
+            if t in family:
+                if (
+                    t in ("positive", "negative")
+                    and "neutral" in family
+                    and "neutral" not in question.lower()
+                ):
+                    continue
+                if t == "neutral" and ("entailment" in family) != nli:
+                    continue
+                if t == "entailment" and "neutral" in family and "not_entailment" in question.lower():
+                    continue
+                return Target("label", t, tuple(family))
     if 0 < len(short.split()) <= MAX_PHRASE_WORDS and _content_words(short):
         return Target("phrase", short.strip().rstrip("."))
     return None
