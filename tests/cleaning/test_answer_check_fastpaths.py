@@ -225,3 +225,19 @@ def test_first_content_words_same_on_lowered_and_normalized_text() -> None:
         for limit in (1, 5, 50):
             assert _first_content_words(_clean(text).lower(), limit) == whole[:limit], text
             assert _first_content_words(_norm(text), limit) == whole[:limit], text
+
+
+def test_marker_labels_are_the_regex_labels() -> None:
+    """_may_have_markers looks labels up in _LABELS: it must hold exactly what _MARKER's label group takes."""
+    import itertools
+    import re
+
+    from tracegen.cleaning.answer_check_targets import _LAB_CHARS, _LABELS
+
+    lab = re.compile(_MARKER.pattern.split("(?P<lab>", 1)[1].split(")(?P<close>", 1)[0])
+    alphabet = sorted(_LAB_CHARS | set("KkLyZ0"))
+    for size in (1, 2, 3):
+        for chars in itertools.product(alphabet, repeat=size):
+            s = "".join(chars)
+            assert (lab.fullmatch(s) is not None) == (s in _LABELS), s
+    assert all(lab.fullmatch(s) for s in _LABELS) and {"VIII", "viii"} <= _LABELS
