@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -51,3 +52,30 @@ def test_from_dict_ignores_unknown_keys_and_keeps_values() -> None:
     record = Record.from_dict(data)
     assert record.id == "t0.2" and record.target == "B" and record.key
     assert orjson.loads(_record_line(record))["target"] == "B"
+
+
+def test_read_at_equals_seek_and_read(tmp_path: Path) -> None:
+    from tracegen.cleaning.postprocess import _read_at
+
+    path = tmp_path / "f.bin"
+    data = bytes(range(256)) * 40
+    path.write_bytes(data)
+    with path.open("rb") as f:
+        for offset, length in [(0, 0), (0, 10), (5, 300), (10230, 50), (10240, 5), (20000, 5), (9000, 4000)]:
+            assert _read_at(f, offset, length) == data[offset : offset + length]
+
+
+def test_scan_skips_blank_lines_like_strip(tmp_path: Path) -> None:
+    from tracegen.cleaning.postprocess import _scan
+
+    path = tmp_path / "t.jsonl"
+    lines = [b'{"id":"a"}\n', b"\n", b" \t\r\x0b\x0c\n", b'  {"id":"b"}\n', b"\xa0\n", b'{"id":"c"}']
+    path.write_bytes(b"".join(lines))
+    got = [(offset, length, rid) for offset, length, rid in _scan(path)]
+    want, offset = [], 0
+    for line in lines:
+        if line.strip():
+            want.append(offset)
+        offset += len(line)
+    assert [g[0] for g in got] == want
+    assert [g[2] for g in got] == [b"a", b"b", None, b"c"]

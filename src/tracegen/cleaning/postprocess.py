@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import numpy.typing as npt
@@ -157,10 +158,25 @@ def _scan(path: Path) -> Iterator[tuple[int, int, bytes | None]]:
     with open_read(path) as f:
         for line in f:
             n = len(line)
-            if line.strip():
+            if not line.isspace():  # == line.strip() is not empty (the same ASCII whitespace), without a copy
                 ok = line.endswith(b"\n") or _parses(line)
                 yield offset, n, (_line_id(line) if ok else None)
             offset += n
+
+
+def _read_at(f: BinaryIO, offset: int, length: int) -> bytes:
+    """``length`` bytes of ``f`` at ``offset`` (fewer at its end), as ``f.seek(offset); f.read(length)`` but
+    with one ``pread`` call: no seek, and no refill of the read buffer for a line elsewhere in the file."""
+    if not hasattr(os, "pread"):  # not on Windows
+        f.seek(offset)
+        return f.read(length)
+    data = os.pread(f.fileno(), length, offset)
+    while 0 < len(data) < length:  # a short read (not at the end): read on, as BufferedReader.read does
+        more = os.pread(f.fileno(), length - len(data), offset + len(data))
+        if not more:
+            break
+        data += more
+    return data
 
 
 def _loads(line: bytes) -> Any:
@@ -331,8 +347,7 @@ def clean(
         def records() -> Iterator[Record]:
             with open_read(traces) as f:
                 for done, i in enumerate(order.tolist(), 1):
-                    f.seek(offsets[i])
-                    line = f.read(lengths[i])
+                    line = _read_at(f, offsets[i], lengths[i])
                     try:
                         record = Record.from_dict(_loads(line))
                     except (ValueError, TypeError) as e:
