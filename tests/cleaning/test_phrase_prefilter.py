@@ -4,6 +4,7 @@ the substring scan it replaced (one ``anchor in text`` per anchor) on texts buil
 from __future__ import annotations
 
 import random
+import re
 
 from tracegen.cleaning.filters import PhraseMatcher, RefusalFilter, _lowered
 
@@ -14,8 +15,8 @@ def _search_by_scanning(m: PhraseMatcher, text: str) -> tuple[str, str] | None:
     for anchor in m._anchors:
         if anchor not in low:
             continue
-        for pattern, bound_start, bound_end, label, phrase in m._by_anchor[anchor]:
-            for hit in pattern.finditer(low):
+        for body, bound_start, bound_end, label, phrase in m._by_anchor[anchor]:
+            for hit in re.compile(body).finditer(low):
                 start, end = hit.span()
                 if bound_start and start > 0 and low[start - 1].isalnum():
                     continue
@@ -57,9 +58,7 @@ def test_prefilter_equals_substring_scan_on_tricky_texts() -> None:
     phrases = [*own, "as an ai language model", "i'm sorry", "i cannot", "openai", "not enough information"]
     for matcher in (refusals, odd, PhraseMatcher([("nei", "not enough information")])):
         phrases += [
-            p.pattern.replace("\\s+", " ").replace("\\", "")
-            for r in matcher._by_anchor.values()
-            for p, *_ in r
+            body.replace("\\s+", " ").replace("\\", "") for r in matcher._by_anchor.values() for body, *_ in r
         ]
     filler = [
         "",
