@@ -91,17 +91,17 @@ class Record:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Record:
         """Build from a dict, ignoring keys this version does not know (forward compatible files)."""
-        names = _FIELD_NAMES
-        return cls(**{k: v for k, v in data.items() if k in names})
+        return cls(**{name: data[name] for name in _FIELD_ORDER if name in data})
 
 
 _FIELD_ORDER: tuple[str, ...] = tuple(f.name for f in fields(Record))
-_FIELD_NAMES = frozenset(_FIELD_ORDER)
 
 
 # ---- normalization and exact keys: the plan's pre-send dedup and the clean step's dedup agree --------------------------------------------------------------------------
 def normalize_text(text: str) -> str:
     """NFKC, casefold, whitespace collapsed: the form exact dedup compares."""
+    if text.isascii():  # NFKC leaves ASCII as it is, and casefold is lower there
+        return " ".join(text.lower().split())
     return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 

@@ -13,7 +13,16 @@ from functools import lru_cache
 from typing import Literal
 
 from .answer_check_numbers import _number_words, _scan_numbers
-from .answer_check_targets import _ROMAN_UPPER, Kind, Target, _clean, _content_words, _is_weak, _surfaces
+from .answer_check_targets import (
+    _ROMAN_UPPER,
+    Kind,
+    Target,
+    _clean,
+    _content_words,
+    _first_content_words,
+    _is_weak,
+    _surfaces,
+)
 
 # ---- statements in the response ----------------------------------------------------------------------------
 # Cue and mention patterns run on a lower-cased copy of the text and each starts with a literal, so ``re``
@@ -27,10 +36,14 @@ class _Rule:
     pattern: re.Pattern[str]
     before: _Before = "word"
     word_after: bool = False
+    needs: tuple[str, ...] = ()
+    """Words every match contains one of (a ``in`` test skips the regex on texts without them); () = none."""
 
 
-def _rule(pattern: str, before: _Before = "word", word_after: bool = False) -> _Rule:
-    return _Rule(re.compile(pattern), before, word_after)
+def _rule(
+    pattern: str, before: _Before = "word", word_after: bool = False, needs: tuple[str, ...] = ()
+) -> _Rule:
+    return _Rule(re.compile(pattern), before, word_after, needs)
 
 
 def _is_word(c: str) -> bool:
@@ -59,7 +72,17 @@ def _hits(rule: _Rule, text: str) -> Iterator[tuple[int, int]]:
 
 def _find_cues(low: str, rules: tuple[_Rule, ...]) -> list[tuple[int, int]]:
     """(start, end) of every cue in the lower-cased text, in order."""
-    return sorted(hit for rule in rules for hit in _hits(rule, low))
+    hits: list[tuple[int, int]] = []
+    for rule in rules:
+        for word in rule.needs:  # skip the regex when the text lacks every word the rule needs
+            if word in low:
+                hits.extend(_hits(rule, low))
+                break
+        else:  # no word found: the rule cannot match, unless it needs none
+            if not rule.needs:
+                hits.extend(_hits(rule, low))
+    hits.sort()
+    return hits
 
 
 _VERDICT_WORDS = [
@@ -77,18 +100,22 @@ _VERDICT_WORDS = [
 _STRONG_CUES: tuple[_Rule, ...] = (
     _rule(
         r"answers?\b(?:\s+(?:to|for)\s+(?:this|the|your)\s+(?:question|problem|task))?\s*(?:(?:is|would\s+be|"
-        r"should\s+be|will\s+be|must\s+be|would\s+have\s+to\s+be|here\s+is|becomes)\b\s*:?|:|=|-(?=\s))"
+        r"should\s+be|will\s+be|must\s+be|would\s+have\s+to\s+be|here\s+is|becomes)\b\s*:?|:|=|-(?=\s))",
+        needs=("answer",),
     ),
-    _rule(r"option\s*(?:is|would\s+be|should\s+be|:)"),
-    _rule(r"choice\s*(?:is|would\s+be|should\s+be|:)"),
-    _rule(r"i\s+(?:would\s+|will\s+|'d\s+)?(?:choose|pick|select|go\s+with)\b"),
-    *(_rule(rf"{w}\b[^.\n]{{0,40}}?\b(?:is|would\s+be|should\s+be|:)") for w in _VERDICT_WORDS),
-    _rule(r"####", before="none"),
+    _rule(r"option\s*(?:is|would\s+be|should\s+be|:)", needs=("option",)),
+    _rule(r"choice\s*(?:is|would\s+be|should\s+be|:)", needs=("choice",)),
+    _rule(
+        r"i\s+(?:would\s+|will\s+|'d\s+)?(?:choose|pick|select|go\s+with)\b",
+        needs=("choose", "pick", "select", "go"),
+    ),
+    *(_rule(rf"{w}\b[^.\n]{{0,40}}?\b(?:is|would\s+be|should\s+be|:)", needs=(w,)) for w in _VERDICT_WORDS),
+    _rule(r"####", before="none", needs=("####",)),
 )
 _CONCLUSION_CUES: tuple[_Rule, ...] = (
-    *(_rule(rf"{w}\b\s*,?", before="sentence") for w in ("so", "hence", "thus")),
+    *(_rule(rf"{w}\b\s*,?", before="sentence", needs=(w,)) for w in ("so", "hence", "thus")),
     *(
-        _rule(rf"{w}\b\s*[:,]?")
+        _rule(rf"{w}\b\s*[:,]?", needs=(w.rsplit("+", 1)[-1],))  # r"in\s+summary" needs "summary"
         for w in (
             "therefore",
             "consequently",
@@ -498,7 +525,16 @@ def _check_phrase(text: str, target: Target) -> Verdict:
         if got_set and got_set <= want_set and len(got_set) <= 3:  # "Answer: Leonardo." for da Vinci
             return Verdict(True, target, statement.strip(), "statement")
         return Verdict(None, target, statement.strip(), "statement")
-    got = _norm_words(text)
+    low = _clean(text).lower()  # _norm(text) before its whitespace and ends are tidied: the same words
+    if want and not all(w in low for w in want_set):
+        # A word of the target is nowhere in the text, so it cannot contain the target; only the short
+        # response rule is left, which wants at most 4 words: the first 5 decide, not the whole answer.
+        first = _first_content_words(low, 5)
+        if len(first) == 5:
+            return Verdict(None, target, None, "no_answer")
+        got = " ".join(first)  # == _norm_words(text): these are all its words
+    else:
+        got = _norm_words(text)
     if _has_words(got, want):
         return Verdict(True, target, target.answer, "contains")
     if got and len(got.split()) <= min(4, len(want_set) + 2) and not want_set & set(got.split()):

@@ -34,11 +34,17 @@ _WORDS = re.compile(r"[a-z0-9]+(?:['.][a-z0-9]+)*")
 
 def _clean(text: str) -> str:
     """NFKC, straight quotes, no markdown emphasis; LaTeX answers made plain. Case is kept."""
-    text = unicodedata.normalize("NFKC", text).translate(_QUOTES)
-    text = _BOXED.sub(lambda m: f" the answer is {m.group(1)}. ", text)
-    text = _FRAC.sub(lambda m: f"{m.group(1)}/{m.group(2)}", text)
-    text = text.replace("\\$", "$").replace("\\%", "%").replace("\\text", "")
-    return _MARKDOWN.sub("", text)
+    # Each step runs only when its input can change: NFKC and the quote table leave ASCII as it is, and the
+    # LaTeX patterns and replacements all start with a backslash (str.isascii and `in` are C-speed scans).
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", text).translate(_QUOTES)
+    if "\\" in text:
+        text = _BOXED.sub(lambda m: f" the answer is {m.group(1)}. ", text)
+        text = _FRAC.sub(lambda m: f"{m.group(1)}/{m.group(2)}", text)
+        text = text.replace("\\$", "$").replace("\\%", "%").replace("\\text", "")
+    if "*" in text or "_" in text or "`" in text or "\\" in text:  # what _MARKDOWN can match starts so
+        text = _MARKDOWN.sub("", text)
+    return text
 
 
 @lru_cache(maxsize=1 << 16)
@@ -51,6 +57,21 @@ def _norm(text: str) -> str:
 
 def _content_words(text: str) -> list[str]:
     return [w for w in _WORDS.findall(_norm(text)) if w not in _ARTICLES]
+
+
+def _first_content_words(low: str, limit: int) -> list[str]:
+    """The first ``limit`` words of ``_content_words(text)`` (all of them when it has fewer), found without
+    cutting the whole text into words. ``low`` is ``_norm(text)`` or ``_clean(text).lower()``: they hold the
+    same words, as ``_norm`` only collapses whitespace and strips non-alphanumerics off the ends, and a word
+    neither holds whitespace nor starts or ends with anything but a letter or digit."""
+    out: list[str] = []
+    for m in _WORDS.finditer(low):
+        word = m.group()
+        if word not in _ARTICLES:
+            out.append(word)
+            if len(out) == limit:
+                break
+    return out
 
 
 # ---- options -----------------------------------------------------------------------------------------------
@@ -103,8 +124,34 @@ def _trim_last_option(text: str) -> str:
     return text
 
 
+_LABELS = frozenset(lab for seq in _SEQUENCES for lab in seq)  # every label _MARKER accepts
+_LAB_CHARS = frozenset("".join(_LABELS))
+_CLOSE_THEN_GAP = re.compile(r"[)\].:][. \t]")
+
+
+def _may_have_markers(question: str) -> bool:
+    """False only when ``question`` holds no _MARKER match with an opening or closing mark (most prompts).
+
+    Such a marker has "(" or "[", or its closing mark starts with one of ``).:]`` followed by "." or a blank
+    (the look-ahead wants blanks after the mark), right after its label, which begins the text or follows
+    whitespace or a colon: so the label is the whole run of label characters before the mark. A scan for
+    those two characters, then a look at the few before, replaces the regex's attempt at every position.
+    """
+    if "(" in question or "[" in question:
+        return True
+    for m in _CLOSE_THEN_GAP.finditer(question):
+        end = k = m.start()
+        while k > 0 and end - k < 5 and question[k - 1] in _LAB_CHARS:
+            k -= 1
+        if question[k:end] in _LABELS and (k == 0 or question[k - 1].isspace() or question[k - 1] == ":"):
+            return True
+    return False
+
+
 def _enumerated_options(question: str) -> tuple[int, list[Option]]:
     """The last run of consistently styled markers A, B, C... (or a, b / 1, 2 / i, ii), with texts."""
+    if not _may_have_markers(question):
+        return -1, []
     markers = [
         m for m in _MARKER.finditer(question) if m.group("open") or m.group("close")
     ]  # a bare "A" is not a marker
@@ -144,6 +191,8 @@ def _enumerated_options(question: str) -> tuple[int, list[Option]]:
 
 def _bulleted_options(question: str) -> tuple[int, list[Option]]:
     """The last block of >= 2 bullet lines that follows an options header or ends the question."""
+    if "-" not in question and "*" not in question and "+" not in question and "\u2022" not in question:
+        return -1, []  # no bullet character, no bullet line (_BULLET)
     lines = question.split("\n")
     offsets = []
     pos = 0
@@ -237,6 +286,7 @@ _FAMILIES: list[list[str]] = [
     ["acceptable", "unacceptable"],
     ["correct", "incorrect"],
 ]
+_FAMILY_LABELS = frozenset(label for family in _FAMILIES for label in family)
 _WEAK_WORDS = frozenset(
     [
         "yes",
@@ -303,9 +353,9 @@ _LABEL_TARGET = re.compile(
 )
 
 
-def _option_index(target: str, options: list[Option]) -> int | None:
+def _option_index(target: str, options: list[Option], texts: list[str]) -> int | None:
+    """Which option ``target`` names; ``texts`` are the options' ``_norm`` texts."""
     t = _TARGET_ALIASES.get(_norm(target), _norm(target))
-    texts = [_norm(o.text) for o in options]
     if t in texts:
         return texts.index(t)
     m = _LABEL_TARGET.match(target.strip())
@@ -341,8 +391,9 @@ def resolve_target(question: str, target: str) -> Target | None:
     short = _short_target(target)
     first_line = target.strip().split("\n", 1)[0]
     if options:
+        texts = [_norm(o.text) for o in options]
         for cand in (target, short, first_line):
-            idx = _option_index(cand, options)
+            idx = _option_index(cand, options, texts)
             if idx is not None:
                 return Target(
                     "option",
@@ -357,17 +408,21 @@ def resolve_target(question: str, target: str) -> Target | None:
     value = _parse_number(short)
     if value is not None:
         return Target("number", short.strip().rstrip("."), value=value)
-    nli = bool(_NLI_HINT.search(question))
-    for family in _FAMILIES:
-        if t in family:
-            if t in ("positive", "negative") and "neutral" in family and "neutral" not in question.lower():
-                continue
-            if t == "neutral" and ("entailment" in family) != nli:
-                continue
-            if t == "entailment" and "neutral" in family and "not_entailment" in question.lower():
-                continue
-            return Target("label", t, tuple(family))
-    words = _content_words(short)
-    if 0 < len(short.split()) <= MAX_PHRASE_WORDS and words:
+    if t in _FAMILY_LABELS:  # (most targets are not: skip the families and the NLI hint)
+        nli = bool(_NLI_HINT.search(question))
+        for family in _FAMILIES:
+            if t in family:
+                if (
+                    t in ("positive", "negative")
+                    and "neutral" in family
+                    and "neutral" not in question.lower()
+                ):
+                    continue
+                if t == "neutral" and ("entailment" in family) != nli:
+                    continue
+                if t == "entailment" and "neutral" in family and "not_entailment" in question.lower():
+                    continue
+                return Target("label", t, tuple(family))
+    if 0 < len(short.split()) <= MAX_PHRASE_WORDS and _content_words(short):
         return Target("phrase", short.strip().rstrip("."))
     return None

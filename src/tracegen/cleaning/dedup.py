@@ -340,23 +340,20 @@ class Deduper:
     ) -> Iterator[Record]:
         keys = self._keys_for(batch, known)
         kinds = [k for k in self._enabled if k in keys]
-        rows: dict[Kind, list[list[int]]] = {}
-        prior: dict[Kind, list[bool]] = {}
-        active: dict[Kind, list[bool]] = {}
+        # Per kind: (kind, takes part?, hit before this batch?, its keys, keys kept earlier in this batch).
+        checks: list[tuple[Kind, list[bool], list[bool], list[list[int]], set[int]]] = []
         for kind in kinds:
             k, act = keys[kind]
             # Hits against everything kept before this batch (vectorized) ...
             hit = self.state.sets[kind].contains_many(k.reshape(-1)).reshape(k.shape)
-            prior[kind] = ((hit.any(axis=1) if hit.ndim == 2 else hit) & act).tolist()
-            rows[kind] = k.reshape(len(batch), -1).tolist()
-            active[kind] = act.tolist()
+            prior = ((hit.any(axis=1) if hit.ndim == 2 else hit) & act).tolist()
+            checks.append((kind, act.tolist(), prior, k.reshape(len(batch), -1).tolist(), set()))
         # ... and against records kept earlier in this batch (sequential, small Python sets).
-        local: dict[Kind, set[int]] = {kind: set() for kind in kinds}
         for i, record in enumerate(batch):
             self.seen += 1
             dup: Kind | None = None
-            for kind in kinds:
-                if active[kind][i] and (prior[kind][i] or not local[kind].isdisjoint(rows[kind][i])):
+            for kind, active, prior, rows, local in checks:
+                if active[i] and (prior[i] or not local.isdisjoint(rows[i])):
                     dup = kind
                     break
             if dup is not None:
@@ -369,10 +366,10 @@ class Deduper:
                     )
                     on_reject(record, "dedup", dup, _DETAIL[dup].format(t=t))
                 continue
-            for kind in kinds:
-                if active[kind][i]:
-                    local[kind].update(rows[kind][i])
+            for _, active, _, rows, local in checks:
+                if active[i]:
+                    local.update(rows[i])
             self.kept += 1
             yield record
-        for kind, values in local.items():
+        for kind, _, _, _, values in checks:
             self.state.sets[kind].add_many(np.fromiter(values, dtype=np.uint64, count=len(values)))

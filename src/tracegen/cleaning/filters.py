@@ -128,25 +128,46 @@ _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
 @functools.lru_cache(maxsize=8)
 def _lowered(text: str) -> str:
     """``text`` as the phrase matchers search it (each filter asks for the same answer: done once)."""
+    if text.isascii():  # str.translate is slow, and the apostrophes it maps are not ASCII
+        return text.lower()
     return text.translate(_APOSTROPHES).lower()
 
 
 _WORD = re.compile(r"[a-z0-9]+")
+# Every byte but ASCII a-z and 0-9 becomes a space: splitting the result gives the [a-z0-9]+ runs of a text
+# (in UTF-8 a non-ASCII character is bytes >= 0x80 only, so it separates runs just as in the str).
+_RUN_BYTES = bytes(c if 0x61 <= c <= 0x7A or 0x30 <= c <= 0x39 else 0x20 for c in range(256))
+
+
+@functools.lru_cache(maxsize=8)
+def _runs(text: str) -> list[bytes]:
+    """The ``[a-z0-9]+`` runs of ``_lowered(text)`` (== ``_WORD.findall(...)``, as bytes), computed once."""
+    low = _lowered(text).encode("utf-8", "surrogatepass")
+    return low.translate(_RUN_BYTES).split()
 
 
 def _normalize_for_match(text: str) -> str:
     return " ".join(text.translate(_APOSTROPHES).lower().split())
 
 
+_FEW_ANCHORS = 4
+
+
 class PhraseMatcher:
     """Case-insensitive search for any of many phrases, fast on texts that contain none of them.
 
-    Phrases are grouped under a few anchor words (a greedy set cover that avoids very common words); a text
-    is first scanned for the anchors with ``str.__contains__`` (C speed) and only the phrases of anchors that
-    occur are matched with their own regex (whitespace-tolerant; a word boundary is checked by hand at
-    alphanumeric edges, because a leading ``\\b`` disables ``re``'s literal-prefix scan). This is a few dozen
-    substring scans per text instead of one huge alternation regex, which ``re`` tries branch by branch at
-    every position (~100x slower on a 2 KB answer).
+    Phrases are grouped under a few anchor words (a greedy set cover that avoids very common words); only the
+    phrases of anchors that occur in a text are matched with their own regex (whitespace-tolerant; a word
+    boundary is checked by hand at alphanumeric edges, because a leading ``\\b`` disables ``re``'s
+    literal-prefix scan). One huge alternation regex would be ~100x slower: ``re`` tries it branch by branch
+    at every position.
+
+    Which anchors occur is one set intersection with the text's ``[a-z0-9]+`` runs (:func:`_runs`, cut in C
+    and shared by every matcher asking about the same text) instead of a substring scan per anchor. It finds
+    every anchor a phrase match needs: an anchor is a maximal ``[a-z0-9]+`` run of its phrases, and a match
+    that passes the edge checks has no ``[a-z0-9]`` character right before or after it, so the anchor is a
+    maximal run of the text as well. Anchors that are not such runs (a phrase without letters or digits), and
+    the anchors of a matcher with only a few, are still scanned for with ``in``.
     """
 
     def __init__(self, phrases: Iterable[tuple[str, str]]) -> None:
@@ -156,24 +177,36 @@ class PhraseMatcher:
             if norm:
                 entries.append((norm, label, phrase))
         self.size = len(entries)
-        self._by_anchor: dict[str, list[tuple[re.Pattern[str], bool, bool, str, str]]] = {}
+        # anchor -> (regex source, check the start boundary?, the end boundary?, label, phrase); the regex is
+        # compiled when its anchor first occurs in a text (most never do: ~110 compiles saved per run)
+        self._by_anchor: dict[str, list[tuple[str, bool, bool, str, str]]] = {}
         for anchor, members in _anchor_cover([e[0] for e in entries]).items():
             for i in members:
                 norm, label, phrase = entries[i]
                 body = r"\s+".join(re.escape(tok) for tok in norm.split(" "))
-                rule = (re.compile(body), norm[0].isalnum(), norm[-1].isalnum(), label, phrase)
+                rule = (body, norm[0].isalnum(), norm[-1].isalnum(), label, phrase)
                 self._by_anchor.setdefault(anchor, []).append(rule)
         # Longest anchors first: they are the rarest and the fastest to scan for.
         self._anchors = sorted(self._by_anchor, key=len, reverse=True)
+        # (anchor, its bytes when it is an [a-z0-9]+ run, else None: found by a substring scan)
+        self._order = [(a, a.encode() if _WORD.fullmatch(a) else None) for a in self._anchors]
+        self._run_anchors = frozenset(run for _, run in self._order if run is not None)
+        self._scan_all = len(self._run_anchors) < len(self._anchors)
+        # A few substring scans cost less than cutting the text into runs (the not-enough-information list).
+        self._few = len(self._anchors) <= _FEW_ANCHORS
 
     def search(self, text: str) -> tuple[str, str] | None:
         """First (label, phrase) found in ``text`` (in anchor order), or None."""
         low = _lowered(text)
-        for anchor in self._anchors:
-            if anchor not in low:
+        present = None if self._few else self._run_anchors.intersection(_runs(text))
+        if present is not None and not present and not self._scan_all:
+            return None  # the common case: no anchor at all
+        for anchor, run in self._order:
+            found = run in present if run is not None and present is not None else anchor in low
+            if not found:
                 continue
-            for pattern, bound_start, bound_end, label, phrase in self._by_anchor[anchor]:
-                for m in pattern.finditer(low):
+            for body, bound_start, bound_end, label, phrase in self._by_anchor[anchor]:
+                for m in re.compile(body).finditer(low):  # re caches compiled patterns
                     start, end = m.span()
                     if bound_start and start > 0 and low[start - 1].isalnum():
                         continue

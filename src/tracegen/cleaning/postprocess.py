@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import numpy.typing as npt
@@ -157,10 +158,25 @@ def _scan(path: Path) -> Iterator[tuple[int, int, bytes | None]]:
     with open_read(path) as f:
         for line in f:
             n = len(line)
-            if line.strip():
+            if not line.isspace():  # == line.strip() is not empty (the same ASCII whitespace), without a copy
                 ok = line.endswith(b"\n") or _parses(line)
                 yield offset, n, (_line_id(line) if ok else None)
             offset += n
+
+
+def _read_at(f: BinaryIO, offset: int, length: int) -> bytes:
+    """``length`` bytes of ``f`` at ``offset`` (fewer at its end), as ``f.seek(offset); f.read(length)`` but
+    with one ``pread`` call: no seek, and no refill of the read buffer for a line elsewhere in the file."""
+    if not hasattr(os, "pread"):  # not on Windows
+        f.seek(offset)
+        return f.read(length)
+    data = os.pread(f.fileno(), length, offset)
+    while 0 < len(data) < length:  # a short read (not at the end): read on, as BufferedReader.read does
+        more = os.pread(f.fileno(), length - len(data), offset + len(data))
+        if not more:
+            break
+        data += more
+    return data
 
 
 def _loads(line: bytes) -> Any:
@@ -224,15 +240,21 @@ def _record_dict(record: Record) -> dict[str, Any]:
     return {name: getattr(record, name) for name in _FIELDS}
 
 
+def _record_line(record: Record) -> bytes:
+    """``json_line(record.to_dict())``: orjson writes a dataclass natively, its fields in declaration order
+    (the same bytes without building the dict); the stdlib's spelling where orjson refuses a value."""
+    try:
+        return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+    except TypeError:
+        return json_line(_record_dict(record))
+
+
 def _rejected_line(record: Record, stage: str, reason: str, detail: str) -> bytes:
-    data = {
-        "id": record.id,
-        "stage": stage,
-        "reason": reason,
-        "detail": detail,
-        "record": _record_dict(record),
-    }
-    return json_line(data)
+    data: dict[str, Any] = {"id": record.id, "stage": stage, "reason": reason, "detail": detail}
+    try:
+        return orjson.dumps({**data, "record": record}, option=orjson.OPT_APPEND_NEWLINE)  # as _record_line
+    except TypeError:
+        return json_line({**data, "record": _record_dict(record)})
 
 
 # ---- the clean step ----------------------------------------------------------------------------------------
@@ -325,8 +347,7 @@ def clean(
         def records() -> Iterator[Record]:
             with open_read(traces) as f:
                 for done, i in enumerate(order.tolist(), 1):
-                    f.seek(offsets[i])
-                    line = f.read(lengths[i])
+                    line = _read_at(f, offsets[i], lengths[i])
                     try:
                         record = Record.from_dict(_loads(line))
                     except (ValueError, TypeError) as e:
@@ -356,7 +377,7 @@ def clean(
             return known_keys.pop(id(record), None)
 
         for record in deduper.run(records(), on_reject, keys_of if same_keys else None):
-            kept_out.write(json_line(_record_dict(record)))
+            kept_out.write(_record_line(record))
             result.kept += 1
             agree_kept[record.agrees_with_target] += 1
             submix[record.submix] += 1
