@@ -84,15 +84,15 @@ def test_pyarrow_waits_for_the_run_to_wait(tmp_path: Path) -> None:
     assert "pyarrow" not in names
 
 
-def test_default_run_skips_what_it_does_not_use(tmp_path: Path) -> None:
-    # run-directory JSONL is read with orjson alone (no jsonlines, nor the attrs it needs); a piped run draws
-    # no live view
+def test_a_default_run_against_a_server_skips_what_it_does_not_use(tmp_path: Path) -> None:
+    # the default transport is tracegen's own HTTP client: aiohttp loads only for --transport aiohttp, a
+    # proxy, an Azure endpoint or the built-in fake server (--rehearse); a piped run draws no live view
     from tracegen.testing import FakeOptions, FakeServer
 
     with FakeServer(FakeOptions(), subprocess=True) as srv:
         out = tmp_path / "run"
         args = ["run", "-s", str(SAMPLE), "-o", str(out), "--n", "20", "--model", "gpt-4o-mini",
-                "--budget", "1", "--base-url", srv.base_url]  # fmt: skip
+                "--budget", "1", "--base-url", srv.base_url, "--format", "openorca"]  # fmt: skip
         _, proc = imported(cli(args), tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     modules = {
@@ -100,22 +100,7 @@ def test_default_run_skips_what_it_does_not_use(tmp_path: Path) -> None:
         for line in proc.stderr.splitlines()
         if line.startswith("import time:") and "|" in line
     }
-    assert (out / "report.html").is_file()
-    assert "rich.console" in modules  # the measurement sees rich's modules
-    unused = {"jsonlines", "attr", "rich.live", "rich.progress_bar"}
+    assert (out / "dataset" / "openorca" / "train.jsonl").is_file() and (out / "report.html").is_file()
+    assert {"rich.console", "jsonlines"} <= modules  # the run directory's JSONL is read with jsonlines
+    unused = {"aiohttp", "rich.live", "rich.progress_bar", *HEAVY}
     assert not modules & unused, sorted(modules & unused)
-
-
-def test_a_default_run_against_a_server_imports_no_aiohttp(tmp_path: Path) -> None:
-    # the default transport is tracegen's own HTTP client: aiohttp loads only for --transport aiohttp, a
-    # proxy, an Azure endpoint or the built-in fake server (--rehearse)
-    from tracegen.testing import FakeOptions, FakeServer
-
-    with FakeServer(FakeOptions(), subprocess=True) as srv:
-        out = tmp_path / "run"
-        args = ["run", "-s", str(SAMPLE), "-o", str(out), "--n", "20", "--model", "gpt-4o-mini",
-                "--budget", "1", "--base-url", srv.base_url, "--format", "openorca"]  # fmt: skip
-        names, proc = imported(cli(args), tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert (out / "dataset" / "openorca" / "train.jsonl").is_file()
-    assert "aiohttp" not in names and not names & set(HEAVY)

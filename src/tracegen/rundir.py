@@ -18,8 +18,8 @@ Writers are durable: :func:`atomic_write_bytes` / :func:`write_json` / :func:`wr
 ``O_APPEND`` descriptor for fsynced appends. Every file is opened without following a symlink: a
 ``traces.jsonl`` that is a symlink is refused with :class:`~tracegen.errors.RunDirError`.
 
-Readers: :func:`read_jsonl` reads JSON lines with orjson (as the ``jsonlines`` package reads them), and a line
-that is not JSON becomes one :class:`~tracegen.errors.RunDirError` naming ``file:line``. The engine's hot paths (the
+Readers: :func:`read_jsonl` reads JSON lines with ``jsonlines`` over orjson, and a line that is not JSON
+becomes one :class:`~tracegen.errors.RunDirError` naming ``file:line``. The engine's hot paths (the
 group-commit writer, the done-set scan by byte prefix) keep their own byte-level code in
 :mod:`tracegen.engine.store`, built on the names and openers here.
 """
@@ -36,6 +36,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO
 
+import jsonlines
 import orjson
 
 from ._fileio import (
@@ -212,46 +213,31 @@ def read_jsonl_numbered(
     on one, like the report); with ``torn_tail_ok`` a last line without newline (a crash mid-write) is
     skipped with a warning.
     """
-    with open_read(path) as fp:
+    at = [0, True]  # line number and newline-terminated? of the line jsonlines is parsing now
+
+    def lines(fp: BinaryIO) -> Iterator[bytes]:
         for n, line in enumerate(fp, 1):
-            if not line.strip():
-                continue
+            if line.strip():
+                at[0], at[1] = n, line.endswith(b"\n")
+                yield line
+
+    with open_read(path) as fp, jsonlines.Reader(lines(fp), loads=orjson.loads) as reader:
+        while True:
             try:
-                value = orjson.loads(line)  # the fast path: a valid line parses the same as below
-            except ValueError:
-                problem = _line_problem(line)
-                if problem is None:  # a leading BOM or RS, which the jsonlines format allows
-                    value = orjson.loads(line.decode("utf-8")[1:])
-                elif skip_invalid:
+                value = reader.read(allow_none=True)
+            except EOFError:
+                return
+            except jsonlines.InvalidLineError as e:
+                if skip_invalid:
                     continue
-                elif torn_tail_ok and not line.endswith(b"\n"):
-                    log.warning("%s:%d: skipping a torn last line", path, n)
+                if torn_tail_ok and not at[1]:
+                    log.warning("%s:%d: skipping a torn last line", path, at[0])
                     return
-                else:
-                    raise RunDirError(
-                        f"{path}:{n}: not a {kind} ({problem}); {what or 'fix or remove that line, then rerun'}"
-                    ) from None
-            yield n, value
-
-
-_SKIPPABLE_FIRST = ("\x1e", "\ufeff")
-"""What the jsonlines format lets a line start with (RFC 7464's record separator, a byte-order mark)."""
-
-
-def _line_problem(line: bytes) -> str | None:
-    """Why ``line`` is not a JSON line, as the ``jsonlines`` package words it; None if it is one after all
-    (it starts with a character that format skips)."""
-    try:
-        text = line.decode("utf-8")
-    except UnicodeDecodeError:
-        return "line is not valid utf-8"
-    if not text.startswith(_SKIPPABLE_FIRST):
-        return "line contains invalid json"
-    try:
-        orjson.loads(text[1:])
-    except ValueError:
-        return "line contains invalid json"
-    return None
+                reason = str(e).split(":", 1)[0]  # "line contains invalid json", "... not valid utf-8"
+                raise RunDirError(
+                    f"{path}:{at[0]}: not a {kind} ({reason}); {what or 'fix or remove that line, then rerun'}"
+                ) from None
+            yield at[0], value
 
 
 def read_jsonl(
@@ -301,9 +287,9 @@ def write_jsonl(path: Path, rows: Iterable[Any]) -> int:
     """Replace ``path`` with ``rows`` as compact JSON lines, atomically; returns the number of lines."""
     n = 0
     try:
-        with AtomicFile(path) as f:
+        with AtomicFile(path) as f, jsonlines.Writer(f.file, dumps=orjson.dumps) as writer:
             for row in rows:
-                f.file.write(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE))
+                writer.write(row)
                 n += 1
     except OSError as e:  # the temp file is already removed
         raise _cannot_write(path, e) from None
