@@ -547,9 +547,11 @@ def _app_for(argv: list[str]) -> typer.Typer:
     needs only its own. ``--help``, no arguments, a subcommand group or an unknown command (whose error
     suggests the close names) get the whole app, so what the group lists and says is unchanged.
     """
-    name = argv[0] if argv else ""
+    if not argv:
+        return app
     for info in app.registered_commands:
-        if info.callback is not None and (info.name or typer.main.get_command_name(info.callback.__name__)) == name:
+        callback = info.callback.__name__ if info.callback is not None else ""
+        if (info.name or typer.main.get_command_name(callback)) == argv[0]:
             alone = copy.copy(app)
             alone.registered_commands, alone.registered_groups = [info], []
             return alone
