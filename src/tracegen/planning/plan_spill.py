@@ -9,14 +9,15 @@ move to the file, so a source of millions of rows plans in bounded memory. Both 
 from __future__ import annotations
 
 import operator
-import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..records import Record, content_key
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # sqlite3 is imported where the file is opened: most plans never touch it
+    import sqlite3
+
     from .plan_pass import _Classified
 
 _SPILL_BATCH = 1000
@@ -154,6 +155,8 @@ class _Store:
         """Whether the rows moved to the SQLite file."""
 
     def _to_file(self) -> sqlite3.Connection:
+        import sqlite3
+
         con = sqlite3.connect(self.db_path)
         _prepare_db(con)
         rows = list(self._cand.values())
@@ -256,6 +259,8 @@ class _Store:
         if not self.on_file:
             yield from self._plan
             return
+        import sqlite3
+
         con = sqlite3.connect(self.db_path)
         try:
             yield from con.execute(_SELECT_PLAN)

@@ -10,7 +10,7 @@ import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from ..errors import BadRecordError
 
@@ -54,9 +54,12 @@ BadRecordReason = Literal[
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class SourceRow:
-    """One FLAN v2 prompt row, normalised."""
+class SourceRow(NamedTuple):
+    """One FLAN v2 prompt row, normalised (immutable).
+
+    A named tuple, not a frozen dataclass: planning makes one per source row, and a frozen dataclass's
+    ``__init__`` (one ``object.__setattr__`` per field) costs about three times as much.
+    """
 
     question: str
     """FLAN ``inputs``: the user message."""

@@ -184,7 +184,8 @@ SubmixName = Literal["cot", "niv", "flan", "t0"]
 class TemplateRule(BaseModel):
     """One task-specific system instruction and the rows it applies to."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # built when a template set is first read: a run without --templates never validates one
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
     name: str = Field(min_length=1)
     task: str | None = None
     """Glob on task_name (fnmatch, case-sensitive), e.g. ``cot_gsm8k*``."""
@@ -231,7 +232,7 @@ def _regex(pattern: str) -> re.Pattern[str]:
 class TemplateSet(BaseModel):
     """A template-set file: task-specific system instructions, first match wins."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)  # as TemplateRule
     version: Literal[1] = 1
     description: str = ""
     train_system_prompt: str | None = None
