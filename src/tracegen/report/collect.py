@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from ..cleaning import handoff
 from ..errors import RunDirError
 from ..publish import clean_digest as digest
 from ..rundir import RunPaths, open_read, read_json_if_exists, read_jsonl_numbered
@@ -52,19 +53,8 @@ def _lines(path: Path) -> Iterator[dict[str, Any]]:
             yield obj
 
 
-def _trace_fields(rec: Mapping[str, Any]) -> tuple[Any, ...]:
-    """What the report takes from a trace, read at once so the record (its long texts) is freed at once."""
-    return (
-        rec.get("cost_usd"),
-        rec.get("answered_at"),
-        rec.get("latency_s"),
-        rec.get("retried"),
-        rec.get("submix", ""),
-        rec.get("system_message_id"),
-        rec.get("system_prompt"),
-        rec.get("completion_tokens"),
-        rec.get("model"),
-    )
+_trace_fields = handoff.trace_fields
+"""What the report takes from a trace, read at once so the record (its long texts) is freed at once."""
 
 
 def _bin(value: float, edges: tuple[float, ...]) -> int:
@@ -268,9 +258,14 @@ class _Collector:
 
     # ---- traces ---------------------------------------------------------------------------------------------
     def traces(self, stage: str, path: Path) -> None:
-        lines = _lines(RunPaths(path).traces)
-        while rows := [_trace_fields(rec) for rec in itertools.islice(lines, _CHUNK)]:
-            self._traces(stage, rows)
+        noted: list[tuple[Any, ...]] | None = handoff.noted("traces", RunPaths(path).traces)
+        if noted is not None:  # clean read every line just now: its notes are this loop's rows
+            for start in range(0, len(noted), _CHUNK):
+                self._traces(stage, noted[start : start + _CHUNK])
+        else:
+            lines = _lines(RunPaths(path).traces)
+            while rows := [_trace_fields(rec) for rec in itertools.islice(lines, _CHUNK)]:
+                self._traces(stage, rows)
         for rec in _lines(RunPaths(path).failed):
             err = rec.get("error") or {}
             self.failed[str(err.get("code") or err.get("status") or err.get("type") or "error")] += 1
