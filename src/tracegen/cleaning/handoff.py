@@ -18,7 +18,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MAX_ROWS", "Identity", "file_identity", "forget", "note", "noted", "trace_fields"]
+__all__ = [
+    "MAX_ROWS",
+    "Identity",
+    "Rejected",
+    "file_identity",
+    "forget",
+    "note",
+    "noted",
+    "rejected_fields",
+    "trace_fields",
+]
 
 Identity = tuple[int, int, int, int]
 
@@ -26,6 +36,23 @@ Identity = tuple[int, int, int, int]
 MAX_ROWS = 100_000
 
 _notes: dict[str, tuple[Identity, Any]] = {}
+
+Rejected = tuple[str, str, str, str, Any]
+"""What the report counts of a rejected.jsonl line: stage, reason, the record's eval_set and submix (as
+``str``), its ``agrees_with_target`` (as read)."""
+
+
+def rejected_fields(line: Mapping[str, Any]) -> Rejected:
+    """The :data:`Rejected` fields of a rejected.jsonl line (a JSON object)."""
+    raw = line.get("record")
+    rec: Mapping[str, Any] = raw if isinstance(raw, dict) else {}
+    return (
+        str(line.get("stage", "")),
+        str(line.get("reason", "")),
+        str(rec.get("eval_set", "")),
+        str(rec.get("submix", "")),
+        rec.get("agrees_with_target"),
+    )
 
 
 def trace_fields(rec: Mapping[str, Any]) -> tuple[Any, ...]:

@@ -253,11 +253,15 @@ def _record_line(record: Record, notes: _HandOff | None = None) -> bytes:
         return json_line(_record_dict(record))
 
 
-def _rejected_line(record: Record, stage: str, reason: str, detail: str) -> bytes:
+def _rejected_line(
+    record: Record, stage: str, reason: str, detail: str, notes: _HandOff | None = None
+) -> bytes:
     data: dict[str, Any] = {"id": record.id, "stage": stage, "reason": reason, "detail": detail}
     try:
         return orjson.dumps({**data, "record": record}, option=orjson.OPT_APPEND_NEWLINE)  # as _record_line
     except TypeError:
+        if notes is not None:
+            notes.exact = False
         return json_line({**data, "record": _record_dict(record)})
 
 
@@ -269,15 +273,23 @@ class _HandOff:
         """The report's fields of each readable trace line, by file index."""
         self.kept: list[Record] = []
         """The kept records, in clean.jsonl's order."""
+        self.rejected: list[handoff.Rejected] = []
+        """What the report counts of each rejected.jsonl line, in file order."""
         self.exact = True
         """False once a line was read or written with the stdlib instead of orjson (the readers' parser)."""
 
-    def note(self, traces: Path, clean: Path, all_read: bool) -> None:
+    def reject(self, record: Record, stage: str, reason: str) -> None:
+        """Note a rejected.jsonl line clean writes for ``record``."""
+        self.rejected.append((stage, reason, "", str(record.submix), record.agrees_with_target))
+
+    def note(self, traces: Path, clean: Path, rejected: Path, all_read: bool) -> None:
         """Hand the notes over; the trace fields only when every traces line was read (else the report's
         own read, which skips what it cannot parse, counts other lines)."""
         if not self.exact:
             return
         handoff.note("kept", clean, self.kept)
+        if len(self.rejected) <= handoff.MAX_ROWS:
+            handoff.note("rejected", rejected, self.rejected)
         if all_read and all(t is not None for t in self.traces):
             handoff.note("traces", traces, self.traces)
 
@@ -357,16 +369,18 @@ def clean(
     del hashes, pos, by_id
 
     # 2. Read records back in plan order, annotate, filter, dedup, write.
-    handoff.forget("kept")  # clean.jsonl and traces.jsonl's notes, if any, are this run's from here on
-    handoff.forget("traces")
+    for kind in ("kept", "traces", "rejected"):  # any notes of these files are this run's from here on
+        handoff.forget(kind)
     notes = _HandOff(len(offsets)) if hand_off and 0 < len(offsets) <= handoff.MAX_ROWS else None
     rejected = AtomicFile(run_dir / REJECTED)
     kept_out = AtomicFile(run_dir / CLEAN)
     try:
-        _copy_engine_rejections(run_dir / REJECTED, rejected)
+        _copy_engine_rejections(run_dir / REJECTED, rejected, notes)
 
         def on_reject(record: Record, stage: str, reason: str, detail: str) -> None:
-            rejected.write(_rejected_line(record, stage, reason, detail))
+            rejected.write(_rejected_line(record, stage, reason, detail, notes))
+            if notes is not None:
+                notes.reject(record, stage, reason)
 
         agree_all: Counter[bool | None] = Counter()
         agree_kept: Counter[bool | None] = Counter()
@@ -432,7 +446,7 @@ def clean(
         kept_out.commit()
         rejected.commit()
         if notes is not None:
-            notes.note(traces, run_dir / CLEAN, all_read=result.unreadable_lines == 0)
+            notes.note(traces, run_dir / CLEAN, run_dir / REJECTED, all_read=result.unreadable_lines == 0)
     except BaseException:
         kept_out.abort()
         rejected.abort()
@@ -460,6 +474,12 @@ def rejections_except(path: Path, stages: Iterable[str]) -> Iterator[bytes]:
     Each step that rewrites rejected.jsonl (planning: source/plan; clean: filter/dedup) keeps the other
     steps' lines through this; an unreadable line (a torn tail from a crash) is dropped with a warning.
     """
+    for line, _ in _rejections_except(path, stages):
+        yield line
+
+
+def _rejections_except(path: Path, stages: Iterable[str]) -> Iterator[tuple[bytes, dict[str, Any] | None]]:
+    """:func:`rejections_except`, each line with its JSON object (None when orjson could not read it)."""
     if not path.is_file():
         return
     drop = frozenset(stages)
@@ -468,15 +488,27 @@ def rejections_except(path: Path, stages: Iterable[str]) -> Iterator[bytes]:
             if not line.strip():
                 continue
             try:
-                stage = _loads(line).get("stage")
+                try:
+                    data = orjson.loads(line)
+                except orjson.JSONDecodeError:  # as _loads
+                    data, exact = json.loads(line), False
+                else:
+                    exact = True
+                stage = data.get("stage")
             except (ValueError, AttributeError):
                 log.warning("%s:%d: dropping an unreadable rejected.jsonl line", path, lineno)
                 continue
             if stage not in drop:
-                yield line if line.endswith(b"\n") else line + b"\n"
+                yield (line if line.endswith(b"\n") else line + b"\n"), data if exact else None
 
 
-def _copy_engine_rejections(path: Path, out: AtomicFile) -> None:
+def _copy_engine_rejections(path: Path, out: AtomicFile, notes: _HandOff | None = None) -> None:
     """Keep the engine's rejected.jsonl lines (source/plan/generate) verbatim; drop old filter/dedup."""
-    for line in rejections_except(path, CLEAN_STAGES):
+    for line, data in _rejections_except(path, CLEAN_STAGES):
         out.write(line)
+        if notes is None:
+            continue
+        if data is None:
+            notes.exact = False
+            continue
+        notes.rejected.append(handoff.rejected_fields(data))

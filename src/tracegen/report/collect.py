@@ -74,6 +74,16 @@ def _clip(text: Any) -> str:
     return s if len(s) <= TEXT_CHARS else s[:TEXT_CHARS] + f" … [{len(s) - TEXT_CHARS:,} more characters]"
 
 
+def _example(line: Mapping[str, Any], rec: Mapping[str, Any]) -> dict[str, Any]:
+    """One example of a rejection reason: a rejected.jsonl line and its record."""
+    return {
+        "id": line.get("id", ""),
+        "detail": str(line.get("detail", ""))[:300],
+        "question": _clip(rec.get("question"))[:400],
+        "eval_item": rec.get("eval_item"),
+    }
+
+
 def _row(rec: Mapping[str, Any], status: str, stage: str = "") -> dict[str, Any]:
     """One sample-browser row: what a person needs to judge an answer."""
     return {
@@ -306,7 +316,14 @@ class _Collector:
 
     # ---- rejections and kept rows ---------------------------------------------------------------------------
     def rejected(self, stage: str, path: Path) -> None:
-        for line in _lines(RunPaths(path).rejected):
+        file = RunPaths(path).rejected
+        noted: list[handoff.Rejected] | None = None
+        if not stage and not self.reasons:  # an unstaged run's only rejected.jsonl
+            noted = handoff.noted("rejected", file)
+        if noted is not None:  # clean wrote the file just now and noted what is counted of each line
+            self._rejected_noted(stage, file, noted)
+            return
+        for line in _lines(file):
             st, reason = str(line.get("stage", "")), str(line.get("reason", ""))
             if stage and st == "plan":
                 continue  # a stage's copy of the plan's rejections: counted once, at the top
@@ -319,20 +336,51 @@ class _Collector:
                 self._verdict(rec)
             ex = self.examples.setdefault(reason, [])
             if len(ex) < EXAMPLES_PER_REASON:
-                ex.append(
-                    {
-                        "id": line.get("id", ""),
-                        "detail": str(line.get("detail", ""))[:300],
-                        "question": _clip(rec.get("question"))[:400],
-                        "eval_item": rec.get("eval_item"),
-                    }
-                )
+                ex.append(_example(line, rec))
             self._reservoir(
                 self.rejected_rows.setdefault(reason, []),
                 SAMPLE_PER_REASON,
                 self.reasons[(st, reason)],
                 lambda r=rec, why=reason: _row(r, why, stage),
             )
+
+    def _rejected_noted(self, stage: str, file: Path, noted: list[handoff.Rejected]) -> None:
+        """:meth:`rejected` over clean's notes of ``file`` (an unstaged run's): the same counts and the same
+        random draws in the same order, parsing only the lines that end up as examples or in the sample."""
+        examples: dict[str, list[int]] = {}  # reason -> its example lines
+        picks: dict[str, list[int]] = {}  # reason -> its sampled lines (the reservoir of :meth:`rejected`)
+        for i, (st, reason, eval_set, submix, agrees) in enumerate(noted):
+            self.reasons[(st, reason)] += 1
+            if reason == "contaminated":
+                self.decontaminated[eval_set] += 1
+            if st in ("filter", "dedup"):
+                self._count_verdict(submix, digest.verdict(agrees))
+            ex = examples.setdefault(reason, [])
+            if len(ex) < EXAMPLES_PER_REASON:
+                ex.append(i)
+            sample = picks.setdefault(reason, [])
+            if len(sample) < SAMPLE_PER_REASON:
+                sample.append(i)
+            else:
+                j = self.rng.randrange(self.reasons[(st, reason)])
+                if j < SAMPLE_PER_REASON:
+                    sample[j] = i
+        wanted = {i for lines in [*examples.values(), *picks.values()] for i in lines}
+        parsed: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+        i = 0
+        with open_read(file) as fp:
+            for raw_line in fp:
+                if raw_line.isspace():
+                    continue
+                if i in wanted:
+                    line = orjson.loads(raw_line)
+                    rec = line.get("record")
+                    parsed[i] = (line, rec if isinstance(rec, dict) else {})
+                i += 1
+        for reason, lines in examples.items():
+            self.examples[reason] = [_example(*parsed[i]) for i in lines]
+        for reason, lines in picks.items():
+            self.rejected_rows[reason] = [_row(parsed[i][1], reason, stage) for i in lines]
 
     def clean(self, stage: str, path: Path) -> None:
         file = RunPaths(path).clean
