@@ -18,7 +18,7 @@ from tracegen.records import Record
 from tracegen.report import collect
 
 BASE = Record(id="flan.0", submix="flan", question="Q?", target="yes", model="gpt-4o-mini", cost_usd=0.001)
-WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau".split()
+WORDS = [f"w{c}" for c in "abcdefghijklmnopqrs"]
 
 
 def _response(i: int) -> str:
@@ -39,7 +39,12 @@ def make_run(run: Path, n: int) -> Path:
     lines = [dict(r.to_dict(), answered_at=1000.0 + i / 100, latency_s=0.5) for i, r in enumerate(rows)]
     (run / "traces.jsonl").write_text("".join(json.dumps(d) + "\n" for d in lines), encoding="utf-8")
     engine = [
-        {"id": "p1", "stage": "plan", "reason": "contaminated", "record": {"eval_set": "mmlu", "question": "Q"}},
+        {
+            "id": "p1",
+            "stage": "plan",
+            "reason": "contaminated",
+            "record": {"eval_set": "mmlu", "question": "Q"},
+        },
         {"id": "p2", "stage": "plan", "reason": "few_shot", "detail": "d", "record": {"question": "Q2"}},
         {"id": "g1", "stage": "generate", "reason": "length", "record": "not an object"},
     ]
