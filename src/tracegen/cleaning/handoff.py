@@ -15,8 +15,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import fields
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
+
+from ..records import Record
 
 __all__ = [
     "MAX_ROWS",
@@ -26,6 +30,8 @@ __all__ = [
     "forget",
     "note",
     "noted",
+    "record_dict",
+    "record_values",
     "rejected_fields",
     "trace_fields",
 ]
@@ -42,6 +48,18 @@ Rejected = tuple[str, str, str, str, Any]
 ``str``), its ``agrees_with_target`` (as read)."""
 
 
+_FIELDS = tuple(f.name for f in fields(Record))
+record_values = attrgetter(*_FIELDS)
+"""A record's field values as a tuple, in declaration order. Kept as tuples, not records or dicts: a tuple of
+plain values leaves the garbage collector's lists at its first young collection, while thousands of records
+or dicts held through the export would make the collector run a full collection of the whole heap."""
+
+
+def record_dict(values: tuple[Any, ...]) -> dict[str, Any]:
+    """``Record.to_dict()`` of the record whose :data:`record_values` these are."""
+    return dict(zip(_FIELDS, values, strict=True))
+
+
 def rejected_fields(line: Mapping[str, Any]) -> Rejected:
     """The :data:`Rejected` fields of a rejected.jsonl line (a JSON object)."""
     raw = line.get("record")
@@ -56,12 +74,15 @@ def rejected_fields(line: Mapping[str, Any]) -> Rejected:
 
 
 def trace_fields(rec: Mapping[str, Any]) -> tuple[Any, ...]:
-    """What the report takes from a trace (its few fields, so the record's long texts are freed at once)."""
+    """What the report takes from a trace (its few fields, so the record's long texts are freed at once).
+
+    A tuple of plain values (an empty ``retried`` list, on almost every trace, as None), for the reason given
+    at :data:`record_values`."""
     return (
         rec.get("cost_usd"),
         rec.get("answered_at"),
         rec.get("latency_s"),
-        rec.get("retried"),
+        rec.get("retried") or None,  # the report reads only a non-empty one; see record_values for why None
         rec.get("submix", ""),
         rec.get("system_message_id"),
         rec.get("system_prompt"),

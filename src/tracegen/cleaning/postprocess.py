@@ -271,8 +271,8 @@ class _HandOff:
     def __init__(self, lines: int) -> None:
         self.traces: list[tuple[Any, ...] | None] = [None] * lines
         """The report's fields of each readable trace line, by file index."""
-        self.kept: list[Record] = []
-        """The kept records, in clean.jsonl's order."""
+        self.kept: list[tuple[Any, ...]] = []
+        """The kept records' field values (:func:`handoff.record_values`), in clean.jsonl's order."""
         self.rejected: list[handoff.Rejected] = []
         """What the report counts of each rejected.jsonl line, in file order."""
         self.exact = True
@@ -432,7 +432,7 @@ def clean(
         for record in deduper.run(records(), on_reject, keys_of if same_keys else None):
             kept_out.write(_record_line(record, notes))
             if notes is not None:
-                notes.kept.append(record)
+                notes.kept.append(handoff.record_values(record))
             result.kept += 1
             agree_kept[record.agrees_with_target] += 1
             submix[record.submix] += 1

@@ -117,9 +117,9 @@ def read_record_dicts(run_dir: str | Path) -> tuple[str, Iterator[dict[str, Any]
     clean = RunPaths(Path(run_dir)).clean
     if source != clean.name:
         return source, (r.to_dict() for r in records)
-    kept: list[Record] | None = handoff.noted("kept", clean)
+    kept: list[tuple[Any, ...]] | None = handoff.noted("kept", clean)
     if kept is not None:  # this process's clean wrote the file from these records (exact: see handoff)
-        return source, (r.to_dict() for r in kept)
+        return source, map(handoff.record_dict, kept)
     return source, _complete_dicts(clean)
 
 
