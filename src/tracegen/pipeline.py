@@ -435,7 +435,9 @@ def _finish(
     cleaned: dict[str, Any] = {}
     for name, path in answered:
         on_stage(f"cleaning{'' if name is None else f' stage {name}'}: quality filters, answer check, dedup")
-        cleaned = clean(path, cfg.filters, cfg.dedup_config(), prechecked=prechecked).to_dict()
+        cleaned = clean(
+            path, cfg.filters, cfg.dedup_config(), prechecked=prechecked, hand_off=not staged
+        ).to_dict()
     if staged:  # the stages' clean.jsonl, combined in stage order
         cleaned = combine_stages(run, [name for name, _ in stages if name is not None], cfg)
     fmts = tuple(formats or cfg.export_formats)

@@ -372,6 +372,26 @@ def _option_index(target: str, options: list[Option], texts: list[str]) -> int |
     return None
 
 
+def _names_no_option(question: str, candidates: tuple[str, ...]) -> bool:
+    """True only when no candidate can name an option of ``question`` (:func:`_option_index` finds none
+    whatever the options), so they need not be parsed; False when unsure.
+
+    Sure for a plain question: ASCII without ``\\``, ``*``, ``_`` or a backtick, which ``_clean`` leaves as
+    it is (so an option is a piece of the question, and its ``_norm`` text a substring of the question
+    lowered with its blanks collapsed). A candidate names an option by that text (its own ``_norm`` text,
+    alias applied, equal to an option's or starting the last one's) or by a label; so one whose text is not
+    in the question, nor empty, nor a label, names none.
+    """
+    if not question.isascii() or "\\" in question or "*" in question or "_" in question or "`" in question:
+        return False
+    lowered = " ".join(question.lower().split())
+    for cand in candidates:
+        t = _TARGET_ALIASES.get(_norm(cand), _norm(cand))
+        if not t or t in lowered or _LABEL_TARGET.match(cand.strip()):
+            return False
+    return True
+
+
 def _short_target(target: str) -> str:
     """A long CoT target ending in "So the answer is X." is reduced to X; other targets stay as they are."""
     t = target.strip()
@@ -387,9 +407,11 @@ def resolve_target(question: str, target: str) -> Target | None:
     """Classify FLAN's target as a short answer, or None when it is not one (long text, empty)."""
     if not target or not target.strip():
         return None
-    options = [o for o in parse_options(question) if len(o.text.split()) <= MAX_OPTION_WORDS]
     short = _short_target(target)
     first_line = target.strip().split("\n", 1)[0]
+    options: list[Option] = []
+    if not _names_no_option(question, (target, short, first_line)):
+        options = [o for o in parse_options(question) if len(o.text.split()) <= MAX_OPTION_WORDS]
     if options:
         texts = [_norm(o.text) for o in options]
         for cand in (target, short, first_line):

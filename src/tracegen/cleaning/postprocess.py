@@ -53,6 +53,7 @@ from ..rundir import (
     read_jsonl,
     write_json,
 )
+from . import handoff
 from .answer_check import check_answer
 from .dedup import DedupConfig, Deduper, DedupState, public_settings
 from .filters import FilterConfig, FilterPipeline, build_filters
@@ -240,21 +241,57 @@ def _record_dict(record: Record) -> dict[str, Any]:
     return {name: getattr(record, name) for name in _FIELDS}
 
 
-def _record_line(record: Record) -> bytes:
+def _record_line(record: Record, notes: _HandOff | None = None) -> bytes:
     """``json_line(record.to_dict())``: orjson writes a dataclass natively, its fields in declaration order
-    (the same bytes without building the dict); the stdlib's spelling where orjson refuses a value."""
+    (the same bytes without building the dict); the stdlib's spelling where orjson refuses a value (which
+    makes ``notes`` inexact: orjson, the readers' parser, would not read the line back as the record)."""
     try:
         return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
     except TypeError:
+        if notes is not None:
+            notes.exact = False
         return json_line(_record_dict(record))
 
 
-def _rejected_line(record: Record, stage: str, reason: str, detail: str) -> bytes:
+def _rejected_line(
+    record: Record, stage: str, reason: str, detail: str, notes: _HandOff | None = None
+) -> bytes:
     data: dict[str, Any] = {"id": record.id, "stage": stage, "reason": reason, "detail": detail}
     try:
         return orjson.dumps({**data, "record": record}, option=orjson.OPT_APPEND_NEWLINE)  # as _record_line
     except TypeError:
+        if notes is not None:
+            notes.exact = False
         return json_line({**data, "record": _record_dict(record)})
+
+
+class _HandOff:
+    """What clean notes (:mod:`.handoff`) for the export and the report that follow in the same process."""
+
+    def __init__(self, lines: int) -> None:
+        self.traces: list[tuple[Any, ...] | None] = [None] * lines
+        """The report's fields of each readable trace line, by file index."""
+        self.kept: list[tuple[Any, ...]] = []
+        """The kept records' field values (:func:`handoff.record_values`), in clean.jsonl's order."""
+        self.rejected: list[handoff.Rejected] = []
+        """What the report counts of each rejected.jsonl line, in file order."""
+        self.exact = True
+        """False once a line was read or written with the stdlib instead of orjson (the readers' parser)."""
+
+    def reject(self, record: Record, stage: str, reason: str) -> None:
+        """Note a rejected.jsonl line clean writes for ``record``."""
+        self.rejected.append((stage, reason, "", str(record.submix), record.agrees_with_target))
+
+    def note(self, traces: Path, clean: Path, rejected: Path, all_read: bool) -> None:
+        """Hand the notes over; the trace fields only when every traces line was read (else the report's
+        own read, which skips what it cannot parse, counts other lines)."""
+        if not self.exact:
+            return
+        handoff.note("kept", clean, self.kept)
+        if len(self.rejected) <= handoff.MAX_ROWS:
+            handoff.note("rejected", rejected, self.rejected)
+        if all_read and all(t is not None for t in self.traces):
+            handoff.note("traces", traces, self.traces)
 
 
 # ---- the clean step ----------------------------------------------------------------------------------------
@@ -267,13 +304,16 @@ def clean(
     answer_check: bool = True,
     progress: Progress | None = None,
     prechecked: Prechecker | None = None,
+    hand_off: bool = False,
 ) -> CleanResult:
     """Filter, answer-check and deduplicate ``run_dir/traces.jsonl`` into ``run_dir/clean.jsonl``.
 
     ``against``: dedup state files (``dedup_state.npz`` of other run dirs) whose records count as already
     kept, so this run drops what they already hold. ``progress(done, total)`` is called every 1000 records.
     ``prechecked``: verdicts computed during generation (:mod:`.precheck`), used for the lines they cover
-    when computed with the same settings (the files are the same either way).
+    when computed with the same settings (the files are the same either way). ``hand_off``: note the kept
+    records and the report's trace fields for the export and the report that follow in this process
+    (:mod:`.handoff`); the files are the same either way.
     """
     run_dir = Path(run_dir)
     traces = run_dir / TRACES
@@ -329,13 +369,18 @@ def clean(
     del hashes, pos, by_id
 
     # 2. Read records back in plan order, annotate, filter, dedup, write.
+    for kind in ("kept", "traces", "rejected"):  # any notes of these files are this run's from here on
+        handoff.forget(kind)
+    notes = _HandOff(len(offsets)) if hand_off and 0 < len(offsets) <= handoff.MAX_ROWS else None
     rejected = AtomicFile(run_dir / REJECTED)
     kept_out = AtomicFile(run_dir / CLEAN)
     try:
-        _copy_engine_rejections(run_dir / REJECTED, rejected)
+        _copy_engine_rejections(run_dir / REJECTED, rejected, notes)
 
         def on_reject(record: Record, stage: str, reason: str, detail: str) -> None:
-            rejected.write(_rejected_line(record, stage, reason, detail))
+            rejected.write(_rejected_line(record, stage, reason, detail, notes))
+            if notes is not None:
+                notes.reject(record, stage, reason)
 
         agree_all: Counter[bool | None] = Counter()
         agree_kept: Counter[bool | None] = Counter()
@@ -349,11 +394,19 @@ def clean(
                 for done, i in enumerate(order.tolist(), 1):
                     line = _read_at(f, offsets[i], lengths[i])
                     try:
-                        record = Record.from_dict(_loads(line))
+                        try:
+                            data = orjson.loads(line)
+                        except orjson.JSONDecodeError:  # as _loads
+                            data = json.loads(line)
+                            if notes is not None:
+                                notes.exact = False
+                        record = Record.from_dict(data)
                     except (ValueError, TypeError) as e:
                         result.unreadable_lines += 1
                         log.warning("%s: skipping an unreadable line at byte %d (%s)", traces, offsets[i], e)
                         continue
+                    if notes is not None:
+                        notes.traces[i] = handoff.trace_fields(data)
                     known = prechecked.verdict(line) if prechecked is not None else None
                     if answer_check:
                         record.agrees_with_target = (
@@ -377,7 +430,9 @@ def clean(
             return known_keys.pop(id(record), None)
 
         for record in deduper.run(records(), on_reject, keys_of if same_keys else None):
-            kept_out.write(_record_line(record))
+            kept_out.write(_record_line(record, notes))
+            if notes is not None:
+                notes.kept.append(handoff.record_values(record))
             result.kept += 1
             agree_kept[record.agrees_with_target] += 1
             submix[record.submix] += 1
@@ -390,6 +445,8 @@ def clean(
             progress(total, total)
         kept_out.commit()
         rejected.commit()
+        if notes is not None:
+            notes.note(traces, run_dir / CLEAN, run_dir / REJECTED, all_read=result.unreadable_lines == 0)
     except BaseException:
         kept_out.abort()
         rejected.abort()
@@ -417,6 +474,12 @@ def rejections_except(path: Path, stages: Iterable[str]) -> Iterator[bytes]:
     Each step that rewrites rejected.jsonl (planning: source/plan; clean: filter/dedup) keeps the other
     steps' lines through this; an unreadable line (a torn tail from a crash) is dropped with a warning.
     """
+    for line, _ in _rejections_except(path, stages):
+        yield line
+
+
+def _rejections_except(path: Path, stages: Iterable[str]) -> Iterator[tuple[bytes, dict[str, Any] | None]]:
+    """:func:`rejections_except`, each line with its JSON object (None when orjson could not read it)."""
     if not path.is_file():
         return
     drop = frozenset(stages)
@@ -425,15 +488,27 @@ def rejections_except(path: Path, stages: Iterable[str]) -> Iterator[bytes]:
             if not line.strip():
                 continue
             try:
-                stage = _loads(line).get("stage")
+                try:
+                    data = orjson.loads(line)
+                except orjson.JSONDecodeError:  # as _loads
+                    data, exact = json.loads(line), False
+                else:
+                    exact = True
+                stage = data.get("stage")
             except (ValueError, AttributeError):
                 log.warning("%s:%d: dropping an unreadable rejected.jsonl line", path, lineno)
                 continue
             if stage not in drop:
-                yield line if line.endswith(b"\n") else line + b"\n"
+                yield (line if line.endswith(b"\n") else line + b"\n"), data if exact else None
 
 
-def _copy_engine_rejections(path: Path, out: AtomicFile) -> None:
+def _copy_engine_rejections(path: Path, out: AtomicFile, notes: _HandOff | None = None) -> None:
     """Keep the engine's rejected.jsonl lines (source/plan/generate) verbatim; drop old filter/dedup."""
-    for line in rejections_except(path, CLEAN_STAGES):
+    for line, data in _rejections_except(path, CLEAN_STAGES):
         out.write(line)
+        if notes is None:
+            continue
+        if data is None:
+            notes.exact = False
+            continue
+        notes.rejected.append(handoff.rejected_fields(data))

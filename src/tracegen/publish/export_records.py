@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..cleaning import handoff
 from ..errors import RunDirError
 from ..records import Record
 from ..rundir import RunPaths, iter_records, open_read, read_jsonl_numbered
@@ -116,6 +117,9 @@ def read_record_dicts(run_dir: str | Path) -> tuple[str, Iterator[dict[str, Any]
     clean = RunPaths(Path(run_dir)).clean
     if source != clean.name:
         return source, (r.to_dict() for r in records)
+    kept: list[tuple[Any, ...]] | None = handoff.noted("kept", clean)
+    if kept is not None:  # this process's clean wrote the file from these records (exact: see handoff)
+        return source, map(handoff.record_dict, kept)
     return source, _complete_dicts(clean)
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from ..cleaning import handoff
 from ..errors import RunDirError
 from ..publish import clean_digest as digest
 from ..rundir import RunPaths, open_read, read_json_if_exists, read_jsonl_numbered
@@ -52,19 +53,8 @@ def _lines(path: Path) -> Iterator[dict[str, Any]]:
             yield obj
 
 
-def _trace_fields(rec: Mapping[str, Any]) -> tuple[Any, ...]:
-    """What the report takes from a trace, read at once so the record (its long texts) is freed at once."""
-    return (
-        rec.get("cost_usd"),
-        rec.get("answered_at"),
-        rec.get("latency_s"),
-        rec.get("retried"),
-        rec.get("submix", ""),
-        rec.get("system_message_id"),
-        rec.get("system_prompt"),
-        rec.get("completion_tokens"),
-        rec.get("model"),
-    )
+_trace_fields = handoff.trace_fields
+"""What the report takes from a trace, read at once so the record (its long texts) is freed at once."""
 
 
 def _bin(value: float, edges: tuple[float, ...]) -> int:
@@ -82,6 +72,16 @@ def _label(rec: Mapping[str, Any]) -> str:
 def _clip(text: Any) -> str:
     s = "" if text is None else str(text)
     return s if len(s) <= TEXT_CHARS else s[:TEXT_CHARS] + f" … [{len(s) - TEXT_CHARS:,} more characters]"
+
+
+def _example(line: Mapping[str, Any], rec: Mapping[str, Any]) -> dict[str, Any]:
+    """One example of a rejection reason: a rejected.jsonl line and its record."""
+    return {
+        "id": line.get("id", ""),
+        "detail": str(line.get("detail", ""))[:300],
+        "question": _clip(rec.get("question"))[:400],
+        "eval_item": rec.get("eval_item"),
+    }
 
 
 def _row(rec: Mapping[str, Any], status: str, stage: str = "") -> dict[str, Any]:
@@ -268,9 +268,14 @@ class _Collector:
 
     # ---- traces ---------------------------------------------------------------------------------------------
     def traces(self, stage: str, path: Path) -> None:
-        lines = _lines(RunPaths(path).traces)
-        while rows := [_trace_fields(rec) for rec in itertools.islice(lines, _CHUNK)]:
-            self._traces(stage, rows)
+        noted: list[tuple[Any, ...]] | None = handoff.noted("traces", RunPaths(path).traces)
+        if noted is not None:  # clean read every line just now: its notes are this loop's rows
+            for start in range(0, len(noted), _CHUNK):
+                self._traces(stage, noted[start : start + _CHUNK])
+        else:
+            lines = _lines(RunPaths(path).traces)
+            while rows := [_trace_fields(rec) for rec in itertools.islice(lines, _CHUNK)]:
+                self._traces(stage, rows)
         for rec in _lines(RunPaths(path).failed):
             err = rec.get("error") or {}
             self.failed[str(err.get("code") or err.get("status") or err.get("type") or "error")] += 1
@@ -311,7 +316,14 @@ class _Collector:
 
     # ---- rejections and kept rows ---------------------------------------------------------------------------
     def rejected(self, stage: str, path: Path) -> None:
-        for line in _lines(RunPaths(path).rejected):
+        file = RunPaths(path).rejected
+        noted: list[handoff.Rejected] | None = None
+        if not stage and not self.reasons:  # an unstaged run's only rejected.jsonl
+            noted = handoff.noted("rejected", file)
+        if noted is not None:  # clean wrote the file just now and noted what is counted of each line
+            self._rejected_noted(stage, file, noted)
+            return
+        for line in _lines(file):
             st, reason = str(line.get("stage", "")), str(line.get("reason", ""))
             if stage and st == "plan":
                 continue  # a stage's copy of the plan's rejections: counted once, at the top
@@ -324,20 +336,51 @@ class _Collector:
                 self._verdict(rec)
             ex = self.examples.setdefault(reason, [])
             if len(ex) < EXAMPLES_PER_REASON:
-                ex.append(
-                    {
-                        "id": line.get("id", ""),
-                        "detail": str(line.get("detail", ""))[:300],
-                        "question": _clip(rec.get("question"))[:400],
-                        "eval_item": rec.get("eval_item"),
-                    }
-                )
+                ex.append(_example(line, rec))
             self._reservoir(
                 self.rejected_rows.setdefault(reason, []),
                 SAMPLE_PER_REASON,
                 self.reasons[(st, reason)],
                 lambda r=rec, why=reason: _row(r, why, stage),
             )
+
+    def _rejected_noted(self, stage: str, file: Path, noted: list[handoff.Rejected]) -> None:
+        """:meth:`rejected` over clean's notes of ``file`` (an unstaged run's): the same counts and the same
+        random draws in the same order, parsing only the lines that end up as examples or in the sample."""
+        examples: dict[str, list[int]] = {}  # reason -> its example lines
+        picks: dict[str, list[int]] = {}  # reason -> its sampled lines (the reservoir of :meth:`rejected`)
+        for i, (st, reason, eval_set, submix, agrees) in enumerate(noted):
+            self.reasons[(st, reason)] += 1
+            if reason == "contaminated":
+                self.decontaminated[eval_set] += 1
+            if st in ("filter", "dedup"):
+                self._count_verdict(submix, digest.verdict(agrees))
+            ex = examples.setdefault(reason, [])
+            if len(ex) < EXAMPLES_PER_REASON:
+                ex.append(i)
+            sample = picks.setdefault(reason, [])
+            if len(sample) < SAMPLE_PER_REASON:
+                sample.append(i)
+            else:
+                j = self.rng.randrange(self.reasons[(st, reason)])
+                if j < SAMPLE_PER_REASON:
+                    sample[j] = i
+        wanted = {i for lines in [*examples.values(), *picks.values()] for i in lines}
+        parsed: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+        i = 0
+        with open_read(file) as fp:
+            for raw_line in fp:
+                if raw_line.isspace():
+                    continue
+                if i in wanted:
+                    line = orjson.loads(raw_line)
+                    rec = line.get("record")
+                    parsed[i] = (line, rec if isinstance(rec, dict) else {})
+                i += 1
+        for reason, lines in examples.items():
+            self.examples[reason] = [_example(*parsed[i]) for i in lines]
+        for reason, lines in picks.items():
+            self.rejected_rows[reason] = [_row(parsed[i][1], reason, stage) for i in lines]
 
     def clean(self, stage: str, path: Path) -> None:
         file = RunPaths(path).clean
