@@ -289,7 +289,9 @@ def parse_completion(raw: bytes, status: int, headers: Mapping[str, str]) -> Cha
     if not (type(pt) is int and pt >= 0 and type(ct) is int and ct >= 0):
         pt, ct = read_count(pt), read_count(ct)
         problems = [
-            f"{name} {v}" for name, v in (("prompt_tokens", pt), ("completion_tokens", ct)) if isinstance(v, str)
+            f"{name} {v}"
+            for name, v in (("prompt_tokens", pt), ("completion_tokens", ct))
+            if isinstance(v, str)
         ]
         problem = "; ".join(problems) or None
     model = obj.get("model")

@@ -36,6 +36,7 @@ import contextlib
 import ipaddress
 import socket
 import ssl
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -408,6 +409,11 @@ class HttpChatClient:
             family = socket.AF_INET6 if ipaddress.ip_address(self._host).version == 6 else socket.AF_INET
             self._addresses, self._literal = [(family, (self._host, self._port))], True
         self._ssl: ssl.SSLContext | None = None
+        # deadlines of the requests on the wire, in send order (see _watch); one timer for the earliest
+        self._deadlines: deque[tuple[float, _Connection, asyncio.Future[Any]]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
 
     async def complete(
         self, body: dict[str, Any], request_id: str, *, payload: bytes | None = None
@@ -424,14 +430,15 @@ class HttpChatClient:
             data,
         )
         waiter = conn.send(request)
-        timer = loop.call_at(deadline, conn.time_out, self._timeout_message)
+        timer = self._watch(loop, deadline, conn, waiter)
         try:
             status, headers, raw = await waiter
         except BaseException:
             conn.abort()  # cancelled or failed mid-answer: the connection's state is unknown
             raise
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
         if conn.reusable and conn.open and len(self._idle) < self._concurrency:
             self._idle.append(conn)
         else:
@@ -439,6 +446,51 @@ class HttpChatClient:
         if status >= 300:
             raise http_error(self._endpoint, status, raw, headers)
         return parse_completion(raw, status, headers)
+
+    def _watch(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        deadline: float,
+        conn: _Connection,
+        waiter: asyncio.Future[Any],
+    ) -> asyncio.TimerHandle | None:
+        """Time the request out at ``deadline`` unless ``waiter`` is done by then.
+
+        Deadlines are the send time + timeout_s, so they mostly arrive in order: those go to a queue
+        watched by one timer armed at the earliest (a timer per request, made and cancelled, costs more
+        than the whole queue). One earlier than the queue's last (its connection took a while to set up)
+        gets a timer of its own, returned for the caller to cancel."""
+        deadlines = self._deadlines
+        if deadlines and deadline < deadlines[-1][0]:
+            return loop.call_at(deadline, conn.time_out, self._timeout_message)
+        while deadlines and deadlines[0][2].done():  # answered already: nothing to watch
+            deadlines.popleft()
+        deadlines.append((deadline, conn, waiter))
+        if self._timer is None or self._timer_loop is not loop:
+            self._arm(loop, deadlines[0][0])
+        return None
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        self._timer = loop.call_at(when, self._expire, loop)
+        self._timer_at = when
+        self._timer_loop = loop
+
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The timer fired: time out every request still waiting whose deadline came (as its own timer
+        would have, fired at the same loop turn), then arm the timer for the next one."""
+        self._timer = None
+        due = max(self._timer_at, loop.time())
+        deadlines = self._deadlines
+        while deadlines:
+            deadline, conn, waiter = deadlines[0]
+            if waiter.done():
+                deadlines.popleft()
+            elif deadline <= due:
+                deadlines.popleft()
+                conn.time_out(self._timeout_message)
+            else:
+                self._arm(loop, deadline)
+                return
 
     async def _acquire(self, loop: asyncio.AbstractEventLoop, deadline: float) -> _Connection:
         idle = self._idle
@@ -505,6 +557,10 @@ class HttpChatClient:
             conn.open = False
         self._all.clear()
         self._idle.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._deadlines.clear()
 
     def __repr__(self) -> str:
         return f"HttpChatClient({self._endpoint.display_url!r})"

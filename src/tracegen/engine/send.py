@@ -284,10 +284,11 @@ class Sender(Core):
             ct = count_text_tokens(result.content or "", self.encoding)
         return pt, ct
 
-    async def _run_record(self, item: Request, res: Reservation, permit: Permit) -> None:
+    async def _run_record(
+        self, item: Request, res: Reservation, permit: Permit, task: asyncio.Task[Any]
+    ) -> None:
+        """Answer one record (``task``: the one running it, which the stop logic tells by what it does)."""
         chain: list[TeacherCallError] = []
-        task = asyncio.current_task()  # looked up once: each attempt and the write need it
-        assert task is not None
 
         def again() -> Awaitable[ChatResult]:
             return self._attempt(item, item.body, item.payload, None, task)
