@@ -288,13 +288,13 @@ class _Connection(asyncio.Protocol):
         headers: dict[str, str] = {}
         last = ""
         for line in lines[1:]:
-            if line[:1] in (" ", "\t"):  # obsolete line folding: continues the previous value
-                if not last:
-                    raise _Malformed("folded line without a header")
-                headers[last] += " " + line.strip()
-                continue
             name, colon, value = line.partition(":")
-            if not colon or not name or name != name.strip():
+            if not colon or not name or name != name.strip():  # (a folded line always fails this test)
+                if line[:1] in (" ", "\t"):  # obsolete line folding: continues the previous value
+                    if not last:
+                        raise _Malformed("folded line without a header")
+                    headers[last] += " " + line.strip()
+                    continue
                 raise _Malformed(f"bad header line {line[:40]!r}")
             last = name.lower()
             value = value.strip()
@@ -422,7 +422,7 @@ class HttpChatClient:
         data = payload if payload is not None else dumps(body)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout_s
-        conn = await self._acquire(loop, deadline)
+        conn = self._idle_connection() or await self._connect(loop, deadline)
         request = b"%sContent-Length: %d\r\nX-Client-Request-Id: %s\r\n\r\n%s" % (
             self._head,
             len(data),
@@ -492,13 +492,14 @@ class HttpChatClient:
                 self._arm(loop, deadline)
                 return
 
-    async def _acquire(self, loop: asyncio.AbstractEventLoop, deadline: float) -> _Connection:
+    def _idle_connection(self) -> _Connection | None:
+        """The most recently used idle connection still open, or None (then connect)."""
         idle = self._idle
         while idle:
             conn = idle.pop()
             if conn.open:
                 return conn
-        return await self._connect(loop, deadline)
+        return None
 
     async def _connect(self, loop: asyncio.AbstractEventLoop, deadline: float) -> _Connection:
         timeout = max(0.0, min(CONNECT_CAP_S, deadline - loop.time()))

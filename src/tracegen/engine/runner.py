@@ -201,7 +201,9 @@ class _Engine(Sender):
             self.failed_unsent += 1
             return True
         await self.slots.acquire()
-        res = await self.budget.reserve(item.res_usd, item.res_tokens)
+        res = self.budget.try_reserve(item.res_usd, item.res_tokens)
+        if res is None:  # no room now: wait for some (reserve tries again first, as it always does)
+            res = await self.budget.reserve(item.res_usd, item.res_tokens)
         if res is None:
             self.slots.release()
             if self.stop_reason is None:

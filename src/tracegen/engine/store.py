@@ -372,9 +372,11 @@ class ResultWriter:
         if self.error is not None:
             fut.set_exception(self.error)
             return fut
-        self._pending.append((which, line, fut))
-        assert self._wake is not None
-        self._wake.set()
+        pending = self._pending
+        pending.append((which, line, fut))
+        if len(pending) == 1:  # else set already: the writer clears it only as it takes the queue
+            assert self._wake is not None
+            self._wake.set()
         return fut
 
     async def _run(self) -> None:
