@@ -1,10 +1,11 @@
 """The engine's per-request shortcuts keep their behaviour: the http transport's deadline queue times out
 each request that passes its deadline (and only those), the writer's commit interval never delays close,
-and a run through reused worker tasks answers every record exactly once."""
+and a line's callback (the online engine counts answers with it) comes only once the line is durable."""
 
 from __future__ import annotations
 
 import asyncio
+import errno
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,8 @@ from tracegen.engine import RunDir
 from tracegen.engine import store as store_mod
 from tracegen.engine.client import Endpoint
 from tracegen.engine.client_http import HttpChatClient
-from tracegen.engine.store import TRACES, ResultWriter
-from tracegen.errors import TeacherTimeout
+from tracegen.engine.store import REJECTED, TRACES, ResultWriter
+from tracegen.errors import RunDirError, TeacherTimeout
 
 ANSWER = (
     b'{"id":"c","object":"chat.completion","model":"m","choices":[{"index":0,"message":{"role":"assistant",'
@@ -123,3 +124,32 @@ async def test_close_flushes_at_once_whatever_the_commit_interval(
     assert second.done() and third.done() and second.exception() is None
     assert rd.traces_path.read_bytes() == b'{"a":1}\n{"a":2}\n{"a":3}\n'
     assert writer.lines_written[TRACES] == 3
+
+
+async def test_write_then_calls_back_once_durable_or_with_the_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rd = RunDir.open(tmp_path / "run")
+    writer = ResultWriter(rd)
+    await writer.start()
+    seen: list[tuple[int, object]] = []
+
+    def done(which: int, error: RunDirError | None) -> None:
+        assert error is not None or b'{"a":1}\n' in rd.traces_path.read_bytes()  # on disk first
+        seen.append((which, error))
+
+    writer.write_then(TRACES, b'{"a":1}\n', done)
+    assert seen == []  # not before the commit
+    await writer.write(TRACES, b'{"a":2}\n')  # committed with or after it
+    assert seen == [(TRACES, None)]
+
+    def full(fd: int, data: bytes | memoryview) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store_mod, "_os_write", full)
+    writer.write_then(REJECTED, b'{"b":1}\n', done)
+    await writer.close()
+    assert seen[1][0] == REJECTED and isinstance(seen[1][1], RunDirError)
+    writer.write_then(TRACES, b'{"c":1}\n', done)  # a failed writer answers at once
+    assert isinstance(seen[2][1], RunDirError)
+    assert rd.traces_path.read_bytes() == b'{"a":1}\n{"a":2}\n'

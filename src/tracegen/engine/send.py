@@ -313,11 +313,7 @@ class Sender(Core):
                 self.n_length_empty += not result.content
                 if self.limits.retry_length and self.pricer.model_problem is None:
                     result, pt, ct, cost = await self._retry_length(item, result, pt, ct, cost, task)
-            which = await self._record(item, result, pt, ct, cost, chain, task)
-            if which == REJECTED:
-                self.rejected += 1
-            else:
-                self.succeeded += 1
+            self._record(item, result, pt, ct, cost, chain)
             if self.pricer.model_problem is not None:
                 self._stop_fatal(EndpointError(self.pricer.model_problem), "model_mismatch")
         except TeacherCallError as e:
@@ -404,17 +400,10 @@ class Sender(Core):
         return longer, lpt, lct, cost + lcost
 
     def _record(
-        self,
-        item: Request,
-        result: ChatResult,
-        pt: int,
-        ct: int,
-        cost: float,
-        chain: list[TeacherCallError],
-        task: asyncio.Task[Any],
-    ) -> Awaitable[int]:
-        """Write the answer's line; the awaitable gives the file it went to (TRACES or REJECTED) once the
-        line is durable (the caller counts it then)."""
+        self, item: Request, result: ChatResult, pt: int, ct: int, cost: float, chain: list[TeacherCallError]
+    ) -> None:
+        """Queue the answer's line; it counts once durable (:meth:`_recorded`, called by the writer's
+        commit: the record's task need not wait for it, nor be woken for the count)."""
         which, line = self.answer_line(
             item.rec,
             item.key,
@@ -428,20 +417,25 @@ class Sender(Core):
                 "retried": [getattr(e, "status", None) or type(e).__name__ for e in chain],
             },
         )
-        return self._durable(which, line, task)
+        self.writer.write_then(which, line, self._recorded)
 
-    async def _durable(self, which: int, line: bytes, task: asyncio.Task[Any] | None = None) -> int:
-        """Queue ``line`` for file ``which`` (``task``: the one writing, default the current one);
-        returns ``which`` once it is durable."""
-        if task is None:
-            task = asyncio.current_task()
-            assert task is not None
+    def _recorded(self, which: int, error: RunDirError | None) -> None:
+        """An answer's line is durable: count it; or it could not be written: stop the run."""
+        if error is not None:
+            self._stop_fatal(error, "run_dir")
+        elif which == REJECTED:
+            self.rejected += 1
+        else:
+            self.succeeded += 1
+
+    async def _durable(self, which: int, line: bytes) -> None:
+        task = asyncio.current_task()
+        assert task is not None
         self.writing.add(task)
         try:
             await self.writer.write(which, line)
         finally:
             self.writing.discard(task)
-        return which
 
     async def _fail(self, item: Request, chain: list[TeacherCallError], error: dict[str, Any]) -> None:
         self.failed_keys.add(item.digest)
