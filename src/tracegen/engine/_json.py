@@ -10,7 +10,7 @@ import hashlib
 import json
 from typing import Any
 
-__all__ = ["canonical_json", "dumps", "loads", "request_key"]
+__all__ = ["canonical_json", "dumps", "dumps_line", "loads", "request_key"]
 
 try:  # pragma: no cover - depends on the environment
     import orjson as _orjson
@@ -18,6 +18,12 @@ try:  # pragma: no cover - depends on the environment
     def dumps(obj: Any) -> bytes:
         """Compact JSON as UTF-8 bytes."""
         return _orjson.dumps(obj)
+
+    _NEWLINE = _orjson.OPT_APPEND_NEWLINE
+
+    def dumps_line(obj: Any) -> bytes:
+        """Compact JSON as UTF-8 bytes, newline included (one JSONL line)."""
+        return _orjson.dumps(obj, option=_NEWLINE)
 
     def loads(data: bytes | str) -> Any:
         """Parse JSON from bytes or str."""
@@ -28,6 +34,10 @@ except ImportError:  # pragma: no cover - depends on the environment
     def dumps(obj: Any) -> bytes:
         """Compact JSON as UTF-8 bytes."""
         return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+
+    def dumps_line(obj: Any) -> bytes:
+        """Compact JSON as UTF-8 bytes, newline included (one JSONL line)."""
+        return dumps(obj) + b"\n"
 
     def loads(data: bytes | str) -> Any:
         """Parse JSON from bytes or str."""

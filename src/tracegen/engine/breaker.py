@@ -46,7 +46,8 @@ class CircuitBreaker:
 
     def success(self) -> None:
         """An attempt got an answer."""
-        if self.tripped is None:
+        # a window already full of successes stays as it is: pushing one more would change nothing
+        if self.tripped is None and self._counts[_OK] < self.window:
             self._push(_OK)
 
     def failure(self, exc: BaseException) -> bool:

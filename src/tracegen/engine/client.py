@@ -282,22 +282,29 @@ def parse_completion(raw: bytes, status: int, headers: Mapping[str, str]) -> Cha
         usage = {}
     if not isinstance(usage, dict):
         raise bad("usage is not an object")
-    pt = read_count(usage.get("prompt_tokens"))
-    ct = read_count(usage.get("completion_tokens"))
-    problems = [
-        f"{name} {v}" for name, v in (("prompt_tokens", pt), ("completion_tokens", ct)) if isinstance(v, str)
-    ]
+    pt = usage.get("prompt_tokens")
+    ct = usage.get("completion_tokens")
+    problem: str | None = None
+    # the usual answer (two counts, plain ints >= 0) skips read_count, which would return them as they are
+    if not (type(pt) is int and pt >= 0 and type(ct) is int and ct >= 0):
+        pt, ct = read_count(pt), read_count(ct)
+        problems = [
+            f"{name} {v}"
+            for name, v in (("prompt_tokens", pt), ("completion_tokens", ct))
+            if isinstance(v, str)
+        ]
+        problem = "; ".join(problems) or None
     model = obj.get("model")
     return ChatResult(
-        content=content,
-        finish_reason=finish_reason,
-        prompt_tokens=pt if isinstance(pt, int) else None,
-        completion_tokens=ct if isinstance(ct, int) else None,
-        model_returned=model if isinstance(model, str) else "",
-        headers=headers,
-        reasoning_tokens=usage_detail(usage, "completion_tokens_details", "reasoning_tokens"),
-        cached_tokens=usage_detail(usage, "prompt_tokens_details", "cached_tokens"),
-        usage_problem="; ".join(problems) or None,
+        content,
+        finish_reason,
+        pt if isinstance(pt, int) else None,
+        ct if isinstance(ct, int) else None,
+        model if isinstance(model, str) else "",
+        headers,
+        usage_detail(usage, "completion_tokens_details", "reasoning_tokens"),
+        usage_detail(usage, "prompt_tokens_details", "cached_tokens"),
+        problem,
     )
 
 

@@ -36,6 +36,7 @@ import contextlib
 import ipaddress
 import socket
 import ssl
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -287,13 +288,13 @@ class _Connection(asyncio.Protocol):
         headers: dict[str, str] = {}
         last = ""
         for line in lines[1:]:
-            if line[:1] in (" ", "\t"):  # obsolete line folding: continues the previous value
-                if not last:
-                    raise _Malformed("folded line without a header")
-                headers[last] += " " + line.strip()
-                continue
             name, colon, value = line.partition(":")
-            if not colon or not name or name != name.strip():
+            if not colon or not name or name != name.strip():  # (a folded line always fails this test)
+                if line[:1] in (" ", "\t"):  # obsolete line folding: continues the previous value
+                    if not last:
+                        raise _Malformed("folded line without a header")
+                    headers[last] += " " + line.strip()
+                    continue
                 raise _Malformed(f"bad header line {line[:40]!r}")
             last = name.lower()
             value = value.strip()
@@ -408,6 +409,11 @@ class HttpChatClient:
             family = socket.AF_INET6 if ipaddress.ip_address(self._host).version == 6 else socket.AF_INET
             self._addresses, self._literal = [(family, (self._host, self._port))], True
         self._ssl: ssl.SSLContext | None = None
+        # deadlines of the requests on the wire, in send order (see _watch); one timer for the earliest
+        self._deadlines: deque[tuple[float, _Connection, asyncio.Future[Any]]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
 
     async def complete(
         self, body: dict[str, Any], request_id: str, *, payload: bytes | None = None
@@ -416,7 +422,7 @@ class HttpChatClient:
         data = payload if payload is not None else dumps(body)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout_s
-        conn = await self._acquire(loop, deadline)
+        conn = self._idle_connection() or await self._connect(loop, deadline)
         request = b"%sContent-Length: %d\r\nX-Client-Request-Id: %s\r\n\r\n%s" % (
             self._head,
             len(data),
@@ -424,14 +430,15 @@ class HttpChatClient:
             data,
         )
         waiter = conn.send(request)
-        timer = loop.call_at(deadline, conn.time_out, self._timeout_message)
+        timer = self._watch(loop, deadline, conn, waiter)
         try:
             status, headers, raw = await waiter
         except BaseException:
             conn.abort()  # cancelled or failed mid-answer: the connection's state is unknown
             raise
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
         if conn.reusable and conn.open and len(self._idle) < self._concurrency:
             self._idle.append(conn)
         else:
@@ -440,13 +447,59 @@ class HttpChatClient:
             raise http_error(self._endpoint, status, raw, headers)
         return parse_completion(raw, status, headers)
 
-    async def _acquire(self, loop: asyncio.AbstractEventLoop, deadline: float) -> _Connection:
+    def _watch(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        deadline: float,
+        conn: _Connection,
+        waiter: asyncio.Future[Any],
+    ) -> asyncio.TimerHandle | None:
+        """Time the request out at ``deadline`` unless ``waiter`` is done by then.
+
+        Deadlines are the send time + timeout_s, so they mostly arrive in order: those go to a queue
+        watched by one timer armed at the earliest (a timer per request, made and cancelled, costs more
+        than the whole queue). One earlier than the queue's last (its connection took a while to set up)
+        gets a timer of its own, returned for the caller to cancel."""
+        deadlines = self._deadlines
+        if deadlines and deadline < deadlines[-1][0]:
+            return loop.call_at(deadline, conn.time_out, self._timeout_message)
+        while deadlines and deadlines[0][2].done():  # answered already: nothing to watch
+            deadlines.popleft()
+        deadlines.append((deadline, conn, waiter))
+        if self._timer is None or self._timer_loop is not loop:
+            self._arm(loop, deadlines[0][0])
+        return None
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        self._timer = loop.call_at(when, self._expire, loop)
+        self._timer_at = when
+        self._timer_loop = loop
+
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The timer fired: time out every request still waiting whose deadline came (as its own timer
+        would have, fired at the same loop turn), then arm the timer for the next one."""
+        self._timer = None
+        due = max(self._timer_at, loop.time())
+        deadlines = self._deadlines
+        while deadlines:
+            deadline, conn, waiter = deadlines[0]
+            if waiter.done():
+                deadlines.popleft()
+            elif deadline <= due:
+                deadlines.popleft()
+                conn.time_out(self._timeout_message)
+            else:
+                self._arm(loop, deadline)
+                return
+
+    def _idle_connection(self) -> _Connection | None:
+        """The most recently used idle connection still open, or None (then connect)."""
         idle = self._idle
         while idle:
             conn = idle.pop()
             if conn.open:
                 return conn
-        return await self._connect(loop, deadline)
+        return None
 
     async def _connect(self, loop: asyncio.AbstractEventLoop, deadline: float) -> _Connection:
         timeout = max(0.0, min(CONNECT_CAP_S, deadline - loop.time()))
@@ -505,6 +558,10 @@ class HttpChatClient:
             conn.open = False
         self._all.clear()
         self._idle.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._deadlines.clear()
 
     def __repr__(self) -> str:
         return f"HttpChatClient({self._endpoint.display_url!r})"

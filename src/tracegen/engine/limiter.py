@@ -494,6 +494,8 @@ class Limiter(WaitQueue):
         if changed:
             self._found_rpm = None  # the server told its limit: nothing to find
             self._set_rates(now)
+        if self._req is None and self._tok is None:  # no bucket to correct
+            return
         f = self.factor(now)
         for bucket, key, sent_after in (
             (self._req, "x-ratelimit-remaining-requests", self._seq - permit.seq),

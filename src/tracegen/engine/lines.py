@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from ..errors import RunDirError
 from ..records import Record
 from ..redact import scrub
-from ._json import dumps, loads
+from ._json import dumps_line, loads
 
 __all__ = [
     "FAILED",
@@ -66,11 +66,11 @@ def engine_line(request_key: str, cost_usd: float, fields: Mapping[str, Any]) ->
     """One JSONL line with request_key and cost_usd first (see module docstring), newline included."""
     if "request_key" in fields or "cost_usd" in fields:
         fields = {k: v for k, v in fields.items() if k not in ("request_key", "cost_usd")}
-    body = dumps(fields)
-    head = b'{"request_key":"%s","cost_usd":%s' % (request_key.encode(), repr(float(cost_usd)).encode())
-    if body == b"{}":
-        return head + b"}\n"
-    return head + b"," + body[1:] + b"\n"
+    body = dumps_line(fields)
+    head = f'{{"request_key":"{request_key}","cost_usd":{float(cost_usd)!r}'  # !r: the float's repr
+    if body == b"{}\n":
+        return head.encode() + b"}\n"
+    return (head + ",").encode() + body[1:]
 
 
 class Answer(Protocol):

@@ -37,6 +37,7 @@ __all__ = [
     "fatal_error",
     "is_retryable",
     "rate_limited_attempts",
+    "retry_failed",
     "retry_policy",
     "stop_after_failures",
     "stop_when",
@@ -175,12 +176,25 @@ async def call_with_retries(
     """
     try:
         return await attempt()
-    except TeacherCallError as first:
-        if chain is not None:
-            chain.append(first)
-        if not is_retryable(first):
-            raise
-        pending: list[BaseException] = [first]
+    except TeacherCallError as e:
+        first = e
+    return await retry_failed(policy, first, attempt, chain)
+
+
+async def retry_failed(
+    policy: AsyncRetrying,
+    first: TeacherCallError,
+    attempt: Callable[[], Awaitable[T]],
+    chain: list[TeacherCallError] | None = None,
+) -> T:
+    """The rest of :func:`call_with_retries` once its first attempt failed with ``first`` (for a caller
+    that awaits the first attempt itself): ``first`` is appended to ``chain`` and re-raised unless
+    retryable; else ``policy`` runs ``attempt`` again, seeing ``first`` as its attempt 1."""
+    if chain is not None:
+        chain.append(first)
+    if not is_retryable(first):
+        raise first
+    pending: list[BaseException] = [first]
 
     async def again() -> T:
         if pending:

@@ -46,6 +46,7 @@ from ..records import Record
 from ..redact import redact_url
 from ..rundir import lock_run_dir
 from ._gc import fewer_gc_passes
+from .budget import Reservation
 from .client import (
     ChatClient,
     ChatResult,
@@ -54,6 +55,7 @@ from .client import (
 )
 from .core import Request
 from .events import Progress, RunResult
+from .limiter import Permit
 from .pool import EndpointPool, make_pool
 from .preflight import round_trip_s
 from .send import Sender
@@ -61,6 +63,9 @@ from .settings import EngineSettings, Teacher
 from .store import DoneSet, RunDir
 
 __all__ = ["generate"]
+
+#: A record handed to a worker: the record prepared, its budget reservation and its limiter permit.
+_Job = tuple[Request, Reservation, Permit]
 
 log = logging.getLogger("tracegen.engine")
 
@@ -116,7 +121,9 @@ class _Engine(Sender):
         self.own_client = own_client
         self.stop_event = stop
         self.grace_s = grace_s
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.tasks: set[asyncio.Task[None]] = set()  # the workers (see _work)
+        self.idle: list[asyncio.Future[_Job | None]] = []  # workers waiting for a record
+        self.dispatch_closed = False  # the producer is done: workers end after their record
         self.producer: asyncio.Task[None] | None = None
         self.wave_size = min(FIRST_WAVE, settings.limits.concurrency)
         self.quiet_s = quiet_s
@@ -194,7 +201,9 @@ class _Engine(Sender):
             self.failed_unsent += 1
             return True
         await self.slots.acquire()
-        res = await self.budget.reserve(item.res_usd, item.res_tokens)
+        res = self.budget.try_reserve(item.res_usd, item.res_tokens)
+        if res is None:  # no room now: wait for some (reserve tries again first, as it always does)
+            res = await self.budget.reserve(item.res_usd, item.res_tokens)
         if res is None:
             self.slots.release()
             if self.stop_reason is None:
@@ -210,14 +219,48 @@ class _Engine(Sender):
         self.dispatched += 1
         self.reserved_tokens += item.limit_tokens
         self.last_res_usd = item.res_usd
-        task = asyncio.create_task(self._run_record(item, res, permit))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        job = (item, res, permit)
+        idle = self.idle
+        while idle:
+            worker = idle.pop()
+            if not worker.done():  # (a cancelled worker is done)
+                worker.set_result(job)
+                break
+        else:
+            task = asyncio.create_task(self._work(job))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
         if not self.wave_opened:
             self.wave.add(item)
             if len(self.wave) >= self.wave_size:
                 await self._hold_the_wave()
         return not self.stopping and self.pricer.model_problem is None
+
+    async def _work(self, job: _Job | None) -> None:
+        """A worker: answers records one after the other, as :meth:`_offer` hands them over.
+
+        Workers are reused (a task per record costs more CPU than the record's own bookkeeping); one is
+        started only when none is idle, so there are never more than records in progress. Cancelling a
+        worker (at a stop) ends its record as cancelling its own task did; an idle worker just ends.
+        """
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        while job is not None:
+            await self._run_record(*job, task)
+            if self.stopping or self.dispatch_closed:
+                return
+            wait: asyncio.Future[_Job | None] = loop.create_future()
+            self.idle.append(wait)
+            job = await wait
+
+    def _close_dispatch(self) -> None:
+        """No more records: idle workers end, busy ones after their record."""
+        self.dispatch_closed = True
+        idle, self.idle = self.idle, []
+        for worker in idle:
+            if not worker.done():
+                worker.set_result(None)
 
     async def _hold_the_wave(self) -> None:
         """Wait for the first wave: its first answer, or ``quiet_s`` (:func:`wave_quiet_s`) with no error back.
@@ -355,7 +398,10 @@ class _Engine(Sender):
         self.producer = asyncio.create_task(self._produce(records))
         cancelled = False
         try:
-            await self.producer
+            try:
+                await self.producer
+            finally:
+                self._close_dispatch()
             while self.tasks:
                 await asyncio.wait(set(self.tasks))
         except asyncio.CancelledError:

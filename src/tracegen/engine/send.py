@@ -34,7 +34,7 @@ from .core import Core, Request, stop_reason_of
 from .events import Progress
 from .limiter import Limiter, Permit
 from .pool import EndpointPool
-from .retry import call_with_retries, fatal_error, retry_policy
+from .retry import call_with_retries, fatal_error, retry_failed, retry_policy
 from .settings import EngineSettings
 from .store import FAILED, REJECTED, RunDir, failed_line
 from .usage import ANOMALIES_TO_STOP
@@ -136,11 +136,14 @@ class Sender(Core):
         body: dict[str, Any],
         payload: bytes | None,
         given: tuple[Reservation, Permit] | None,
+        task: asyncio.Task[Any],
     ) -> ChatResult:
         budget, limiter = self.budget, self.limiter
         res_usd, res_tokens, limit_tokens = item.res_usd, item.res_tokens, item.limit_tokens
+        cap = limit_tokens - item.prompt_tokens  # the body's completion cap (body_cap(item.body))
         if body is not item.body:  # a retry of a "length" answer with more max_tokens
-            extra = body_cap(body) - self.teacher.max_tokens
+            cap = body_cap(body)
+            extra = cap - self.teacher.max_tokens
             res_usd += self.pricing.cost_usd(0, extra)
             res_tokens += extra
             limit_tokens += extra
@@ -159,8 +162,6 @@ class Sender(Core):
         else:
             res, permit = given
         self.attempts += 1
-        task = asyncio.current_task()
-        assert task is not None
         self.sending.add(task)
         t0 = self.clock()
         try:
@@ -219,7 +220,7 @@ class Sender(Core):
         finally:
             self.sending.discard(task)
         self.protocol_in_a_row = 0
-        result, usd, tokens = self._checked(item, result, body, res)
+        result, usd, tokens = self._checked(item, result, cap, res)
         pt, ct = self._usage(item, result)
         self.breaker.success()
         item.latency_s = self.clock() - t0
@@ -231,14 +232,16 @@ class Sender(Core):
         return result
 
     def _checked(
-        self, item: Request, result: ChatResult, body: dict[str, Any], res: Reservation
+        self, item: Request, result: ChatResult, cap: int, res: Reservation
     ) -> tuple[ChatResult, float, int]:
-        """Check the server's usage (:mod:`.usage`); the answer with the counts to record, and the dollars
-        and tokens to charge (the reservation when the usage is impossible)."""
-        check = self.check_usage(result, item.prompt_tokens, body_cap(body) or self.teacher.max_tokens)
-        fixed = dataclasses.replace(
-            result, prompt_tokens=check.prompt_tokens, completion_tokens=check.completion_tokens
-        )
+        """Check the server's usage (:mod:`.usage`) against the completion cap sent; the answer with the
+        counts to record, and the dollars and tokens to charge (the reservation when the usage is impossible)."""
+        check = self.check_usage(result, item.prompt_tokens, cap or self.teacher.max_tokens)
+        fixed = result
+        if check.prompt_tokens != result.prompt_tokens or check.completion_tokens != result.completion_tokens:
+            fixed = dataclasses.replace(
+                result, prompt_tokens=check.prompt_tokens, completion_tokens=check.completion_tokens
+            )
         if check.anomaly is None:
             usd = self.pricer.of(result.model_returned).cost_usd(check.prompt_tokens, check.completion_tokens)
             return fixed, usd, check.prompt_tokens + check.completion_tokens
@@ -281,28 +284,36 @@ class Sender(Core):
             ct = count_text_tokens(result.content or "", self.encoding)
         return pt, ct
 
-    async def _run_record(self, item: Request, res: Reservation, permit: Permit) -> None:
+    async def _run_record(
+        self, item: Request, res: Reservation, permit: Permit, task: asyncio.Task[Any]
+    ) -> None:
+        """Answer one record (``task``: the one running it, which the stop logic tells by what it does)."""
         chain: list[TeacherCallError] = []
-        first: list[tuple[Reservation, Permit]] = [(res, permit)]
 
-        def attempt() -> Awaitable[ChatResult]:
-            return self._attempt(item, item.body, item.payload, first.pop() if first else None)
+        def again() -> Awaitable[ChatResult]:
+            return self._attempt(item, item.body, item.payload, None, task)
 
         try:
             try:
-                result = await call_with_retries(self.policy, attempt, chain)
+                # the first attempt is awaited here directly (one coroutine layer less per request than
+                # call_with_retries); only a failure goes through the retry policy, as there
+                try:
+                    result = await self._attempt(item, item.body, item.payload, (res, permit), task)
+                except TeacherCallError as e:
+                    result = await retry_failed(self.policy, e, again, chain)
             except BaseException:
                 self._wave_finished(item, answered=False)
                 raise
-            self._wave_finished(item, answered=True)
+            if self.wave:
+                self._wave_finished(item, answered=True)
             pt, ct = self._usage(item, result)
             cost = self.pricer.of(result.model_returned).cost_usd(pt, ct)
             if result.finish_reason == "length":
                 self.n_length += 1
                 self.n_length_empty += not result.content
                 if self.limits.retry_length and self.pricer.model_problem is None:
-                    result, pt, ct, cost = await self._retry_length(item, result, pt, ct, cost)
-            await self._record(item, result, pt, ct, cost, chain)
+                    result, pt, ct, cost = await self._retry_length(item, result, pt, ct, cost, task)
+            self._record(item, result, pt, ct, cost, chain)
             if self.pricer.model_problem is not None:
                 self._stop_fatal(EndpointError(self.pricer.model_problem), "model_mismatch")
         except TeacherCallError as e:
@@ -364,7 +375,7 @@ class Sender(Core):
         return isinstance(e, TeacherHTTPError) and e.status == 404
 
     async def _retry_length(
-        self, item: Request, result: ChatResult, pt: int, ct: int, cost: float
+        self, item: Request, result: ChatResult, pt: int, ct: int, cost: float, task: asyncio.Task[Any]
     ) -> tuple[ChatResult, int, int, float]:
         """One more try with 2x max_tokens, if the budget allows; keep the first answer otherwise."""
         body = with_cap(item.body, self.teacher.max_tokens * 2)
@@ -372,7 +383,7 @@ class Sender(Core):
         first: list[tuple[Reservation, Permit]] = []
 
         def attempt() -> Awaitable[ChatResult]:
-            return self._attempt(item, body, None, first.pop() if first else None)
+            return self._attempt(item, body, None, first.pop() if first else None, task)
 
         try:
             longer = await call_with_retries(self.policy, attempt, chain)
@@ -388,9 +399,11 @@ class Sender(Core):
         lcost = self.pricer.of(longer.model_returned).cost_usd(lpt, lct)
         return longer, lpt, lct, cost + lcost
 
-    async def _record(
+    def _record(
         self, item: Request, result: ChatResult, pt: int, ct: int, cost: float, chain: list[TeacherCallError]
     ) -> None:
+        """Queue the answer's line; it counts once durable (:meth:`_recorded`, called by the writer's
+        commit: the record's task need not wait for it, nor be woken for the count)."""
         which, line = self.answer_line(
             item.rec,
             item.key,
@@ -404,8 +417,13 @@ class Sender(Core):
                 "retried": [getattr(e, "status", None) or type(e).__name__ for e in chain],
             },
         )
-        await self._durable(which, line)
-        if which == REJECTED:
+        self.writer.write_then(which, line, self._recorded)
+
+    def _recorded(self, which: int, error: RunDirError | None) -> None:
+        """An answer's line is durable: count it; or it could not be written: stop the run."""
+        if error is not None:
+            self._stop_fatal(error, "run_dir")
+        elif which == REJECTED:
             self.rejected += 1
         else:
             self.succeeded += 1

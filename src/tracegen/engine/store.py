@@ -2,8 +2,9 @@
 
 Durability. An answer counts as done only once its line is written *and fsynced*. A single writer task does
 group commit: lines queue up while the previous batch is being written and fsynced in a worker thread, so
-one fsync covers every line that arrived meanwhile (throughput is not one fsync per line). Each producer
-awaits the future of its own line. On a write error (ENOSPC, EIO, permissions) the file is truncated back
+one fsync covers every line that arrived meanwhile (throughput is not one fsync per line); commits start at
+most every ``COMMIT_INTERVAL_S`` (20 ms), so at high answer rates each covers more lines. Each producer
+awaits the future of its own line (or has a callback called: :meth:`ResultWriter.write_then`). On a write error (ENOSPC, EIO, permissions) the file is truncated back
 to its last durable size -- no half-written line is left -- and every pending and later write fails with
 :class:`RunDirError`, which stops the run.
 
@@ -83,6 +84,11 @@ __all__ = [
 
 # Indirection so tests can simulate a full disk.
 _os_write = os.write
+
+#: The least time between the starts of two group commits (seconds). A commit's fsync and its hand-off to a
+#: worker thread cost about the same for one line as for a hundred: when answers pour in, each commit takes
+#: all that came meanwhile. A line waits at most this much longer before its request counts as done.
+COMMIT_INTERVAL_S = 0.02
 
 
 def _strerror(e: OSError) -> str:
@@ -334,16 +340,27 @@ class _AppendFile:
         os.close(self.fd)
 
 
+#: Called by the writer with a line's file (TRACES/FAILED/REJECTED) once the line is durable (error None),
+#: or with the error that keeps it from being so.
+Durable = Callable[[int, RunDirError | None], None]
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 class ResultWriter:
     """Group-commit writer of traces.jsonl, failed.jsonl and rejected.jsonl (see module docstring)."""
 
     def __init__(self, run_dir: RunDir) -> None:
         self.run_dir = run_dir
         self._files: list[_AppendFile] = []
-        self._pending: list[tuple[int, bytes, asyncio.Future[None]]] = []
+        self._pending: list[tuple[int, bytes, asyncio.Future[None] | Durable]] = []
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._pause: asyncio.Future[None] | None = None  # the wait for the commit interval, if any
         self.error: RunDirError | None = None
         self.lines_written = [0, 0, 0]
         #: Called (on the event loop) with each group of traces.jsonl lines once they are durable.
@@ -372,23 +389,51 @@ class ResultWriter:
         if self.error is not None:
             fut.set_exception(self.error)
             return fut
-        self._pending.append((which, line, fut))
-        assert self._wake is not None
-        self._wake.set()
+        self._queue(which, line, fut)
         return fut
+
+    def write_then(self, which: int, line: bytes, done: Durable) -> None:
+        """Queue ``line`` like :meth:`write`; ``done(which, None)`` is called once it is durable, or
+        ``done(which, error)`` when it cannot be (also when the writer failed already, at once).
+
+        No future and no task waiting on one: what the caller does after the line is durable, ``done``
+        does, from the writer's commit (it must be quick and not raise)."""
+        if self.error is not None:
+            done(which, self.error)
+            return
+        self._queue(which, line, done)
+
+    def _queue(self, which: int, line: bytes, done: asyncio.Future[None] | Durable) -> None:
+        pending = self._pending
+        pending.append((which, line, done))
+        if len(pending) == 1:  # else set already: the writer clears it only as it takes the queue
+            assert self._wake is not None
+            self._wake.set()
 
     async def _run(self) -> None:
         assert self._wake is not None
+        loop = asyncio.get_running_loop()
+        last = -math.inf
         while True:
             await self._wake.wait()
+            early = last + COMMIT_INTERVAL_S - loop.time()
+            if early > 0 and not self._closing:  # lines keep queuing meanwhile (wake stays set)
+                self._pause = pause = loop.create_future()
+                timer = loop.call_later(early, _resolve, pause)
+                try:
+                    await pause  # until the interval is over, or close() is called
+                finally:
+                    timer.cancel()
+                    self._pause = None
             self._wake.clear()
             batch, self._pending = self._pending, []
             if batch:
+                last = loop.time()
                 await self._commit(batch)
             if self._closing and not self._pending:
                 return
 
-    async def _commit(self, batch: list[tuple[int, bytes, asyncio.Future[None]]]) -> None:
+    async def _commit(self, batch: list[tuple[int, bytes, asyncio.Future[None] | Durable]]) -> None:
         ok: set[int] = set()
         if self.error is None:
             groups: dict[int, list[bytes]] = {}
@@ -403,13 +448,19 @@ class ResultWriter:
                 which, e = failure
                 path = self._files[which].path
                 self.error = RunDirError(f"{path}: write failed ({_strerror(e)}); {_fix_hint(e)}")
-        for which, _, fut in batch:
-            if fut.done():
+        for which, _, done in batch:
+            error = None if which in ok else self.error or RunDirError("write failed")
+            if not isinstance(done, asyncio.Future):
+                try:
+                    done(which, error)
+                except Exception:  # a caller's bug must not stop the writer (the others' lines wait on it)
+                    log.exception("a durable-line callback failed")
+            elif done.done():
                 continue
-            if which in ok:
-                fut.set_result(None)
+            elif error is None:
+                done.set_result(None)
             else:
-                fut.set_exception(self.error or RunDirError("write failed"))
+                done.set_exception(error)
 
     def _tell(self, lines: list[bytes]) -> None:
         """Hand durable traces lines to the observer; its failure never touches the run."""
@@ -437,6 +488,8 @@ class ResultWriter:
         self._closing = True
         assert self._wake is not None
         self._wake.set()
+        if self._pause is not None:  # no waiting for the commit interval: flush now
+            _resolve(self._pause)
         try:
             await self._task
         finally:
@@ -444,6 +497,9 @@ class ResultWriter:
             for f in self._files:
                 f.close()
             self._files = []
-        for _, _, fut in self._pending:  # pragma: no cover - nothing can queue after close
-            if not fut.done():
-                fut.set_exception(self.error or RunDirError("writer closed"))
+        for which, _, done in self._pending:  # pragma: no cover - nothing can queue after close
+            error = self.error or RunDirError("writer closed")
+            if not isinstance(done, asyncio.Future):
+                done(which, error)
+            elif not done.done():
+                done.set_exception(error)
