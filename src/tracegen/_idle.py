@@ -4,9 +4,9 @@ A turn of the loop (``await asyncio.sleep(0)``) that takes longer than :data:`BU
 were queued -- answers streaming in, requests going out: the engine is busy and the idle work waits
 :data:`BACK_OFF_S` before it looks again. Busy is not the same as CPU-bound: when the server is the
 bottleneck, answers keep the loop busy while the process still waits on the network part of the time. So
-after a back-off the work also goes ahead when the process used less than :data:`SPARE_MIN` of the core's
-time short of all of it, for as long as it left spare (at most :data:`MAX_GRANT_S`): idle work takes the
-core's spare time and no more, and none when the engine uses all of it.
+after a back-off the work also goes ahead when the process left at least :data:`SPARE_MIN` of it unused
+(wall time minus the process's CPU time), for as long as it left unused (at most :data:`MAX_GRANT_S`): idle
+work takes the core's spare time and no more, and none when the engine uses all of it.
 
 With 1 s answers the client's core is mostly idle, and clean's per-answer work
 (:mod:`tracegen.cleaning.precheck`) and the finish step's one-time set-up (:func:`when_idle`) cost the run
@@ -27,9 +27,9 @@ log = logging.getLogger(__name__)
 #: A turn of the event loop longer than this means the engine is busy (seconds).
 BUSY_S = 0.0005
 #: How long idle work waits then before it looks again (seconds).
-BACK_OFF_S = 0.02
+BACK_OFF_S = 0.01
 #: The share of a back-off the process must have spent off the CPU for its spare time to be taken.
-SPARE_MIN = 0.15
+SPARE_MIN = 0.05
 #: The most spare time granted at once (seconds): the engine's answers wait that long at most.
 MAX_GRANT_S = 0.01
 
