@@ -37,7 +37,7 @@ MAX_ENTRIES = 200_000
 #: The longest the prechecker holds the event loop before it lets the engine run (seconds).
 SLICE_S = 0.002
 #: Lines checked together (their dedup keys are hashed as one numpy batch).
-BATCH = 16
+BATCH = 64
 
 #: (agrees_with_target, the filters' first rejection or None, packed dedup keys or None)
 Verdict = tuple[bool | None, Rejection | None, bytes | None]
