@@ -34,10 +34,14 @@ SPARE_MIN = 0.05
 MAX_GRANT_S = 0.01
 
 
-async def idle_turn(slice_s: float = 0.0) -> float:
-    """Wait for a turn of the event loop that finds the engine idle (then grant ``slice_s``), or for a
-    back-off in which the process left the core spare (then grant that spare time, at most MAX_GRANT_S).
-    Returns the seconds the caller may work before it awaits again."""
+async def idle_turn(slice_s: float = 0.0, *, spare: bool = True) -> float:
+    """Wait for a turn of the event loop that finds the engine idle (then grant ``slice_s``), or, with
+    ``spare``, for a back-off in which the process left the core spare (then grant that spare time, at most
+    MAX_GRANT_S). Returns the seconds the caller may work before it awaits again.
+
+    Spare time comes in gaps of a few milliseconds between answers: only work cut in slices that short may
+    take it. A job that holds the loop longer (an import) waits for an idle turn, or the server would run
+    out of requests while the loop is held."""
     clock, cpu = time.perf_counter, time.process_time
     while True:
         t = clock()
@@ -47,17 +51,18 @@ async def idle_turn(slice_s: float = 0.0) -> float:
         t, c = clock(), cpu()
         await asyncio.sleep(BACK_OFF_S)
         wall = clock() - t
-        spare = wall - (cpu() - c)
-        if spare >= SPARE_MIN * wall:
-            return min(spare, MAX_GRANT_S)
+        unused = wall - (cpu() - c)
+        if spare and unused >= SPARE_MIN * wall:
+            return min(unused, MAX_GRANT_S)
 
 
 async def when_idle(*jobs: Callable[[], object], after_s: float = 0.0) -> None:
-    """Run each job at an idle turn of the loop (after ``after_s``); a job's failure is logged, not raised."""
+    """Run each job at an idle turn of the loop (after ``after_s``); a job's failure is logged, not raised.
+    A job runs whole, so it never takes spare time between answers (see :func:`idle_turn`)."""
     if after_s > 0:
         await asyncio.sleep(after_s)
     for job in jobs:
-        await idle_turn()
+        await idle_turn(spare=False)
         try:
             job()
         except Exception:  # a warm-up is an optimisation: its failure must not touch the run
