@@ -38,6 +38,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .._version import __version__
 from ..config import url_credentials_problem
 from ..errors import (
     ConfigError,
@@ -78,6 +79,7 @@ __all__ = [
     "make_client",
     "parse_completion",
     "parse_retry_after",
+    "request_headers",
     "resolve_endpoint",
     "teacher_client",
     "usage_detail",
@@ -315,6 +317,22 @@ def too_large(limit: int) -> TeacherProtocolError:
         "smaller: check --base-url, or raise max_response_bytes in the config file",
         billed=True,
     )
+
+
+def request_headers(endpoint: Endpoint) -> dict[str, str]:
+    """The headers every chat request to ``endpoint`` carries (the key as a Bearer token)."""
+    headers = {
+        "Content-Type": "application/json",
+        "Accept": "application/json",
+        "User-Agent": f"tracegen/{__version__}",
+    }
+    if endpoint.api_key:
+        headers["Authorization"] = f"Bearer {endpoint.api_key}"
+    if endpoint.organization:
+        headers["OpenAI-Organization"] = endpoint.organization
+    if endpoint.project:
+        headers["OpenAI-Project"] = endpoint.project
+    return headers
 
 
 def http_error(endpoint: Endpoint, status: int, raw: bytes, headers: Mapping[str, str]) -> TeacherHTTPError:

@@ -13,7 +13,6 @@ from typing import Any
 
 import aiohttp
 
-from .._version import __version__
 from ._json import dumps
 from .client import (
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -23,6 +22,7 @@ from .client import (
     TeacherTimeout,
     http_error,
     parse_completion,
+    request_headers,
     too_large,
 )
 
@@ -57,17 +57,7 @@ class AiohttpChatClient:
         self._url = endpoint.base_url.rstrip("/") + "/chat/completions"
         self._concurrency = concurrency
         self._timeout_s = timeout_s
-        headers = {
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-            "User-Agent": f"tracegen/{__version__}",
-        }
-        if endpoint.api_key:
-            headers["Authorization"] = f"Bearer {endpoint.api_key}"
-        if endpoint.organization:
-            headers["OpenAI-Organization"] = endpoint.organization
-        if endpoint.project:
-            headers["OpenAI-Project"] = endpoint.project
+        headers = request_headers(endpoint)
         self._headers = headers
         self._session: aiohttp.ClientSession | None = None
         self._proxy: str | None = None

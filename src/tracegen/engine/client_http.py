@@ -41,7 +41,6 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from .._version import __version__
 from ._json import dumps
 from .client import (
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -51,6 +50,7 @@ from .client import (
     TeacherTimeout,
     http_error,
     parse_completion,
+    request_headers,
     too_large,
 )
 
@@ -383,20 +383,8 @@ class HttpChatClient:
         if url.port is not None:
             host = f"{host}:{url.port}"
         target = url.path.rstrip("/") + "/chat/completions" + (f"?{url.query}" if url.query else "")
-        fields = [
-            f"POST {target} HTTP/1.1",
-            f"Host: {host}",
-            "Content-Type: application/json",
-            "Accept: application/json",
-            "Accept-Encoding: identity",
-            f"User-Agent: tracegen/{__version__}",
-        ]
-        if endpoint.api_key:
-            fields.append(f"Authorization: Bearer {endpoint.api_key}")
-        if endpoint.organization:
-            fields.append(f"OpenAI-Organization: {endpoint.organization}")
-        if endpoint.project:
-            fields.append(f"OpenAI-Project: {endpoint.project}")
+        headers = {"Host": host, **request_headers(endpoint), "Accept-Encoding": "identity"}
+        fields = [f"POST {target} HTTP/1.1", *(f"{name}: {value}" for name, value in headers.items())]
         if any("\r" in f or "\n" in f for f in fields):
             raise ValueError("a header value contains a line break (check the key and the base URL)")
         self._head = ("\r\n".join(fields) + "\r\n").encode("latin-1")
