@@ -8,29 +8,19 @@ file, is read in full as before. Nothing is kept across processes.
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CleanDigest", "file_identity", "note", "noted", "verdict"]
+from ..cleaning.handoff import Identity, file_identity
 
-Identity = tuple[int, int, int, int]
+__all__ = ["CleanDigest", "file_identity", "note", "noted", "verdict"]
 
 
 def verdict(agrees: Any) -> str:
     """The answer check's word for ``agrees_with_target``."""
     return "agrees" if agrees is True else "disagrees" if agrees is False else "unknown"
-
-
-def file_identity(path: Path) -> Identity | None:
-    """(device, inode, size, mtime_ns) of ``path``; None when it cannot be read."""
-    try:
-        st = os.stat(path, follow_symlinks=False)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 @dataclass(frozen=True)
