@@ -196,13 +196,7 @@ class _Connection(asyncio.Protocol):
                 del buf[: end + 4]
                 self._start_body(head)
             elif state == _LENGTH:
-                if not buf:
-                    return
-                take = min(self._left, len(buf))
-                self._add(bytes(buf[:take]) if take < len(buf) else bytes(buf))
-                del buf[:take]
-                self._left -= take
-                if self._left:
+                if not self._take():
                     return
                 self._state = _DONE
             elif state == _UNTIL_CLOSE:
@@ -229,13 +223,7 @@ class _Connection(asyncio.Protocol):
                     self._left = size
                     self._state = _CHUNK_DATA
             elif state == _CHUNK_DATA:
-                if not buf:
-                    return
-                take = min(self._left, len(buf))
-                self._add(bytes(buf[:take]))
-                del buf[:take]
-                self._left -= take
-                if self._left:
+                if not self._take():
                     return
                 self._state = _CHUNK_END
             elif state == _CHUNK_END:
@@ -256,6 +244,16 @@ class _Connection(asyncio.Protocol):
                     self.reusable = False
                 self._finish()
                 return
+
+    def _take(self) -> bool:
+        """Move up to the ``_left`` bytes still due from ``_buf`` to the body; True once none are due."""
+        buf = self._buf
+        take = min(self._left, len(buf))
+        if take:
+            self._add(bytes(buf[:take]))
+            del buf[:take]
+            self._left -= take
+        return not self._left
 
     def _line(self) -> bytearray | None:
         """The next CRLF-ended line of ``_buf`` (consumed, without CRLF), or None when it has not arrived."""
