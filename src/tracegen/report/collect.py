@@ -366,17 +366,7 @@ class _Collector:
                 if j < SAMPLE_PER_REASON:
                     sample[j] = i
         wanted = {i for lines in [*examples.values(), *picks.values()] for i in lines}
-        parsed: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
-        i = 0
-        with open_read(file) as fp:
-            for raw_line in fp:
-                if raw_line.isspace():
-                    continue
-                if i in wanted:
-                    line = orjson.loads(raw_line)
-                    rec = line.get("record")
-                    parsed[i] = (line, rec if isinstance(rec, dict) else {})
-                i += 1
+        parsed = {i: (line, _record_of(line)) for i, line in _rows_at(file, wanted).items()}
         for reason, lines in examples.items():
             self.examples[reason] = [_example(*parsed[i]) for i in lines]
         for reason, lines in picks.items():
@@ -408,15 +398,7 @@ class _Collector:
             elif (j := self.rng.randrange(self.kept_seen)) < SAMPLE_KEPT:
                 slots[j] = i
         wanted = set(slots.values())
-        parsed: dict[int, dict[str, Any]] = {}
-        i = 0
-        with open_read(file) as fp:
-            for line in fp:
-                if line.isspace():
-                    continue
-                if i in wanted:
-                    parsed[i] = _row(orjson.loads(line), "kept", stage)
-                i += 1
+        parsed = {i: _row(rec, "kept", stage) for i, rec in _rows_at(file, wanted).items()}
         for slot in sorted(slots):  # new slots come in order, after the filled ones
             if slot < len(self.kept):
                 self.kept[slot] = parsed[slots[slot]]
@@ -561,3 +543,23 @@ def _reasons(counted: Counter[tuple[str, str]], dropped: Mapping[str, Any]) -> l
             n = max(n, int(dropped[reason]))
         out.append({"stage": stage, "reason": reason, "n": n})
     return sorted(out, key=lambda r: -int(r["n"]))
+
+
+def _rows_at(file: Path, wanted: set[int]) -> dict[int, Any]:
+    """The JSON values of the ``wanted`` rows of ``file`` (row i: its i-th non-blank line), the rest unparsed."""
+    parsed: dict[int, Any] = {}
+    i = 0
+    with open_read(file) as fp:
+        for line in fp:
+            if line.isspace():
+                continue
+            if i in wanted:
+                parsed[i] = orjson.loads(line)
+            i += 1
+    return parsed
+
+
+def _record_of(line: dict[str, Any]) -> dict[str, Any]:
+    """The ``record`` object of a rejected.jsonl line ({} when it has none)."""
+    rec = line.get("record")
+    return rec if isinstance(rec, dict) else {}
