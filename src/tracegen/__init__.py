@@ -9,23 +9,26 @@ The pieces compose on their own: ``build_plan`` → ``generate`` → ``clean`` �
 
 from typing import TYPE_CHECKING, Any
 
-from ._version import __version__
-from .config import RunConfig, load_config
-from .errors import (
-    AuthError,
-    BadRecordError,
-    BatchError,
-    ConfigError,
-    EndpointError,
-    HubError,
-    PlanError,
-    QuotaError,
-    RunDirError,
-    SourceError,
-    TeacherError,
-    TracegenError,
-)
-from .records import Record
+from ._startup import no_collection
+
+with no_collection():
+    from ._version import __version__
+    from .config import RunConfig, load_config
+    from .errors import (
+        AuthError,
+        BadRecordError,
+        BatchError,
+        ConfigError,
+        EndpointError,
+        HubError,
+        PlanError,
+        QuotaError,
+        RunDirError,
+        SourceError,
+        TeacherError,
+        TracegenError,
+    )
+    from .records import Record
 
 if TYPE_CHECKING:  # the heavy modules (datasets, openai) load on first use, keeping `import tracegen` fast
     from .api import dry_run, run
