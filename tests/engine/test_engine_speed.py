@@ -91,20 +91,53 @@ async def test_a_deadline_earlier_than_the_queues_last_gets_its_own_timer() -> N
     class Conn:
         def __init__(self, name: str) -> None:
             self.name = name
+            self.sent = 1
+            self.answered = False
+
+        def waiting(self, request: int) -> bool:
+            return request == self.sent and not self.answered
 
         def time_out(self, message: str) -> None:
             timed_out.append(self.name)
 
     conns: list[Any] = [Conn("late"), Conn("early"), Conn("answered")]
-    waiters = [loop.create_future() for _ in conns]
     now = loop.time()
-    assert c._watch(loop, now + 0.2, conns[0], waiters[0]) is None  # queued
-    own = c._watch(loop, now + 0.1, conns[1], waiters[1])  # its connection took a while: own timer
+    assert c._watch(loop, now + 0.2, conns[0]) is None  # queued
+    own = c._watch(loop, now + 0.1, conns[1])  # its connection took a while: own timer
     assert own is not None
-    assert c._watch(loop, now + 0.25, conns[2], waiters[2]) is None
-    waiters[2].set_result(None)
+    assert c._watch(loop, now + 0.25, conns[2]) is None
+    conns[2].answered = True
     await asyncio.sleep(0.4)
     assert timed_out == ["early", "late"]
+    await c.aclose()
+
+
+async def test_answered_requests_behind_a_slow_one_are_not_held() -> None:
+    """The deadline queue names requests by connection and number, never holds an answer, and drops
+    answered entries stuck behind a slow request once they outnumber what can be in flight."""
+    c = HttpChatClient(Endpoint(base_url="http://127.0.0.1:9/v1"), concurrency=4, timeout_s=60.0)
+    loop = asyncio.get_running_loop()
+
+    class Conn:
+        def __init__(self) -> None:
+            self.sent = 1
+            self.answered = False
+
+        def waiting(self, request: int) -> bool:
+            return request == self.sent and not self.answered
+
+        def time_out(self, message: str) -> None:
+            raise AssertionError("nothing is due")
+
+    slow = Conn()
+    now = loop.time()
+    c._watch(loop, now + 60, slow)
+    for i in range(1000):
+        done = Conn()
+        c._watch(loop, now + 60 + i * 1e-6, done)
+        done.answered = True
+    assert len(c._deadlines) <= 2 * 4 + 64 + 1
+    assert c._deadlines[0][1] is slow
     await c.aclose()
 
 

@@ -87,6 +87,7 @@ class _Connection(asyncio.Protocol):
         self._parts: list[bytes] = []
         self._size = 0
         self._left = 0  # bytes still due in a Content-Length body or the current chunk
+        self.sent = 0  # requests sent on this connection: names the one in flight (see HttpChatClient._watch)
 
     # ---- asyncio.Protocol ---------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -131,6 +132,7 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None
         waiter: asyncio.Future[tuple[int, dict[str, str], bytes]] = asyncio.get_running_loop().create_future()
         self._waiter = waiter
+        self.sent += 1
         self.reusable = False
         self._state = _HEAD
         self._buf.clear()
@@ -142,6 +144,10 @@ class _Connection(asyncio.Protocol):
     def time_out(self, message: str) -> None:
         """The request's deadline passed: fail it and drop the connection."""
         self._fail(TeacherTimeout(message, sent=None))
+
+    def waiting(self, request: int) -> bool:
+        """Is request number ``request`` of this connection still waiting for its answer?"""
+        return request == self.sent and self._waiter is not None and not self._waiter.done()
 
     def abort(self) -> None:
         self.open = False
@@ -396,7 +402,7 @@ class HttpChatClient:
             self._addresses, self._literal = [(family, (self._host, self._port))], True
         self._ssl: ssl.SSLContext | None = None
         # deadlines of the requests on the wire, in send order (see _watch); one timer for the earliest
-        self._deadlines: deque[tuple[float, _Connection, asyncio.Future[Any]]] = deque()
+        self._deadlines: deque[tuple[float, _Connection, int]] = deque()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._timer_loop: asyncio.AbstractEventLoop | None = None
@@ -416,7 +422,7 @@ class HttpChatClient:
             data,
         )
         waiter = conn.send(request)
-        timer = self._watch(loop, deadline, conn, waiter)
+        timer = self._watch(loop, deadline, conn)
         try:
             status, headers, raw = await waiter
         except BaseException:
@@ -434,24 +440,24 @@ class HttpChatClient:
         return parse_completion(raw, status, headers)
 
     def _watch(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        deadline: float,
-        conn: _Connection,
-        waiter: asyncio.Future[Any],
+        self, loop: asyncio.AbstractEventLoop, deadline: float, conn: _Connection
     ) -> asyncio.TimerHandle | None:
-        """Time the request out at ``deadline`` unless ``waiter`` is done by then.
+        """Time the request just sent on ``conn`` out at ``deadline`` unless it is answered by then.
 
         Deadlines are the send time + timeout_s, so they mostly arrive in order: those go to a queue
         watched by one timer armed at the earliest (a timer per request, made and cancelled, costs more
         than the whole queue). One earlier than the queue's last (its connection took a while to set up)
-        gets a timer of its own, returned for the caller to cancel."""
+        gets a timer of its own, returned for the caller to cancel. An entry names its request by the
+        connection and its number there (no answer is held), and answered entries behind a slow one are
+        dropped once they outnumber what can be in flight."""
         deadlines = self._deadlines
         if deadlines and deadline < deadlines[-1][0]:
             return loop.call_at(deadline, conn.time_out, self._timeout_message)
-        while deadlines and deadlines[0][2].done():  # answered already: nothing to watch
+        while deadlines and not deadlines[0][1].waiting(deadlines[0][2]):  # answered: nothing to watch
             deadlines.popleft()
-        deadlines.append((deadline, conn, waiter))
+        if len(deadlines) > 2 * self._concurrency + 64:
+            self._deadlines = deadlines = deque(e for e in deadlines if e[1].waiting(e[2]))
+        deadlines.append((deadline, conn, conn.sent))
         if self._timer is None or self._timer_loop is not loop:
             self._arm(loop, deadlines[0][0])
         return None
@@ -468,8 +474,8 @@ class HttpChatClient:
         due = max(self._timer_at, loop.time())
         deadlines = self._deadlines
         while deadlines:
-            deadline, conn, waiter = deadlines[0]
-            if waiter.done():
+            deadline, conn, request = deadlines[0]
+            if not conn.waiting(request):
                 deadlines.popleft()
             elif deadline <= due:
                 deadlines.popleft()
