@@ -3,7 +3,7 @@
 Durability. An answer counts as done only once its line is written *and fsynced*. A single writer task does
 group commit: lines queue up while the previous batch is being written and fsynced in a worker thread, so
 one fsync covers every line that arrived meanwhile (throughput is not one fsync per line); commits start at
-most every ``COMMIT_INTERVAL_S`` (20 ms), so at high answer rates each covers more lines. Each producer
+most every ``COMMIT_INTERVAL_S`` (5 ms), so at high answer rates each covers more lines. Each producer
 awaits the future of its own line (or has a callback called: :meth:`ResultWriter.write_then`). On a write error (ENOSPC, EIO, permissions) the file is truncated back
 to its last durable size -- no half-written line is left -- and every pending and later write fails with
 :class:`RunDirError`, which stops the run.
@@ -87,8 +87,9 @@ _os_write = os.write
 
 #: The least time between the starts of two group commits (seconds). A commit's fsync and its hand-off to a
 #: worker thread cost about the same for one line as for a hundred: when answers pour in, each commit takes
-#: all that came meanwhile. A line waits at most this much longer before its request counts as done.
-COMMIT_INTERVAL_S = 0.02
+#: all that came meanwhile. A line waits at most this much longer before its request counts as done -- and an
+#: answer received in that window and lost to a kill -9 is asked again on resume, so the window stays short.
+COMMIT_INTERVAL_S = 0.005
 
 
 def _strerror(e: OSError) -> str:
