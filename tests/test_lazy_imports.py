@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO
+
 SAMPLE = REPO / "examples" / "flan_sample"
 HEAVY = ("openai", "datasets", "pandas", "huggingface_hub", "httpx2")
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from helpers import REPO
 from tracegen import pipeline
 from tracegen.config import EndpointConfig, RunConfig, StageConfig, load_config
 from tracegen.errors import ConfigError, RunDirError
@@ -15,7 +16,6 @@ from tracegen.publish.export import iter_rows, load_manifest
 from tracegen.stages import select_mask, stage_path
 from tracegen.testing import FakeServer
 
-REPO = Path(__file__).resolve().parents[1]
 SAMPLE = str(REPO / "examples" / "flan_sample")
 
 

@@ -16,6 +16,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
+from helpers import REPO
 from helpers.batch import config, open_run, records
 from tracegen import pipeline, progress_view
 from tracegen.batch import run_batches
@@ -26,7 +27,6 @@ from tracegen.engine.core import finish_figures
 from tracegen.stages import stage_path
 from tracegen.testing import FakeOptions, FakeServer
 
-REPO = Path(__file__).resolve().parents[1]
 SAMPLE = str(REPO / "examples" / "flan_sample")
 POLL_S = 0.02
 SMALL_BUDGET_USD = 0.00015  # about 7 worst cases of a test request at batch prices

@@ -7,7 +7,6 @@ import collections
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import openai
 import pytest
 
 import tracegen.batch as batch
+from helpers import HELPERS
 from helpers.batch import (
     CRASH_EXIT_CODE,
     MODEL,
@@ -39,19 +39,10 @@ from tracegen.engine import RunDir, generate, request_key
 from tracegen.errors import BatchError, RunDirError
 from tracegen.planning.plan import request_body
 from tracegen.records import Record
-from tracegen.testing import FakeOptions, FakeServer
-
-HELPERS = Path(__file__).resolve().parents[1] / "helpers"
-REPO = Path(__file__).resolve().parents[2]
+from tracegen.testing import FakeServer
 
 
 # ---- helpers ---------------------------------------------------------------------------------------------
-@pytest.fixture
-def srv() -> Iterator[FakeServer]:
-    with FakeServer(FakeOptions(batch_delay_s=0.1, mean_completion_tokens=40)) as server:
-        yield server
-
-
 def keys_of(recs: list[Record], cfg: RunConfig) -> set[str]:
     return {request_key(request_body(r, cfg)) for r in recs}
 

@@ -8,12 +8,12 @@ import collections
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import openai
 import pytest
 
+from helpers import HELPERS, REPO
 from helpers.batch import (
     CRASH_EXIT_CODE,
     assert_never_paid_twice,
@@ -28,16 +28,7 @@ from helpers.batch import (
 )
 from tracegen.engine import request_key
 from tracegen.planning.plan import request_body
-from tracegen.testing import FakeOptions, FakeServer
-
-HELPERS = Path(__file__).resolve().parents[1] / "helpers"
-REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def srv() -> Iterator[FakeServer]:
-    with FakeServer(FakeOptions(batch_delay_s=0.1, mean_completion_tokens=40)) as server:
-        yield server
+from tracegen.testing import FakeServer
 
 
 # ---- the fake server's Files API ---------------------------------------------------------------------------

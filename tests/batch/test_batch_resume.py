@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import HELPERS
 from helpers.batch import (
     CRASH_EXIT_CODE,
     assert_never_paid_twice,
@@ -26,8 +27,6 @@ from helpers.batch import (
 )
 from tracegen.testing import FakeOptions, FakeServer
 
-HELPERS = Path(__file__).resolve().parents[1] / "helpers"
-REPO = Path(__file__).resolve().parents[2]
 N = 10
 
 

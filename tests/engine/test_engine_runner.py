@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 import tracegen.engine as engine
+from helpers import HELPERS, REPO
 from helpers.batch import records
 from tracegen.config import RunConfig
 from tracegen.engine import ChatResult, Progress, RunDir, generate
@@ -24,9 +25,6 @@ from tracegen.engine.runner import FIRST_WAVE
 from tracegen.errors import AuthError, EndpointError, QuotaError
 from tracegen.records import Record
 from tracegen.testing import FakeOptions, FakeServer
-
-HELPERS = Path(__file__).resolve().parents[1] / "helpers"
-REPO = Path(__file__).resolve().parents[2]
 
 
 def lines(path: Path) -> list[dict[str, Any]]:

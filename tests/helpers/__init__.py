@@ -9,5 +9,7 @@ from pathlib import Path
 
 #: The repository root (tests/helpers/__init__.py -> ../..).
 REPO = Path(__file__).resolve().parents[2]
+#: This package's folder (its modules also run as scripts in child processes).
+HELPERS = Path(__file__).resolve().parent
 #: The bundled example source.
 SAMPLE = str(REPO / "examples" / "flan_sample")

@@ -7,7 +7,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
+from . import REPO
+
 SAMPLE = REPO / "examples" / "flan_sample"
 
 TASK_SOURCE = {"cot": "CoT", "niv": "NIv2", "flan": "Flan2021", "t0": "P3", "dialog": "Dialog"}
