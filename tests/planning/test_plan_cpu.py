@@ -17,7 +17,7 @@ from tracegen.planning.file_readers import _jsonl_objects, _read_jsonl
 from tracegen.planning.mix import Selection
 from tracegen.planning.params import chat_body
 from tracegen.planning.plan_lines import request_line, request_line_maker
-from tracegen.planning.plan_spill import _cand_record, _plan_row, _plan_values
+from tracegen.planning.plan_spill import _PLAN_COLUMNS, _cand_record, _plan_values
 from tracegen.planning.source_rows import _FAST_SOURCE, _submix_for_task, _task_key, _template_type
 from tracegen.planning.tokens import chat_tokens_counter, count_chat_tokens
 from tracegen.records import Record
@@ -227,7 +227,8 @@ def test_chat_tokens_counter_counts_what_count_chat_tokens_counts(encoding: str)
 
 def test_plan_values_are_the_records_columns() -> None:
     cand = ("niv", 7, "Q?", "A", "task1_x", "zs_noopt", "f.jsonl:3", 5, "Sys", None)
-    assert _plan_values(cand, 42) == _plan_row(0, "5", _replace_tokens(_cand_record(cand), 42))[2:]
+    record = _replace_tokens(_cand_record(cand), 42)
+    assert _plan_values(cand, 42) == tuple(getattr(record, name) for name in _PLAN_COLUMNS)
 
 
 def _replace_tokens(record: Record, tokens: int) -> Record:

@@ -271,7 +271,7 @@ def test_plan_and_request_lines_are_what_json_dumps_writes(seed: int) -> None:
     import random
 
     from tracegen.planning.plan_lines import plan_line, request_line
-    from tracegen.planning.plan_spill import _plan_record, _plan_row
+    from tracegen.planning.plan_spill import _PLAN_COLUMNS, _plan_record
     from tracegen.records import Record
 
     rng = random.Random(seed)
@@ -294,7 +294,7 @@ def test_plan_and_request_lines_are_what_json_dumps_writes(seed: int) -> None:
             prompt_tokens=rng.randint(0, 10**6),
             source=text(),
         )
-        values = _plan_row(0, "1", record)[2:]
+        values = tuple(getattr(record, name) for name in _PLAN_COLUMNS)
         assert _plan_record(values) == record
         assert plan_line(values) == json.dumps(record.to_dict(), ensure_ascii=False)
         from tracegen.planning.plan import request_body

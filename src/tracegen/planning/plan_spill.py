@@ -60,10 +60,6 @@ _INSERT_PLAN = "INSERT INTO plan VALUES (" + ", ".join("?" * (2 + len(_PLAN_COLU
 _SELECT_PLAN = "SELECT pos, label, " + ", ".join(_PLAN_COLUMNS) + " FROM plan ORDER BY pos"
 
 
-def _plan_row(pos: int, label: str, record: Record) -> tuple[Any, ...]:
-    return (pos, label, *[getattr(record, name) for name in _PLAN_COLUMNS])
-
-
 def _plan_values(
     cand: Sequence[Any], prompt_tokens: int
 ) -> tuple[str, str, str, str, int | None, str | None, str, str, str, str, int, str]:
