@@ -380,10 +380,9 @@ class Sender(Core):
         """One more try with 2x max_tokens, if the budget allows; keep the first answer otherwise."""
         body = with_cap(item.body, self.teacher.max_tokens * 2)
         chain: list[TeacherCallError] = []
-        first: list[tuple[Reservation, Permit]] = []
 
-        def attempt() -> Awaitable[ChatResult]:
-            return self._attempt(item, body, None, first.pop() if first else None, task)
+        def attempt() -> Awaitable[ChatResult]:  # each attempt reserves its own budget and permit
+            return self._attempt(item, body, None, None, task)
 
         try:
             longer = await call_with_retries(self.policy, attempt, chain)
