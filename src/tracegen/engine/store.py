@@ -4,7 +4,8 @@ Durability. An answer counts as done only once its line is written *and fsynced*
 group commit: lines queue up while the previous batch is being written and fsynced in a worker thread, so
 one fsync covers every line that arrived meanwhile (throughput is not one fsync per line); commits start at
 most every ``COMMIT_INTERVAL_S`` (5 ms), so at high answer rates each covers more lines. Each producer
-awaits the future of its own line (or has a callback called: :meth:`ResultWriter.write_then`). On a write error (ENOSPC, EIO, permissions) the file is truncated back
+awaits the future of its own line, or has a callback called (:meth:`ResultWriter.write_then`, which
+:meth:`~ResultWriter.write` is built on). On a write error (ENOSPC, EIO, permissions) the file is truncated back
 to its last durable size -- no half-written line is left -- and every pending and later write fails with
 :class:`RunDirError`, which stops the run.
 
@@ -357,7 +358,7 @@ class ResultWriter:
     def __init__(self, run_dir: RunDir) -> None:
         self.run_dir = run_dir
         self._files: list[_AppendFile] = []
-        self._pending: list[tuple[int, bytes, asyncio.Future[None] | Durable]] = []
+        self._pending: list[tuple[int, bytes, Durable]] = []
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -387,14 +388,20 @@ class ResultWriter:
     def write(self, which: int, line: bytes) -> asyncio.Future[None]:
         """Queue ``line`` for file ``which`` (TRACES/FAILED/REJECTED); the future resolves once durable."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if self.error is not None:
-            fut.set_exception(self.error)
-            return fut
-        self._queue(which, line, fut)
+
+        def done(_: int, error: RunDirError | None) -> None:
+            if fut.done():
+                return
+            if error is None:
+                fut.set_result(None)
+            else:
+                fut.set_exception(error)
+
+        self.write_then(which, line, done)
         return fut
 
     def write_then(self, which: int, line: bytes, done: Durable) -> None:
-        """Queue ``line`` like :meth:`write`; ``done(which, None)`` is called once it is durable, or
+        """Queue ``line`` for file ``which``; ``done(which, None)`` is called once it is durable, or
         ``done(which, error)`` when it cannot be (also when the writer failed already, at once).
 
         No future and no task waiting on one: what the caller does after the line is durable, ``done``
@@ -402,9 +409,6 @@ class ResultWriter:
         if self.error is not None:
             done(which, self.error)
             return
-        self._queue(which, line, done)
-
-    def _queue(self, which: int, line: bytes, done: asyncio.Future[None] | Durable) -> None:
         pending = self._pending
         pending.append((which, line, done))
         if len(pending) == 1:  # else set already: the writer clears it only as it takes the queue
@@ -434,7 +438,7 @@ class ResultWriter:
             if self._closing and not self._pending:
                 return
 
-    async def _commit(self, batch: list[tuple[int, bytes, asyncio.Future[None] | Durable]]) -> None:
+    async def _commit(self, batch: list[tuple[int, bytes, Durable]]) -> None:
         ok: set[int] = set()
         if self.error is None:
             groups: dict[int, list[bytes]] = {}
@@ -451,17 +455,10 @@ class ResultWriter:
                 self.error = RunDirError(f"{path}: write failed ({_strerror(e)}); {_fix_hint(e)}")
         for which, _, done in batch:
             error = None if which in ok else self.error or RunDirError("write failed")
-            if not isinstance(done, asyncio.Future):
-                try:
-                    done(which, error)
-                except Exception:  # a caller's bug must not stop the writer (the others' lines wait on it)
-                    log.exception("a durable-line callback failed")
-            elif done.done():
-                continue
-            elif error is None:
-                done.set_result(None)
-            else:
-                done.set_exception(error)
+            try:
+                done(which, error)
+            except Exception:  # a caller's bug must not stop the writer (the others' lines wait on it)
+                log.exception("a durable-line callback failed")
 
     def _tell(self, lines: list[bytes]) -> None:
         """Hand durable traces lines to the observer; its failure never touches the run."""
@@ -499,8 +496,4 @@ class ResultWriter:
                 f.close()
             self._files = []
         for which, _, done in self._pending:  # pragma: no cover - nothing can queue after close
-            error = self.error or RunDirError("writer closed")
-            if not isinstance(done, asyncio.Future):
-                done(which, error)
-            elif not done.done():
-                done.set_exception(error)
+            done(which, self.error or RunDirError("writer closed"))
