@@ -180,12 +180,13 @@ def _read_at(f: BinaryIO, offset: int, length: int) -> bytes:
     return data
 
 
-def _loads(line: bytes) -> Any:
-    """orjson's parse (several times faster), stdlib json where orjson refuses (NaN, integers past 64 bits)."""
+def _loads(line: bytes) -> tuple[Any, bool]:
+    """orjson's parse (several times faster), stdlib json where orjson refuses (NaN, integers past 64 bits);
+    with whether orjson read it (the hand-off notes only what the readers' parser, orjson, reads alike)."""
     try:
-        return orjson.loads(line)
+        return orjson.loads(line), True
     except orjson.JSONDecodeError:
-        return json.loads(line)
+        return json.loads(line), False
 
 
 def _parses(line: bytes) -> bool:
@@ -394,12 +395,9 @@ def clean(
                 for done, i in enumerate(order.tolist(), 1):
                     line = _read_at(f, offsets[i], lengths[i])
                     try:
-                        try:
-                            data = orjson.loads(line)
-                        except orjson.JSONDecodeError:  # as _loads
-                            data = json.loads(line)
-                            if notes is not None:
-                                notes.exact = False
+                        data, by_orjson = _loads(line)
+                        if notes is not None and not by_orjson:
+                            notes.exact = False
                         record = Record.from_dict(data)
                     except (ValueError, TypeError) as e:
                         result.unreadable_lines += 1
@@ -488,12 +486,7 @@ def _rejections_except(path: Path, stages: Iterable[str]) -> Iterator[tuple[byte
             if not line.strip():
                 continue
             try:
-                try:
-                    data = orjson.loads(line)
-                except orjson.JSONDecodeError:  # as _loads
-                    data, exact = json.loads(line), False
-                else:
-                    exact = True
+                data, exact = _loads(line)
                 stage = data.get("stage")
             except (ValueError, AttributeError):
                 log.warning("%s:%d: dropping an unreadable rejected.jsonl line", path, lineno)
