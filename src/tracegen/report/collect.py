@@ -53,10 +53,6 @@ def _lines(path: Path) -> Iterator[dict[str, Any]]:
             yield obj
 
 
-_trace_fields = handoff.trace_fields
-"""What the report takes from a trace, read at once so the record (its long texts) is freed at once."""
-
-
 def _bin(value: float, edges: tuple[float, ...]) -> int:
     """The last bin whose lower edge ``value`` reaches (edges ascending; below the first, or NaN: 0)."""
     if value != value:  # NaN reaches no edge
@@ -274,7 +270,7 @@ class _Collector:
                 self._traces(stage, noted[start : start + _CHUNK])
         else:
             lines = _lines(RunPaths(path).traces)
-            while rows := [_trace_fields(rec) for rec in itertools.islice(lines, _CHUNK)]:
+            while rows := [handoff.trace_fields(rec) for rec in itertools.islice(lines, _CHUNK)]:
                 self._traces(stage, rows)
         for rec in _lines(RunPaths(path).failed):
             err = rec.get("error") or {}
@@ -293,7 +289,7 @@ class _Collector:
                 )
 
     def _traces(self, stage: str, rows: list[tuple[Any, ...]]) -> None:
-        """A chunk of traces (:func:`_trace_fields`), a column at a time: list comprehensions and Counters."""
+        """A chunk of traces (:func:`~tracegen.cleaning.handoff.trace_fields`: read at once, so a record's long texts are freed at once), a column at a time: list comprehensions and Counters."""
         costs, times, latencies, retries, submix_col, sids, prompts, token_col, models = zip(
             *rows, strict=True
         )
