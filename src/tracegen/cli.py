@@ -20,7 +20,6 @@ import typer
 from rich.console import Console
 
 from . import progress_view
-from ._startup import no_collection
 from ._version import __version__
 from .cli_support import (
     DEFAULTS,
@@ -308,8 +307,7 @@ def run(
 ) -> None:
     """Plan, ask the teacher within --budget, clean, export (and push). Rerun to resume."""
     params = dict(locals())
-    with no_collection():  # the pipeline's imports: ~0.15 s of long-lived objects only (see _startup)
-        from . import pipeline
+    from . import pipeline
 
     def go() -> None:
         config = _config(config_file, **config_flags(params))

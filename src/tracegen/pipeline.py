@@ -24,50 +24,53 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._idle import when_idle
-from .cleaning.merge import claim_output, release_output
-from .cleaning.merge import merge as merge_runs
-from .cleaning.postprocess import clean, rejections_except
-from .cleaning.precheck import Prechecker
-from .config import RunConfig, StageConfig, config_of_run
-from .engine import Progress, RunDir, RunResult
-from .engine.preflight import check_endpoint, check_keys
-from .engine.store import REHEARSAL_BASE_URL
-from .errors import RunDirError
-from .planning.estimate import estimate
-from .planning.plan import build_plan, iter_plan, plan_parameters, write_plan
-from .planning.sources import Rejection
-from .run_support import (
-    answer,
-    batch_cancel,
-    batch_status,
-    count_lines,
-    graceful_interrupt,
-    plan_report,
-    push_run,
-    rehearsal,
-    say_shortfall,
-    shortfall,
-    write_report_safely,
-)
-from .rundir import (
-    RunPaths,
-    atomic_write_bytes,
-    lock_run_dir,
-    read_manifest,
-    write_manifest,
-)
-from .stages import (
-    combine_stages,
-    estimate_totals,
-    is_staged,
-    prepare_stage,
-    stage_budget_usd,
-    stage_config,
-    stage_names,
-    stage_path,
-    stages_stats,
-)
+from ._startup import no_collection
+
+with no_collection():  # its imports allocate only long-lived objects (see _startup)
+    from ._idle import when_idle
+    from .cleaning.merge import claim_output, release_output
+    from .cleaning.merge import merge as merge_runs
+    from .cleaning.postprocess import clean, rejections_except
+    from .cleaning.precheck import Prechecker
+    from .config import RunConfig, StageConfig, config_of_run
+    from .engine import Progress, RunDir, RunResult
+    from .engine.preflight import check_endpoint, check_keys
+    from .engine.store import REHEARSAL_BASE_URL
+    from .errors import RunDirError
+    from .planning.estimate import estimate
+    from .planning.plan import build_plan, iter_plan, plan_parameters, write_plan
+    from .planning.sources import Rejection
+    from .run_support import (
+        answer,
+        batch_cancel,
+        batch_status,
+        count_lines,
+        graceful_interrupt,
+        plan_report,
+        push_run,
+        rehearsal,
+        say_shortfall,
+        shortfall,
+        write_report_safely,
+    )
+    from .rundir import (
+        RunPaths,
+        atomic_write_bytes,
+        lock_run_dir,
+        read_manifest,
+        write_manifest,
+    )
+    from .stages import (
+        combine_stages,
+        estimate_totals,
+        is_staged,
+        prepare_stage,
+        stage_budget_usd,
+        stage_config,
+        stage_names,
+        stage_path,
+        stages_stats,
+    )
 
 __all__ = [
     "arun",
