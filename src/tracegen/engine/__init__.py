@@ -37,20 +37,21 @@ if TYPE_CHECKING:  # each transport loads when asked for: the openai SDK (~0.4 s
     from .client_sdk import SdkChatClient
 
 
+#: Exported transports, each imported on first use: name -> module.
+_LAZY = {
+    "SdkChatClient": ".client_sdk",
+    "AiohttpChatClient": ".client_aiohttp",
+    "HttpChatClient": ".client_http",
+}
+
+
 def __getattr__(name: str) -> Any:
-    if name == "SdkChatClient":
-        from .client_sdk import SdkChatClient
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
 
-        return SdkChatClient
-    if name == "AiohttpChatClient":
-        from .client_aiohttp import AiohttpChatClient
-
-        return AiohttpChatClient
-    if name == "HttpChatClient":
-        from .client_http import HttpChatClient
-
-        return HttpChatClient
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(module, __name__), name)
 
 
 __all__ = [
