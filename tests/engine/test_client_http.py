@@ -218,6 +218,15 @@ async def test_malformed_answers_are_one_connection_error_that_may_have_been_sen
     assert e.value.sent is None
 
 
+async def test_a_malformed_answer_that_echoes_the_key_names_no_key() -> None:
+    async with raw_server([b"HTTP/1.1 200 OK\r\nEcho sk-secret-123\r\n\r\n"]) as srv:
+        c = client(srv.port)
+        with pytest.raises(TeacherConnectionError) as e:
+            await ask(c)
+        await c.aclose()
+    assert "bad header line" in str(e.value) and "sk-secret-123" not in str(e.value)
+
+
 @pytest.mark.parametrize(
     "reply",
     [

@@ -238,7 +238,7 @@ class HttpChatClient:
                 sock.setblocking(False)
                 await loop.sock_connect(sock, address)
                 _, conn = await loop.create_connection(
-                    lambda: Connection(self._max_bytes, self._all),
+                    lambda: Connection(self._max_bytes, self._all, self._endpoint.redact),
                     sock=sock,
                     ssl=self._ssl,
                     server_hostname=self._host if self._tls else None,

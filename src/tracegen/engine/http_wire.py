@@ -11,6 +11,7 @@ with a :class:`~tracegen.errors.TeacherConnectionError` that may have been sent 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from .client import TeacherConnectionError, TeacherTimeout, too_large
 
@@ -30,9 +31,10 @@ class _Malformed(Exception):
 class Connection(asyncio.Protocol):
     """One kept-alive connection: write a request, parse its answer as bytes arrive, resolve a future."""
 
-    def __init__(self, limit: int, owner: set[Connection]) -> None:
+    def __init__(self, limit: int, owner: set[Connection], redact: Callable[[str], str]) -> None:
         self._limit = limit
         self._owner = owner  # the client's set of connections: left on close
+        self._redact = redact  # a malformed answer's excerpt may echo the key
         self.transport: asyncio.Transport | None = None
         self.open = False
         self.reusable = False
@@ -62,7 +64,7 @@ class Connection(asyncio.Protocol):
             self._buf += data
             self._parse()
         except _Malformed as e:
-            self._fail(TeacherConnectionError(f"malformed HTTP answer: {e}", sent=None))
+            self._fail(TeacherConnectionError(f"malformed HTTP answer: {self._redact(str(e))}", sent=None))
         except TeacherConnectionError as e:  # too large
             self._fail(e)
 
